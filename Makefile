@@ -1,0 +1,36 @@
+# vaescope: `make run` opens the explorer on the shipped models, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 7860
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint e2e models bench clean
+
+# Reinstall only when the project's dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@echo "vaescope explorer: http://127.0.0.1:$(PORT)"
+	$(BIN)/latent-explore --checkpoints assets/checkpoints --host 127.0.0.1 --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+models: install
+	$(BIN)/python -m training.recipes
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""vaescope training package: datasets, autoencoder-family models, the training loop, checkpoints."""

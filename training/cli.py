@@ -1,0 +1,154 @@
+"""`latent-train`: train one autoencoder-family model and write a self-describing run folder.
+
+Example: latent-train --dataset digits --model vae --latent-dim 8 --epochs 30 --out runs/digits-vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.checkpoint import CheckpointError
+from training.config import ARCHS, LIKELIHOODS, MODEL_TYPES, ConfigError, TrainConfig
+from training.data import DATASETS, DatasetError, load_dataset
+
+# CLI flag -> (config section, field). Flags left unset fall back to --config, then to defaults.
+MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch", "beta": "beta",
+               "likelihood": "likelihood", "components": "num_components", "hidden_dim": "hidden_dim",
+               "base_channels": "base_channels", "categorical_weight": "categorical_weight",
+               "gaussian_c": "gaussian_c"}
+TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+               "seed": "seed", "device": "device", "warmup_epochs": "warmup_epochs", "eval_k": "eval_k",
+               "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
+               "temperature_end": "temperature_end"}
+
+
+def _typed(kind: type, minimum: float, strict: bool):  # noqa: ANN202 - argparse type factory
+    def parse(text: str):  # noqa: ANN202
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _dataset_name(text: str) -> str:
+    if text in DATASETS or text.startswith("folder:"):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose from {sorted(DATASETS)} or folder:PATH")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="latent-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=_dataset_name, help=f"{', '.join(sorted(DATASETS))} or folder:PATH")
+    p.add_argument("--model", choices=MODEL_TYPES, help="model family (default vae)")
+    p.add_argument("--latent-dim", type=_typed(int, 1, False), help="latent dimensions (default 16)")
+    p.add_argument("--epochs", type=_typed(int, 1, False), help="epochs (default 30)")
+    p.add_argument("--out", type=Path, help="run folder to write (default runs/DATASET-MODEL)")
+    p.add_argument("--beta", type=_typed(float, 0, False), help="KL weight; != 1 gives a beta-VAE")
+    p.add_argument("--warmup-epochs", type=_typed(int, 0, False), help="linear KL warm-up epochs")
+    p.add_argument("--components", type=_typed(int, 2, False), help="GMVAE components (default: classes)")
+    p.add_argument("--categorical-weight", type=_typed(float, 0, False), help="GMVAE weight of KL(q(y|x)||U)")
+    p.add_argument("--likelihood", choices=LIKELIHOODS)
+    p.add_argument("--gaussian-c", type=_typed(float, 0, True), help="Gaussian likelihood variance c")
+    p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")
+    p.add_argument("--hidden-dim", type=_typed(int, 1, False))
+    p.add_argument("--base-channels", type=_typed(int, 1, False))
+    p.add_argument("--batch-size", type=_typed(int, 1, False))
+    p.add_argument("--lr", type=_typed(float, 0, True))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--eval-k", type=_typed(int, 1, False), help="importance samples for the IWAE NLL")
+    p.add_argument("--nll-images", type=_typed(int, 1, False), help="test images for the NLL (default 1000)")
+    p.add_argument("--temperature-start", type=_typed(float, 0, True))
+    p.add_argument("--temperature-end", type=_typed(float, 0, True))
+    p.add_argument("--data-dir", help="where datasets are read / downloaded")
+    p.add_argument("--image-size", type=int, help="folder: datasets are resized to this (64 or 128)")
+    p.add_argument("--config", type=Path, help="JSON file with 'model' and 'train' sections; flags override it")
+    p.add_argument("--resume", type=Path, metavar="OUT", help="continue the stopped run in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _load_config_file(path: Path | None, parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {"model": {}, "train": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    if not isinstance(data, dict) or not set(data) <= {"model", "train"}:
+        parser.error(f"--config {path}: expected a JSON object with 'model' and/or 'train' sections")
+    return {"model": dict(data.get("model", {})), "train": dict(data.get("train", {}))}
+
+
+def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict, TrainConfig]:
+    """Merge defaults < --config file < explicit flags. Returns (model kwargs, TrainConfig)."""
+    sections = _load_config_file(args.config, parser)
+    for flags, section in ((MODEL_FLAGS, "model"), (TRAIN_FLAGS, "train")):
+        for flag, key in flags.items():
+            if getattr(args, flag) is not None:
+                sections[section][key] = getattr(args, flag)
+    if args.nll_images is not None:
+        sections["train"].setdefault("extra", {})["nll_images"] = args.nll_images
+    try:
+        train_cfg = TrainConfig.from_dict(sections["train"])
+    except (ConfigError, TypeError) as exc:
+        parser.error(str(exc))
+    return sections["model"], train_cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from training.train import CHECKPOINT_NAME, TrainingDiverged, model_config_for, train
+
+    try:
+        if args.resume is not None:
+            return _resume(args.resume, args, parser)
+        model_kwargs, train_cfg = configs_from_args(args, parser)
+        data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
+        if model_kwargs.get("arch", "auto") == "auto":
+            model_kwargs["arch"] = "conv" if data.info.image_shape[1] >= 16 else "mlp"
+        model_cfg = model_config_for(data, **model_kwargs)
+        out = args.out or Path("runs") / f"{train_cfg.dataset.replace(':', '-').replace('/', '_')}-{model_cfg.model_type}"
+        result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    except (DatasetError, CheckpointError, TrainingDiverged, FileNotFoundError) as exc:
+        print(f"latent-train: error: {exc}", file=sys.stderr)
+        return 1
+    return _report(result, out / CHECKPOINT_NAME)
+
+
+def _resume(out: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Continue a stopped run with the configs stored in its own checkpoint."""
+    from training.checkpoint import read_metadata
+    from training.train import CHECKPOINT_NAME, train
+
+    meta = read_metadata(out / CHECKPOINT_NAME)
+    train_cfg = TrainConfig.from_dict(meta.train_config)
+    if args.epochs is not None:
+        train_cfg.epochs = args.epochs
+    data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
+    result = train(meta.model_config, train_cfg, out, dataset=data, resume=True, show_progress=not args.quiet)
+    return _report(result, out / CHECKPOINT_NAME)
+
+
+def _report(result: Any, checkpoint: Path) -> int:
+    if result.interrupted:
+        return 130
+    summary = {k: v for k, v in result.metrics.items() if k != "kl_per_dim"}
+    print(json.dumps({"checkpoint": str(checkpoint), **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

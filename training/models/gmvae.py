@@ -1,0 +1,95 @@
+"""Gaussian-mixture VAE (Dilokthanakul et al. 2016; Rui Shu, "Gaussian Mixture VAE" notes).
+
+Generative model: y ~ Cat(1/K), z | y ~ N(mu_y, sigma_y^2) with learned mu_y, sigma_y per component,
+x | z ~ p(x|z). Inference: q(y|x) is categorical, relaxed with Gumbel-softmax (Jang et al. 2017) at
+an annealed temperature, and q(z|x, y) is a diagonal Gaussian. Labels are never used.
+
+Loss = E[-log p(x|z)] + KL(q(z|x,y) || p(z|y)) + w_cat * KL(q(y|x) || Cat(1/K)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.config import ModelConfig
+from training.models.base import LatentModel, LossOutput, Posterior, gaussian_log_prob
+from training.models.nets import ImageDecoder, ImageEncoder
+
+PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
+
+
+class GMVAE(LatentModel):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        k, d, h = config.num_components, config.latent_dim, config.hidden_dim
+        self.num_components = k
+        self.encoder = ImageEncoder(config)
+        self.y_head = nn.Linear(h, k)  # logits of q(y|x)
+        self.z_head = nn.Sequential(nn.Linear(h + k, h), nn.LeakyReLU(0.2), nn.Linear(h, 2 * d))
+        self.decoder = ImageDecoder(config, d)
+        gen = torch.Generator().manual_seed(0)
+        self.prior_mean = nn.Parameter(PRIOR_SPREAD * torch.randn(k, d, generator=gen))  # mu_y [K, D]
+        self.prior_logvar = nn.Parameter(torch.zeros(k, d))  # log sigma_y^2 [K, D]
+
+    def _z_posterior(self, h: Tensor, y_soft: Tensor, probs: Tensor) -> Posterior:
+        """q(z|x, y) and p(z|y) for a (relaxed) one-hot y [B, K]."""
+        mean, logvar = self.z_head(torch.cat([h, y_soft], dim=-1)).chunk(2, dim=-1)
+        return Posterior(mean, logvar.clamp(-12, 8), prior_mean=y_soft @ self.prior_mean,
+                         prior_logvar=(y_soft @ self.prior_logvar).clamp(-12, 8), component_probs=probs)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        """q(z|x, y*) with y* = argmax q(y|x); ``component_probs`` holds q(y|x) [B, K]."""
+        h = self.encoder(x)
+        logits = self.y_head(h)
+        y_hard = F.one_hot(logits.argmax(-1), self.num_components).to(h.dtype)
+        return self._z_posterior(h, y_hard, logits.softmax(-1))
+
+    def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.decoder(z)
+
+    def prior_sample(self, n: int, condition: int | None, generator: torch.Generator | None) -> Tensor:
+        """z ~ p(z|y=condition), or from the whole mixture when condition is None. [n, D]"""
+        k = self.num_components
+        if condition is None:
+            comps = torch.randint(k, (n,), generator=generator, device=self.device)
+        else:
+            if not 0 <= int(condition) < k:
+                raise ValueError(f"component {condition} out of range 0..{k - 1}")
+            comps = torch.full((n,), int(condition), dtype=torch.long, device=self.device)
+        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        return self.prior_mean[comps] + (0.5 * self.prior_logvar[comps]).exp() * eps
+
+    def loss(self, x: Tensor, y: Tensor | None = None, *, kl_weight: float | None = None,
+             temperature: float | None = None) -> LossOutput:
+        """The labels y are ignored: the GMVAE is unsupervised."""
+        h = self.encoder(x)
+        logits = self.y_head(h)
+        log_q_y = logits.log_softmax(-1)
+        tau = 1.0 if temperature is None else temperature
+        y_soft = F.gumbel_softmax(logits, tau=tau, hard=False)
+        post = self._z_posterior(h, y_soft, log_q_y.exp())
+        recon = self.recon_nll(self.decode_logits(post.sample()), x).mean()
+        gauss_kl = post.kl().mean()
+        # KL(q(y|x) || uniform) = sum_y q log q + log K
+        cat_kl = (log_q_y.exp() * log_q_y).sum(-1).mean() + math.log(self.num_components)
+        w = self.config.beta if kl_weight is None else kl_weight
+        total = recon + w * (gauss_kl + self.config.categorical_weight * cat_kl)
+        return LossOutput(total=total, recon=recon, kl=gauss_kl + cat_kl,
+                          extras={"gauss_kl": gauss_kl.detach(), "cat_kl": cat_kl.detach()})
+
+    def log_importance_weights(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+        """Joint proposal q(y, z|x): log p(x|z) + log p(z|y) + log p(y) - log q(z|x,y) - log q(y|x)."""
+        h = self.encoder(x)
+        log_q_y = self.y_head(h).log_softmax(-1)  # [B, K]
+        comps = torch.multinomial(log_q_y.exp(), k, replacement=True).T  # [k, B]
+        y_hot = F.one_hot(comps, self.num_components).to(h.dtype)  # [k, B, K]
+        post = self._z_posterior(h.expand(k, *h.shape).flatten(0, 1), y_hot.flatten(0, 1), log_q_y)
+        z = post.sample()
+        log_px = -self.recon_nll(self.decode_logits(z), x.repeat(k, 1, 1, 1))
+        log_w = (log_px + gaussian_log_prob(z, post.prior_mean, post.prior_logvar) - post.log_prob(z)
+                 - math.log(self.num_components) - log_q_y.gather(1, comps.T).T.flatten())
+        return log_w.view(k, x.shape[0])
