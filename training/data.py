@@ -146,7 +146,7 @@ def _shuffled_stratified_split(labels: np.ndarray, test_fraction: float,
     train, test = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = max(1, round(test_fraction * len(idx))) if len(idx) >= 2 else 0
+        n_test = round(test_fraction * len(idx))
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
@@ -353,7 +353,7 @@ def render_shapes(factors: np.ndarray, size: int = SHAPES_SIZE) -> np.ndarray:
         f = factors[start:start + _RENDER_CHUNK].astype(np.float32)[:, :, None, None]
         shape, scale, rot, pos_x, pos_y = (f[:, i] for i in range(5))  # each [n, 1, 1]
         radius = _RADIUS * size * scale
-        dx = grid[None, :, None] - (low + pos_x * (high - low))  # [n, 1, W]
+        dx = grid[None, None, :] - (low + pos_x * (high - low))  # [n, 1, W]
         dy = grid[None, :, None] - (low + pos_y * (high - low))  # [n, H, 1]
         cos, sin = np.cos(rot), np.sin(rot)
         u, v = (dx * cos + dy * sin) / radius, (dy * cos - dx * sin) / radius  # rotate by -rot

@@ -133,7 +133,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, data: Dataset, 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = net(x, y, kl_weight=w, temperature=tau)
         if not torch.isfinite(out.total):
-            raise TrainingDiverged(f"loss became {float(out.total)} at epoch {epoch + 1}, batch {b + 1}; the last "
+            raise TrainingDiverged(f"loss became {out.total.item()} at epoch {epoch + 1}, batch {b + 1}; the last "
                                    "good checkpoint is kept. Try a lower --lr or a KL warm-up.")
         opt.zero_grad(set_to_none=True)
         out.total.backward()

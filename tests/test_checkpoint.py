@@ -1,0 +1,168 @@
+"""Checkpoints: round trip, atomic writes, and a specific error for every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from training import checkpoint as ckpt_mod
+from training.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+from training.config import ModelConfig
+from training.models import build_model
+
+
+def make_model(latent_dim: int = 3):
+    cfg = ModelConfig(model_type="vae", image_shape=(1, 8, 8), arch="mlp", latent_dim=latent_dim, hidden_dim=32)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    meta = CheckpointMeta(model_config=cfg, train_config={"epochs": 1},
+                          dataset={"name": "digits", "image_shape": [1, 8, 8], "class_names": list("0123456789")},
+                          history=[{"epoch": 1, "val_loss": 30.0}], metrics={"elbo": -30.0})
+    return model, meta
+
+
+@pytest.fixture
+def good(tmp_path):
+    model, meta = make_model()
+    return save_checkpoint(tmp_path / "good.safetensors", model, meta), model
+
+
+def test_metadata_round_trip_is_self_describing(good) -> None:
+    path, _ = good
+    meta = read_metadata(path)
+    assert meta.model_type == "vae" and meta.model_config.latent_dim == 3
+    assert meta.dataset["class_names"][3] == "3"
+    assert meta.history == [{"epoch": 1, "val_loss": 30.0}] and meta.metrics == {"elbo": -30.0}
+    # Readable with safetensors alone, as plain JSON.
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as fh:
+        raw = json.loads(fh.metadata()["vaescope"])
+    assert raw["format_version"] == 1 and raw["train_config"] == {"epochs": 1}
+
+
+def test_failed_write_keeps_the_previous_checkpoint(good, monkeypatch) -> None:
+    path, model = good
+    before = path.read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, read_metadata(path))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def _expect(path, pattern: str) -> None:
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_file(good) -> None:
+    path, _ = good
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _expect(path, "truncated or corrupt")
+
+
+def test_random_bytes(tmp_path) -> None:
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(os.urandom(4096))
+    _expect(path, "truncated or corrupt")
+
+
+def test_empty_file(tmp_path) -> None:
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    _expect(path, "empty")
+
+
+def test_missing_file(tmp_path) -> None:
+    _expect(tmp_path / "nope.safetensors", "not found")
+
+
+def test_safetensors_without_our_metadata(tmp_path) -> None:
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    _expect(path, "without vaescope metadata")
+
+
+def _rewrite_meta(path, edit) -> None:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        raw = json.loads(fh.metadata()["vaescope"])
+    edit(raw, tensors)
+    save_file(tensors, str(path), metadata={"vaescope": json.dumps(raw)})
+
+
+def test_future_format_version(good) -> None:
+    path, _ = good
+    _rewrite_meta(path, lambda raw, t: raw.update(format_version=99))
+    _expect(path, "format_version 99 is not supported")
+
+
+def test_missing_metadata_key(good) -> None:
+    path, _ = good
+    _rewrite_meta(path, lambda raw, t: raw.pop("dataset"))
+    _expect(path, r"lacks key\(s\) \['dataset'\]")
+
+
+def test_config_that_does_not_match_the_tensors(good) -> None:
+    path, _ = good
+    _rewrite_meta(path, lambda raw, t: raw["model_config"].update(latent_dim=5))
+    _expect(path, "has shape .* but the config needs")
+
+
+def test_missing_tensor(good) -> None:
+    path, _ = good
+    _rewrite_meta(path, lambda raw, t: t.pop(next(iter(t))))
+    _expect(path, "missing")
+
+
+def test_unknown_config_value(good) -> None:
+    path, _ = good
+    _rewrite_meta(path, lambda raw, t: raw["model_config"].update(model_type="diffusion"))
+    _expect(path, "invalid model_config")
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt"])
+def test_pickle_checkpoints_are_refused_and_never_run(tmp_path, suffix) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"evil{suffix}"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": _Payload(str(marker))}, fh)
+    with pytest.raises(CheckpointError, match="pickle.*safetensors"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_pickle_renamed_to_safetensors_is_refused_and_never_run(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(_Payload(str(marker))))
+    _expect(path, "truncated or corrupt")
+    assert not marker.exists()

@@ -1,0 +1,60 @@
+"""`latent-train`: argparse-style errors for bad arguments, and a real run's JSON line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.checkpoint import load_checkpoint
+from training.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--beta", "-1"], "--beta: must be >= 0"),
+    (["--epochs", "0"], "--epochs: must be >= 1"),
+    (["--latent-dim", "0"], "--latent-dim: must be >= 1"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--model", "diffusion"], "invalid choice: 'diffusion'"),
+    (["--lr", "abc"], "expected a float"),
+    (["--device", "tpu"], "device must be auto, cpu or cuda"),
+])
+def test_bad_arguments_give_argparse_errors(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_file_with_flags_overriding(tmp_path, capsys) -> None:
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"model": {"model_type": "cvae", "latent_dim": 3, "hidden_dim": 32},
+                               "train": {"dataset": "digits", "epochs": 5, "eval_k": 5}}))
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["checkpoint"] == str(out / "model.safetensors")
+    assert {"elbo", "nll_iwae", "active_units", "probe_accuracy"} <= set(line)
+    _, meta = load_checkpoint(out / "model.safetensors")
+    assert meta.model_type == "cvae" and meta.model_config.latent_dim == 3 and meta.model_config.arch == "mlp"
+    assert meta.train_config["epochs"] == 1 and len(meta.history) == 1
+
+
+def test_bad_config_file(tmp_path, capsys) -> None:
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"train": {"epochz": 3}}))
+    with pytest.raises(SystemExit):
+        main(["--config", str(cfg)])
+    assert "unknown key(s) ['epochz']" in capsys.readouterr().err
+
+
+def test_dataset_errors_are_one_line_not_a_traceback(tmp_path, capsys) -> None:
+    code = main(["--dataset", f"folder:{tmp_path / 'missing'}", "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("latent-train: error:") and "Traceback" not in err
+
+
+def test_resume_a_missing_run(tmp_path, capsys) -> None:
+    assert main(["--resume", str(tmp_path / "nothing"), "--quiet"]) == 1
+    assert "file not found" in capsys.readouterr().err

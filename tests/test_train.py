@@ -1,0 +1,190 @@
+"""The training loop on real data (sklearn digits): files, reproducibility, resume, failures, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from training import train as train_mod
+from training.checkpoint import load_checkpoint, read_metadata
+from training.config import TrainConfig
+from training.data import load_dataset
+from training.metrics import active_units, cluster_accuracy
+from training.train import TrainingDiverged, kl_weight_at, model_config_for, temperature_at, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def tiny(digits, model_type: str = "vae", **train_overrides):
+    mcfg = model_config_for(digits, model_type=model_type, arch="mlp", latent_dim=4, hidden_dim=64)
+    tcfg = TrainConfig(dataset="digits", epochs=2, batch_size=128, lr=2e-3, eval_k=20, **train_overrides)
+    return mcfg, tcfg
+
+
+def test_run_folder_has_every_artifact(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits)
+    result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    for name in ("model.safetensors", "history.json", "samples.png", "reconstructions.png", "loss.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    model, meta = load_checkpoint(tmp_path / "model.safetensors")
+    assert [h["epoch"] for h in meta.history] == [1, 2]
+    assert json.loads((tmp_path / "history.json").read_text()) == meta.history
+    for key in ("elbo", "recon", "kl", "kl_per_dim", "active_units", "nll_iwae", "probe_accuracy"):
+        assert key in meta.metrics, key
+    assert len(meta.metrics["kl_per_dim"]) == 4
+    assert meta.metrics["nll_iwae"] <= -meta.metrics["elbo"] + 0.5  # IWAE is the tighter bound
+    assert meta.dataset["name"] == "digits" and meta.dataset["image_shape"] == [1, 8, 8]
+    assert 0.1 < meta.metrics["probe_accuracy"] <= 1.0
+    assert result.metrics == meta.metrics
+
+
+def test_same_seed_gives_identical_weights(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits)
+    a = train(mcfg, tcfg, tmp_path / "a", dataset=digits, show_progress=False, evaluate_at_end=False)
+    b = train(mcfg, tcfg, tmp_path / "b", dataset=digits, show_progress=False, evaluate_at_end=False)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+@pytest.mark.parametrize("model_type", ["vae", "gmvae"])
+def test_resume_reaches_the_uninterrupted_result(digits, tmp_path, model_type, monkeypatch) -> None:
+    mcfg, tcfg = tiny(digits, model_type, warmup_epochs=2)
+    tcfg.epochs = 4
+    full = train(mcfg, tcfg, tmp_path / "full", dataset=digits, show_progress=False, evaluate_at_end=False)
+    _loss_breaks_at(monkeypatch, epoch=3, batch=4, exc=KeyboardInterrupt())
+    stopped = train(mcfg, tcfg, tmp_path / "split", dataset=digits, show_progress=False, evaluate_at_end=False)
+    assert stopped.interrupted and len(stopped.history) == 2
+    monkeypatch.undo()
+    resumed = train(mcfg, tcfg, tmp_path / "split", dataset=digits, resume=True, show_progress=False,
+                    evaluate_at_end=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for (k, va), vb in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_resume_without_a_previous_run_is_a_clear_error(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits)
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        train(mcfg, tcfg, tmp_path, dataset=digits, resume=True)
+
+
+def _loss_breaks_at(monkeypatch, epoch: int, batch: int, exc: BaseException | None) -> None:
+    """Make the model's forward return NaN (or raise ``exc``) at a given (epoch, batch), 1-based."""
+    calls = {"n": 0}
+    original = train_mod._run_epoch
+
+    def counting_epoch(net, *args, **kwargs):
+        ep = args[5]
+        real_forward = net.forward
+
+        def forward(*a, **k):
+            calls["n"] += 1
+            out = real_forward(*a, **k)
+            if ep + 1 == epoch and calls["n"] == batch:
+                if exc is not None:
+                    raise exc
+                return type(out)(total=out.total * float("nan"), recon=out.recon, kl=out.kl)
+            return out
+
+        calls["n"] = 0
+        net.forward = forward
+        try:
+            return original(net, *args, **kwargs)
+        finally:
+            del net.forward
+
+    monkeypatch.setattr(train_mod, "_run_epoch", counting_epoch)
+
+
+def test_nan_loss_stops_with_epoch_and_batch_and_keeps_last_good_checkpoint(digits, tmp_path, monkeypatch) -> None:
+    mcfg, tcfg = tiny(digits)
+    tcfg.epochs = 3
+    _loss_breaks_at(monkeypatch, epoch=2, batch=3, exc=None)
+    with pytest.raises(TrainingDiverged, match="epoch 2, batch 3"):
+        train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    model, meta = load_checkpoint(tmp_path / "model.safetensors")
+    assert [h["epoch"] for h in meta.history] == [1]
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_can_resume(digits, tmp_path, monkeypatch) -> None:
+    mcfg, tcfg = tiny(digits)
+    tcfg.epochs = 3
+    _loss_breaks_at(monkeypatch, epoch=2, batch=2, exc=KeyboardInterrupt())
+    result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    assert result.interrupted
+    assert [h["epoch"] for h in read_metadata(tmp_path / "model.safetensors").history] == [1]
+    monkeypatch.undo()
+    resumed = train(mcfg, tcfg, tmp_path, dataset=digits, resume=True, show_progress=False)
+    assert len(resumed.history) == 3 and "elbo" in resumed.metrics
+
+
+def test_gmvae_reports_clustering_metrics(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits, "gmvae")
+    result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    assert 0.0 < result.metrics["cluster_accuracy"] <= 1.0
+    assert 0.0 <= result.metrics["nmi"] <= 1.0
+    assert math.isfinite(result.metrics["nll_iwae"])
+
+
+def test_ae_has_no_nll_but_reconstructs(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits, "ae")
+    result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    assert "nll_iwae" not in result.metrics and result.metrics["kl"] == 0.0
+
+
+def test_schedules() -> None:
+    assert kl_weight_at(0.0, 4.0, 10) == 0.0
+    assert kl_weight_at(5.0, 4.0, 10) == pytest.approx(2.0)
+    assert kl_weight_at(50.0, 4.0, 10) == 4.0
+    assert kl_weight_at(0.0, 1.0, 0) == 1.0
+    assert temperature_at(0.0, 1.0, 0.5) == 1.0
+    assert temperature_at(1.0, 1.0, 0.5) == pytest.approx(0.5)
+    assert 0.5 < temperature_at(0.5, 1.0, 0.5) < 1.0
+
+
+def test_metric_helpers() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    assert cluster_accuracy(np.array([2, 2, 0, 0, 1, 1]), labels, 3) == 1.0
+    assert cluster_accuracy(np.array([0, 0, 0, 0, 0, 0]), labels, 3) == pytest.approx(1 / 3)
+    means = np.stack([np.linspace(-1, 1, 100), np.full(100, 0.3), np.random.default_rng(0).normal(0, 0.01, 100)], 1)
+    assert active_units(means) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import os
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    data = load_dataset("digits")
+    mcfg, tcfg = tiny(data)
+    result = train(mcfg, tcfg, f"{out}/run", dataset=data, show_progress=False, evaluate_at_end=False)
+    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path) -> None:
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    a, b = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    initial = train_mod.build_model(tiny(load_dataset("digits"))[0]).state_dict()
+    assert any(not torch.equal(a[k], initial[k]) for k in a)  # it did train
+    assert (tmp_path / "run" / "model.safetensors").exists()
