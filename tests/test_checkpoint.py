@@ -166,3 +166,14 @@ def test_pickle_renamed_to_safetensors_is_refused_and_never_run(tmp_path) -> Non
     path.write_bytes(pickle.dumps(_Payload(str(marker))))
     _expect(path, "truncated or corrupt")
     assert not marker.exists()
+
+
+def test_half_precision_copy_loads_as_float32(tmp_path) -> None:
+    model, meta = make_model()
+    full = save_checkpoint(tmp_path / "full.safetensors", model, meta)
+    half = save_checkpoint(tmp_path / "half.safetensors", model, meta, dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.allclose(value, model.state_dict()[key], atol=2e-3), key

@@ -133,7 +133,7 @@ def test_read_idx_roundtrip_and_gzip_detected_by_content(tmp_path: Path) -> None
 def test_corrupt_idx_raises(tmp_path: Path, damage: str) -> None:
     good = idx_bytes(np.zeros((4, 6, 5)))
     broken = {
-        "wrong-magic": idx_bytes(np.zeros(4)) + bytes(4 * 6 * 5 - 4 + 8),  # a labels header
+        "wrong-magic": idx_bytes(np.zeros(4)),  # a well-formed labels file where images belong
         "truncated": good[:-7],
         "trailing": good + b"\0",
         "truncated-gzip": gzip.compress(good)[:-20],

@@ -123,3 +123,15 @@ def test_backbones_fit_every_image_size(arch: str, image_shape) -> None:
         model = build_model(tiny_config(model_type, image_shape, arch))
         x = torch.rand(2, *image_shape)
         assert model.decode(model.encode(x).mean).shape == x.shape
+
+
+def test_gmvae_categorical_kl_splits_exactly() -> None:
+    from training.models.gmvae import categorical_kl_parts
+
+    log_q = torch.randn(32, 5).log_softmax(-1)
+    per_image, balance = categorical_kl_parts(log_q)
+    direct = (log_q.exp() * (log_q + torch.log(torch.tensor(5.0)))).sum(-1).mean()
+    assert torch.allclose(per_image + balance, direct, atol=1e-5)
+    assert per_image >= 0 and balance >= 0
+    uniform = torch.full((8, 5), 0.2).log()
+    assert torch.allclose(torch.stack(categorical_kl_parts(uniform)), torch.zeros(2), atol=1e-6)

@@ -59,14 +59,17 @@ class CheckpointMeta:
         }, allow_nan=True)
 
 
-def save_checkpoint(path: str | os.PathLike, model: LatentModel, meta: CheckpointMeta) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: LatentModel, meta: CheckpointMeta,
+                    dtype: torch.dtype | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically (temp file in the same folder + rename).
 
-    A crash mid-write leaves any earlier file at ``path`` untouched.
+    A crash mid-write leaves any earlier file at ``path`` untouched. ``dtype=torch.float16`` halves
+    the file (used for the shipped models); loading casts back to the model's float32 parameters.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -50,8 +50,9 @@ class ModelConfig(_DictMixin):
     likelihood: str = "bernoulli"  # BCE is the standard choice for [0, 1] images
     gaussian_c: float = 0.05  # variance c of the Gaussian likelihood: recon = |x - x'|^2 / 2c
     beta: float = 1.0  # KL weight (Higgins et al. 2017); 1 is the plain ELBO
-    # GMVAE only: weight of KL(q(y|x) || uniform). Values > 1 push the encoder towards confident,
-    # balanced component use, which helps clustering (see README, GMVAE notes).
+    # GMVAE only: weight of the per-image part E_x KL(q(y|x) || q(y)) of the categorical KL; the
+    # balance part KL(q(y) || uniform) keeps weight 1. 1 is the plain ELBO; < 1 allows confident
+    # cluster assignments (see models/gmvae.py).
     categorical_weight: float = 1.0
 
     def __post_init__(self) -> None:

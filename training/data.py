@@ -146,7 +146,7 @@ def _shuffled_stratified_split(labels: np.ndarray, test_fraction: float,
     train, test = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = round(test_fraction * len(idx))
+        n_test = max(1, round(test_fraction * len(idx))) if len(idx) >= 2 else 0
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
@@ -219,11 +219,10 @@ class IdxSource:
 def _find_idx_files(dirs: list[Path]) -> dict[str, Path] | None:
     """The first folder holding all four files (each plain or .gz): stem -> path, else None."""
     for folder in dirs:
-        found = {}
-        for stem in (s for pair in _IDX_STEMS.values() for s in pair):
-            found[stem] = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
-        if all(found.values()):
-            return found  # type: ignore[return-value]
+        found = {stem: path for stem in (s for pair in _IDX_STEMS.values() for s in pair)
+                 for path in (folder / stem, folder / f"{stem}.gz") if path.is_file()}
+        if len(found) == 4:
+            return found
     return None
 
 
@@ -273,8 +272,8 @@ def load_idx_dataset(source: IdxSource, data_dir: Path, image_size: int = 0, see
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DatasetError(f"{source.name}: train images are {list(train.images.shape[1:])} but test "
                            f"images are {list(test.images.shape[1:])}; the files do not belong together")
-    shape = tuple(train.images.shape[1:])
-    return Dataset(DatasetInfo(source.name, shape, source.class_names), train, test)  # type: ignore[arg-type]
+    _, c, h, w = train.images.shape
+    return Dataset(DatasetInfo(source.name, (c, h, w), source.class_names), train, test)
 
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))

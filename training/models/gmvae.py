@@ -4,7 +4,14 @@ Generative model: y ~ Cat(1/K), z | y ~ N(mu_y, sigma_y^2) with learned mu_y, si
 x | z ~ p(x|z). Inference: q(y|x) is categorical, relaxed with Gumbel-softmax (Jang et al. 2017) at
 an annealed temperature, and q(z|x, y) is a diagonal Gaussian. Labels are never used.
 
-Loss = E[-log p(x|z)] + KL(q(z|x,y) || p(z|y)) + w_cat * KL(q(y|x) || Cat(1/K)).
+Loss = E[-log p(x|z)] + KL(q(z|x,y) || p(z|y)) + KL(q(y|x) || Cat(1/K)).
+
+The categorical KL splits exactly into a per-image part and a balance part (the batch average
+q(y) = E_x q(y|x) stands for the aggregate posterior, as in Hoffman & Johnson 2016):
+    E_x KL(q(y|x) || U) = E_x KL(q(y|x) || q(y)) + KL(q(y) || U).
+The first term pushes every q(y|x) towards the average, which fights confident cluster
+assignments; ``categorical_weight`` scales only that term (1 gives the plain ELBO), while the
+balance term, which keeps all K components in use, always has weight 1.
 """
 
 from __future__ import annotations
@@ -20,6 +27,15 @@ from training.models.base import LatentModel, LossOutput, Posterior, gaussian_lo
 from training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
+
+
+def categorical_kl_parts(log_q_y: Tensor) -> tuple[Tensor, Tensor]:
+    """(E_x KL(q(y|x) || q(y)), KL(q(y) || uniform)) for log q(y|x) [B, K]; they sum to E_x KL(q(y|x) || U)."""
+    q = log_q_y.exp()
+    log_q_bar = torch.logsumexp(log_q_y, 0) - math.log(len(log_q_y))  # log of the batch-mean q(y)
+    per_image = (q * (log_q_y - log_q_bar)).sum(-1).mean()
+    balance = (log_q_bar.exp() * log_q_bar).sum() + math.log(log_q_y.shape[-1])
+    return per_image, balance
 
 
 class GMVAE(LatentModel):
@@ -74,12 +90,13 @@ class GMVAE(LatentModel):
         post = self._z_posterior(h, y_soft, log_q_y.exp())
         recon = self.recon_nll(self.decode_logits(post.sample()), x).mean()
         gauss_kl = post.kl().mean()
-        # KL(q(y|x) || uniform) = sum_y q log q + log K
-        cat_kl = (log_q_y.exp() * log_q_y).sum(-1).mean() + math.log(self.num_components)
+        per_image, balance = categorical_kl_parts(log_q_y)
+        cat_kl = per_image + balance  # = mean KL(q(y|x) || uniform)
         w = self.config.beta if kl_weight is None else kl_weight
-        total = recon + w * (gauss_kl + self.config.categorical_weight * cat_kl)
+        total = recon + w * (gauss_kl + self.config.categorical_weight * per_image + balance)
         return LossOutput(total=total, recon=recon, kl=gauss_kl + cat_kl,
-                          extras={"gauss_kl": gauss_kl.detach(), "cat_kl": cat_kl.detach()})
+                          extras={"gauss_kl": gauss_kl.detach(), "cat_kl": cat_kl.detach(),
+                                  "balance_kl": balance.detach()})
 
     def log_importance_weights(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
         """Joint proposal q(y, z|x): log p(x|z) + log p(z|y) + log p(y) - log q(z|x,y) - log q(y|x)."""

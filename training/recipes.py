@@ -1,0 +1,124 @@
+"""Rebuild every shipped checkpoint in ``assets/checkpoints/`` from seeds.
+
+    python -m training.recipes                 # all of them
+    python -m training.recipes --only digits   # names containing "digits"
+    python -m training.recipes --table         # the README's metrics table, from the files
+
+Each recipe trains with ``training.train.train`` and keeps a half-precision copy of the
+checkpoint (a few MB in all). How long it took, and on what, is stored in the checkpoint itself
+(``train_config.extra``), so the table below is always read from the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from training.config import TrainConfig
+from training.data import load_dataset
+from training.train import model_config_for, train
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
+FMNIST_CONV = {"arch": "conv", "latent_dim": 16, "base_channels": 32, "hidden_dim": 256}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # the shipped file is ASSETS / f"{name}.safetensors"
+    dataset: str
+    model: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("digits/ae", "digits", {"model_type": "ae", "arch": "mlp", "latent_dim": 8}, {"epochs": 150}),
+    Recipe("digits/vae", "digits", {"model_type": "vae", "arch": "mlp", "latent_dim": 8},
+           {"epochs": 150, "warmup_epochs": 20}),
+    Recipe("digits/cvae", "digits", {"model_type": "cvae", "arch": "mlp", "latent_dim": 8},
+           {"epochs": 150, "warmup_epochs": 20}),
+    Recipe("digits/gmvae", "digits", {"model_type": "gmvae", "arch": "mlp", "latent_dim": 8,
+                                      "categorical_weight": 0.5},
+           {"epochs": 150, "warmup_epochs": 20, "temperature_end": 0.3}),
+    Recipe("shapes/beta-vae", "shapes", {"model_type": "vae", "arch": "conv", "latent_dim": 8, "beta": 4.0,
+                                         "base_channels": 16, "hidden_dim": 256},
+           {"epochs": 20, "warmup_epochs": 5, "batch_size": 128}),
+    Recipe("fashion-mnist/vae", "fashion-mnist", {"model_type": "vae", **FMNIST_CONV}, {"epochs": 12}),
+    Recipe("fashion-mnist/cvae", "fashion-mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 12}),
+    Recipe("fashion-mnist/gmvae", "fashion-mnist", {"model_type": "gmvae", **FMNIST_CONV, "categorical_weight": 0.5},
+           {"epochs": 12, "temperature_end": 0.3}),
+)
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0) -> Path:
+    """Train ``recipe`` and write its compact checkpoint; returns the shipped file's path."""
+    data = load_dataset(recipe.dataset, seed=seed)
+    model_cfg = model_config_for(data, **recipe.model)
+    train_cfg = TrainConfig(dataset=recipe.dataset, seed=seed, **recipe.train)
+    train_cfg.extra.update(recipe=recipe.name, nll_images=1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = train(model_cfg, train_cfg, tmp, dataset=data)
+        train_cfg.extra.update(train_seconds=round(time.perf_counter() - started, 1), hardware=hardware())
+        model, meta = load_checkpoint(Path(tmp) / "model.safetensors")
+        meta.train_config = train_cfg.to_dict()
+        meta.metrics = result.metrics
+        out = assets / f"{recipe.name}.safetensors"
+        save_checkpoint(out, model, meta, dtype=torch.float16)
+        for png in ("samples.png", "reconstructions.png"):
+            shutil.copy(Path(tmp) / png, out.with_name(f"{out.stem}.{png}"))
+    return out
+
+
+def metrics_table(assets: Path = ASSETS) -> str:
+    """Markdown table of every shipped checkpoint's metrics, read from the files."""
+    rows = ["| checkpoint | ELBO | NLL (IWAE) | active units | probe acc. | cluster acc. | train time |",
+            "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    for path in sorted(assets.rglob("*.safetensors")):
+        meta = read_metadata(path)
+        m, extra = meta.metrics, meta.train_config.get("extra", {})
+        rows.append(f"| {path.relative_to(assets).with_suffix('')} | {fmt(m.get('elbo'))} | "
+                    f"{fmt(m.get('nll_iwae'))} (k={m.get('nll_k', '–')}) | {m.get('active_units', '–')}/"
+                    f"{m.get('latent_dim', '–')} | {fmt(m.get('probe_accuracy'), 3)} | "
+                    f"{fmt(m.get('cluster_accuracy'), 3)} | {extra.get('train_seconds', '–')} s on "
+                    f"{extra.get('hardware', '?')} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="build only recipes whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser.add_argument("--table", action="store_true", help="print the metrics table and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(metrics_table())
+        return 0
+    chosen = [r for r in RECIPES if args.only is None or args.only in r.name]
+    for recipe in chosen:
+        if args.list:
+            print(f"{recipe.name}: dataset={recipe.dataset} model={recipe.model} train={recipe.train}")
+            continue
+        print(f"== {recipe.name}")
+        print(f"wrote {build(recipe)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
