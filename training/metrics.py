@@ -133,7 +133,9 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
         "kl_per_dim": [float(v) for v in kl_dims], "active_units": active_units(enc.mean),
         "latent_dim": int(enc.mean.shape[1]), "test_images": len(test_images),
     }
-    if not isinstance(enc.logvar, np.ndarray) or np.isfinite(enc.logvar).all():
+    if not np.isfinite(enc.logvar).all():  # a deterministic AE: no posterior, so no ELBO or NLL
+        metrics["elbo"] = None
+    else:
         n = min(nll_images, len(test_images))
         metrics["nll_iwae"] = iwae_nll(model, test_images[:n], None if cond is None else cond[:n], eval_k)
         metrics["nll_k"], metrics["nll_images"] = eval_k, n

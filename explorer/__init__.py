@@ -1,0 +1,1 @@
+"""The latent-space explorer: load a checkpoint, project, traverse, interpolate, sample, plot."""

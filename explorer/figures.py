@@ -1,0 +1,204 @@
+"""Arrays -> plotly figures, image grids and GIFs. Knows nothing of models.
+
+The latent map is built for 70k points: whole numpy arrays go into WebGL traces (no per-point
+Python objects), one trace per category, and every data trace carries the dataset index as its
+``customdata`` so a click handler can read which point was picked.
+"""
+
+from __future__ import annotations
+
+import io
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+BIG_MAP = 20_000  # above this many points markers shrink so dense regions stay readable
+PAD_VALUE = 128  # mid-grey between grid cells: visible against both black and white digits
+ACTIVE_COLOR, INACTIVE_COLOR = "#1f77b4", "#c7c7c7"
+
+
+# -- latent map -----------------------------------------------------------------------------------
+def _point_labels(color: np.ndarray, color_kind: str, hover_labels: Sequence[str] | None,
+                  n: int) -> tuple[np.ndarray | None, Sequence[str] | None]:
+    """Split ``hover_labels`` into (per-point labels [N] or None, category names or None).
+
+    A sequence of length N is read as one label per point; with categorical colouring any other
+    length is read as names indexed by the colour value, e.g. class names.
+    """
+    if hover_labels is None:
+        return None, None
+    if len(hover_labels) == n:
+        return np.asarray(hover_labels, dtype=str), None
+    if color_kind == "categorical":
+        return None, hover_labels
+    raise ValueError(f"with continuous colouring hover_labels needs one label per point ({n}), "
+                     f"got {len(hover_labels)}")
+
+
+def _category_name(value: int, names: Sequence[str] | None) -> str:
+    if value < 0:
+        return "unknown"
+    return str(names[value]) if names is not None and value < len(names) else str(value)
+
+
+def _scatter(coords: np.ndarray, **kwargs: object) -> go.Scattergl | go.Scatter3d:
+    """A WebGL 2D scatter or a 3D scatter of coords [M, 2|3]."""
+    if coords.shape[1] == 3:
+        return go.Scatter3d(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2], **kwargs)
+    return go.Scattergl(x=coords[:, 0], y=coords[:, 1], **kwargs)
+
+
+def _marker(n: int, dims: int) -> dict:
+    size = (2 if n > BIG_MAP else 3) if dims == 3 else (3 if n > BIG_MAP else 6)
+    return {"size": size, "opacity": 0.7}
+
+
+def _categorical_traces(coords: np.ndarray, color: np.ndarray, labels: np.ndarray | None,
+                        names: Sequence[str] | None) -> list:
+    """One trace per category value (legend entry), customdata = dataset index."""
+    values = np.asarray(color, np.int64)
+    index = np.arange(len(coords))
+    traces = []
+    for value in np.unique(values):
+        mask = values == value
+        name = _category_name(int(value), names)
+        text = labels[mask] if labels is not None else None
+        label = "%{text}" if text is not None else name
+        traces.append(_scatter(coords[mask], mode="markers", name=name, customdata=index[mask],
+                               text=text, marker=_marker(len(coords), coords.shape[1]),
+                               hovertemplate=f"index %{{customdata}}<br>{label}<extra></extra>"))
+    return traces
+
+
+def _continuous_trace(coords: np.ndarray, color: np.ndarray, labels: np.ndarray | None) -> list:
+    """A single trace coloured by value with a colour bar, customdata = dataset index."""
+    marker = _marker(len(coords), coords.shape[1]) | {
+        "color": np.asarray(color, np.float32), "colorscale": "Viridis", "showscale": True}
+    label = "%{text}<br>" if labels is not None else ""
+    return [_scatter(coords, mode="markers", name="points", customdata=np.arange(len(coords)),
+                     text=labels, marker=marker, showlegend=False,
+                     hovertemplate=f"index %{{customdata}}<br>{label}value %{{marker.color:.3g}}"
+                                   "<extra></extra>")]
+
+
+def latent_map(coords: np.ndarray, color: np.ndarray, color_kind: str,
+               hover_labels: Sequence[str] | None, title: str = "",
+               overlay: np.ndarray | None = None, overlay_name: str = "prior samples",
+               path: np.ndarray | None = None) -> go.Figure:
+    """Scatter of coords [N, 2|3] coloured by ``color`` [N].
+
+    color_kind "categorical" (int values, -1 = unknown): one trace per category, in a legend;
+    "continuous": one trace with a colour bar. ``hover_labels``: [N] per-point labels, or names
+    indexed by colour value (e.g. class names). Data traces come first; ``overlay`` [M, dims]
+    (black x markers) and ``path`` [S, dims] (line + markers) follow as extra traces.
+    """
+    if color_kind not in ("categorical", "continuous"):
+        raise ValueError(f"color_kind must be 'categorical' or 'continuous', got {color_kind!r}")
+    coords = np.asarray(coords, np.float32)
+    labels, names = _point_labels(color, color_kind, hover_labels, len(coords))
+    traces = (_categorical_traces(coords, color, labels, names) if color_kind == "categorical"
+              else _continuous_trace(coords, color, labels))
+    fig = go.Figure(traces)
+    if overlay is not None and len(overlay):
+        add_overlay(fig, overlay, overlay_name)
+    if path is not None and len(path):
+        add_path(fig, path)
+    fig.update_layout(title=title, uirevision="latent-map", legend={"itemsizing": "constant"},
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return fig
+
+
+def add_overlay(fig: go.Figure, points: np.ndarray, name: str = "prior samples") -> go.Figure:
+    """Append points [M, 2|3] as black x markers (no customdata: they are not dataset points)."""
+    points = np.asarray(points, np.float32)
+    size = 5 if points.shape[1] == 3 else 9
+    fig.add_trace(_scatter(points, mode="markers", name=name, hoverinfo="name",
+                           marker={"symbol": "x", "color": "black", "size": size}))
+    return fig
+
+
+def add_path(fig: go.Figure, points: np.ndarray, name: str = "path") -> go.Figure:
+    """Append a path [S, 2|3] as a red line with markers, e.g. an interpolation's codes."""
+    points = np.asarray(points, np.float32)
+    fig.add_trace(_scatter(points, mode="lines+markers", name=name, hoverinfo="name",
+                           line={"color": "crimson", "width": 3}, marker={"size": 5, "color": "crimson"}))
+    return fig
+
+
+# -- images ---------------------------------------------------------------------------------------
+def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
+    """One image [C, H, W] float in [0, 1] -> uint8 [H * scale, W * scale, 3], nearest upscaling."""
+    image = np.asarray(image, np.float32)
+    rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
+    out = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    return out.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else out
+
+
+def image_grid(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """Images [N, C, H, W] float in [0, 1] -> one RGB uint8 grid [H', W', 3], ``nrow`` per row.
+
+    H' = rows * (H * scale + pad) + pad with rows = ceil(N / nrow); W' likewise with
+    min(nrow, N) columns. Cells are separated by mid-grey padding.
+    """
+    n, _, h, w = images.shape
+    cols = max(1, min(nrow, n))
+    rows = -(-n // cols)
+    ch, cw = h * scale + pad, w * scale + pad
+    grid = np.full((rows * ch + pad, cols * cw + pad, 3), PAD_VALUE, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[pad + r * ch: pad + r * ch + h * scale,
+             pad + c * cw: pad + c * cw + w * scale] = _to_uint8_hwc(images[i], scale)
+    return grid
+
+
+def to_pil(image: np.ndarray, scale: int = 1) -> Image.Image:
+    """One image [C, H, W] float in [0, 1] -> PIL image ("L" for grey, "RGB" for colour)."""
+    rgb = _to_uint8_hwc(image, scale)
+    return Image.fromarray(rgb[..., 0]) if image.shape[0] == 1 else Image.fromarray(rgb)
+
+
+def gif_bytes(images: np.ndarray, scale: int, duration_ms: int = 80) -> bytes:
+    """Frames [N, C, H, W] float in [0, 1] -> an animated, looping GIF.
+
+    Pillow merges consecutive identical frames into one longer frame, so the file may hold fewer
+    frames than N when the sequence pauses.
+    """
+    frames = [to_pil(image, scale) for image in images]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=duration_ms, loop=0)
+    return buf.getvalue()
+
+
+# -- diagnostics ----------------------------------------------------------------------------------
+def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray) -> go.Figure:
+    """KL per latent dimension [D] as bars: an "active" trace and a grey "inactive" trace."""
+    kl = np.asarray(kl_per_dim, np.float64)
+    active = np.asarray(active, bool)
+    dims = np.arange(len(kl))
+    fig = go.Figure()
+    for name, mask, colour in (("active", active, ACTIVE_COLOR), ("inactive", ~active, INACTIVE_COLOR)):
+        fig.add_trace(go.Bar(x=dims[mask], y=kl[mask], name=name, marker_color=colour,
+                             hovertemplate="z%{x}: %{y:.3f} nats<extra>" + name + "</extra>"))
+    fig.update_layout(title=f"KL per dimension ({int(active.sum())} of {len(kl)} active)",
+                      xaxis={"title": "latent dimension", "tickmode": "linear", "dtick": 1 if len(kl) <= 32 else 4},
+                      yaxis={"title": "mean KL (nats)"}, bargap=0.15)
+    return fig
+
+
+def training_curves(history: list[dict]) -> go.Figure:
+    """One line per numeric key of the per-epoch dicts (x = "epoch" if present, else 1..E)."""
+    keys = list(dict.fromkeys(k for row in history for k, v in row.items()
+                              if k != "epoch" and isinstance(v, numbers.Real) and not isinstance(v, bool)))
+    x = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    fig = go.Figure()
+    for key in keys:
+        y = [row.get(key) for row in history]  # None where an epoch lacks the key: a gap
+        dash = "dot" if key.startswith("val") else "solid"
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=key, line={"dash": dash}))
+    fig.update_layout(title="Training history", xaxis={"title": "epoch"}, yaxis={"title": "value"})
+    return fig
