@@ -1,0 +1,248 @@
+"""Figure 1: slider round trip in a real browser, the decoder's own time, and the image payload.
+
+Two servers run side by side: a no-op Gradio app (one slider whose handler returns a fixed 28x28
+image upscaled like the explorer does) and the real explorer on a 28x28 conv checkpoint. Headless
+Chromium presses an arrow key on each slider; a listener stamps the range input's ``input`` event
+and a MutationObserver stamps the moment the decoded ``<img>``'s src changes, both with
+``performance.now()`` in the page, so the round trip is measured by one clock. Pages alternate in
+rounds so background load on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    Figure,
+    Row,
+    at_most,
+    fmnist_checkpoints,
+    free_port,
+    launch_browser,
+    median,
+    p95,
+    repeat,
+    shipped_fmnist,
+)
+
+IMAGE_ID, SLIDER_ID = "traversal-image", "dim-slider-0"
+TARGET_MS, TARGET_RATIO, DECODER_TARGET_MS = 100.0, 1.3, 5.0
+MOVE_TIMEOUT_MS = 10_000
+PAUSE_MS = 40  # between moves, so every move is answered before the next (always_last never drops)
+
+# Installed once per page: stamps moves, src changes and image loads into window.__bench.
+OBSERVE_JS = """
+([image, slider]) => {
+  const root = document.querySelector(`#${image}`);
+  const range = document.querySelector(`#${slider} input[type=range]`);
+  if (!root || !range) return false;
+  const b = window.__bench = {moves: [], changes: [], loads: []};
+  const src = () => { const img = root.querySelector('img'); return img ? img.src : null; };
+  let last = src();
+  new MutationObserver(() => {
+    const now = performance.now(), s = src();
+    if (s && s !== last) { last = s; b.changes.push(now); }
+  }).observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+  root.addEventListener('load', () => b.loads.push(performance.now()), true);
+  range.addEventListener('input', () => b.moves.push(performance.now()), true);
+  return true;
+}
+"""
+RANGE_JS = """(slider) => { const r = document.querySelector(`#${slider} input[type=range]`);
+  return [Number(r.min), Number(r.max), Number(r.step) || 0, Number(r.value)]; }"""
+
+
+def noop_app() -> Any:
+    """The latency floor: one slider, one image, a handler that only upscales a fixed image."""
+    import gradio as gr
+
+    from explorer import figures
+    from explorer.app import scale_for
+
+    base = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
+
+    def on_slide(value: float) -> Any:
+        # Brightness follows the slider so every move yields new bytes, hence a new file URL.
+        image = (base + float(value)) % 1.0
+        return figures.to_pil(image, scale_for(image))
+
+    with gr.Blocks(title="no-op slider") as demo:
+        slider = gr.Slider(-3, 3, value=0, step=0.03, label="z0", elem_id=SLIDER_ID)
+        image = gr.Image(on_slide(0.0), format="png", interactive=False, elem_id=IMAGE_ID)
+        slider.input(on_slide, slider, image, trigger_mode="always_last", show_progress="hidden")
+    return demo.queue()
+
+
+def open_page(browser: Any, url: str, ready: str, timeout_ms: int) -> Any:
+    """A page on ``url`` once its image is shown, ``ready`` is in the DOM and the observers are on."""
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector(f"#{IMAGE_ID} img", timeout=timeout_ms)
+    page.wait_for_selector(ready, state="attached", timeout=timeout_ms)
+    page.wait_for_timeout(1000)  # let the load chain (map, diagnostics) settle
+    if not page.evaluate(OBSERVE_JS, [IMAGE_ID, SLIDER_ID]):
+        raise RuntimeError(f"{url}: no #{IMAGE_ID} image or #{SLIDER_ID} range input on the page")
+    return page
+
+
+def move_once(page: Any, key: str) -> tuple[float, float] | None:
+    """Press ``key`` on the focused slider; (ms to src change, ms to image loaded), None on timeout."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    before = page.evaluate("[window.__bench.changes.length, window.__bench.loads.length]")
+    page.keyboard.press(key)
+    try:
+        page.wait_for_function(f"window.__bench.changes.length > {before[0]} && "
+                               f"window.__bench.loads.length > {before[1]}", timeout=MOVE_TIMEOUT_MS)
+    except PlaywrightTimeout:  # the image never changed (e.g. an identical decode): counted as missed
+        return None
+    moved, changed, loaded = page.evaluate(
+        "[window.__bench.moves.at(-1), window.__bench.changes.at(-1), window.__bench.loads.at(-1)]")
+    page.wait_for_timeout(PAUSE_MS)
+    return changed - moved, loaded - moved
+
+
+def move_many(page: Any, moves: int) -> tuple[list[float], list[float], int]:
+    """``moves`` key presses towards the slider's farther end: (src ms, load ms, timeouts)."""
+    page.bring_to_front()  # a background tab may be throttled
+    lo, hi, _, value = page.evaluate(RANGE_JS, SLIDER_ID)
+    key = "ArrowRight" if hi - value >= value - lo else "ArrowLeft"
+    page.focus(f"#{SLIDER_ID} input[type=range]")
+    src, load, missed = [], [], 0
+    for _ in range(moves):
+        got = move_once(page, key)
+        if got is None:
+            missed += 1
+        else:
+            src.append(got[0])
+            load.append(got[1])
+    return src, load, missed
+
+
+def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, warmup: int) -> dict[str, Any]:
+    """Per app: round-trip times (ms) over ``moves`` moves, split into alternating rounds."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, Any] = {name: {"src_ms": [], "load_ms": [], "missed": 0} for name in ("noop", "real")}
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            pages = {"noop": open_page(browser, noop_url, f"#{SLIDER_ID}", 60_000),
+                     "real": open_page(browser, real_url, "#latent-map .js-plotly-plot", 300_000)}
+            for page in pages.values():
+                move_many(page, warmup)
+            per_round = max(1, moves // rounds)
+            for _ in range(rounds):
+                for name, page in pages.items():
+                    src, load, missed = move_many(page, per_round)
+                    out[name]["src_ms"] += src
+                    out[name]["load_ms"] += load
+                    out[name]["missed"] += missed
+        finally:
+            browser.close()
+    return out
+
+
+def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[float]], dict[str, dict[str, Any]], str]:
+    """Decoder seconds per single image on CPU by torch thread count (the default and 1), and the
+    size / encode time of the upscaled image in each format."""
+    import torch
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    from explorer import figures
+    from explorer.app import scale_for
+    from explorer.loading import load_eval_images, load_model
+
+    loaded = load_model(checkpoint, torch.device("cpu"))
+    model = loaded.model.eval()
+    z = torch.zeros(1, model.config.latent_dim)
+    y = model.condition_labels(1, 0)  # class 0 for a conditional model, else None
+    threads = torch.get_num_threads()
+    decode_s = {}
+    for n in sorted({threads, 1}, reverse=True):  # the app's default, then one intra-op thread
+        torch.set_num_threads(n)
+        with torch.inference_mode():
+            decode_s[n] = repeat(lambda: model.decode(z, y).float().cpu().numpy(), repeats, warmup=20)
+    torch.set_num_threads(threads)
+    # The payload of a realistic picture: a decoded test image (trained model) or the test image.
+    images, _ = load_eval_images(loaded.meta.dataset)
+    image, what = images[0], "Fashion-MNIST test image #0"
+    if shipped_fmnist():
+        with torch.inference_mode():
+            image = model.decode(model.encode(torch.from_numpy(images[:1]), y).mean, y)[0].numpy()
+        what = "decoded Fashion-MNIST test image #0"
+    pil = figures.to_pil(image, scale_for(image))
+    encoders = {
+        "raw": lambda: pil.tobytes(),
+        "png": lambda: encode_pil_to_bytes(pil, "png"),  # what gr.Image(format="png") sends
+        "webp_lossless": lambda: _save(pil, "WEBP", lossless=True),
+        "webp_q80": lambda: encode_pil_to_bytes(pil, "webp"),  # gr.Image's default format
+    }
+    payload = {name: {"bytes": len(enc()), "encode_s": repeat(enc, repeats, warmup=3)}
+               for name, enc in encoders.items()}
+    return decode_s, payload, f"{what}, {pil.size[0]}x{pil.size[1]} {pil.mode}"
+
+
+def _save(image: Any, fmt: str, **params: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def run(quick: bool) -> Figure:
+    """Figure 1 rows: round trip median / p95 (real vs no-op), decoder time, payload sizes."""
+    from explorer.app import build_app
+
+    moves, rounds, warmup = (16, 2, 3) if quick else (50, 2, 5)
+    with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:
+        root, names, source = fmnist_checkpoints(Path(tmp))
+        real = build_app(root, device="cpu", default_checkpoint=names[0])
+        noop = noop_app()
+        ports = free_port(), free_port()
+        real.launch(server_name="127.0.0.1", server_port=ports[0], prevent_thread_lock=True, quiet=True)
+        noop.launch(server_name="127.0.0.1", server_port=ports[1], prevent_thread_lock=True, quiet=True)
+        try:
+            trips = browser_round_trips(*(f"http://127.0.0.1:{p}/" for p in ports), moves, rounds, warmup)
+        finally:
+            real.close()
+            noop.close()
+        decode_s, payload, payload_image = decoder_and_payload(root / names[0], 50 if quick else 200)
+    figure = _rows(trips, decode_s, payload)
+    figure.details |= {"checkpoint": f"{names[0]} ({source})", "payload_image": payload_image,
+                       "moves": {"warmup": warmup, "rounds": rounds, "measured": moves}}
+    return figure
+
+
+def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict[str, dict[str, Any]]) -> Figure:
+    real, noop = trips["real"]["src_ms"], trips["noop"]["src_ms"]
+    ratio = median(real) / median(noop)
+    rows = [
+        Row("slider → new image, median (explorer)", median(real), "ms", len(real), median(noop),
+            "no-op Gradio app", f"<= {TARGET_MS:.0f} ms and <= {TARGET_RATIO}x no-op",
+            median(real) <= TARGET_MS and ratio <= TARGET_RATIO,
+            note=f"timeouts (image unchanged): explorer {trips['real']['missed']}, no-op {trips['noop']['missed']}"),
+        Row("slider → new image, p95 (explorer)", p95(real), "ms", len(real), p95(noop), "no-op Gradio app"),
+        Row("slider → image loaded, median (explorer)", median(trips["real"]["load_ms"]), "ms", len(real),
+            median(trips["noop"]["load_ms"]), "no-op Gradio app"),
+    ]
+    default = max(decode_s)
+    for threads, times in sorted(decode_s.items(), reverse=True):
+        ms = median(times) * 1e3
+        label = f"torch default, {threads} threads" if threads == default else f"{threads} torch thread"
+        rows.append(Row(f"decoder, one 28x28 image (CPU, {label})", ms, "ms", len(times),
+                        target=f"<= {DECODER_TARGET_MS:.0f} ms", met=at_most(ms, DECODER_TARGET_MS)))
+    raw = payload["raw"]
+    for name, label in (("png", "PNG"), ("webp_lossless", "WebP lossless"), ("webp_q80", "WebP q80")):
+        p = payload[name]
+        rows.append(Row(f"payload, {label}", p["bytes"], "B", 1, raw["bytes"], "raw pixels"))
+        rows.append(Row(f"encode time, {label}", median(p["encode_s"]) * 1e3, "ms", len(p["encode_s"]),
+                        median(raw["encode_s"]) * 1e3, "raw bytes copy"))
+    details = {"round_trip_ms": trips, "decoder_ms_by_threads": {n: [t * 1e3 for t in ts] for n, ts in decode_s.items()},
+               "payload": {k: {"bytes": v["bytes"], "encode_ms_median": median(v["encode_s"]) * 1e3}
+                           for k, v in payload.items()}}
+    return Figure(rows, details)
