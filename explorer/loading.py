@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from training.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from training.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_metadata
 from training.models import LatentModel
 
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -92,6 +92,24 @@ def resolve_checkpoint(root: Path, name: str) -> Path:
     if not path.is_file():
         raise CheckpointError(name, "file not found in the checkpoint folder")
     return path
+
+
+DEFAULT_PREFERENCE = ("vae", "gmvae", "cvae", "ae")  # what a first-time visitor learns most from
+
+
+def choose_default(root: Path, names: list[str]) -> str | None:
+    """The checkpoint to open first: the first VAE by name, else GMVAE, CVAE, AE; unreadable ones last.
+
+    Reads only the JSON headers, so it is cheap even for a folder of large checkpoints.
+    """
+    rank = {}
+    for name in names:
+        try:
+            kind = read_metadata(Path(root) / name).model_type
+        except CheckpointError:
+            kind = None
+        rank[name] = DEFAULT_PREFERENCE.index(kind) if kind in DEFAULT_PREFERENCE else len(DEFAULT_PREFERENCE)
+    return min(names, key=lambda n: (rank[n], n)) if names else None
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -385,16 +403,25 @@ class ModelStore:
         self._datasets: dict[tuple, tuple[np.ndarray, np.ndarray] | str] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._known: dict[str, tuple[Path, str]] = {}  # digest -> (path, name), to reload after eviction
 
     def names(self) -> list[str]:
         return list_checkpoints(self.root)
 
     def get(self, key: str) -> ModelEntry:
-        """The entry for a key handed out earlier; KeyError if it was evicted."""
+        """The entry for a key handed out earlier, reloaded from its file if it was evicted.
+
+        Raises KeyError for a key never seen, or whose file has gone since.
+        """
         with self._lock:
-            entry = self._entries[key]
-            self._entries.move_to_end(key)
-            return entry
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            path, name = self._known[key]
+        if not path.is_file():
+            raise KeyError(key)
+        return self.open_path(path, name)
 
     def open_name(self, name: str, progress: Callable[[float, str], None] | None = None) -> ModelEntry:
         """Load checkpoint ``name`` from the folder (relative path). Raises CheckpointError."""
@@ -415,6 +442,7 @@ class ModelStore:
             entry = self._build(path, name or path.name, progress)
             with self._lock:
                 self._entries[entry.key] = entry
+                self._known[entry.key] = (path, entry.loaded.name)
                 while len(self._entries) > self.max_models:
                     self._entries.popitem(last=False)
             return entry

@@ -1,0 +1,333 @@
+"""The explorer served for real (127.0.0.1, a free port) and driven with gradio_client.
+
+One server per module, on a folder with the four tiny checkpoints, a corrupt file and a checkpoint
+whose dataset cannot be loaded. Every test opens its own client, i.e. its own session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from explorer.app import (
+    SLIDERS,
+    build_app,
+    is_loopback,
+    main,
+    nice_bounds,
+    parse_args,
+    sketch_to_rgb,
+    subsample,
+)
+from training.checkpoint import load_checkpoint, save_checkpoint
+
+GOOD = ["tiny-ae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors", "tiny-vae.safetensors"]
+NO_DATA = "no-data-vae.safetensors"
+BROKEN = "broken.safetensors"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_root(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    for name in GOOD:
+        shutil.copy(tiny_checkpoint_dir / name, root / name)
+    model, meta = load_checkpoint(tiny_checkpoint_dir / "tiny-vae.safetensors")
+    meta.dataset = {**meta.dataset, "name": f"folder:{root / 'no-such-folder'}"}  # data that is not there
+    save_checkpoint(root / NO_DATA, model, meta)
+    good = (root / "tiny-vae.safetensors").read_bytes()
+    (root / BROKEN).write_bytes(good[: len(good) // 2])  # truncated mid-tensor
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(app_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    demo = build_app(app_root, device="cpu", cache_dir=tmp_path_factory.mktemp("projections"),
+                     default_checkpoint="tiny-vae.safetensors")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(server: str) -> Client:
+    return Client(server, verbose=False, download_files=True)
+
+
+def load(client: Client, name: str = "tiny-vae.safetensors") -> tuple:
+    return client.predict(name, api_name="/load_checkpoint")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A few hundred bytes of valid PNG whose header declares width x height pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+
+
+def pixels(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def find_text(outputs: tuple, needle: str) -> str:
+    hits = [o for o in outputs if isinstance(o, str) and needle in o]
+    assert hits, f"no output contains {needle!r}"
+    return hits[0]
+
+
+def test_api_names_are_exposed(client: Client) -> None:
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    expected = {"/load_checkpoint", "/upload_checkpoint", "/draw_map", "/pick", "/traverse_from_index",
+                "/traverse_random", "/traverse_upload", "/traverse_reset", "/traversal_grid", "/interpolate",
+                "/interp_a_index", "/interp_b_index", "/sample_class", "/decode_every_class",
+                *(f"/slider_{i}" for i in range(SLIDERS))}
+    assert expected <= names, sorted(expected - names)
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_load_checkpoint_shows_the_model_card(client: Client, name: str) -> None:
+    out = load(client, name)
+    card = find_text(out, "latent dim")
+    kind = name.removeprefix("tiny-").removesuffix(".safetensors").upper()
+    assert kind in card and "digits" in card and "1×8×8" in card and "cpu" in card
+    assert "ELBO" in card and "active units" in card
+    if kind == "GMVAE":
+        assert "clustering accuracy" in card
+
+
+def test_slider_moves_the_decoded_image(client: Client) -> None:
+    load(client)
+    lo = client.predict(-2.5, api_name="/slider_0")
+    hi = client.predict(2.5, api_name="/slider_0")
+    a, b = pixels(lo[0] if isinstance(lo, tuple | list) else lo), pixels(hi[0] if isinstance(hi, tuple | list) else hi)
+    assert a.shape == b.shape and a.shape[0] >= 100  # upscaled for display
+    assert np.abs(a - b).mean() > 1.0, "moving the top slider should change the decoded image"
+    again = client.predict(-2.5, api_name="/slider_0")
+    again = again[0] if isinstance(again, tuple | list) else again
+    np.testing.assert_array_equal(pixels(again), a)  # decoding is deterministic
+
+
+def test_traversal_start_points_and_grid(client: Client) -> None:
+    load(client)
+    out = client.predict(7, api_name="/traverse_from_index")
+    assert "test image #7" in find_text(out, "#7")
+    out = client.predict(None, api_name="/traverse_random")
+    assert find_text(out, "prior sample")
+    out = client.predict(api_name="/traverse_reset")
+    assert find_text(out, "prior sample")
+    grid, png = client.predict(5, api_name="/traversal_grid")
+    assert "rows, top to bottom: z" in grid["label"]  # an update: the label names the rows
+    g = pixels(grid["value"])
+    assert Path(png).suffix == ".png" and pixels(png).shape == g.shape
+    assert g.shape[1] > g.shape[0]  # 4 dims (rows) x 5 steps (columns) of square cells: wider than tall
+    with pytest.raises(AppError, match="between 0 and 299"):
+        client.predict(10_000, api_name="/traverse_from_index")
+
+
+def test_map_draws_and_clicks(client: Client) -> None:
+    load(client)
+    fig, info = client.predict("pca", 2, "class", "prior", 0, api_name="/draw_map")
+    assert "300 of 300" in info
+    plot = json.loads(fig["plot"]) if isinstance(fig, dict) and "plot" in fig else fig
+    assert plot["data"], "the map has traces"
+    fig, info = client.predict("pca", 2, "recon", "none", 50, api_name="/draw_map")
+    assert "50 of 300" in info
+    original, recon, text = client.predict(json.dumps({"kind": "point", "index": 3}), api_name="/pick")[:3]
+    assert original and recon and "Test image #" in text
+    out = client.predict(json.dumps({"kind": "xy", "x": 0.1, "y": -0.2}), api_name="/pick")
+    assert "PCA inverse" in find_text(out, "PCA inverse")
+
+
+def test_map_in_3d_and_tsne(client: Client) -> None:
+    load(client, "tiny-gmvae.safetensors")
+    fig, info = client.predict("pca", 3, "component", "prior:1", 0, api_name="/draw_map")
+    assert "300 of 300" in info
+    fig, info = client.predict("tsne", 2, "kl", "none", 120, api_name="/draw_map")
+    assert "120 of 300" in info
+
+
+def test_interpolation_strip_and_gif(client: Client) -> None:
+    load(client)
+    client.predict(3, api_name="/interp_a_index")
+    client.predict(10, api_name="/interp_b_index")
+    strip, gif_view, gif, info = client.predict(8, "slerp", api_name="/interpolate")[:4]
+    assert "8 steps" in info and "#3" in info and "#10" in info
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 8
+        frame_w = im.size[0]
+    s = pixels(strip)
+    assert s.shape[1] >= 8 * s.shape[0] * 0.8  # one row of 8 frames
+    assert frame_w > 8  # upscaled
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_class_sampling(client: Client, name: str) -> None:
+    load(client, name)
+    grid, note = client.predict(3, 9, 0, 1.0, api_name="/sample_class")
+    assert note and pixels(grid).shape[0] > 8
+    if name == "tiny-cvae.safetensors":
+        row = pixels(client.predict(api_name="/decode_every_class"))
+        assert row.shape[1] > 9 * row.shape[0]  # ten classes side by side
+    else:
+        with pytest.raises(AppError, match="CVAE"):
+            client.predict(api_name="/decode_every_class")
+
+
+def test_uploaded_images(client: Client, tmp_path: Path) -> None:
+    load(client)
+    big = Image.new("RGBA", (40, 30), (255, 255, 255, 255))  # dark pen on white, wrong size and mode
+    big.paste((0, 0, 0, 255), (15, 5, 25, 25))
+    png = tmp_path / "drawing.png"
+    big.save(png)
+    out = client.predict(handle_file(str(png)), None, api_name="/traverse_upload")
+    info = find_text(out, "uploaded drawing.png")
+    assert "resized 40x30 -> 8x8" in info and "inverted" in info  # the conversion is spelled out
+    sketch = {"background": None, "layers": [], "composite": handle_file(str(png))}
+    assert "your drawing" in find_text(client.predict(sketch, None, api_name="/traverse_sketch"), "drawing")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image at all")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(str(text)), None, api_name="/traverse_upload")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AppError, match="empty"):
+        client.predict(handle_file(str(empty)), None, api_name="/traverse_upload")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(100_000, 100_000))
+    with pytest.raises(AppError, match="pixels"):
+        client.predict(handle_file(str(bomb)), None, api_name="/traverse_upload")
+    # The session still works afterwards.
+    client.predict(handle_file(str(png)), None, api_name="/interp_a_upload")
+    assert "8 steps" in client.predict(8, "linear", api_name="/interpolate")[3]
+
+
+def test_bad_checkpoint_is_a_clear_error_and_the_rest_keep_working(client: Client) -> None:
+    load(client)
+    out = load(client, BROKEN)
+    note = find_text(out, "Cannot load checkpoint")
+    assert BROKEN in note and "truncated or corrupt" in note
+    dropdown = out[0]  # the dropdown goes back to the model still in use
+    assert isinstance(dropdown, dict) and dropdown.get("value") == "tiny-vae.safetensors"
+    assert client.predict(1.0, api_name="/slider_0")  # ... which still answers
+    assert "GMVAE" in find_text(load(client, "tiny-gmvae.safetensors"), "latent dim")
+
+
+def test_uploaded_checkpoints(client: Client, app_root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "mine.safetensors"
+    model, meta = load_checkpoint(app_root / "tiny-cvae.safetensors")
+    meta.metrics = {**meta.metrics, "elbo": -1.0}  # other bytes than the listed file
+    save_checkpoint(copy, model, meta)
+    out = client.predict(handle_file(str(copy)), api_name="/upload_checkpoint")
+    assert "uploaded: mine.safetensors" in find_text(out, "latent dim")
+    zero = tmp_path / "zero.safetensors"
+    zero.write_bytes(b"")
+    out = client.predict(handle_file(str(zero)), api_name="/upload_checkpoint")
+    assert "empty" in find_text(out, "Cannot load the uploaded checkpoint")
+    assert client.predict(0.5, api_name="/slider_1")  # the uploaded model is still in use
+
+
+def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Client, tmp_path: Path) -> None:
+    out = load(client, NO_DATA)
+    assert "could not be loaded" in find_text(out, "could not be loaded")
+    fig, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+    assert "No map" in json.dumps(fig)
+    assert client.predict(1.5, api_name="/slider_0")
+    assert find_text(client.predict(None, api_name="/traverse_random"), "prior sample")
+    with pytest.raises(AppError, match="[Nn]o dataset images"):
+        client.predict(0, api_name="/traverse_from_index")
+    img = tmp_path / "x.png"
+    Image.new("L", (8, 8), 0).save(img)
+    client.predict(handle_file(str(img)), None, api_name="/interp_a_upload")
+    client.predict(handle_file(str(img)), None, api_name="/interp_b_upload")
+    assert "5 steps" in client.predict(5, "linear", api_name="/interpolate")[3]
+    with pytest.raises(AppError, match="encoded dataset"):
+        client.predict(2, 4, 0, 1.0, api_name="/sample_class")  # a VAE's class sampler needs the data
+
+
+def test_many_users_drag_sliders_at_once(server: str) -> None:
+    """12 sessions, each loading a model and moving sliders concurrently, all get their images."""
+    def user(k: int) -> int:
+        c = Client(server, verbose=False)
+        load(c, GOOD[k % len(GOOD)])
+        return sum(bool(c.predict(float(v), api_name=f"/slider_{k % 3}")) for v in (-2.0, -1.0, 0.5, 1.5, 2.5))
+
+    with ThreadPoolExecutor(12) as pool:
+        assert list(pool.map(user, range(12))) == [5] * 12
+
+
+def test_sessions_are_independent(server: str) -> None:
+    one, two = Client(server, verbose=False), Client(server, verbose=False)
+    load(one, "tiny-vae.safetensors")
+    load(two, "tiny-ae.safetensors")
+    assert "### tiny-vae" in find_text(load(one, "tiny-vae.safetensors"), "latent dim")
+    with pytest.raises(AppError, match="[Nn]o checkpoint"):
+        Client(server, verbose=False).predict(0.0, api_name="/traverse_reset")
+
+
+# -- pure helpers and the command line ----------------------------------------------------------
+def test_nice_bounds_cover_the_value_on_a_round_grid() -> None:
+    lo, hi, step = nice_bounds(-3.0, 3.0, 0.1234)
+    assert (lo, hi) == (-3.0, 3.0) and step == pytest.approx(0.05)
+    lo, hi, step = nice_bounds(-3.0, 3.0, 4.2)
+    assert lo == -3.0 and hi >= 4.2
+    assert round((hi - lo) / step) == pytest.approx((hi - lo) / step, abs=1e-6)
+
+
+def test_subsample_is_seeded_and_optional() -> None:
+    np.testing.assert_array_equal(subsample(10, 0), np.arange(10))
+    a, b = subsample(1000, 100), subsample(1000, 100)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 100 and np.all(np.diff(a) > 0)
+
+
+def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(["--checkpoints", str(tmp_path)])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.device == "auto" and not args.share
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    launched = {}
+
+    def fake_launch(self, **kwargs):  # noqa: ANN001, ANN202 - stands in for Blocks.launch
+        launched.update(kwargs)
+
+    monkeypatch.setattr("explorer.app.ExplorerBlocks.launch", fake_launch)
+    main(["--checkpoints", str(tmp_path), "--host", "0.0.0.0", "--device", "cpu", "--no-disk-cache"])
+    assert "WARNING" in capsys.readouterr().err
+    assert launched["server_name"] == "0.0.0.0"
+    main(["--checkpoints", str(tmp_path), "--device", "cpu", "--no-disk-cache"])
+    assert "WARNING" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--checkpoints", str(tmp_path / "missing")])
+
+
+def test_sketch_to_rgb() -> None:
+    assert sketch_to_rgb(None) is None and sketch_to_rgb({"composite": None}) is None
+    blank = np.zeros((10, 10, 4), np.uint8)  # fully transparent canvas
+    assert sketch_to_rgb({"composite": blank}) is None
+    stroke = blank.copy()
+    stroke[3:7, 4:6] = (0, 0, 0, 255)  # black ink
+    rgb = sketch_to_rgb({"composite": stroke})
+    assert rgb.shape == (10, 10, 3) and rgb[0, 0].tolist() == [255, 255, 255] and rgb[4, 4].tolist() == [0, 0, 0]

@@ -1,0 +1,275 @@
+"""The explorer in headless Chromium: the plotly click bridge, live sliders, every panel, screenshots.
+
+Screenshots land in test-artifacts/screenshots/ (git-ignored) for a person to look at. Needs
+/usr/bin/chromium and Playwright's Python package (never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+NO_DATA = "no-data-vae.safetensors"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not CHROMIUM.exists():
+    pytest.skip("needs /usr/bin/chromium", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from explorer.app import build_app
+
+    root = tmp_path_factory.mktemp("browser-checkpoints")
+    for path in tiny_checkpoint_dir.glob("*.safetensors"):
+        shutil.copy(path, root / path.name)
+    model, meta = load_checkpoint(root / "tiny-vae.safetensors")
+    meta.dataset = {**meta.dataset, "name": f"folder:{root / 'missing-images'}"}
+    save_checkpoint(root / NO_DATA, model, meta)
+    (root / "broken.safetensors").write_bytes(b"\x00" * 100)
+    demo = build_app(root, device="cpu", default_checkpoint="tiny-vae.safetensors")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: object, url: str) -> Iterator[object]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page.goto(url)
+    page.wait_for_selector("#latent-map .js-plotly-plot", timeout=60_000)
+    page.wait_for_function("() => { const gd = document.querySelector('#latent-map .js-plotly-plot');"
+                           " return gd && gd._fullData && gd._fullData.length > 0 && gd.__vaescopeBound; }",
+                           timeout=60_000)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def shot(page: object, name: str, selector: str | None = None, full: bool = False) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    if selector:
+        page.locator(selector).screenshot(path=str(path))  # type: ignore[attr-defined]
+    else:
+        page.screenshot(path=str(path), full_page=full)  # type: ignore[attr-defined]
+    assert path.stat().st_size > 1000
+    return path
+
+
+def image_src(page: object, elem_id: str) -> str:
+    return page.evaluate(  # type: ignore[attr-defined]
+        f"() => {{ const i = document.querySelector('#{elem_id} img'); return i ? i.src : ''; }}")
+
+
+def wait_src_change(page: object, elem_id: str, old: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        src = image_src(page, elem_id)
+        if src and src != old:
+            return src
+        time.sleep(0.05)
+    raise AssertionError(f"#{elem_id} did not change")
+
+
+def point_position(page: object, trace: int = 0, point: int = 0) -> dict:
+    """Page coordinates and customdata of one plotted point of the 2D map."""
+    return page.evaluate(  # type: ignore[attr-defined]
+        """([t, i]) => {
+            const gd = document.querySelector('#latent-map .js-plotly-plot');
+            const fd = gd._fullData[t], L = gd._fullLayout;
+            const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+            return {x: r.left + L.xaxis.c2p(fd.x[i]), y: r.top + L.yaxis.c2p(fd.y[i]),
+                    index: fd.customdata[i]};
+        }""", [trace, point])
+
+
+def test_first_view_map_and_traversal_side_by_side(page: object) -> None:
+    card = page.locator("#model-card").inner_text()  # type: ignore[attr-defined]
+    assert "tiny-vae" in card and "latent dim" in card and "cpu" in card
+    lengths = page.evaluate("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
+                            "._fullData.map(t => t._length)")
+    assert sum(lengths) == 300  # every test point, one trace per class
+    m = page.locator("#latent-map").bounding_box()  # type: ignore[attr-defined]
+    t = page.locator("#traversal-image").bounding_box()  # type: ignore[attr-defined]
+    assert t["x"] > m["x"] + m["width"] * 0.8 and t["y"] < 1000, "traversal sits beside the map, above the fold"
+    shot(page, "01-first-view")
+
+
+def test_click_a_point_then_empty_space(page: object) -> None:
+    before = image_src(page, "traversal-image")
+    p = point_position(page, trace=2, point=3)
+    page.mouse.click(p["x"], p["y"])  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        f"() => document.querySelector('#picked-info').innerText.includes('Test image #{p['index']}')",
+        timeout=20_000)
+    assert image_src(page, "picked-original") and image_src(page, "picked-recon")
+    wait_src_change(page, "traversal-image", before)
+    assert f"#{p['index']}" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
+    shot(page, "02-picked-point")
+    # A spot with no point: the top-left corner of the plot area decodes through inverse PCA.
+    box = page.locator("#latent-map .nsewdrag").bounding_box()  # type: ignore[attr-defined]
+    page.mouse.click(box["x"] + 6, box["y"] + 6)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => document.querySelector('#picked-info').innerText.includes('PCA inverse')", timeout=20_000)
+
+
+def test_slider_drag_updates_the_image_live(page: object) -> None:
+    slider = page.locator("#dim-slider-0 input[type=range]")  # type: ignore[attr-defined]
+    before = image_src(page, "traversal-image")
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 4, y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    seen = {before}
+    for k in range(1, 11):  # drag across in steps: images arrive while the button is still down
+        page.mouse.move(box["x"] + box["width"] * k / 10 - 4, y, steps=2)  # type: ignore[attr-defined]
+        time.sleep(0.15)
+        seen.add(image_src(page, "traversal-image"))
+    page.mouse.up()  # type: ignore[attr-defined]
+    wait_src_change(page, "traversal-image", before)
+    assert len(seen) >= 3, "the decoded image should change during the drag, not only at the end"
+    # latency of one keyboard step, as the browser sees it
+    old = image_src(page, "traversal-image")
+    slider.focus()
+    start = time.monotonic()
+    page.keyboard.press("ArrowLeft")  # type: ignore[attr-defined]
+    wait_src_change(page, "traversal-image", old)
+    assert time.monotonic() - start < 5.0
+    shot(page, "03-after-drag")
+
+
+def test_map_methods_and_3d(page: object) -> None:
+    page.locator("#map-color").click()  # type: ignore[attr-defined]
+    page.get_by_role("option", name="reconstruction error").click()  # type: ignore[attr-defined]
+    page.wait_for_function("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
+                           "._fullData.length === 1", timeout=30_000)
+    shot(page, "04-map-recon-error", "#latent-map")
+    page.locator("#map-dims input").click()  # type: ignore[attr-defined]
+    page.get_by_role("option", name="3D").click()  # type: ignore[attr-defined]
+    page.wait_for_function("() => { const gd = document.querySelector('#latent-map .js-plotly-plot');"  # type: ignore[attr-defined]
+                           " return gd && gd._fullLayout && gd._fullLayout.scene; }", timeout=30_000)
+    time.sleep(1)
+    shot(page, "05-map-3d", "#latent-map")
+
+
+def test_tabs(page: object) -> None:
+    page.get_by_role("tab", name="Traversal grid").click()  # type: ignore[attr-defined]
+    page.locator("#traversal-grid-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#traversal-grid img", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector("#traversal-grid-file a", timeout=30_000)  # type: ignore[attr-defined]
+    shot(page, "06-tab-traversal-grid", full=True)
+
+    page.get_by_role("tab", name="Interpolation").click()  # type: ignore[attr-defined]
+    page.locator("#interp-a-index-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#interp-a-image img", timeout=30_000)  # type: ignore[attr-defined]
+    page.locator("#interp-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#interp-strip img", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_function("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
+                           "._fullData.some(t => t.name === 'path')", timeout=30_000)
+    shot(page, "07-tab-interpolation", full=True)
+
+    page.get_by_role("tab", name="Class sampling").click()  # type: ignore[attr-defined]
+    page.locator("#sample-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#sample-grid img", timeout=30_000)  # type: ignore[attr-defined]
+    assert page.locator("#sample-note").inner_text()  # type: ignore[attr-defined]
+    shot(page, "08-tab-sampling", full=True)
+
+    page.get_by_role("tab", name="Diagnostics").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#diag-kl .js-plotly-plot", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector("#diag-recon img", timeout=30_000)  # type: ignore[attr-defined]
+    shot(page, "09-tab-diagnostics", full=True)
+
+
+def choose_checkpoint(page: object, name: str) -> None:
+    page.locator("#checkpoint-dropdown input").click()  # type: ignore[attr-defined]
+    page.get_by_role("option", name=name).click()  # type: ignore[attr-defined]
+
+
+def test_other_models_and_errors(page: object) -> None:
+    choose_checkpoint(page, "tiny-cvae.safetensors")
+    page.wait_for_function("() => document.querySelector('#model-card').innerText.includes('tiny-cvae')",
+                           timeout=60_000)  # type: ignore[attr-defined]
+    assert page.locator("#traversal-class").is_visible()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Class sampling").click()  # type: ignore[attr-defined]
+    page.locator("#sample-every-class-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_selector("#sample-every-class img", timeout=30_000)  # type: ignore[attr-defined]
+    shot(page, "10-cvae-every-class", full=True)
+
+    choose_checkpoint(page, "tiny-gmvae.safetensors")
+    page.wait_for_function("() => document.querySelector('#model-card').innerText.includes('tiny-gmvae')",
+                           timeout=60_000)  # type: ignore[attr-defined]
+    time.sleep(2)
+    shot(page, "11-gmvae")
+
+    choose_checkpoint(page, "broken.safetensors")
+    page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('broken.safetensors')",
+                           timeout=30_000)  # type: ignore[attr-defined]
+    toast = page.get_by_text("Cannot load checkpoint").first  # type: ignore[attr-defined]
+    toast.wait_for(timeout=10_000)
+    shot(page, "12-bad-checkpoint-error")
+    assert "tiny-gmvae" in page.locator("#model-card").inner_text()  # type: ignore[attr-defined]
+    assert page.locator("#checkpoint-dropdown input").input_value() == "tiny-gmvae.safetensors"  # type: ignore[attr-defined]
+    page.locator("#dim-slider-0 input[type=range]").focus()  # type: ignore[attr-defined]
+    old = image_src(page, "traversal-image")
+    page.keyboard.press("ArrowRight")  # type: ignore[attr-defined]
+    wait_src_change(page, "traversal-image", old)  # the previous model still answers
+
+    choose_checkpoint(page, NO_DATA)
+    page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('could not be loaded')",
+                           timeout=60_000)  # type: ignore[attr-defined]
+    time.sleep(2)
+    shot(page, "13-no-dataset")
+
+
+def test_draw_a_digit_and_encode_it(page: object) -> None:
+    page.get_by_text("Start from your own image or a drawing").click()  # type: ignore[attr-defined]
+    canvas = page.locator("#traversal-sketch canvas").last  # type: ignore[attr-defined]
+    canvas.wait_for(timeout=10_000)
+    page.locator("#traversal-sketch button[aria-label='Brush']").click()  # type: ignore[attr-defined]
+    page.mouse.click(10, 10)  # type: ignore[attr-defined]  # close the brush-size popover, if any
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy - box["height"] * 0.3)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(cx, cy + box["height"] * 0.3, steps=12)  # type: ignore[attr-defined]  # a "1"
+    page.mouse.up()  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    before = image_src(page, "traversal-image")
+    page.locator("#traversal-sketch-btn").click()  # type: ignore[attr-defined]
+    wait_src_change(page, "traversal-image", before)
+    assert "your drawing" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
+    page.locator("#traversal-sketch").scroll_into_view_if_needed()  # type: ignore[attr-defined]
+    shot(page, "14-drawing-encoded")
