@@ -51,10 +51,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("shapes/beta-vae", "shapes", {"model_type": "vae", "arch": "conv", "latent_dim": 8, "beta": 4.0,
                                          "base_channels": 16, "hidden_dim": 256},
            {"epochs": 20, "warmup_epochs": 5, "batch_size": 128}),
-    Recipe("fashion-mnist/vae", "fashion-mnist", {"model_type": "vae", **FMNIST_CONV}, {"epochs": 12}),
-    Recipe("fashion-mnist/cvae", "fashion-mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 12}),
+    Recipe("fashion-mnist/vae", "fashion-mnist", {"model_type": "vae", **FMNIST_CONV}, {"epochs": 8}),
+    Recipe("fashion-mnist/cvae", "fashion-mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 8}),
     Recipe("fashion-mnist/gmvae", "fashion-mnist", {"model_type": "gmvae", **FMNIST_CONV, "categorical_weight": 0.5},
-           {"epochs": 12, "temperature_end": 0.3}),
+           {"epochs": 8, "temperature_end": 0.3}),
 )
 
 
