@@ -58,3 +58,13 @@ def test_dataset_errors_are_one_line_not_a_traceback(tmp_path, capsys) -> None:
 def test_resume_a_missing_run(tmp_path, capsys) -> None:
     assert main(["--resume", str(tmp_path / "nothing"), "--quiet"]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_evaluate_a_checkpoint_with_more_importance_samples(capsys) -> None:
+    from training.evaluate import main as evaluate_main
+
+    assert evaluate_main(["assets/checkpoints/digits/vae.safetensors", "--eval-k", "20", "--nll-images", "50"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["nll_k"] == 20 and line["nll_images"] == 50 and 5 < line["nll_iwae"] < 60
+    assert evaluate_main(["assets/checkpoints/missing.safetensors"]) == 1
+    assert "file not found" in capsys.readouterr().err
