@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from training.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_metadata
+from training.checkpoint import (
+    PICKLE_SUFFIXES,
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    read_metadata,
+)
 from training.models import LatentModel
 
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -28,6 +34,12 @@ CHECKPOINT_SUFFIX = ".safetensors"
 # any model here needs, far less than a decompression bomb (PNG headers can declare 10^10 pixels).
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+# Said instead of a bare "not a .safetensors file", so someone with a torch.save file learns why
+# and what to do; the file is never opened.
+PICKLE_REFUSAL = ("'{suffix}' files are Python pickles (torch.save), which can run arbitrary code when "
+                  "loaded, so vaescope never opens them; use a .safetensors checkpoint from latent-train")
 
 
 class ImageError(ValueError):
@@ -74,7 +86,7 @@ def resolve_checkpoint(root: Path, name: str) -> Path:
     """The path of checkpoint ``name`` (relative to ``root``); refuses anything outside ``root``.
 
     Raises CheckpointError for empty names, absolute paths, '..' components, symlinks leading out
-    of ``root``, missing files and non-checkpoint suffixes.
+    of ``root``, pickle files (never opened), other non-checkpoint suffixes and missing files.
     """
     root = Path(root).expanduser()
     if not name or not str(name).strip():
@@ -87,6 +99,8 @@ def resolve_checkpoint(root: Path, name: str) -> Path:
     path = root / rel
     if not _inside(path, root):
         raise CheckpointError(name, "the path leads outside the checkpoint folder (symlink?); refused")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(name, PICKLE_REFUSAL.format(suffix=path.suffix))
     if path.suffix.lower() != CHECKPOINT_SUFFIX:
         raise CheckpointError(name, f"not a {CHECKPOINT_SUFFIX} file")
     if not path.is_file():
@@ -378,6 +392,9 @@ class ModelEntry:
     data_note: str  # "" when the evaluation images are there, else why not
     background: str | None = None  # "dark" / "light" background of the training images
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # What the views derive from the model and latents alone (dimension order, slider bounds),
+    # computed on first use: a slider move must not recompute a variance over 70k codes.
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:

@@ -21,16 +21,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from explorer.app import (
-    SLIDERS,
-    build_app,
-    is_loopback,
-    main,
-    nice_bounds,
-    parse_args,
-    sketch_to_rgb,
-    subsample,
-)
+from explorer.app import build_app, is_loopback, main, parse_args
+from explorer.views import SLIDERS
 from training.checkpoint import load_checkpoint, save_checkpoint
 
 GOOD = ["tiny-ae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors", "tiny-vae.safetensors"]
@@ -286,22 +278,7 @@ def test_sessions_are_independent(server: str) -> None:
         Client(server, verbose=False).predict(0.0, api_name="/traverse_reset")
 
 
-# -- pure helpers and the command line ----------------------------------------------------------
-def test_nice_bounds_cover_the_value_on_a_round_grid() -> None:
-    lo, hi, step = nice_bounds(-3.0, 3.0, 0.1234)
-    assert (lo, hi) == (-3.0, 3.0) and step == pytest.approx(0.05)
-    lo, hi, step = nice_bounds(-3.0, 3.0, 4.2)
-    assert lo == -3.0 and hi >= 4.2
-    assert round((hi - lo) / step) == pytest.approx((hi - lo) / step, abs=1e-6)
-
-
-def test_subsample_is_seeded_and_optional() -> None:
-    np.testing.assert_array_equal(subsample(10, 0), np.arange(10))
-    a, b = subsample(1000, 100), subsample(1000, 100)
-    np.testing.assert_array_equal(a, b)
-    assert len(a) == 100 and np.all(np.diff(a) > 0)
-
-
+# -- the command line ----------------------------------------------------------------------------
 def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     args = parse_args(["--checkpoints", str(tmp_path)])
@@ -314,6 +291,7 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         launched.update(kwargs)
 
     monkeypatch.setattr("explorer.app.ExplorerBlocks.launch", fake_launch)
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # main() sets it for the whole process
     main(["--checkpoints", str(tmp_path), "--host", "0.0.0.0", "--device", "cpu", "--no-disk-cache"])
     assert "WARNING" in capsys.readouterr().err
     assert launched["server_name"] == "0.0.0.0"
@@ -321,13 +299,3 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "WARNING" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--checkpoints", str(tmp_path / "missing")])
-
-
-def test_sketch_to_rgb() -> None:
-    assert sketch_to_rgb(None) is None and sketch_to_rgb({"composite": None}) is None
-    blank = np.zeros((10, 10, 4), np.uint8)  # fully transparent canvas
-    assert sketch_to_rgb({"composite": blank}) is None
-    stroke = blank.copy()
-    stroke[3:7, 4:6] = (0, 0, 0, 255)  # black ink
-    rgb = sketch_to_rgb({"composite": stroke})
-    assert rgb.shape == (10, 10, 3) and rgb[0, 0].tolist() == [255, 255, 255] and rgb[4, 4].tolist() == [0, 0, 0]

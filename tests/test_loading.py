@@ -99,6 +99,8 @@ def test_resolve_checkpoint_accepts_files_inside(tree: Path) -> None:
     ("escape.safetensors", "outside the checkpoint folder"),
     ("linkdir/secret.safetensors", "outside the checkpoint folder"),
     ("notes.txt", "not a .safetensors"),
+    ("model.pt", "pickles .* never opens them"),
+    ("sub/weights.ckpt", "pickles .* never opens them"),
     ("missing.safetensors", "not found"),
     ("", "no checkpoint name"),
 ])

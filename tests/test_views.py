@@ -1,0 +1,65 @@
+"""explorer.views: slider bounds on a round grid, seeded subsets, and what a slider move recomputes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import views
+from explorer.codes import start_code
+from explorer.handlers import Handlers
+from explorer.loading import ModelStore
+from explorer.projection import ProjectionCache
+from explorer.views import SLIDERS, nice_bounds, subsample, traversal_view
+
+
+def test_nice_bounds_cover_the_value_on_a_round_grid() -> None:
+    lo, hi, step = nice_bounds(-3.0, 3.0, 0.1234)
+    assert (lo, hi) == (-3.0, 3.0) and step == pytest.approx(0.05)
+    lo, hi, step = nice_bounds(-3.0, 3.0, 4.2)
+    assert lo == -3.0 and hi >= 4.2
+    assert round((hi - lo) / step) == pytest.approx((hi - lo) / step, abs=1e-6)
+
+
+def test_subsample_is_seeded_and_optional() -> None:
+    np.testing.assert_array_equal(subsample(10, 0), np.arange(10))
+    a, b = subsample(1000, 100), subsample(1000, 100)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 100 and np.all(np.diff(a) > 0)
+
+
+@pytest.fixture(scope="module")
+def store(tiny_checkpoint_dir: Path) -> ModelStore:
+    return ModelStore(tiny_checkpoint_dir, torch.device("cpu"))
+
+
+def test_slider_moves_reuse_the_dimension_order(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AE orders its dims by the variance of all its codes: computed once, not on every move."""
+    entry = store.open_name("tiny-ae.safetensors")
+    entry.memo.clear()
+    computed = []
+    real = views._dim_info
+    monkeypatch.setattr(views, "_dim_info", lambda e: computed.append(e.key) or real(e))
+    slide = Handlers(store, ProjectionCache(), None).slider_handler(0)
+    code = start_code(entry, 0, "index", None)
+    images = [slide(v, entry.key, code, 0)[0] for v in (-1.0, 0.0, 1.0)]
+    assert computed == [entry.key]
+    assert len({im.tobytes() for im in images}) == 3  # every move still decodes its own image
+
+
+def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = store.open_name("tiny-gmvae.safetensors")
+    entry.memo.clear()
+    model, draws = entry.loaded.model, []
+    real = model.prior_sample
+    monkeypatch.setattr(model, "prior_sample", lambda n, *a: draws.append(n) or real(n, *a))
+    code = start_code(entry, 0, "index", None)
+    first = traversal_view(entry, code, 0, "prior")
+    second = traversal_view(entry, code, 0, "prior")
+    assert draws.count(views.MIXTURE_RANGE_SAMPLES) == 1
+    assert len(first) == len(second) == 3 + SLIDERS
+    lo, hi = views.slider_bounds(entry, "prior")
+    assert np.all(lo < hi) and lo.shape == (model.config.latent_dim,)
