@@ -4,6 +4,8 @@ The explorer is served in this process with its slider handlers wrapped in a tim
 handler time: decode + upscale, without Gradio's own pre/post-processing). A separate client
 process runs N gradio_client threads, one session each: every thread loads the checkpoint, then
 all call the slider endpoint back to back for a fixed time. The baseline is one client alone.
+The server runs with torch's intra-op threads set as ``latent-explore`` sets them (main(), not
+build_app, does that), so the numbers are those of the real server.
 Clients live in their own process so their Python work does not compete with the server's GIL.
 """
 
@@ -123,9 +125,39 @@ def drive(url: str, checkpoint: str, clients: int, seconds: float) -> dict[str, 
 # -- the benchmark ------------------------------------------------------------------------------
 def run(quick: bool) -> Figure:
     """Figure 2 rows: errors, client p95 and server handler p95 for 8 clients vs 1."""
-    from explorer.app import build_app
+    from explorer.app import DEFAULT_TORCH_THREADS
 
     seconds = 5.0 if quick else 30.0
+    with torch_threads(DEFAULT_TORCH_THREADS):  # what latent-explore's main() sets before it serves
+        runs, settings, names, source, log = _serve_and_drive(seconds)
+    for r in runs.values():
+        start, end = r["window"]["start"], r["window"]["end"]
+        r["server_s"] = [s for wall, s in log if start <= wall <= end]
+    figure = _rows(runs[1], runs[CLIENTS])
+    figure.rows[0].note += "; app settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())
+    figure.details |= {"queue_settings": settings, "checkpoint": f"{names[0]} ({source})",
+                       "seconds": {"baseline_1_client": seconds / 2, f"{CLIENTS}_clients": seconds}}
+    return figure
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` while active (benchmarks share one process: restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _serve_and_drive(seconds: float) -> tuple[dict[int, Any], dict[str, Any], list[str], str, HandlerLog]:
+    """Serve the app, drive it with 1 then CLIENTS clients: (runs by client count, queue settings,
+    checkpoint names, their source, the server's handler log)."""
+    from explorer.app import build_app
+
     log: HandlerLog = []
     with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:
         root, names, source = fmnist_checkpoints(Path(tmp))
@@ -139,14 +171,7 @@ def run(quick: bool) -> Figure:
             runs = {n: drive(url, names[0], n, seconds if n > 1 else seconds / 2) for n in (1, CLIENTS)}
         finally:
             demo.close()
-    for r in runs.values():
-        start, end = r["window"]["start"], r["window"]["end"]
-        r["server_s"] = [s for wall, s in log if start <= wall <= end]
-    figure = _rows(runs[1], runs[CLIENTS])
-    figure.rows[0].note += "; app settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())
-    figure.details |= {"queue_settings": settings, "checkpoint": f"{names[0]} ({source})",
-                       "seconds": {"baseline_1_client": seconds / 2, f"{CLIENTS}_clients": seconds}}
-    return figure
+    return runs, settings, names, source, log
 
 
 def _rows(one: dict[str, Any], many: dict[str, Any]) -> Figure:

@@ -62,7 +62,7 @@ def noop_app() -> Any:
     import gradio as gr
 
     from explorer import figures
-    from explorer.app import scale_for
+    from explorer.views import scale_for
 
     base = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
 
@@ -155,8 +155,8 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
     from gradio.processing_utils import encode_pil_to_bytes
 
     from explorer import figures
-    from explorer.app import scale_for
     from explorer.loading import load_eval_images, load_model
+    from explorer.views import scale_for
 
     loaded = load_model(checkpoint, torch.device("cpu"))
     model = loaded.model.eval()

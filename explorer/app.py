@@ -36,16 +36,16 @@ from explorer.loading import (
     pick_device,
 )
 from explorer.projection import ProjectionCache
-from explorer.views import COLOR_LABELS, PREVIEW_PX, SLIDERS
-from explorer.views import (
-    scale_for as scale_for,  # re-exported: benchmarks/slider.py imports it from here
-)
+from explorer.views import COLOR_LABELS, PICK_HINT, PREVIEW_PX, SLIDERS
 
 DEFAULT_MAX_UPLOAD_MB = 200  # checkpoints are uploaded too; images are capped by prepare_image
 SLIDER_CONCURRENCY = 16  # cheap decode-one-image handlers: serve many users at once
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
 LOAD_CONCURRENCY = 2
 DEFAULT_CONCURRENCY = 8
+# Gradio's output cache (every image and file sent) is per app: every 10 minutes, drop what is
+# older than an hour, so a long-running server does not fill its disk.
+DELETE_CACHE = (600, 3600)
 # One intra-op thread for torch in the server: its work is many tiny, independent calls (one
 # decode per slider move), which Gradio already runs in parallel threads, so an OpenMP team per
 # call only waits for cores that other requests (and other processes) hold. Measured on a busy
@@ -134,7 +134,7 @@ def build_app(checkpoint_dir: str | Path, device: str = "auto", *, cache_dir: Pa
     """
     store = ModelStore(Path(checkpoint_dir), pick_device(device), data_dir=data_dir, max_models=max_models)
     h = Handlers(store, ProjectionCache(cache_dir), default_checkpoint)
-    with ExplorerBlocks(title="vaescope explorer") as demo:
+    with ExplorerBlocks(title="vaescope explorer", delete_cache=DELETE_CACHE) as demo:
         demo.max_upload_mb = max_upload_mb
         ui = _layout(store, max_upload_mb, default_checkpoint)
         _wire(demo, ui, h)
@@ -225,8 +225,7 @@ def _map_panel(c: dict[str, Any]) -> None:
         c["picked_recon"] = gr.Image(label="Reconstruction", format="png", height=140, width=140,
                                      interactive=False, elem_id="picked-recon", elem_classes="pixelated",
                                      min_width=140, scale=0)
-        c["picked_info"] = gr.Markdown("Click a point on the map to see it here and traverse from it.",
-                                       elem_id="picked-info")
+        c["picked_info"] = gr.Markdown(PICK_HINT, elem_id="picked-info")
 
 
 def _traversal_panel(c: dict[str, Any]) -> None:
@@ -355,6 +354,11 @@ def _trav_out(ui: UI) -> list[Any]:
     return [ui["code"], ui["trav_image"], ui["trav_info"], *ui["sliders"]]
 
 
+def _start_out(ui: UI) -> list[Any]:
+    """The outputs of a new start code: the class dropdown names the class it decodes with."""
+    return [ui["trav_class"], *_trav_out(ui)]
+
+
 def _map_io(ui: UI) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """(inputs, outputs, event options) of a map redraw: the heavy, size-limited group."""
     map_in = ui.many("model_key", "method", "dims", "color", "overlay", "max_points", "ends")
@@ -365,7 +369,8 @@ def _map_io(ui: UI) -> tuple[list[Any], list[Any], dict[str, Any]]:
 def _wire_checkpoints(demo: gr.Blocks, ui: UI, h: Handlers) -> None:
     load_out = [*ui.many("model_key", "checkpoint", "card", "note", "color", "overlay", "trav_class", "dim_page",
                          "sample_class", "every_group", "trav_range", "diag_note", "diag_kl", "diag_curves",
-                         "diag_recon", "diag_prior", "picked", "ends", "map_view"), *_trav_out(ui)]
+                         "diag_recon", "diag_prior", "picked", "ends", "map_view", "picked_original",
+                         "picked_recon", "picked_info"), *_trav_out(ui)]
     h.load_outputs = len(load_out)
     map_in, map_out, heavy = _map_io(ui)
     loading = {"concurrency_id": "load", "concurrency_limit": LOAD_CONCURRENCY, "show_progress_on": [ui["card"]]}
@@ -389,24 +394,25 @@ def _wire_map(ui: UI, h: Handlers) -> None:
           h.draw_map, map_in, map_out, api_name="draw_map", **heavy)
     # The click bridge: the js reads the picked point; the other inputs pass through unchanged.
     ui["pick_btn"].click(h.pick, ui.many("pick_data", "model_key", "map_view", "code", "dim_page", "trav_range"),
-                         [*ui.many("picked_original", "picked_recon", "picked_info", "picked"), *_trav_out(ui)],
+                         [*ui.many("picked_original", "picked_recon", "picked_info", "picked"), *_start_out(ui)],
                          js="(...inputs) => [window.__picked, ...inputs.slice(1)]", api_name="pick", **QUICK)
 
 
 def _wire_traversal(ui: UI, h: Handlers) -> None:
-    trav_out, view_in = _trav_out(ui), ui.many("model_key", "dim_page", "trav_range")
+    trav_out, start_out = _trav_out(ui), _start_out(ui)
+    view_in = ui.many("model_key", "dim_page", "trav_range")
     # Every slider decodes one image; preprocess=False skips the per-event bounds check.
     for i, slider in enumerate(ui["sliders"]):
         slider.input(h.slider_handler(i), [slider, ui["model_key"], ui["code"], ui["dim_page"]],
                      [ui["trav_image"], ui["code"]], api_name=f"slider_{i}", trigger_mode="always_last",
                      preprocess=False, concurrency_id="traverse", concurrency_limit=SLIDER_CONCURRENCY, **QUICK)
-    ui["trav_index_btn"].click(h.traverse_from_index, [ui["trav_index"], *view_in], trav_out,
+    ui["trav_index_btn"].click(h.traverse_from_index, [ui["trav_index"], *view_in], start_out,
                                api_name="traverse_from_index", **QUICK)
-    ui["trav_random"].click(h.traverse_random, [ui["trav_class"], *view_in], trav_out,
+    ui["trav_random"].click(h.traverse_random, [ui["trav_class"], *view_in], start_out,
                             api_name="traverse_random", **QUICK)
-    ui["trav_upload"].upload(h.traverse_upload, [ui["trav_upload"], ui["trav_class"], *view_in], trav_out,
+    ui["trav_upload"].upload(h.traverse_upload, [ui["trav_upload"], ui["trav_class"], *view_in], start_out,
                              api_name="traverse_upload", **QUICK)
-    ui["sketch_btn"].click(h.traverse_sketch, [ui["sketch"], ui["trav_class"], *view_in], trav_out,
+    ui["sketch_btn"].click(h.traverse_sketch, [ui["sketch"], ui["trav_class"], *view_in], start_out,
                            api_name="traverse_sketch", **QUICK)
     ui["trav_reset"].click(h.traverse_reset, [ui["code"], *view_in], trav_out, api_name="traverse_reset", **QUICK)
     ui["trav_class"].select(h.traverse_class, [ui["trav_class"], ui["code"], *view_in], trav_out,

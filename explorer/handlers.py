@@ -9,8 +9,12 @@ outputs it is wired to, in order (see ``app._wire``).
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import time
 import uuid
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,10 @@ from explorer.loading import ModelEntry, ModelStore, choose_default
 from explorer.projection import ProjectionCache
 from explorer.session import Code, MapView
 from explorer.views import (
+    PICK_HINT,
     SLIDERS,
     STRIP_PX,
+    class_choice,
     data_note,
     default_range,
     diagnostics_view,
@@ -56,7 +62,21 @@ from explorer.views import (
 from training.checkpoint import CheckpointError
 
 PROGRESS = gr.Progress()  # a marker default: Gradio hands each call its own tracker in its place
-PICK_OUTPUTS = 4 + 3 + SLIDERS  # picked original, recon, info, picked state + the traversal outputs
+PICK_OUTPUTS = 4 + 1 + 3 + SLIDERS  # picked original, recon, info, picked state, class + the traversal outputs
+# Downloads (traversal-grid PNGs, interpolation GIFs) are written to a per-app temp folder and
+# Gradio copies each into its own cache when the response goes out (that cache is cleaned by the
+# Blocks' delete_cache), so ours only has to hold files until then: each write drops all but the
+# newest DOWNLOADS_KEPT and any older than DOWNLOADS_MAX_AGE_S.
+DOWNLOADS_KEPT = 64
+DOWNLOADS_MAX_AGE_S = 3600.0
+
+
+def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,
+                max_age_s: float = DOWNLOADS_MAX_AGE_S) -> list[Path]:
+    """Which of ``files`` ((path, modification time) pairs) to delete: all but the newest ``keep``,
+    and any modified more than ``max_age_s`` seconds before ``now``."""
+    newest_first = sorted(files, key=lambda f: f[1], reverse=True)
+    return [path for rank, (path, mtime) in enumerate(newest_first) if rank >= keep or now - mtime > max_age_s]
 
 
 class Handlers:
@@ -67,6 +87,8 @@ class Handlers:
         self.projections = projections
         self.default = default
         self.tmp = Path(tempfile.mkdtemp(prefix="vaescope-explorer-"))
+        # removed with the handlers (the app) or at interpreter exit, whichever comes first
+        self._remove_tmp = weakref.finalize(self, shutil.rmtree, self.tmp, ignore_errors=True)
         self.load_outputs = 0  # set by the wiring: how many components a checkpoint load updates
 
     # -- helpers --
@@ -80,9 +102,21 @@ class Handlers:
             raise gr.Error("That checkpoint is no longer available; pick it again in the dropdown.") from None
 
     def _file(self, suffix: str, data: bytes) -> str:
+        """Write a download to the temp folder, after pruning it (see DOWNLOADS_KEPT); its path."""
+        self._prune_downloads(keep=DOWNLOADS_KEPT - 1)  # before writing: the new file is never pruned
         path = self.tmp / f"{uuid.uuid4().hex[:12]}{suffix}"
         path.write_bytes(data)
         return str(path)
+
+    def _prune_downloads(self, keep: int) -> None:
+        files = []
+        for path in self.tmp.iterdir():
+            try:
+                files.append((path, path.stat().st_mtime))
+            except FileNotFoundError:  # another request pruned it meanwhile
+                continue
+        for path in stale_files(files, time.time(), keep=max(0, keep), max_age_s=DOWNLOADS_MAX_AGE_S):
+            path.unlink(missing_ok=True)
 
     # -- checkpoints --
     def refresh_list(self, current: str | None) -> Any:
@@ -149,8 +183,11 @@ class Handlers:
                        f"sampling and interpolation of uploaded images still work.")
         has_images = entry.latents is not None and len(entry.latents) > 0
         code = start_code(entry, 0, "index" if has_images else "random", None)
-        return [entry.key, dropdown, model_card(entry), data_note(entry), *model_controls(entry),
-                *diagnostics_view(entry), None, None, None, *traversal_view(entry, code, 0, default_range(entry))]
+        # A new model: no picked point (state and panel) or endpoints, and the class dropdown shows
+        # the class the opening code decodes with.
+        return [entry.key, dropdown, model_card(entry), data_note(entry), *model_controls(entry, code.y),
+                *diagnostics_view(entry), None, None, None, None, None, PICK_HINT,
+                *traversal_view(entry, code, 0, default_range(entry))]
 
     # -- map --
     def draw_map(self, key: str | None, method: str, dims: int, color_by: str, overlay: str,
@@ -191,7 +228,7 @@ class Handlers:
         recon = decode(entry, picked.z, picked.y)[0]
         original = None if x is None else served(figures.to_pil(x, scale_for(x)))
         return [original, served(figures.to_pil(recon, scale_for(recon))), info, picked,
-                *traversal_view(entry, picked, page, range_mode)]
+                *self._start(entry, picked, page, range_mode)]
 
     @staticmethod
     def _picked_point(entry: ModelEntry, i: int) -> tuple[np.ndarray, Code, str]:
@@ -209,6 +246,11 @@ class Handlers:
         return picked, f"Decoded the map spot ({x:.2f}, {y:.2f}) (PCA inverse)"
 
     # -- traversal --
+    @staticmethod
+    def _start(entry: ModelEntry, code: Code, page: int | None, range_mode: str) -> list[Any]:
+        """Outputs of a new start code: the class dropdown (it names the code's class), the traversal."""
+        return [class_choice(entry, code), *traversal_view(entry, code, page, range_mode)]
+
     def slider_handler(self, slot: int) -> Any:
         """The handler of slider ``slot``: set one coordinate, decode one image. Nothing else: no
         slider updates, no bounds; the dimension order is memoised on the entry."""
@@ -227,11 +269,11 @@ class Handlers:
 
     def traverse_from_index(self, index: float | None, key: str | None, page: int, range_mode: str) -> list[Any]:
         entry = self.entry(key)
-        return traversal_view(entry, start_code(entry, int(index or 0), "index", None), page, range_mode)
+        return self._start(entry, start_code(entry, int(index or 0), "index", None), page, range_mode)
 
     def traverse_random(self, y: int | None, key: str | None, page: int, range_mode: str) -> list[Any]:
         entry = self.entry(key)
-        return traversal_view(entry, start_code(entry, None, "random", y), page, range_mode)
+        return self._start(entry, start_code(entry, None, "random", y), page, range_mode)
 
     def traverse_upload(self, path: str | None, y: int | None, key: str | None, page: int,
                         range_mode: str) -> list[Any]:
@@ -239,7 +281,7 @@ class Handlers:
         code, note = upload_code(entry, path, y)
         if note:
             gr.Info(f"Image converted: {note}")
-        return traversal_view(entry, code, page, range_mode)
+        return self._start(entry, code, page, range_mode)
 
     def traverse_sketch(self, sketch: dict | None, y: int | None, key: str | None, page: int,
                         range_mode: str) -> list[Any]:
@@ -250,7 +292,7 @@ class Handlers:
         code, note = encode_image(entry, rgb, y, "your drawing")
         if note:
             gr.Info(f"Drawing converted: {note}")
-        return traversal_view(entry, code, page, range_mode)
+        return self._start(entry, code, page, range_mode)
 
     def traverse_reset(self, code: Code | None, key: str | None, page: int, range_mode: str) -> list[Any]:
         entry = self.entry(key)

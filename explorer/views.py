@@ -38,6 +38,7 @@ CARD_METRICS = [("ELBO", "elbo", " nats"), ("NLL (IWAE)", "nll_iwae", " nats"), 
                 ("KL", "kl", " nats"), ("active units", "active_units", " of {d}"),
                 ("probe accuracy", "probe_accuracy", ""), ("clustering accuracy", "cluster_accuracy", ""),
                 ("NMI", "nmi", "")]
+PICK_HINT = "Click a point on the map to see it here and traverse from it."  # the empty picked panel
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -126,8 +127,11 @@ def data_note(entry: ModelEntry) -> str:
             f"test images; traversal, sampling and interpolation of uploaded images still work.")
 
 
-def model_controls(entry: ModelEntry) -> list[Any]:
-    """Updates for the colour / overlay / class / page / sampling controls that depend on the model."""
+def model_controls(entry: ModelEntry, y: int | None) -> list[Any]:
+    """Updates for the colour / overlay / class / page / sampling controls that depend on the model.
+
+    ``y`` is the class the opening code decodes with (a CVAE's), which the class dropdown shows.
+    """
     model = entry.loaded.model
     k = model.num_components
     names = class_names(entry)
@@ -141,10 +145,19 @@ def model_controls(entry: ModelEntry) -> list[Any]:
     d = model.config.latent_dim
     pages = [(f"dims {p * SLIDERS + 1}–{min(d, (p + 1) * SLIDERS)} of {d}", p) for p in range(-(-d // SLIDERS))]
     return [gr.Dropdown(choices=colors, value=colors[0][1]), gr.Dropdown(choices=overlays, value="none"),
-            gr.Dropdown(choices=class_choices, value=0 if class_choices else None, visible=model.is_conditional),
+            gr.Dropdown(choices=class_choices, value=y if class_choices else None, visible=model.is_conditional),
             gr.Dropdown(choices=pages, value=0, visible=d > SLIDERS),
             gr.Dropdown(choices=sample_choices, value=sample_choices[0][1] if sample_choices else None),
             gr.Group(visible=model.is_conditional), default_range(entry)]
+
+
+def class_choice(entry: ModelEntry, code: Code) -> Any:
+    """The "Decode as class" dropdown set to the class ``code`` decodes with (a CVAE), else untouched.
+
+    Sent with every new start code (an index, a map point, a prior sample, an upload): a test image
+    decodes under its own class, which the dropdown would otherwise not show.
+    """
+    return gr.Dropdown(value=code.y) if entry.loaded.model.is_conditional else gr.skip()
 
 
 def default_range(entry: ModelEntry) -> str:

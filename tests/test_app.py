@@ -6,7 +6,10 @@ whose dataset cannot be loaded. Every test opens its own client, i.e. its own se
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import re
 import shutil
 import socket
 import struct
@@ -17,11 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from explorer import app as app_module
+from explorer import handlers as handlers_module
 from explorer.app import build_app, is_loopback, main, parse_args
+from explorer.handlers import Handlers, stale_files
+from explorer.loading import ModelStore
+from explorer.projection import ProjectionCache
 from explorer.views import SLIDERS
 from training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -81,6 +90,20 @@ def png_declaring(width: int, height: int) -> bytes:
 
 def pixels(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def by_label(client: Client, api_name: str, outputs: tuple) -> dict[str, object]:
+    """An endpoint's outputs keyed by their components' labels (as gradio_client lists them)."""
+    returns = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["returns"]
+    assert len(returns) == len(outputs)
+    return {r["label"]: o for r, o in zip(returns, outputs, strict=True)}
+
+
+def shown_class(outputs: dict[str, object]) -> object:
+    """The value the "Decode as class" dropdown is set to by an update among ``outputs``."""
+    update = outputs["Decode as class (CVAE)"]
+    assert isinstance(update, dict) and "value" in update, update
+    return update["value"]
 
 
 def find_text(outputs: tuple, needle: str) -> str:
@@ -150,6 +173,44 @@ def test_map_draws_and_clicks(client: Client) -> None:
     assert original and recon and "Test image #" in text
     out = client.predict(json.dumps({"kind": "xy", "x": 0.1, "y": -0.2}), api_name="/pick")
     assert "PCA inverse" in find_text(out, "PCA inverse")
+
+
+def test_loading_another_model_clears_the_picked_point(client: Client) -> None:
+    load(client)
+    client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+    original, recon, text = client.predict(json.dumps({"kind": "point", "index": 3}), api_name="/pick")[:3]
+    assert original and recon and "Test image #3" in text
+    out = by_label(client, "/load_checkpoint", load(client, "tiny-cvae.safetensors"))
+    assert out["Picked: original"] is None and out["Reconstruction"] is None
+    assert "Click a point on the map" in find_text(tuple(out.values()), "Click a point on the map")
+    assert "Test image #3" not in " ".join(o for o in out.values() if isinstance(o, str))
+
+
+def test_the_class_dropdown_names_the_class_the_code_is_decoded_with(client: Client, tmp_path: Path) -> None:
+    """A CVAE: on load, after an index, a map click, a random sample and an upload, the "Decode as class"
+    dropdown shows the class the traversal decodes with (the one its info line names)."""
+    def decoded_class(out: dict[str, object]) -> int:
+        info = find_text(tuple(out.values()), "decoded as class")
+        return int(re.search(r"decoded as class (\d+)", info).group(1))
+
+    out = by_label(client, "/load_checkpoint", load(client, "tiny-cvae.safetensors"))
+    first = decoded_class(out)
+    assert shown_class(out) == first
+    labels = [int(re.search(r"\(class (\d+)\)", find_text(client.predict(i, api_name="/traverse_from_index"),
+                                                            "test image #")).group(1)) for i in range(12)]
+    other = next(i for i, c in enumerate(labels) if c != first)
+    client.predict(0, api_name="/traverse_from_index")
+    out = by_label(client, "/traverse_from_index", client.predict(other, api_name="/traverse_from_index"))
+    assert shown_class(out) == decoded_class(out) == labels[other]
+    client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+    out = by_label(client, "/pick", client.predict(json.dumps({"kind": "point", "index": 0}), api_name="/pick"))
+    assert shown_class(out) == decoded_class(out) == first
+    out = by_label(client, "/traverse_random", client.predict(7, api_name="/traverse_random"))
+    assert shown_class(out) == decoded_class(out) == 7
+    png = tmp_path / "x.png"
+    Image.new("L", (8, 8), 0).save(png)
+    out = by_label(client, "/traverse_upload", client.predict(handle_file(str(png)), 5, api_name="/traverse_upload"))
+    assert shown_class(out) == decoded_class(out) == 5
 
 
 def test_map_in_3d_and_tsne(client: Client) -> None:
@@ -276,6 +337,70 @@ def test_sessions_are_independent(server: str) -> None:
     assert "### tiny-vae" in find_text(load(one, "tiny-vae.safetensors"), "latent dim")
     with pytest.raises(AppError, match="[Nn]o checkpoint"):
         Client(server, verbose=False).predict(0.0, api_name="/traverse_reset")
+
+
+# -- files on disk -------------------------------------------------------------------------------
+def test_gradio_cleans_its_output_cache(tmp_path: Path) -> None:
+    demo = build_app(tmp_path, device="cpu")
+    assert demo.delete_cache == app_module.DELETE_CACHE
+    every, age = demo.delete_cache
+    assert 0 < every <= age <= 24 * 3600
+
+
+def test_stale_files_keeps_the_newest_and_drops_the_old() -> None:
+    now = 10_000.0
+    files = [(Path(f"f{i}"), now - 10 * i) for i in range(6)]  # f0 newest, f5 oldest (50 s)
+    assert stale_files([], now, keep=3, max_age_s=100) == []
+    assert stale_files(files, now, keep=10, max_age_s=100) == []
+    assert set(stale_files(files, now, keep=3, max_age_s=100)) == {Path("f3"), Path("f4"), Path("f5")}
+    assert set(stale_files(files, now, keep=10, max_age_s=25)) == {Path("f3"), Path("f4"), Path("f5")}
+    assert set(stale_files(files[::-1], now, keep=2, max_age_s=35)) == {Path(f"f{i}") for i in range(2, 6)}
+    assert set(stale_files(files, now, keep=0, max_age_s=1e9)) == {p for p, _ in files}
+
+
+def test_downloads_stay_bounded_and_go_with_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers_module, "DOWNLOADS_KEPT", 3)
+    h = Handlers(ModelStore(tmp_path, torch.device("cpu")), ProjectionCache(), None)
+    folder = h.tmp
+    assert folder.is_dir() and tmp_path not in folder.parents  # its own folder
+    paths = [Path(h._file(".png", bytes([i]))) for i in range(6)]
+    assert all(p.parent == folder for p in paths)
+    left = sorted(folder.iterdir())
+    assert len(left) == 3 and paths[-1] in left  # the newest file, just handed out, is kept
+    old = folder / "old.gif"
+    old.write_bytes(b"x")
+    hour_ago = paths[-1].stat().st_mtime - handlers_module.DOWNLOADS_MAX_AGE_S - 1
+    os.utime(old, (hour_ago, hour_ago))
+    h._file(".gif", b"y")
+    assert not old.exists()
+    del h
+    gc.collect()
+    assert not folder.exists()  # removed with the app's handlers (and at exit)
+
+
+def test_benchmarks_measure_the_server_as_main_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/slider.py takes scale_for from views (app no longer re-exports it) and
+    benchmarks/concurrency.py serves with main()'s torch threads, restoring them afterwards."""
+    from benchmarks import concurrency, slider
+
+    assert not hasattr(app_module, "scale_for")
+    assert slider.noop_app() is not None  # builds, scale_for included
+    seen = []
+
+    def fake_serve(seconds: float) -> None:
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(concurrency, "_serve_and_drive", fake_serve)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(app_module.DEFAULT_TORCH_THREADS + 1)  # as a many-core default would be
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            concurrency.run(quick=True)
+        assert seen == [app_module.DEFAULT_TORCH_THREADS]
+        assert torch.get_num_threads() == app_module.DEFAULT_TORCH_THREADS + 1  # restored
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Screenshots land in test-artifacts/screenshots/ (git-ignored) for a person to lo
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import time
@@ -219,10 +220,21 @@ def choose_checkpoint(page: object, name: str) -> None:
 
 
 def test_other_models_and_errors(page: object) -> None:
+    p = point_position(page, trace=1, point=0)
+    page.mouse.click(p["x"], p["y"])  # type: ignore[attr-defined]
+    page.wait_for_function("() => document.querySelector('#picked-info').innerText.includes('Test image #')",
+                           timeout=20_000)  # type: ignore[attr-defined]
     choose_checkpoint(page, "tiny-cvae.safetensors")
     page.wait_for_function("() => document.querySelector('#model-card').innerText.includes('tiny-cvae')",
                            timeout=60_000)  # type: ignore[attr-defined]
+    # the previous model's picked point is gone ...
+    assert "Click a point on the map" in page.locator("#picked-info").inner_text()  # type: ignore[attr-defined]
+    assert not image_src(page, "picked-original") and not image_src(page, "picked-recon")
+    # ... and the class dropdown names the class the traversal decodes test image #0 with
     assert page.locator("#traversal-class").is_visible()  # type: ignore[attr-defined]
+    decoded = re.search(r"decoded as class (\S+)", page.locator("#traversal-info").inner_text())  # type: ignore[attr-defined]
+    assert decoded, "a CVAE's traversal names its class"
+    assert page.locator("#traversal-class input").input_value() == decoded.group(1)  # type: ignore[attr-defined]
     page.get_by_role("tab", name="Class sampling").click()  # type: ignore[attr-defined]
     page.locator("#sample-every-class-btn").click()  # type: ignore[attr-defined]
     page.wait_for_selector("#sample-every-class img", timeout=30_000)  # type: ignore[attr-defined]
