@@ -13,6 +13,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -235,6 +236,9 @@ def fingerprint(latents: np.ndarray) -> str:
 CacheKey = tuple[str, str, int, int, int, str]
 
 
+LONG_METHODS = ("tsne", "umap")  # fits that take minutes on 70k points
+
+
 class ProjectionCache:
     """Projections in memory (LRU, ``max_items``) and, when ``cache_dir`` is given, as .npz files.
 
@@ -249,7 +253,7 @@ class ProjectionCache:
         self.hits = 0
         self.misses = 0
         self._memory: OrderedDict[CacheKey, Projection] = OrderedDict()
-        self._key_locks: dict[CacheKey, threading.Lock] = {}
+        self._key_locks: dict[CacheKey | tuple[str], threading.Lock] = {}
         self._guard = threading.Lock()  # protects the dicts and counters, never held while fitting
 
     def get(self, key: str, latents: np.ndarray, method: str, dims: int, seed: int = 0,
@@ -263,12 +267,16 @@ class ProjectionCache:
                 self.hits += found is not None
                 self.misses += found is None
             if found is None:
-                found = fit_projection(z, method, dims, seed, progress)
+                # t-SNE / UMAP take minutes: one such fit per checkpoint at a time, so a class of
+                # students asking for both maps at once cannot pile long jobs onto the CPU.
+                long_job = self._lock_for((key,)) if method in LONG_METHODS else contextlib.nullcontext()
+                with long_job:
+                    found = fit_projection(z, method, dims, seed, progress)
                 self._save(ck, found)
             self._store(ck, found)
             return found
 
-    def _lock_for(self, ck: CacheKey) -> threading.Lock:
+    def _lock_for(self, ck: CacheKey | tuple[str]) -> threading.Lock:
         with self._guard:
             return self._key_locks.setdefault(ck, threading.Lock())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,45 @@ def test_evaluate_a_checkpoint_with_more_importance_samples(capsys) -> None:
     assert line["nll_k"] == 20 and line["nll_images"] == 50 and 5 < line["nll_iwae"] < 60
     assert evaluate_main(["assets/checkpoints/missing.safetensors"]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def _bad_checkpoint(kind: str, tmp_path) -> tuple[str, str]:
+    """Write one kind of bad checkpoint; returns (path, expected message fragment)."""
+    import os
+    import pickle
+    import shutil
+
+    from safetensors.torch import save_file
+    from torch import zeros
+
+    good = "assets/checkpoints/digits/vae.safetensors"
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "truncated":
+        data = Path(good).read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+        return str(path), "truncated or corrupt"
+    if kind == "random":
+        path.write_bytes(os.urandom(2048))
+        return str(path), "truncated or corrupt"
+    if kind == "empty":
+        path.write_bytes(b"")
+        return str(path), "empty"
+    if kind == "foreign":
+        save_file({"w": zeros(2)}, str(path))
+        return str(path), "without vaescope metadata"
+    if kind == "pickle":
+        path = tmp_path / "model.pt"
+        path.write_bytes(pickle.dumps({"w": 1}))
+        return str(path), "pickles"
+    shutil.copy(good, path)
+    return str(path), ""
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "empty", "foreign", "pickle"])
+def test_bad_checkpoints_give_one_clear_line_in_the_cli(kind, tmp_path, capsys) -> None:
+    from training.evaluate import main as evaluate_main
+
+    path, fragment = _bad_checkpoint(kind, tmp_path)
+    assert evaluate_main([path, "--eval-k", "2", "--nll-images", "2"]) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and path in err and "Traceback" not in err

@@ -178,3 +178,31 @@ def test_single_flight_computes_once_for_concurrent_requests(monkeypatch) -> Non
     assert len(computed) == 1
     assert (cache.hits, cache.misses) == (1, 1)
     assert results[0] is results[1]
+
+
+def test_long_jobs_run_one_per_checkpoint_at_a_time(monkeypatch) -> None:
+    """t-SNE and UMAP of one checkpoint never fit together; another checkpoint's fit is not held up."""
+    spans: dict[str, tuple[float, float]] = {}
+
+    def timed_fit(z, method, dims, seed=0, progress=None, **kwargs):
+        start = time.perf_counter()
+        time.sleep(0.3)
+        spans[threading.current_thread().name] = (start, time.perf_counter())
+        return projection.Projection.__new__(projection.Projection)
+
+    monkeypatch.setattr(projection, "fit_projection", timed_fit)
+    cache, z = ProjectionCache(), subspace_latents(60, 4, 2)
+    jobs = {"a-tsne": ("ckpt-a", "tsne"), "a-umap": ("ckpt-a", "umap"), "b-umap": ("ckpt-b", "umap")}
+    threads = [threading.Thread(target=cache.get, args=(key, z, method, 2), name=name)
+               for name, (key, method) in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def overlap(a: str, b: str) -> bool:
+        return spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+
+    assert set(spans) == set(jobs)
+    assert not overlap("a-tsne", "a-umap")
+    assert overlap("b-umap", "a-tsne") or overlap("b-umap", "a-umap")
