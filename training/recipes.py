@@ -59,9 +59,16 @@ RECIPES: tuple[Recipe, ...] = (
 
 
 def hardware() -> str:
+    """A short description of what trained the model, e.g. 'AMD EPYC 9B14, 2 threads'."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        name = models[0] if models else name
+    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0) -> Path:
