@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import zlib
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from serving import serving
 
 from explorer import app as app_module
 from explorer import handlers as handlers_module
@@ -38,11 +38,6 @@ GOOD = ["tiny-ae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors"
 NO_DATA = "no-data-vae.safetensors"
 BROKEN = "broken.safetensors"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +57,8 @@ def app_root(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def server(app_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     demo = build_app(app_root, device="cpu", cache_dir=tmp_path_factory.mktemp("projections"),
                      default_checkpoint="tiny-vae.safetensors")
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(demo) as url:
+        yield url
 
 
 @pytest.fixture

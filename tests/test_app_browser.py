@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serving import CHROMIUM_ARGS, serving
 
 from training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -28,11 +28,6 @@ if not CHROMIUM.exists():
     pytest.skip("needs /usr/bin/chromium", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -46,19 +41,14 @@ def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     save_checkpoint(root / NO_DATA, model, meta)
     (root / "broken.safetensors").write_bytes(b"\x00" * 100)
     demo = build_app(root, device="cpu", default_checkpoint="tiny-vae.safetensors")
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(demo) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield b
         finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from serving import CHROMIUM_ARGS, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +45,6 @@ MAP = "document.querySelector('#latent-map .js-plotly-plot')"
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -58,12 +53,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     demo = build_app(CHECKPOINTS, device="cpu", cache_dir=tmp_path_factory.mktemp("projections"),
                      default_checkpoint=SHAPES)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(demo) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +62,7 @@ def page(url: str) -> Iterator[Page]:
     """One headless Chromium page for the whole module, opened on the first view (map drawn, bridge bound)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+from serving import free_port
 
 from training import train as train_mod
 from training.checkpoint import load_checkpoint, read_metadata
@@ -162,11 +162,6 @@ def test_metric_helpers() -> None:
     assert active_units(means) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, port: int, out: str) -> None:
     import os
@@ -181,7 +176,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path) -> None:
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     a, b = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert a.keys() == b.keys()
     for key in a:
