@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explorer import figures
+from explorer import figures, sampling
 from explorer.loading import ImageError, ModelEntry, prepare_image
 from explorer.session import Code
 
@@ -36,11 +36,9 @@ def class_name(entry: ModelEntry, label: int | None) -> str:
 
 def decode(entry: ModelEntry, z: np.ndarray, y: int | None) -> np.ndarray:
     """Codes [D] or [M, D] -> images [M, C, H, W] float32 in [0, 1] (one forward pass)."""
-    model = entry.loaded.model
-    with torch.inference_mode():
-        zt = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32, device=model.device)
-        yt = model.condition_labels(len(zt), 0 if y is None else int(y))  # None for unconditional models
-        return model.decode(zt, yt).float().cpu().numpy()
+    model, codes = entry.loaded.model, np.atleast_2d(z)
+    labels = model.condition_labels(len(codes), 0 if y is None else int(y))  # None for unconditional models
+    return sampling.decode(model, codes, labels)
 
 
 def prior_samples(entry: ModelEntry, n: int, seed: int = 0) -> np.ndarray:

@@ -27,6 +27,7 @@ from training.checkpoint import (
     load_checkpoint,
     read_metadata,
 )
+from training.metrics import encode_split
 from training.models import LatentModel
 
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -204,7 +205,6 @@ def _condition(model: LatentModel, labels: torch.Tensor) -> torch.Tensor | None:
     return labels.clamp(min=0) if model.is_conditional else None
 
 
-@torch.inference_mode()
 def encode_dataset(model: LatentModel, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024,
                    progress: Callable[[float, str], None] | None = None) -> LatentsCache:
     """Encode images [N, C, H, W] (float in [0, 1]) with labels [N] into a LatentsCache.
@@ -214,33 +214,17 @@ def encode_dataset(model: LatentModel, images: np.ndarray, labels: np.ndarray, b
     """
     images = np.ascontiguousarray(images, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
-    device = model.device
-    means, stds, kls, kl_dims, errs, probs = [], [], [], [], [], []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).to(device)
-        y = _condition(model, torch.from_numpy(labels[start:start + batch_size]).to(device))
-        post = model.encode(x, y)
-        recon = model.decode(post.mean, y)
-        kl_dim = post.kl_per_dim()
-        means.append(post.mean.float().cpu())
-        stds.append(post.std.float().cpu())
-        kl_dims.append(kl_dim.float().sum(0).cpu())
-        kls.append(kl_dim.float().sum(-1).cpu())
-        errs.append((recon - x).pow(2).flatten(1).mean(1).float().cpu())
-        if post.component_probs is not None:
-            probs.append(post.component_probs.float().cpu())
-        if progress is not None:
-            progress(min(1.0, (start + batch_size) / len(images)), "encoding the dataset")
-    n = max(len(images), 1)
     d = model.config.latent_dim
+    if len(images) == 0:
+        empty = np.zeros((0, d), np.float32)
+        return LatentsCache(mean=empty, std=empty, labels=labels, recon_error=np.zeros(0, np.float32),
+                            kl=np.zeros(0, np.float32), kl_per_dim=np.zeros(d, np.float32),
+                            component_probs=None, images=images)
+    enc = encode_split(model, torch.from_numpy(images), _condition(model, torch.from_numpy(labels)),
+                       batch_size, progress)
     return LatentsCache(
-        mean=torch.cat(means).numpy() if means else np.zeros((0, d), np.float32),
-        std=torch.cat(stds).numpy() if stds else np.zeros((0, d), np.float32),
-        labels=labels,
-        recon_error=torch.cat(errs).numpy() if errs else np.zeros(0, np.float32),
-        kl=torch.cat(kls).numpy() if kls else np.zeros(0, np.float32),
-        kl_per_dim=(torch.stack(kl_dims).sum(0) / n).numpy() if kl_dims else np.zeros(d, np.float32),
-        component_probs=torch.cat(probs).numpy() if probs else None,
+        mean=enc.mean, std=np.exp(0.5 * enc.logvar), labels=labels, recon_error=enc.recon_mse,
+        kl=enc.kl_per_dim.sum(1), kl_per_dim=enc.kl_per_dim.mean(0), component_probs=enc.component_probs,
         images=images,
     )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -26,3 +28,31 @@ def serving(demo: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+def image_src(page: Any, elem_id: str) -> str:
+    """The src of the <img> inside #elem_id, or '' when it shows none."""
+    return page.evaluate("(id) => { const i = document.querySelector(`#${id} img`); return i ? i.src : ''; }",
+                         elem_id)
+
+
+def wait_src(page: Any, elem_id: str, old: str = "", timeout: float = 30.0) -> str:
+    """The <img> src of #elem_id once it is set and differs from ``old``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        src = image_src(page, elem_id)
+        if src and src != old:
+            return src
+        time.sleep(0.05)
+    raise AssertionError(f"#{elem_id} image did not change within {timeout:.0f} s")
+
+
+def screenshot(page: Any, path: Path, selector: str | None = None, full: bool = False) -> Path:
+    """Save the page (or one element) as a PNG at ``path`` and check something was drawn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if selector:
+        page.locator(selector).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=full)
+    assert path.stat().st_size > 1000
+    return path

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, serving
+from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
 
 from training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -70,29 +70,7 @@ def page(browser: object, url: str) -> Iterator[object]:
 
 
 def shot(page: object, name: str, selector: str | None = None, full: bool = False) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    if selector:
-        page.locator(selector).screenshot(path=str(path))  # type: ignore[attr-defined]
-    else:
-        page.screenshot(path=str(path), full_page=full)  # type: ignore[attr-defined]
-    assert path.stat().st_size > 1000
-    return path
-
-
-def image_src(page: object, elem_id: str) -> str:
-    return page.evaluate(  # type: ignore[attr-defined]
-        f"() => {{ const i = document.querySelector('#{elem_id} img'); return i ? i.src : ''; }}")
-
-
-def wait_src_change(page: object, elem_id: str, old: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        src = image_src(page, elem_id)
-        if src and src != old:
-            return src
-        time.sleep(0.05)
-    raise AssertionError(f"#{elem_id} did not change")
+    return screenshot(page, SHOTS / f"{name}.png", selector, full)
 
 
 def point_position(page: object, trace: int = 0, point: int = 0) -> dict:
@@ -127,7 +105,7 @@ def test_click_a_point_then_empty_space(page: object) -> None:
         f"() => document.querySelector('#picked-info').innerText.includes('Test image #{p['index']}')",
         timeout=20_000)
     assert image_src(page, "picked-original") and image_src(page, "picked-recon")
-    wait_src_change(page, "traversal-image", before)
+    wait_src(page, "traversal-image", before, timeout=20.0)
     assert f"#{p['index']}" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
     shot(page, "02-picked-point")
     # A spot with no point: the top-left corner of the plot area decodes through inverse PCA.
@@ -150,14 +128,14 @@ def test_slider_drag_updates_the_image_live(page: object) -> None:
         time.sleep(0.15)
         seen.add(image_src(page, "traversal-image"))
     page.mouse.up()  # type: ignore[attr-defined]
-    wait_src_change(page, "traversal-image", before)
+    wait_src(page, "traversal-image", before, timeout=20.0)
     assert len(seen) >= 3, "the decoded image should change during the drag, not only at the end"
     # latency of one keyboard step, as the browser sees it
     old = image_src(page, "traversal-image")
     slider.focus()
     start = time.monotonic()
     page.keyboard.press("ArrowLeft")  # type: ignore[attr-defined]
-    wait_src_change(page, "traversal-image", old)
+    wait_src(page, "traversal-image", old, timeout=20.0)
     assert time.monotonic() - start < 5.0
     shot(page, "03-after-drag")
 
@@ -249,7 +227,7 @@ def test_other_models_and_errors(page: object) -> None:
     page.locator("#dim-slider-0 input[type=range]").focus()  # type: ignore[attr-defined]
     old = image_src(page, "traversal-image")
     page.keyboard.press("ArrowRight")  # type: ignore[attr-defined]
-    wait_src_change(page, "traversal-image", old)  # the previous model still answers
+    wait_src(page, "traversal-image", old, timeout=20.0)  # the previous model still answers
 
     choose_checkpoint(page, NO_DATA)
     page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('could not be loaded')",
@@ -273,7 +251,7 @@ def test_draw_a_digit_and_encode_it(page: object) -> None:
     time.sleep(0.5)
     before = image_src(page, "traversal-image")
     page.locator("#traversal-sketch-btn").click()  # type: ignore[attr-defined]
-    wait_src_change(page, "traversal-image", before)
+    wait_src(page, "traversal-image", before, timeout=20.0)
     assert "your drawing" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
     page.locator("#traversal-sketch").scroll_into_view_if_needed()  # type: ignore[attr-defined]
     shot(page, "14-drawing-encoded")

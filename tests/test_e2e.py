@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from serving import CHROMIUM_ARGS, serving
+from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
 
 pytestmark = pytest.mark.e2e
 
@@ -76,13 +76,7 @@ def page(url: str) -> Iterator[Page]:
 # -- helpers --------------------------------------------------------------------------------------
 def shot(page: Page, name: str, selector: str | None = None, full: bool = False) -> Path:
     """A screenshot of the page (or one element) in test-artifacts/e2e/<name>.png."""
-    path = SHOTS / f"{name}.png"
-    if selector:
-        page.locator(selector).screenshot(path=str(path))
-    else:
-        page.screenshot(path=str(path), full_page=full)
-    assert path.stat().st_size > 1000
-    return path
+    return screenshot(page, SHOTS / f"{name}.png", selector, full)
 
 
 def wait_map(page: Page, title: str, timeout_ms: int = 120_000) -> None:
@@ -100,22 +94,6 @@ def map_state(page: Page) -> dict:
         const t = gd._fullData[0];
         return {{title: String(gd._fullLayout.title.text), lengths: gd._fullData.map(d => d._length),
                  x: Array.from(t.x.slice(0, 20)), y: Array.from(t.y.slice(0, 20))}}; }}""")
-
-
-def image_src(page: Page, elem_id: str) -> str:
-    return page.evaluate("(id) => { const i = document.querySelector(`#${id} img`); return i ? i.src : ''; }",
-                         elem_id)
-
-
-def wait_src(page: Page, elem_id: str, old: str = "", timeout: float = 30.0) -> str:
-    """The <img> src of #elem_id once it is set and differs from ``old``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        src = image_src(page, elem_id)
-        if src and src != old:
-            return src
-        time.sleep(0.05)
-    raise AssertionError(f"#{elem_id} image did not change within {timeout:.0f} s")
 
 
 def fetch_bytes(page: Page, src: str) -> bytes:

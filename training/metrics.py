@@ -7,6 +7,7 @@ return plain floats / lists so the results can go straight into a checkpoint's J
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,14 +35,19 @@ class Encoded:
     logvar: np.ndarray  # [N, D]
     kl_per_dim: np.ndarray  # [N, D]
     recon: np.ndarray  # [N] -log p(x|z = posterior mean)
+    recon_mse: np.ndarray  # [N] per-pixel mean squared error of decode(posterior mean)
     component_probs: np.ndarray | None  # [N, K] for a GMVAE
 
 
 @torch.inference_mode()
-def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batch_size: int = 1024) -> Encoded:
-    """Encode ``images`` [N, C, H, W] (uint8 or float) batch by batch on the model's device."""
+def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batch_size: int = 1024,
+                 progress: Callable[[float, str], None] | None = None) -> Encoded:
+    """Encode ``images`` [N, C, H, W] (uint8 or float) batch by batch on the model's device.
+
+    ``progress(fraction, message)`` is called after every batch.
+    """
     device = model.device
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "logvar", "kl", "recon", "probs")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "logvar", "kl", "recon", "mse", "probs")}
     for start in range(0, len(images), batch_size):
         x = _float_batch(images[start:start + batch_size], device)
         y = None if labels is None else labels[start:start + batch_size].to(device)
@@ -49,11 +55,15 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
         parts["mean"].append(post.mean.float().cpu().numpy())
         parts["logvar"].append(post.logvar.float().cpu().numpy())
         parts["kl"].append(post.kl_per_dim().float().cpu().numpy())
-        parts["recon"].append(model.recon_nll(model.decode_logits(post.mean, y), x).float().cpu().numpy())
+        logits = model.decode_logits(post.mean, y)
+        parts["recon"].append(model.recon_nll(logits, x).float().cpu().numpy())
+        parts["mse"].append((torch.sigmoid(logits) - x).pow(2).flatten(1).mean(1).float().cpu().numpy())
         if post.component_probs is not None:
             parts["probs"].append(post.component_probs.float().cpu().numpy())
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / len(images)), "encoding the dataset")
     cat = {k: np.concatenate(v) if v else None for k, v in parts.items()}
-    return Encoded(cat["mean"], cat["logvar"], cat["kl"], cat["recon"], cat["probs"])
+    return Encoded(cat["mean"], cat["logvar"], cat["kl"], cat["recon"], cat["mse"], cat["probs"])
 
 
 @torch.inference_mode()

@@ -55,12 +55,17 @@ class Posterior:
         eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
+    def prior(self) -> tuple[Tensor, Tensor]:
+        """(mean, logvar) [B, D] of the prior this posterior is measured against; N(0, I) by default."""
+        pm = torch.zeros_like(self.mean) if self.prior_mean is None else self.prior_mean
+        plv = torch.zeros_like(self.logvar) if self.prior_logvar is None else self.prior_logvar
+        return pm, plv
+
     def kl_per_dim(self) -> Tensor:
         """Analytic KL(q || prior) per latent dimension [B, D], in nats."""
         if self.deterministic:
             return torch.zeros_like(self.mean)
-        pm = torch.zeros_like(self.mean) if self.prior_mean is None else self.prior_mean
-        plv = torch.zeros_like(self.logvar) if self.prior_logvar is None else self.prior_logvar
+        pm, plv = self.prior()
         return 0.5 * (plv - self.logvar + (self.logvar.exp() + (self.mean - pm).pow(2)) / plv.exp() - 1)
 
     def kl(self) -> Tensor:
@@ -70,6 +75,10 @@ class Posterior:
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) for z [..., B, D] -> [..., B]."""
         return gaussian_log_prob(z, self.mean, self.logvar)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) under this posterior's prior, for z [..., B, D] -> [..., B]."""
+        return gaussian_log_prob(z, *self.prior())
 
 
 @dataclass(frozen=True)
@@ -156,9 +165,7 @@ class LatentModel(nn.Module):
         z = post.mean + post.std * torch.randn(k, *post.mean.shape, device=x.device)  # [k, B, D]
         logits = self.decode_logits(z.flatten(0, 1), None if y is None else y.repeat(k))
         log_px = -self.recon_nll(logits.unflatten(0, (k, x.shape[0])), x)
-        prior_mean = torch.zeros_like(post.mean) if post.prior_mean is None else post.prior_mean
-        prior_logvar = torch.zeros_like(post.logvar) if post.prior_logvar is None else post.prior_logvar
-        return log_px + gaussian_log_prob(z, prior_mean, prior_logvar) - post.log_prob(z)
+        return log_px + post.prior_log_prob(z) - post.log_prob(z)
 
     @property
     def device(self) -> torch.device:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.config import ModelConfig
-from training.models.base import LatentModel, LossOutput, Posterior, gaussian_log_prob
+from training.models.base import LatentModel, LossOutput, Posterior
 from training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
@@ -107,6 +107,6 @@ class GMVAE(LatentModel):
         post = self._z_posterior(h.expand(k, *h.shape).flatten(0, 1), y_hot.flatten(0, 1), log_q_y)
         z = post.sample()
         log_px = -self.recon_nll(self.decode_logits(z), x.repeat(k, 1, 1, 1))
-        log_w = (log_px + gaussian_log_prob(z, post.prior_mean, post.prior_logvar) - post.log_prob(z)
+        log_w = (log_px + post.prior_log_prob(z) - post.log_prob(z)
                  - math.log(self.num_components) - log_q_y.gather(1, comps.T).T.flatten())
         return log_w.view(k, x.shape[0])
