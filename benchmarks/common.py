@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ FMNIST_SHIPPED = ASSETS / "fashion-mnist"
 FMNIST_CONV = {"image_shape": (1, 28, 28), "latent_dim": 16, "arch": "conv", "base_channels": 32,
                "hidden_dim": 256}
 CHROMIUM = "/usr/bin/chromium"
+HandlerLog = list[tuple[float, float]]  # (wall-clock start, seconds) per handler call
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -175,3 +178,43 @@ def fmnist_checkpoints(scratch: Path) -> tuple[Path, list[str], str]:
 def launch_browser(playwright: Any) -> Any:
     """Debian's headless Chromium through Playwright (never a downloaded browser)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def timed_slider_handlers(record: Callable[[float, float], None]) -> Iterator[None]:
+    """While active, apps built by ``explorer.app.build_app`` time every slider handler call:
+    ``record(wall-clock start, seconds)``."""
+    from explorer import app
+
+    original = app.Handlers.slider_handler
+
+    def slider_handler(self: Any, slot: int) -> Callable[..., Any]:
+        fn = original(self, slot)
+
+        @functools.wraps(fn)  # keeps the signature Gradio inspects
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wall, start = time.time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                record(wall, time.perf_counter() - start)
+        return timed
+
+    app.Handlers.slider_handler = slider_handler  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        app.Handlers.slider_handler = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` while active (benchmarks share one process: restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -12,7 +12,6 @@ Clients live in their own process so their Python work does not compete with the
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -20,42 +19,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, Row, fmnist_checkpoints, free_port, median, p95
+from benchmarks.common import (
+    Figure,
+    HandlerLog,
+    Row,
+    fmnist_checkpoints,
+    free_port,
+    median,
+    p95,
+    timed_slider_handlers,
+    torch_threads,
+)
 
 CLIENTS = 8
 SLIDER_API = "slider_0"
-HandlerLog = list[tuple[float, float]]  # (wall-clock start, seconds) per handler call
-
-
-@contextmanager
-def timed_slider_handlers(log: HandlerLog) -> Iterator[None]:
-    """While active, apps built by ``explorer.app.build_app`` time every slider handler call."""
-    from explorer import app
-
-    original = app.Handlers.slider_handler
-
-    def slider_handler(self: Any, slot: int) -> Callable[..., Any]:
-        fn = original(self, slot)
-
-        @functools.wraps(fn)  # keeps the signature Gradio inspects
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            wall, start = time.time(), time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                log.append((wall, time.perf_counter() - start))
-        return timed
-
-    app.Handlers.slider_handler = slider_handler  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        app.Handlers.slider_handler = original  # type: ignore[method-assign]
 
 
 def queue_settings(demo: Any) -> dict[str, Any]:
@@ -140,19 +120,6 @@ def run(quick: bool) -> Figure:
     return figure
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` while active (benchmarks share one process: restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _serve_and_drive(seconds: float) -> tuple[dict[int, Any], dict[str, Any], list[str], str, HandlerLog]:
     """Serve the app, drive it with 1 then CLIENTS clients: (runs by client count, queue settings,
     checkpoint names, their source, the server's handler log)."""
@@ -161,7 +128,7 @@ def _serve_and_drive(seconds: float) -> tuple[dict[int, Any], dict[str, Any], li
     log: HandlerLog = []
     with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:
         root, names, source = fmnist_checkpoints(Path(tmp))
-        with timed_slider_handlers(log):
+        with timed_slider_handlers(lambda wall, s: log.append((wall, s))):
             demo = build_app(root, device="cpu", default_checkpoint=names[0])
         port = free_port()
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -6,12 +6,23 @@ Chromium presses an arrow key on each slider; a listener stamps the range input'
 and a MutationObserver stamps the moment the decoded ``<img>``'s src changes, both with
 ``performance.now()`` in the page, so the round trip is measured by one clock. Pages alternate in
 rounds so background load on a shared machine hits both alike.
+
+Where the time goes: the server side is timed in the same run by instrumentation, per app and per
+move: Gradio's whole ``process_api`` (preprocess, the handler in a worker thread, postprocess),
+the handler itself, and Gradio's PNG encode + write into its file cache. The round trip minus the
+server's time is the transport (queue join, SSE message) and the browser's own work. The explorer
+is served with torch's intra-op threads as ``latent-explore`` sets them (main(), not build_app).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +39,8 @@ from benchmarks.common import (
     p95,
     repeat,
     shipped_fmnist,
+    timed_slider_handlers,
+    torch_threads,
 )
 
 IMAGE_ID, SLIDER_ID = "traversal-image", "dim-slider-0"
@@ -57,7 +70,54 @@ RANGE_JS = """(slider) => { const r = document.querySelector(`#${slider} input[t
   return [Number(r.min), Number(r.max), Number(r.step) || 0, Number(r.value)]; }"""
 
 
-def noop_app() -> Any:
+class ServerTimes:
+    """Seconds per server stage, filed under the app whose page is being moved (moves are
+    sequential, one page at a time, so the current app owns every call)."""
+
+    def __init__(self) -> None:
+        self.app = ""
+        self.times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def record(self, stage: str, seconds: float) -> None:
+        if self.app:
+            self.times[self.app][stage].append(seconds)
+
+    def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # keeps the signature Gradio inspects
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.record(stage, time.perf_counter() - start)
+        return wrapper
+
+    def time_process_api(self, demo: Any) -> None:
+        """Time the Blocks' whole event processing (awaited on the server's event loop)."""
+        original = demo.process_api
+
+        async def process_api(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.record("process_api", time.perf_counter() - start)
+        demo.process_api = process_api
+
+    @contextmanager
+    def png_saves(self) -> Iterator[None]:
+        """Time Gradio's PNG encode + write of every output image (processing_utils.save_pil_to_cache)."""
+        from gradio import processing_utils
+
+        original = processing_utils.save_pil_to_cache
+        processing_utils.save_pil_to_cache = self.timed("png_save", original)
+        try:
+            yield
+        finally:
+            processing_utils.save_pil_to_cache = original
+
+
+def noop_app(times: ServerTimes) -> Any:
     """The latency floor: one slider, one image, a handler that only upscales a fixed image."""
     import gradio as gr
 
@@ -74,7 +134,7 @@ def noop_app() -> Any:
     with gr.Blocks(title="no-op slider") as demo:
         slider = gr.Slider(-3, 3, value=0, step=0.03, label="z0", elem_id=SLIDER_ID)
         image = gr.Image(on_slide(0.0), format="png", interactive=False, elem_id=IMAGE_ID)
-        slider.input(on_slide, slider, image, trigger_mode="always_last", show_progress="hidden")
+        slider.input(times.timed("handler", on_slide), slider, image, trigger_mode="always_last", show_progress="hidden")
     return demo.queue()
 
 
@@ -124,8 +184,10 @@ def move_many(page: Any, moves: int) -> tuple[list[float], list[float], int]:
     return src, load, missed
 
 
-def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, warmup: int) -> dict[str, Any]:
-    """Per app: round-trip times (ms) over ``moves`` moves, split into alternating rounds."""
+def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, warmup: int,
+                        times: ServerTimes) -> dict[str, Any]:
+    """Per app: round-trip times (ms) over ``moves`` moves, split into alternating rounds; the
+    server's stage times of the measured moves land in ``times``."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, Any] = {name: {"src_ms": [], "load_ms": [], "missed": 0} for name in ("noop", "real")}
@@ -139,7 +201,9 @@ def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, w
             per_round = max(1, moves // rounds)
             for _ in range(rounds):
                 for name, page in pages.items():
+                    times.app = name
                     src, load, missed = move_many(page, per_round)
+                    times.app = ""
                     out[name]["src_ms"] += src
                     out[name]["load_ms"] += load
                     out[name]["missed"] += missed
@@ -196,29 +260,52 @@ def _save(image: Any, fmt: str, **params: Any) -> bytes:
 
 def run(quick: bool) -> Figure:
     """Figure 1 rows: round trip median / p95 (real vs no-op), decoder time, payload sizes."""
-    from explorer.app import build_app
+    from explorer.app import DEFAULT_TORCH_THREADS, build_app
 
     moves, rounds, warmup = (16, 2, 3) if quick else (50, 2, 5)
+    times = ServerTimes()
     with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:
         root, names, source = fmnist_checkpoints(Path(tmp))
-        real = build_app(root, device="cpu", default_checkpoint=names[0])
-        noop = noop_app()
-        ports = free_port(), free_port()
-        real.launch(server_name="127.0.0.1", server_port=ports[0], prevent_thread_lock=True, quiet=True)
-        noop.launch(server_name="127.0.0.1", server_port=ports[1], prevent_thread_lock=True, quiet=True)
-        try:
-            trips = browser_round_trips(*(f"http://127.0.0.1:{p}/" for p in ports), moves, rounds, warmup)
-        finally:
-            real.close()
-            noop.close()
+        with ExitStack() as stack:
+            stack.enter_context(torch_threads(DEFAULT_TORCH_THREADS))  # as latent-explore's main() sets it
+            stack.enter_context(times.png_saves())
+            with timed_slider_handlers(lambda wall, seconds: times.record("handler", seconds)):
+                real = build_app(root, device="cpu", default_checkpoint=names[0])
+            noop = noop_app(times)
+            ports = free_port(), free_port()
+            for demo, port in zip((real, noop), ports, strict=True):
+                times.time_process_api(demo)
+                demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+                stack.callback(demo.close)
+            trips = browser_round_trips(*(f"http://127.0.0.1:{p}/" for p in ports), moves, rounds, warmup, times)
+        # torch's default threads again: this compares them with one thread
         decode_s, payload, payload_image = decoder_and_payload(root / names[0], 50 if quick else 200)
-    figure = _rows(trips, decode_s, payload)
+    figure = _rows(trips, decode_s, payload, times.times)
     figure.details |= {"checkpoint": f"{names[0]} ({source})", "payload_image": payload_image,
                        "moves": {"warmup": warmup, "rounds": rounds, "measured": moves}}
     return figure
 
 
-def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict[str, dict[str, Any]]) -> Figure:
+def _stage_rows(trips: dict[str, Any], stages: dict[str, dict[str, list[float]]]) -> list[Row]:
+    """Where the round trip goes, explorer vs no-op, medians in ms."""
+    ms = {app: {stage: [t * 1e3 for t in ts] for stage, ts in by_stage.items()} for app, by_stage in stages.items()}
+    rows = []
+    for stage, label in (("process_api", "server: Gradio event processing (pre + handler + post)"),
+                         ("handler", "server: handler (decode + upscale)"),
+                         ("png_save", "server: PNG encode + write to Gradio's cache")):
+        real, noop = ms.get("real", {}).get(stage), ms.get("noop", {}).get(stage)
+        if real and noop:
+            rows.append(Row(f"slider {label}, median", median(real), "ms", len(real), median(noop), "no-op Gradio app"))
+    if ms.get("real", {}).get("process_api") and ms.get("noop", {}).get("process_api"):
+        rest = {app: median(trips[app]["src_ms"]) - median(ms[app]["process_api"]) for app in ("real", "noop")}
+        rows.append(Row("slider round trip minus server processing (queue, transport, browser)", rest["real"], "ms",
+                        len(trips["real"]["src_ms"]), rest["noop"], "no-op Gradio app",
+                        note="difference of medians"))
+    return rows
+
+
+def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict[str, dict[str, Any]],
+          stages: dict[str, dict[str, list[float]]]) -> Figure:
     real, noop = trips["real"]["src_ms"], trips["noop"]["src_ms"]
     ratio = median(real) / median(noop)
     rows = [
@@ -229,6 +316,7 @@ def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict
         Row("slider → new image, p95 (explorer)", p95(real), "ms", len(real), p95(noop), "no-op Gradio app"),
         Row("slider → image loaded, median (explorer)", median(trips["real"]["load_ms"]), "ms", len(real),
             median(trips["noop"]["load_ms"]), "no-op Gradio app"),
+        *_stage_rows(trips, stages),
     ]
     default = max(decode_s)
     for threads, times in sorted(decode_s.items(), reverse=True):
@@ -242,7 +330,9 @@ def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict
         rows.append(Row(f"payload, {label}", p["bytes"], "B", 1, raw["bytes"], "raw pixels"))
         rows.append(Row(f"encode time, {label}", median(p["encode_s"]) * 1e3, "ms", len(p["encode_s"]),
                         median(raw["encode_s"]) * 1e3, "raw bytes copy"))
-    details = {"round_trip_ms": trips, "decoder_ms_by_threads": {n: [t * 1e3 for t in ts] for n, ts in decode_s.items()},
+    details = {"round_trip_ms": trips,
+               "server_stage_ms": {app: {stage: [t * 1e3 for t in ts] for stage, ts in by_stage.items()}
+                                   for app, by_stage in stages.items()}, "decoder_ms_by_threads": {n: [t * 1e3 for t in ts] for n, ts in decode_s.items()},
                "payload": {k: {"bytes": v["bytes"], "encode_ms_median": median(v["encode_s"]) * 1e3}
                            for k, v in payload.items()}}
     return Figure(rows, details)

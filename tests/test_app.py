@@ -370,28 +370,51 @@ def test_downloads_stay_bounded_and_go_with_the_app(tmp_path: Path, monkeypatch:
 
 
 def test_benchmarks_measure_the_server_as_main_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """benchmarks/slider.py takes scale_for from views (app no longer re-exports it) and
-    benchmarks/concurrency.py serves with main()'s torch threads, restoring them afterwards."""
+    """benchmarks/slider.py takes scale_for from views (app no longer re-exports it); the slider and
+    concurrency benchmarks serve with main()'s torch threads and restore them afterwards."""
     from benchmarks import concurrency, slider
 
     assert not hasattr(app_module, "scale_for")
-    assert slider.noop_app() is not None  # builds, scale_for included
+    assert slider.noop_app(slider.ServerTimes()) is not None  # builds, scale_for included
     seen = []
 
-    def fake_serve(seconds: float) -> None:
+    def stop(*args: object) -> None:
         seen.append(torch.get_num_threads())
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(concurrency, "_serve_and_drive", fake_serve)
+    monkeypatch.setattr(concurrency, "_serve_and_drive", stop)
+    monkeypatch.setattr(slider, "browser_round_trips", stop)
     threads = torch.get_num_threads()
     torch.set_num_threads(app_module.DEFAULT_TORCH_THREADS + 1)  # as a many-core default would be
     try:
-        with pytest.raises(RuntimeError, match="stop here"):
-            concurrency.run(quick=True)
-        assert seen == [app_module.DEFAULT_TORCH_THREADS]
-        assert torch.get_num_threads() == app_module.DEFAULT_TORCH_THREADS + 1  # restored
+        for bench in (concurrency, slider):
+            with pytest.raises(RuntimeError, match="stop here"):
+                bench.run(quick=True)
+            assert torch.get_num_threads() == app_module.DEFAULT_TORCH_THREADS + 1  # restored
+        assert seen == [app_module.DEFAULT_TORCH_THREADS] * 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_slider_benchmark_files_server_time_by_app() -> None:
+    """The slider benchmark's stage timer files each call under the app being moved, none between."""
+    from benchmarks.slider import ServerTimes, _stage_rows
+
+    times = ServerTimes()
+    double = times.timed("handler", lambda x: 2 * x)
+    assert double(3) == 6  # recorded nowhere: no app is being moved
+    for app, seconds in (("real", 0.004), ("noop", 0.001)):
+        times.app = app
+        times.record("process_api", seconds)
+        double(1)
+    times.app = ""
+    assert sorted(times.times) == ["noop", "real"]
+    assert len(times.times["real"]["handler"]) == len(times.times["noop"]["handler"]) == 1
+    trips = {"real": {"src_ms": [60.0, 70.0]}, "noop": {"src_ms": [50.0]}}
+    rows = {r.figure: r for r in _stage_rows(trips, times.times)}
+    rest = rows["slider round trip minus server processing (queue, transport, browser)"]
+    assert rest.value == pytest.approx(65.0 - 4.0) and rest.baseline == pytest.approx(50.0 - 1.0)
+    assert rows["slider server: Gradio event processing (pre + handler + post), median"].ratio == pytest.approx(4.0)
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -408,9 +431,12 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr("explorer.app.ExplorerBlocks.launch", fake_launch)
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # main() sets it for the whole process
+    backends = []
+    monkeypatch.setattr("matplotlib.use", backends.append)
     main(["--checkpoints", str(tmp_path), "--host", "0.0.0.0", "--device", "cpu", "--no-disk-cache"])
     assert "WARNING" in capsys.readouterr().err
     assert launched["server_name"] == "0.0.0.0"
+    assert backends == ["agg"]  # resolved before serving, not on the first event
     main(["--checkpoints", str(tmp_path), "--device", "cpu", "--no-disk-cache"])
     assert "WARNING" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
