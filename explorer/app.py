@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import matplotlib
 import torch
 
 from explorer.handlers import Handlers
@@ -54,6 +55,12 @@ DELETE_CACHE = (600, 3600)
 # and encoding its 2000 test images 0.60 s vs 0.46 s. Set in main(), never at import;
 # --torch-threads N overrides it (a GPU, or an idle many-core machine serving one user).
 DEFAULT_TORCH_THREADS = 1
+
+# Gradio 6's run history saves every event's inputs and outputs in the browser's localStorage,
+# re-reading and re-writing the last 100 runs as JSON several times per event. A slider drag is
+# hundreds of events: profiled in Chromium (CDP) that was the largest JavaScript cost per move, and
+# it would keep whatever people explore in their browser. The explorer has no use for it.
+RUN_HISTORY = False
 
 CSS = """
 #pick-btn, #pick-data { display: none !important; }
@@ -121,6 +128,7 @@ class ExplorerBlocks(gr.Blocks):
         kwargs.setdefault("css", CSS)
         kwargs.setdefault("head", HEAD)
         kwargs.setdefault("max_file_size", f"{self.max_upload_mb}mb")
+        kwargs.setdefault("run_history", RUN_HISTORY)
         return super().launch(*args, **kwargs)
 
 
@@ -504,6 +512,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if warning := exposure_warning(args):
         print(warning, file=sys.stderr)
     torch.set_num_threads(args.torch_threads)  # here, not at import: see DEFAULT_TORCH_THREADS
+    # Gradio wraps every event in matplotlib.get_backend()/use("agg"); with matplotlib's backend
+    # unresolved, the first event imports pyplot to resolve it (570 ms measured with py-spy
+    # while profiling the slider). Resolving it here moves that off the first user's first move.
+    matplotlib.use("agg")
     cache_dir = None if args.no_disk_cache else (args.cache_dir or default_cache_dir())
     demo = build_app(args.checkpoints, args.device, cache_dir=cache_dir, data_dir=args.data_dir,
                      default_checkpoint=args.default, max_upload_mb=args.max_upload_mb)
