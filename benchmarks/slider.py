@@ -184,29 +184,47 @@ def move_many(page: Any, moves: int) -> tuple[list[float], list[float], int]:
     return src, load, missed
 
 
+class BrowserMetrics:
+    """Chromium's own counters for one page (CDP Performance.getMetrics): main-thread busy time
+    (TaskDuration) and JavaScript time (ScriptDuration), cumulative seconds."""
+
+    def __init__(self, page: Any) -> None:
+        self.session = page.context.new_cdp_session(page)
+        self.session.send("Performance.enable")
+
+    def read(self) -> dict[str, float]:
+        return {m["name"]: m["value"] for m in self.session.send("Performance.getMetrics")["metrics"]}
+
+
 def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, warmup: int,
                         times: ServerTimes) -> dict[str, Any]:
     """Per app: round-trip times (ms) over ``moves`` moves, split into alternating rounds; the
     server's stage times of the measured moves land in ``times``."""
     from playwright.sync_api import sync_playwright
 
-    out: dict[str, Any] = {name: {"src_ms": [], "load_ms": [], "missed": 0} for name in ("noop", "real")}
+    out: dict[str, Any] = {name: {"src_ms": [], "load_ms": [], "missed": 0, "main_thread_ms": [],
+                                  "script_ms": []} for name in ("noop", "real")}
     with sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
             pages = {"noop": open_page(browser, noop_url, f"#{SLIDER_ID}", 60_000),
                      "real": open_page(browser, real_url, "#latent-map .js-plotly-plot", 300_000)}
+            metrics = {name: BrowserMetrics(page) for name, page in pages.items()}
             for page in pages.values():
                 move_many(page, warmup)
             per_round = max(1, moves // rounds)
             for _ in range(rounds):
                 for name, page in pages.items():
                     times.app = name
+                    before = metrics[name].read()
                     src, load, missed = move_many(page, per_round)
+                    after = metrics[name].read()
                     times.app = ""
                     out[name]["src_ms"] += src
                     out[name]["load_ms"] += load
                     out[name]["missed"] += missed
+                    for key, metric in (("main_thread_ms", "TaskDuration"), ("script_ms", "ScriptDuration")):
+                        out[name][key].append((after[metric] - before[metric]) * 1e3 / per_round)
         finally:
             browser.close()
     return out
@@ -296,6 +314,11 @@ def _stage_rows(trips: dict[str, Any], stages: dict[str, dict[str, list[float]]]
         real, noop = ms.get("real", {}).get(stage), ms.get("noop", {}).get(stage)
         if real and noop:
             rows.append(Row(f"slider {label}, median", median(real), "ms", len(real), median(noop), "no-op Gradio app"))
+    for key, label in (("main_thread_ms", "browser: main-thread busy time per move"),
+                       ("script_ms", "browser: JavaScript time per move")):
+        if trips["real"].get(key) and trips["noop"].get(key):
+            rows.append(Row(f"slider {label}", median(trips["real"][key]), "ms", len(trips["real"][key]),
+                            median(trips["noop"][key]), "no-op Gradio app", note="median over rounds"))
     if ms.get("real", {}).get("process_api") and ms.get("noop", {}).get("process_api"):
         rest = {app: median(trips[app]["src_ms"]) - median(ms[app]["process_api"]) for app in ("real", "noop")}
         rows.append(Row("slider round trip minus server processing (queue, transport, browser)", rest["real"], "ms",
