@@ -38,6 +38,11 @@ NN_PLACEMENT_K = 10  # neighbours averaged when placing new points without the f
 TSNE_PERPLEXITY = 30.0  # openTSNE's default; lowered for tiny N (needs N > 3 * perplexity)
 TSNE_THREADS_FROM = 10_000  # point count from which t-SNE runs multi-threaded (see _fit_tsne)
 TSNE_PROGRESS_EVERY = 10  # iterations between t-SNE progress reports
+# Iterations after openTSNE's 250 early-exaggeration ones (its default is 500). Its learning rate
+# scales with N (N / 12, Belkina et al. 2019), so large maps converge early: on 70k Fashion-MNIST
+# codes, 250 gave trustworthiness 0.9809 (k=10, 5k sample) vs 0.9804 with 500, in 0.65x the time
+# (204 s vs 312 s, same busy 2-core box); on 20k codes 0.9814 vs 0.9811.
+TSNE_ITERATIONS = 250
 UMAP_NEIGHBORS = 15  # umap-learn's default balance of local vs global structure
 # Rough shares of the run spent before the first iteration / epoch (kNN graph, affinities, numba
 # compilation), measured on 70k 16-d codes on a 2-core box: t-SNE 96 s of 326 s, UMAP 108 s of 171 s.
@@ -155,7 +160,7 @@ def _fit_tsne(z: np.ndarray, dims: int, seed: int, progress: Progress | None,
               # below 10k points thread overhead dominates: measured ~2x slower with 2 threads
               # than 1 on 1.8k digits on a busy 2-core box
               "n_jobs": 1 if len(z) < TSNE_THREADS_FROM else N_JOBS,
-              "random_state": seed, "callbacks_every_iters": TSNE_PROGRESS_EVERY}
+              "n_iter": TSNE_ITERATIONS, "random_state": seed, "callbacks_every_iters": TSNE_PROGRESS_EVERY}
     tsne = TSNE(**params | options)
     tsne.callbacks = _TsneProgress(progress, tsne.early_exaggeration_iter + tsne.n_iter)
     embedding = tsne.fit(z)
