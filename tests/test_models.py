@@ -13,9 +13,14 @@ from training.models import MODELS, build_model
 D = 4
 
 
-def tiny_config(model_type: str, image_shape=(1, 8, 8), arch: str = "mlp") -> ModelConfig:
+# Every registered family, plus the GMVAE's mean-field posterior q(z|x) (z_given_y=False).
+VARIANTS = [*sorted(MODELS), "gmvae-mean-field"]
+
+
+def tiny_config(variant: str, image_shape=(1, 8, 8), arch: str = "mlp") -> ModelConfig:
+    model_type = variant.split("-")[0]
     return ModelConfig(model_type=model_type, image_shape=image_shape, arch=arch, latent_dim=D,
-                       hidden_dim=64, base_channels=8, num_classes=10)
+                       hidden_dim=64, base_channels=8, num_classes=10, z_given_y=variant != "gmvae-mean-field")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(x[:128] / 16, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y[:128])
 
 
-@pytest.mark.parametrize("model_type", sorted(MODELS))
+@pytest.mark.parametrize("model_type", VARIANTS)
 def test_shapes_and_ranges(model_type: str, digits) -> None:
     torch.manual_seed(0)
     model = build_model(tiny_config(model_type))
@@ -42,7 +47,7 @@ def test_shapes_and_ranges(model_type: str, digits) -> None:
     assert loss.recon > 0
 
 
-@pytest.mark.parametrize("model_type", sorted(MODELS))
+@pytest.mark.parametrize("model_type", VARIANTS)
 def test_loss_falls_on_tiny_data(model_type: str, digits) -> None:
     torch.manual_seed(0)
     model = build_model(tiny_config(model_type))
@@ -62,7 +67,7 @@ def test_loss_falls_on_tiny_data(model_type: str, digits) -> None:
     assert eval_loss() < 0.8 * before
 
 
-@pytest.mark.parametrize("model_type", sorted(MODELS))
+@pytest.mark.parametrize("model_type", VARIANTS)
 def test_save_load_gives_identical_outputs(model_type: str, digits, tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model(tiny_config(model_type)).eval()
@@ -75,7 +80,7 @@ def test_save_load_gives_identical_outputs(model_type: str, digits, tmp_path) ->
         assert torch.equal(model.encode(x, y).mean, loaded.encode(x, y).mean)
         assert torch.equal(model.decode(z, y), loaded.decode(z, y))
     assert loaded_meta.model_config == model.config
-    assert type(loaded) is MODELS[model_type]
+    assert type(loaded) is MODELS[model.config.model_type]
 
 
 def test_cvae_output_depends_on_label() -> None:
@@ -135,3 +140,17 @@ def test_gmvae_categorical_kl_splits_exactly() -> None:
     assert per_image >= 0 and balance >= 0
     uniform = torch.full((8, 5), 0.2).log()
     assert torch.allclose(torch.stack(categorical_kl_parts(uniform)), torch.zeros(2), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["gmvae", "gmvae-mean-field"])
+def test_gmvae_posterior_depends_on_y_only_when_z_given_y(variant: str, digits) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(variant)).eval()
+    h = model.encoder(digits[0][:8])
+    eye = torch.eye(10)
+    with torch.no_grad():
+        a = model._z_posterior(h, eye[[0] * 8], eye[[0] * 8])
+        b = model._z_posterior(h, eye[[7] * 8], eye[[7] * 8])
+    moved = (a.mean - b.mean).abs().max().item()
+    assert (moved > 1e-4) == model.config.z_given_y
+    assert not torch.equal(a.prior_mean, b.prior_mean)  # p(z|y) always follows y

@@ -12,18 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from training.checkpoint import CheckpointError
-from training.config import ARCHS, LIKELIHOODS, MODEL_TYPES, ConfigError, TrainConfig
+from training.config import (
+    ARCHS,
+    COMPONENT_INITS,
+    LIKELIHOODS,
+    MODEL_TYPES,
+    ConfigError,
+    TrainConfig,
+)
 from training.data import DATASETS, DatasetError, load_dataset
 
 # CLI flag -> (config section, field). Flags left unset fall back to --config, then to defaults.
 MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch", "beta": "beta",
                "likelihood": "likelihood", "components": "num_components", "hidden_dim": "hidden_dim",
                "base_channels": "base_channels", "categorical_weight": "categorical_weight",
-               "gaussian_c": "gaussian_c"}
+               "gaussian_c": "gaussian_c", "z_given_y": "z_given_y"}
 TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "seed": "seed", "device": "device", "warmup_epochs": "warmup_epochs", "eval_k": "eval_k",
                "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
-               "temperature_end": "temperature_end"}
+               "temperature_end": "temperature_end", "component_init": "component_init",
+               "component_init_epoch": "component_init_epoch"}
 
 
 def _typed(kind: type, minimum: float, strict: bool):  # noqa: ANN202 - argparse type factory
@@ -36,6 +44,12 @@ def _typed(kind: type, minimum: float, strict: bool):  # noqa: ANN202 - argparse
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {value}")
         return value
     return parse
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "no"):
+        return text.lower() == "yes"
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def _dataset_name(text: str) -> str:
@@ -56,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=_typed(int, 0, False), help="linear KL warm-up epochs")
     p.add_argument("--components", type=_typed(int, 2, False), help="GMVAE components (default: classes)")
     p.add_argument("--categorical-weight", type=_typed(float, 0, False), help="GMVAE weight of KL(q(y|x)||U)")
+    p.add_argument("--z-given-y", type=_yes_no, metavar="{yes,no}",
+                   help="GMVAE: 'yes' = q(z|x,y) (default), 'no' = mean-field q(z|x), clusters set by the mixture")
+    p.add_argument("--component-init", choices=COMPONENT_INITS,
+                   help="GMVAE: 'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes "
+                        "(needs --z-given-y no); default random")
+    p.add_argument("--component-init-epoch", type=_typed(int, 1, False),
+                   help="GMVAE: epochs trained before --component-init umap runs (default 3)")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
     p.add_argument("--gaussian-c", type=_typed(float, 0, True), help="Gaussian likelihood variance c")
     p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")

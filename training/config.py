@@ -14,6 +14,7 @@ from typing import Any, Self
 MODEL_TYPES = ("ae", "vae", "cvae", "gmvae")
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
+COMPONENT_INITS = ("random", "umap")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ class ModelConfig(_DictMixin):
     # balance part KL(q(y) || uniform) keeps weight 1. 1 is the plain ELBO; < 1 allows confident
     # cluster assignments (see models/gmvae.py).
     categorical_weight: float = 1.0
+    # GMVAE only: True gives q(z|x, y), whose network sees the component y; False gives the mean-field
+    # q(z|x) (as in VaDE, Jiang et al. 2017), so y can only explain z through the mixture p(z|y) and
+    # the clusters are those of the mixture (see models/gmvae.py).
+    z_given_y: bool = True
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
@@ -90,6 +95,10 @@ class TrainConfig(_DictMixin):
     # (Jang et al. 2017 anneal towards ~0.5; lower is closer to one-hot but noisier gradients).
     temperature_start: float = 1.0
     temperature_end: float = 0.5
+    # GMVAE only: "random" keeps the initial mixture; "umap" re-initialises it after
+    # ``component_init_epoch`` epochs from a clustering of the codes (training/component_init.py).
+    component_init: str = "random"
+    component_init_epoch: int = 3
     eval_k: int = 100  # importance samples for the IWAE NLL bound (Burda et al. 2016)
     data_dir: str = "~/.cache/vaescope/data"
     image_size: int = 64  # folder: datasets are resized to this square size
@@ -102,6 +111,9 @@ class TrainConfig(_DictMixin):
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         _check(self.temperature_start > 0 and self.temperature_end > 0, "temperatures must be > 0")
+        _check(self.component_init in COMPONENT_INITS,
+               f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
+        _check(self.component_init_epoch >= 1, f"component_init_epoch must be >= 1, got {self.component_init_epoch}")
         _check(self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}")
         _check(self.image_size in (8, 16, 28, 32, 64, 128), f"image_size must be one of 8, 16, 28, 32, 64, 128, got {self.image_size}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -201,6 +201,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         device = torch.device("cuda", ctx.local_rank)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
     _check_shapes(model_config, data)
+    _check_component_init(model_config, cfg)
     seed_everything(cfg.seed)
     model = build_model(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -217,8 +218,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             stats = _run_epoch(net, opt, data, images, labels, cfg, epoch, ctx, device, show_progress)
+            init = _maybe_init_components(model, opt, cfg, epoch, images, ctx, show_progress)
             if ctx.main:
-                history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started))
+                history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | init)
                 _save_epoch(model, opt, model_config, cfg, data, history, out_dir, epoch + 1)
                 if show_progress:
                     tqdm.write(_epoch_line(history[-1]))
@@ -247,6 +249,40 @@ def _check_shapes(model_config: ModelConfig, data: Dataset) -> None:
     if model_config.model_type == "cvae" and model_config.num_classes != len(data.info.class_names):
         raise ValueError(f"cvae num_classes={model_config.num_classes} but the dataset has "
                          f"{len(data.info.class_names)} classes")
+
+
+def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
+    if cfg.component_init == "random":
+        return
+    if model_config.model_type != "gmvae" or model_config.z_given_y:
+        raise ValueError(f"component_init={cfg.component_init!r} is for the mean-field GMVAE: use --model gmvae "
+                         "--z-given-y no, or leave --component-init at random")
+    if cfg.component_init_epoch >= cfg.epochs:
+        raise ValueError(f"component_init_epoch={cfg.component_init_epoch} must be below epochs={cfg.epochs}: "
+                         "the mixture is initialised after that many epochs and then trained")
+
+
+def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
+                           images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
+    """After epoch ``component_init_epoch``, re-initialise a GMVAE's mixture (training/component_init.py).
+    Every rank computes the same result from the same seed; rank 0's is broadcast to be sure."""
+    if cfg.component_init == "random" or epoch + 1 != cfg.component_init_epoch:
+        return {}
+    from training.component_init import initialise_components
+
+    started = time.perf_counter()
+    done = initialise_components(model, images, cfg.seed)  # type: ignore[arg-type]
+    params = [model.prior_mean, model.prior_logvar, *model.y_head.parameters()]  # type: ignore[union-attr]
+    for p in params:
+        opt.state.pop(p, None)  # Adam's moments belonged to the old values
+        if ctx.world > 1:
+            dist.broadcast(p.data, 0)
+    seconds = time.perf_counter() - started
+    if show_progress and ctx.main:
+        tqdm.write(f"components initialised from a UMAP + GMM clustering in {seconds:.0f}s: sizes {done.sizes}, "
+                   f"q(y|x) agrees with it on {done.head_agreement:.1%}")
+    return {"component_init": {"sizes": done.sizes, "head_agreement": round(done.head_agreement, 4),
+                               "seconds": round(seconds, 1)}}
 
 
 def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> tuple[int, list]:

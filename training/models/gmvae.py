@@ -6,6 +6,11 @@ an annealed temperature, and q(z|x, y) is a diagonal Gaussian. Labels are never 
 
 Loss = E[-log p(x|z)] + KL(q(z|x,y) || p(z|y)) + KL(q(y|x) || Cat(1/K)).
 
+When q(z|x, y) sees y, its network can move z to whichever component y names, so y is only weakly
+tied to the data and the clusters found depend on the seed. ``z_given_y=False`` uses the mean-field
+q(y|x) q(z|x) instead (as in VaDE, Jiang et al. 2017): z is fixed by x, and KL(q(z|x) || p(z|y))
+rewards the y whose Gaussian covers z, so q(y|x) learns the mixture's responsibilities.
+
 The categorical KL splits exactly into a per-image part and a balance part (the batch average
 q(y) = E_x q(y|x) stands for the aggregate posterior, as in Hoffman & Johnson 2016):
     E_x KL(q(y|x) || U) = E_x KL(q(y|x) || q(y)) + KL(q(y) || U).
@@ -45,24 +50,31 @@ class GMVAE(LatentModel):
         self.num_components = k
         self.encoder = ImageEncoder(config)
         self.y_head = nn.Linear(h, k)  # logits of q(y|x)
-        self.z_head = nn.Sequential(nn.Linear(h + k, h), nn.LeakyReLU(0.2), nn.Linear(h, 2 * d))
+        self.z_given_y = config.z_given_y
+        self.z_head = nn.Sequential(nn.Linear(h + k if self.z_given_y else h, h), nn.LeakyReLU(0.2),
+                                    nn.Linear(h, 2 * d))
         self.decoder = ImageDecoder(config, d)
         gen = torch.Generator().manual_seed(0)
         self.prior_mean = nn.Parameter(PRIOR_SPREAD * torch.randn(k, d, generator=gen))  # mu_y [K, D]
         self.prior_logvar = nn.Parameter(torch.zeros(k, d))  # log sigma_y^2 [K, D]
 
     def _z_posterior(self, h: Tensor, y_soft: Tensor, probs: Tensor) -> Posterior:
-        """q(z|x, y) and p(z|y) for a (relaxed) one-hot y [B, K]."""
-        mean, logvar = self.z_head(torch.cat([h, y_soft], dim=-1)).chunk(2, dim=-1)
+        """q(z|x, y) (or q(z|x) when not ``z_given_y``) and p(z|y) for a (relaxed) one-hot y [B, K]."""
+        z_input = torch.cat([h, y_soft], dim=-1) if self.z_given_y else h
+        mean, logvar = self.z_head(z_input).chunk(2, dim=-1)
         return Posterior(mean, logvar.clamp(-12, 8), prior_mean=y_soft @ self.prior_mean,
                          prior_logvar=(y_soft @ self.prior_logvar).clamp(-12, 8), component_probs=probs)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         """q(z|x, y*) with y* = argmax q(y|x); ``component_probs`` holds q(y|x) [B, K]."""
+        return self.features_and_posterior(x)[1]
+
+    def features_and_posterior(self, x: Tensor) -> tuple[Tensor, Posterior]:
+        """(encoder features h [B, H], the posterior of ``encode``)."""
         h = self.encoder(x)
         logits = self.y_head(h)
         y_hard = F.one_hot(logits.argmax(-1), self.num_components).to(h.dtype)
-        return self._z_posterior(h, y_hard, logits.softmax(-1))
+        return h, self._z_posterior(h, y_hard, logits.softmax(-1))
 
     def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decoder(z)

@@ -1,0 +1,125 @@
+"""The GMVAE's mixture initialised from a clustering of its codes (training/component_init.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from training import component_init
+from training.cli import build_parser, configs_from_args
+from training.config import ConfigError, TrainConfig
+from training.data import load_dataset
+from training.metrics import cluster_accuracy
+from training.models import build_model
+from training.train import model_config_for, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def mean_field_gmvae(digits, **overrides):
+    return model_config_for(digits, **({"model_type": "gmvae", "arch": "mlp", "latent_dim": 4, "hidden_dim": 64,
+                                        "z_given_y": False} | overrides))
+
+
+def test_cluster_codes_recovers_separated_blobs() -> None:
+    codes, truth = make_blobs(n_samples=600, n_features=8, centers=4, cluster_std=0.5, random_state=0)
+    labels = component_init.cluster_codes(codes.astype(np.float32), 4, seed=0)
+    assert labels.shape == (600,)
+    assert cluster_accuracy(labels, truth, 4) == 1.0
+
+
+def test_cluster_codes_keeps_the_most_balanced_mixture(monkeypatch) -> None:
+    import sklearn.mixture
+    import umap
+
+    class Identity:  # stands in for UMAP: the test is about choosing among mixture fits
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def fit_transform(self, codes: np.ndarray) -> np.ndarray:
+            return codes
+
+    balanced_start = 5
+    fits = []
+
+    class FakeMixture:  # start 5 splits 8 codes 4/4, every other start 7/1
+        def __init__(self, k: int, covariance_type: str, random_state: int) -> None:
+            self.start = random_state
+            fits.append(random_state)
+
+        def fit(self, codes: np.ndarray) -> FakeMixture:
+            return self
+
+        def predict(self, codes: np.ndarray) -> np.ndarray:
+            return np.array([0, 1] * 4 if self.start == balanced_start else [0] * 7 + [1])
+
+    monkeypatch.setattr(umap, "UMAP", Identity)
+    monkeypatch.setattr(sklearn.mixture, "GaussianMixture", FakeMixture)
+    labels = component_init.cluster_codes(np.zeros((8, 2), np.float32), 2, seed=0)
+    assert labels.tolist() == [0, 1] * 4
+    assert fits == list(range(component_init.GMM_RESTARTS))
+
+
+def test_initialise_sets_priors_and_head_to_the_clusters(digits, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = build_model(mean_field_gmvae(digits)).eval()
+    images = digits.train.images
+    _, means, variances = component_init.encoder_features(model, images)
+    kmeans = KMeans(10, n_init=3, random_state=0).fit(means.numpy())
+    # UMAP is covered above; k-means on the same codes keeps this test fast and exact
+    monkeypatch.setattr(component_init, "cluster_codes", lambda codes, k, seed: kmeans.predict(codes))
+    done = component_init.initialise_components(model, images, seed=0)
+
+    labels = torch.from_numpy(kmeans.predict(means.numpy()))  # the whole split fits in the sample
+    assert sum(done.sizes) == len(images) and done.sizes == torch.bincount(labels, minlength=10).tolist()
+    for c in range(10):
+        members = labels == c
+        torch.testing.assert_close(model.prior_mean[c], means[members].mean(0), atol=1e-5, rtol=1e-5)
+        expected_var = means[members].var(0, unbiased=False) + variances[members].mean(0)
+        torch.testing.assert_close(model.prior_logvar[c].exp(), expected_var, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        probs = model.encode(images.float() / 255).component_probs
+    agreement = (probs.argmax(-1) == labels).float().mean().item()
+    assert agreement == pytest.approx(done.head_agreement) and agreement > 0.95
+    # codes of the mean-field posterior do not depend on y, so the init did not move them
+    torch.testing.assert_close(component_init.encoder_features(model, images)[1], means)
+
+
+def test_initialise_refuses_the_joint_posterior(digits) -> None:
+    model = build_model(mean_field_gmvae(digits, z_given_y=True))
+    with pytest.raises(ValueError, match="--z-given-y no"):
+        component_init.initialise_components(model, digits.train.images, seed=0)
+
+
+def test_training_with_component_init_records_it_and_checks_the_config(digits, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(component_init, "cluster_codes",
+                        lambda codes, k, seed: KMeans(k, n_init=1, random_state=seed).fit_predict(codes))
+    tcfg = TrainConfig(dataset="digits", epochs=2, component_init="umap", component_init_epoch=1, eval_k=5)
+    result = train(mean_field_gmvae(digits), tcfg, tmp_path / "run", dataset=digits, show_progress=False)
+    record = result.history[0]["component_init"]
+    assert sum(record["sizes"]) == len(digits.train.images) and record["head_agreement"] > 0.9
+    assert "component_init" not in result.history[1]
+    with pytest.raises(ValueError, match="mean-field GMVAE"):
+        train(mean_field_gmvae(digits, z_given_y=True), tcfg, tmp_path / "joint", dataset=digits, show_progress=False)
+    with pytest.raises(ValueError, match="must be below epochs"):
+        train(mean_field_gmvae(digits), TrainConfig(dataset="digits", epochs=2, component_init="umap",
+                                                    component_init_epoch=2), tmp_path / "late", dataset=digits)
+    with pytest.raises(ConfigError, match="component_init must be one of"):
+        TrainConfig(component_init="kmeans")
+
+
+def test_cli_flags_reach_the_configs() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["--dataset", "fashion-mnist", "--model", "gmvae", "--z-given-y", "no",
+                              "--component-init", "umap", "--component-init-epoch", "5"])
+    model_kwargs, tcfg = configs_from_args(args, parser)
+    assert model_kwargs["z_given_y"] is False
+    assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--z-given-y", "maybe"])
