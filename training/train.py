@@ -118,7 +118,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, data: Dataset, 
                cfg: TrainConfig, epoch: int, ctx: _Dist, device: torch.device, show_progress: bool) -> dict[str, float]:
     order = _epoch_order(len(images), cfg.seed, epoch, ctx).to(images.device)
     n_batches = math.ceil(len(order) / cfg.batch_size)
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = amp_enabled(cfg, device)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (show_progress and ctx.main), dynamic_ncols=True)
@@ -144,6 +144,12 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, data: Dataset, 
         if b % 10 == 0:
             bar.set_postfix({k: f"{v:.2f}" for k, v in step.items()})
     return {k: v / n_batches for k, v in sums.items()} | {"kl_weight": w, "temperature": tau}
+
+
+def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast on CUDA when ``cfg.amp``; the CPU trains in fp32. (The tests switch autocast on
+    for the CPU to check the mixed-precision path where no GPU is available.)"""
+    return cfg.amp and device.type == "cuda"
 
 
 def _beta(net: torch.nn.Module) -> float:
