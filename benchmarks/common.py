@@ -23,8 +23,8 @@ FMNIST_SHIPPED = ASSETS / "fashion-mnist"
 FMNIST_CONV = {"image_shape": (1, 28, 28), "latent_dim": 16, "arch": "conv", "base_channels": 32,
                "hidden_dim": 256}
 CHROMIUM = "/usr/bin/chromium"
-HandlerLog = list[tuple[float, float]]  # (wall-clock start, seconds) per handler call
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+HandlerLog = list[tuple[float, float]]  # (wall-clock start, seconds) per handler call
 
 
 @dataclass

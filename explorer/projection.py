@@ -45,7 +45,8 @@ TSNE_PROGRESS_EVERY = 10  # iterations between t-SNE progress reports
 TSNE_ITERATIONS = 250
 UMAP_NEIGHBORS = 15  # umap-learn's default balance of local vs global structure
 # Rough shares of the run spent before the first iteration / epoch (kNN graph, affinities, numba
-# compilation), measured on 70k 16-d codes on a 2-core box: t-SNE 96 s of 326 s, UMAP 108 s of 171 s.
+# compilation), measured on 70k 16-d codes on a 2-core box: t-SNE 96 s of 326 s (with openTSNE's
+# 500 iterations, before TSNE_ITERATIONS; its share is larger now), UMAP 108 s of 171 s.
 TSNE_AFFINITY_SHARE = 0.3
 UMAP_GRAPH_SHARE = 0.6
 

@@ -398,7 +398,7 @@ def test_benchmarks_measure_the_server_as_main_runs_it(monkeypatch: pytest.Monke
 
 def test_slider_benchmark_files_server_time_by_app() -> None:
     """The slider benchmark's stage timer files each call under the app being moved, none between."""
-    from benchmarks.slider import ServerTimes, _stage_rows
+    from benchmarks.slider import ServerTimes, _stage_ms, _stage_rows
 
     times = ServerTimes()
     double = times.timed("handler", lambda x: 2 * x)
@@ -411,7 +411,7 @@ def test_slider_benchmark_files_server_time_by_app() -> None:
     assert sorted(times.times) == ["noop", "real"]
     assert len(times.times["real"]["handler"]) == len(times.times["noop"]["handler"]) == 1
     trips = {"real": {"src_ms": [60.0, 70.0]}, "noop": {"src_ms": [50.0]}}
-    rows = {r.figure: r for r in _stage_rows(trips, times.times)}
+    rows = {r.figure: r for r in _stage_rows(trips, _stage_ms(times.times))}
     rest = rows["slider round trip minus server processing (queue, transport, browser)"]
     assert rest.value == pytest.approx(65.0 - 4.0) and rest.baseline == pytest.approx(50.0 - 1.0)
     assert rows["slider server: Gradio event processing (pre + handler + post), median"].ratio == pytest.approx(4.0)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from training.metrics import float_batch
 from training.models.gmvae import GMVAE
 
 CLUSTER_SAMPLE = 20_000  # codes embedded and clustered: enough for 10 clusters, ~1 min of UMAP on 1 core
@@ -45,11 +46,8 @@ class ComponentInit:
 def encoder_features(model: GMVAE, images: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     """(encoder features h [N, H], posterior means [N, D], posterior variances [N, D]) of uint8/float images."""
     hs, means, variances = [], [], []
-    for x in images.split(batch_size):
-        x = x.to(model.device).float()
-        if images.dtype == torch.uint8:
-            x = x / 255
-        h, post = model.features_and_posterior(x)
+    for batch in images.split(batch_size):
+        h, post = model.features_and_posterior(float_batch(batch, model.device))
         hs.append(h.float())
         means.append(post.mean.float())
         variances.append(post.logvar.float().exp())

@@ -22,7 +22,8 @@ from training.models import LatentModel
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_d|x]) > 0.01
 
 
-def _float_batch(images: Tensor, device: torch.device) -> Tensor:
+def float_batch(images: Tensor, device: torch.device) -> Tensor:
+    """A batch of uint8 (0..255) or float images as float32 in [0, 1] on ``device``."""
     x = images.to(device, non_blocking=True)
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
@@ -49,7 +50,7 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
     device = model.device
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "logvar", "kl", "recon", "mse", "probs")}
     for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size], device)
+        x = float_batch(images[start:start + batch_size], device)
         y = None if labels is None else labels[start:start + batch_size].to(device)
         post = model.encode(x, y)
         parts["mean"].append(post.mean.float().cpu().numpy())
@@ -72,7 +73,7 @@ def negative_elbo(model: LatentModel, images: Tensor, labels: Tensor | None, bat
     """Mean recon / KL / loss (= -ELBO with weight 1) over a split, with one posterior sample."""
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size], model.device)
+        x = float_batch(images[start:start + batch_size], model.device)
         y = None if labels is None else labels[start:start + batch_size].to(model.device)
         out = model.loss(x, y, kl_weight=1.0, temperature=temperature)
         for key, value in (("recon", out.recon), ("kl", out.kl)):
@@ -93,7 +94,7 @@ def iwae_nll(model: LatentModel, images: Tensor, labels: Tensor | None, k: int, 
     batch = max(1, min(batch_size, 8192 // k))
     total = 0.0
     for start in range(0, len(images), batch):
-        x = _float_batch(images[start:start + batch], model.device)
+        x = float_batch(images[start:start + batch], model.device)
         y = None if labels is None else labels[start:start + batch].to(model.device)
         log_w = model.log_importance_weights(x, y, k).float()  # [k, B]
         total += float((torch.logsumexp(log_w, 0) - math.log(k)).sum())

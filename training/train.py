@@ -271,20 +271,22 @@ def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
 def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
                            images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
     """After epoch ``component_init_epoch``, re-initialise a GMVAE's mixture (training/component_init.py).
-    Every rank computes the same result from the same seed; rank 0's is broadcast to be sure."""
+    Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
     if cfg.component_init == "random" or epoch + 1 != cfg.component_init_epoch:
         return {}
     from training.component_init import initialise_components
 
     started = time.perf_counter()
-    done = initialise_components(model, images, cfg.seed)  # type: ignore[arg-type]
+    done = initialise_components(model, images, cfg.seed) if ctx.main else None  # type: ignore[arg-type]
     params = [model.prior_mean, model.prior_logvar, *model.y_head.parameters()]  # type: ignore[union-attr]
     for p in params:
         opt.state.pop(p, None)  # Adam's moments belonged to the old values
         if ctx.world > 1:
             dist.broadcast(p.data, 0)
+    if done is None:
+        return {}
     seconds = time.perf_counter() - started
-    if show_progress and ctx.main:
+    if show_progress:
         tqdm.write(f"components initialised from a UMAP + GMM clustering in {seconds:.0f}s: sizes {done.sizes}, "
                    f"q(y|x) agrees with it on {done.head_agreement:.1%}")
     return {"component_init": {"sizes": done.sizes, "head_agreement": round(done.head_agreement, 4),
