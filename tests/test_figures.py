@@ -129,8 +129,16 @@ def test_training_curves_has_a_trace_per_history_key() -> None:
                for e in range(1, 5)]
     history[-1]["train_recon"] = np.float32(3.0)  # appears late: gaps before it; numpy is numeric
     history[0]["note"] = "warm-up"  # not numeric: no trace
+    for row in history:
+        row |= {"seconds": 50.0, "temperature": 0.5, "val_cluster_accuracy": 0.6}
     fig = training_curves(history)
-    assert {t.name for t in fig.data} == {"train_loss", "train_kl", "val_loss", "train_recon"}
+    assert {t.name for t in fig.data} == {"train_loss", "train_kl", "val_loss", "train_recon", "temperature",
+                                          "val_cluster_accuracy"}  # the epoch time is no curve
+    # nats on the left axis; schedules and accuracy (0..1) on the right, so neither scale flattens the other
+    assert {t.name: t.yaxis for t in fig.data} == {"train_loss": "y", "train_kl": "y", "val_loss": "y",
+                                                   "train_recon": "y", "temperature": "y2",
+                                                   "val_cluster_accuracy": "y2"}
+    assert fig.layout.yaxis2.overlaying == "y"
     loss = next(t for t in fig.data if t.name == "train_loss")
     assert list(loss.x) == [1, 2, 3, 4] and loss.y[0] == 10.0
     recon = next(t for t in fig.data if t.name == "train_recon")
