@@ -207,14 +207,3 @@ def timed_slider_handlers(record: Callable[[float, float], None]) -> Iterator[No
         app.Handlers.slider_handler = original  # type: ignore[method-assign]
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` while active (benchmarks share one process: restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -31,8 +31,8 @@ from benchmarks.common import (
     median,
     p95,
     timed_slider_handlers,
-    torch_threads,
 )
+from training.threads import torch_threads
 
 CLIENTS = 8
 SLIDER_API = "slider_0"

@@ -40,8 +40,8 @@ from benchmarks.common import (
     repeat,
     shipped_fmnist,
     timed_slider_handlers,
-    torch_threads,
 )
+from training.threads import torch_threads
 
 IMAGE_ID, SLIDER_ID = "traversal-image", "dim-slider-0"
 TARGET_MS, TARGET_RATIO, DECODER_TARGET_MS = 100.0, 1.3, 5.0

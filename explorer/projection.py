@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from training.threads import torch_threads
+
 log = logging.getLogger(__name__)
 
 METHODS = ("pca", "tsne", "umap")
@@ -86,7 +88,8 @@ class Projection:
         if self.pca_components is not None:
             return ((z - self.pca_mean) @ self.pca_components.T).astype(np.float32)
         if self.estimator is not None and exact:
-            return np.asarray(self.estimator.transform(z), np.float32)
+            with torch_threads():  # umap's transform runs numba too (see _fit_umap)
+                return np.asarray(self.estimator.transform(z), np.float32)
         if self._neighbours is None:  # built once: ~0.1 s for 70k codes, then queries are cheap
             self._neighbours = neighbour_index(self.reference)
         return nearest_neighbour_placement(self._neighbours, self.coords, z)
@@ -195,7 +198,8 @@ def _fit_umap(z: np.ndarray, dims: int, seed: int, progress: Progress | None,
     params = {"n_components": dims, "n_neighbors": min(UMAP_NEIGHBORS, len(z) - 1), "init": "pca",
               "random_state": None, "transform_seed": seed, "n_jobs": N_JOBS, "tqdm_kwds": bar}
     reducer = umap.UMAP(**params | options)
-    coords = reducer.fit_transform(z)
+    with torch_threads():  # numba's OpenMP layer would leave this server thread's torch on every core
+        coords = reducer.fit_transform(z)
     reducer.tqdm_kwds = {"disable": True}  # later transforms must not report progress
     return Projection("umap", dims, np.asarray(coords, np.float32), z, estimator=reducer)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.manifold import trustworthiness
 
@@ -206,3 +208,22 @@ def test_long_jobs_run_one_per_checkpoint_at_a_time(monkeypatch) -> None:
     assert set(spans) == set(jobs)
     assert not overlap("a-tsne", "a-umap")
     assert overlap("b-umap", "a-tsne") or overlap("b-umap", "a-umap")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="numba's change shows only with 2+ cores")
+def test_umap_leaves_torch_threads_as_it_found_them(digits: np.ndarray) -> None:
+    """numba's OpenMP layer sets the calling thread's OpenMP count to every core; torch shares it.
+    A server thread that drew a UMAP map must keep --torch-threads for the slider decodes it runs next."""
+    seen = {}
+
+    def draw_then_count() -> None:  # a fresh thread, as a server worker: its own OpenMP settings
+        torch.set_num_threads(1)
+        p = fit_projection(digits[:300], "umap", 2, seed=0, options=OPTIONS["umap"])
+        seen["after fit"] = torch.get_num_threads()
+        p.transform(digits[300:310])
+        seen["after transform"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=draw_then_count)
+    worker.start()
+    worker.join()
+    assert seen == {"after fit": 1, "after transform": 1}
