@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,18 @@ def test_cli_flags_reach_the_configs() -> None:
     assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5
     with pytest.raises(SystemExit):
         parser.parse_args(["--z-given-y", "maybe"])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="numba's change shows only with 2+ cores")
+def test_clustering_leaves_torch_threads_as_it_found_them() -> None:
+    """Training runs pinned to one thread (OMP_NUM_THREADS=1, several side by side) must stay there
+    after the UMAP in the initialisation: numba's OpenMP layer would leave them on every core."""
+    # 4,200 codes: from 4,096 umap-learn finds neighbours with pynndescent (numba, parallel)
+    codes = make_blobs(4200, n_features=4, centers=3, random_state=0)[0].astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        component_init.cluster_codes(codes, 3, seed=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

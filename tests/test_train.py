@@ -84,7 +84,7 @@ def _loss_breaks_at(monkeypatch, epoch: int, batch: int, exc: BaseException | No
     original = train_mod._run_epoch
 
     def counting_epoch(net, *args, **kwargs):
-        ep = args[5]
+        ep = args[4]  # (opt, images, labels, cfg, epoch, ...)
         real_forward = net.forward
 
         def forward(*a, **k):
@@ -155,6 +155,15 @@ def test_gmvae_reports_clustering_metrics(digits, tmp_path) -> None:
     assert 0.0 < result.metrics["cluster_accuracy"] <= 1.0
     assert 0.0 <= result.metrics["nmi"] <= 1.0
     assert math.isfinite(result.metrics["nll_iwae"])
+    # every epoch records the same clustering accuracy on the test split; the last one is the final model's
+    assert [0.0 < rec["val_cluster_accuracy"] <= 1.0 for rec in result.history] == [True, True]
+    assert result.history[-1]["val_cluster_accuracy"] == round(result.metrics["cluster_accuracy"], 4)
+
+
+def test_models_without_components_record_no_clustering(digits, tmp_path) -> None:
+    mcfg, tcfg = tiny(digits, "vae")
+    result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
+    assert all("val_cluster_accuracy" not in rec for rec in result.history) and "cluster_accuracy" not in result.metrics
 
 
 def test_ae_has_no_nll_but_reconstructs(digits, tmp_path) -> None:

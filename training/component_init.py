@@ -27,6 +27,7 @@ from torch import Tensor
 
 from training.metrics import float_batch
 from training.models.gmvae import GMVAE
+from training.threads import torch_threads
 
 CLUSTER_SAMPLE = 20_000  # codes embedded and clustered: enough for 10 clusters, ~1 min of UMAP on 1 core
 UMAP_NEIGHBORS = 20  # N2D's setting
@@ -67,8 +68,8 @@ def cluster_codes(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
     import umap
     from sklearn.mixture import GaussianMixture
 
-    with warnings.catch_warnings():  # a seed makes umap-learn single-threaded, and says so: we want the seed
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+    with warnings.catch_warnings(), torch_threads():  # numba would leave torch on every core
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)  # a seed: one thread
         embedded = umap.UMAP(n_components=k, n_neighbors=UMAP_NEIGHBORS, min_dist=0.0,
                              random_state=seed).fit_transform(codes)
     best, best_entropy = None, -np.inf

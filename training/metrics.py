@@ -68,6 +68,18 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
 
 
 @torch.inference_mode()
+def component_assignments(model: LatentModel, images: Tensor, batch_size: int = 1024) -> np.ndarray | None:
+    """argmax q(y|x) [N] of a mixture model (a GMVAE), None for a model without components."""
+    parts = []
+    for start in range(0, len(images), batch_size):
+        probs = model.encode(float_batch(images[start:start + batch_size], model.device)).component_probs
+        if probs is None:
+            return None
+        parts.append(probs.argmax(-1).cpu().numpy())
+    return np.concatenate(parts)
+
+
+@torch.inference_mode()
 def negative_elbo(model: LatentModel, images: Tensor, labels: Tensor | None, batch_size: int = 1024,
                   temperature: float | None = None) -> dict[str, float]:
     """Mean recon / KL / loss (= -ELBO with weight 1) over a split, with one posterior sample."""

@@ -114,8 +114,8 @@ def _epoch_order(n: int, seed: int, epoch: int, ctx: _Dist) -> Tensor:
     return perm[ctx.rank :: ctx.world]
 
 
-def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, data: Dataset, images: Tensor, labels: Tensor,
-               cfg: TrainConfig, epoch: int, ctx: _Dist, device: torch.device, show_progress: bool) -> dict[str, float]:
+def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor, cfg: TrainConfig,
+               epoch: int, ctx: _Dist, device: torch.device, show_progress: bool) -> dict[str, float]:
     order = _epoch_order(len(images), cfg.seed, epoch, ctx).to(images.device)
     n_batches = math.ceil(len(order) / cfg.batch_size)
     use_amp = amp_enabled(cfg, device)
@@ -223,7 +223,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     try:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
-            stats = _run_epoch(net, opt, data, images, labels, cfg, epoch, ctx, device, show_progress)
+            stats = _run_epoch(net, opt, images, labels, cfg, epoch, ctx, device, show_progress)
             init = _maybe_init_components(model, opt, cfg, epoch, images, ctx, show_progress)
             if ctx.main:
                 history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | init)
@@ -311,14 +311,20 @@ def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: in
     rng = torch.get_rng_state()  # validation sampling must not shift the training RNG stream
     val = metrics_mod.negative_elbo(model, val_images, val_labels, temperature=cfg.temperature_end)
     torch.set_rng_state(rng)
-    return {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
-            "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
-            "kl_weight": stats["kl_weight"], "temperature": stats["temperature"], "seconds": round(seconds, 3)}
+    record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
+              "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
+              "kl_weight": stats["kl_weight"], "temperature": stats["temperature"], "seconds": round(seconds, 3)}
+    assignments = metrics_mod.component_assignments(model, val_images)
+    if assignments is not None:  # a GMVAE: how well its components match the classes (watched, never trained on)
+        record["val_cluster_accuracy"] = round(metrics_mod.cluster_accuracy(
+            assignments, data.test.labels.numpy(), model.num_components), 4)  # type: ignore[attr-defined]
+    return record
 
 
 def _epoch_line(rec: dict) -> str:
+    clusters = f" | cluster acc {rec['val_cluster_accuracy']:.3f}" if "val_cluster_accuracy" in rec else ""
     return (f"epoch {rec['epoch']}: train loss {rec['train_loss']:.3f} | val -ELBO {rec['val_loss']:.3f} "
-            f"(recon {rec['val_recon']:.3f}, KL {rec['val_kl']:.3f}) | {rec['seconds']:.1f}s")
+            f"(recon {rec['val_recon']:.3f}, KL {rec['val_kl']:.3f}){clusters} | {rec['seconds']:.1f}s")
 
 
 def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig,
