@@ -160,8 +160,9 @@ def test_gmvae_reports_clustering_metrics(digits, tmp_path) -> None:
     assert result.history[-1]["val_cluster_accuracy"] == round(result.metrics["cluster_accuracy"], 4)
 
 
-def test_models_without_components_record_no_clustering(digits, tmp_path) -> None:
-    mcfg, tcfg = tiny(digits, "vae")
+@pytest.mark.parametrize("model_type", ["ae", "vae", "cvae"])  # the CVAE cannot encode without labels
+def test_models_without_components_record_no_clustering(digits, tmp_path, model_type) -> None:
+    mcfg, tcfg = tiny(digits, model_type)
     result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
     assert all("val_cluster_accuracy" not in rec for rec in result.history) and "cluster_accuracy" not in result.metrics
 

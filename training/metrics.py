@@ -68,15 +68,13 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
 
 
 @torch.inference_mode()
-def component_assignments(model: LatentModel, images: Tensor, batch_size: int = 1024) -> np.ndarray | None:
-    """argmax q(y|x) [N] of a mixture model (a GMVAE), None for a model without components."""
-    parts = []
-    for start in range(0, len(images), batch_size):
-        probs = model.encode(float_batch(images[start:start + batch_size], model.device)).component_probs
-        if probs is None:
-            return None
-        parts.append(probs.argmax(-1).cpu().numpy())
-    return np.concatenate(parts)
+def component_assignments(model: LatentModel, images: Tensor, batch_size: int = 1024) -> np.ndarray:
+    """argmax q(y|x) [N] of a mixture model (a GMVAE: ``num_components > 0``)."""
+    if model.num_components <= 0:
+        raise ValueError(f"a {model.config.model_type} has no mixture components to assign images to")
+    parts = [model.encode(float_batch(images[start:start + batch_size], model.device)).component_probs
+             for start in range(0, len(images), batch_size)]
+    return torch.cat(parts).argmax(-1).cpu().numpy()
 
 
 @torch.inference_mode()

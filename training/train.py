@@ -314,10 +314,10 @@ def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: in
     record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
               "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
               "kl_weight": stats["kl_weight"], "temperature": stats["temperature"], "seconds": round(seconds, 3)}
-    assignments = metrics_mod.component_assignments(model, val_images)
-    if assignments is not None:  # a GMVAE: how well its components match the classes (watched, never trained on)
+    if model.num_components > 0:  # a GMVAE: how well its components match the classes (watched, never trained on)
+        assignments = metrics_mod.component_assignments(model, val_images)
         record["val_cluster_accuracy"] = round(metrics_mod.cluster_accuracy(
-            assignments, data.test.labels.numpy(), model.num_components), 4)  # type: ignore[attr-defined]
+            assignments, data.test.labels.numpy(), model.num_components), 4)
     return record
 
 
