@@ -244,13 +244,10 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
     model = loaded.model.eval()
     z = torch.zeros(1, model.config.latent_dim)
     y = model.condition_labels(1, 0)  # class 0 for a conditional model, else None
-    threads = torch.get_num_threads()
     decode_s = {}
-    for n in sorted({threads, 1}, reverse=True):  # the app's default, then one intra-op thread
-        torch.set_num_threads(n)
-        with torch.inference_mode():
+    for n in sorted({torch.get_num_threads(), 1}, reverse=True):  # the app's default, then one intra-op thread
+        with torch_threads(n), torch.inference_mode():
             decode_s[n] = repeat(lambda: model.decode(z, y).float().cpu().numpy(), repeats, warmup=20)
-    torch.set_num_threads(threads)
     # The payload of a realistic picture: a decoded test image (trained model) or the test image.
     images, _ = load_eval_images(loaded.meta.dataset)
     image, what = images[0], "Fashion-MNIST test image #0"

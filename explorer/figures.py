@@ -210,8 +210,8 @@ def training_curves(history: list[dict]) -> go.Figure:
         in_nats = key.endswith(("loss", "recon", "kl"))
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=key, line={"dash": dash},
                                  yaxis="y" if in_nats else "y2"))
-    fig.update_layout(yaxis2={"title": "weight / temperature / accuracy", "overlaying": "y", "side": "right",
-                              "showgrid": False, "rangemode": "tozero"})
     fig.update_layout(title="Training history", xaxis={"title": "epoch"}, yaxis={"title": "nats"},
+                      yaxis2={"title": "weight / temperature / accuracy", "overlaying": "y", "side": "right",
+                              "showgrid": False, "rangemode": "tozero"},
                       legend={"x": 1.08})
     return fig
