@@ -43,8 +43,7 @@ def queue_settings(demo: Any) -> dict[str, Any]:
     fn = next(f for f in demo.fns.values() if f.api_name == SLIDER_API)
     return {"default_concurrency_limit": demo._queue.default_concurrency_limit,
             "queue_max_size": demo._queue.max_size, "max_threads": demo.max_threads,
-            "slider_concurrency_id": fn.concurrency_id, "slider_concurrency_limit": fn.concurrency_limit,
-            "slider_trigger_mode": fn.trigger_mode, "slider_preprocess": fn.preprocess}
+            "slider_queue": fn.queue, "slider_trigger_mode": fn.trigger_mode, "slider_preprocess": fn.preprocess}
 
 
 # -- the client process -------------------------------------------------------------------------
@@ -78,8 +77,10 @@ def client_main(url: str, checkpoint: str, clients: int, seconds: float) -> dict
             value = ((i * 7 + k * 13) % 400 - 200) / 100  # distinct values in [-2, 2)
             start = time.perf_counter()
             try:
-                client.predict(value, api_name=f"/{SLIDER_API}")
+                image, note = client.predict(value, api_name=f"/{SLIDER_API}")
                 latencies.append(time.perf_counter() - start)
+                if not image:  # the handler names a failure in the traversal note, it does not raise
+                    errors.append(f"no image: {note}"[:300])
             except Exception as exc:
                 errors.append(repr(exc)[:300])
 

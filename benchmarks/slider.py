@@ -1,7 +1,9 @@
 """Figure 1: slider round trip in a real browser, the decoder's own time, and the image payload.
 
-Two servers run side by side: a no-op Gradio app (one slider whose handler returns a fixed 28x28
-image upscaled like the explorer does) and the real explorer on a 28x28 conv checkpoint. Headless
+Three servers run side by side: the real explorer on a 28x28 conv checkpoint, the baseline no-op
+Gradio app (one slider whose handler returns a fixed 28x28 image upscaled like the explorer does,
+wired as the explorer wires its sliders: no queue), and the same no-op app through Gradio's queue,
+which shows what skipping the queue saves. Headless
 Chromium presses an arrow key on each slider; a listener stamps the range input's ``input`` event
 and a MutationObserver stamps the moment the decoded ``<img>``'s src changes, both with
 ``performance.now()`` in the page, so the round trip is measured by one clock. Pages alternate in
@@ -117,11 +119,13 @@ class ServerTimes:
             processing_utils.save_pil_to_cache = original
 
 
-def noop_app(times: ServerTimes) -> Any:
-    """The latency floor: one slider, one image, a handler that only upscales a fixed image."""
+def noop_app(times: ServerTimes, queue: bool | None = None) -> Any:
+    """The latency floor: one slider, one image, a handler that only upscales a fixed image. The
+    slider event is queued or not as the explorer's (``SLIDER_QUEUE``) unless ``queue`` says."""
     import gradio as gr
 
     from explorer import figures
+    from explorer.app import SLIDER_QUEUE
     from explorer.views import scale_for
 
     base = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
@@ -134,7 +138,8 @@ def noop_app(times: ServerTimes) -> Any:
     with gr.Blocks(title="no-op slider") as demo:
         slider = gr.Slider(-3, 3, value=0, step=0.03, label="z0", elem_id=SLIDER_ID)
         image = gr.Image(on_slide(0.0), format="png", interactive=False, elem_id=IMAGE_ID)
-        slider.input(times.timed("handler", on_slide), slider, image, trigger_mode="always_last", show_progress="hidden")
+        slider.input(times.timed("handler", on_slide), slider, image, trigger_mode="always_last",
+                     show_progress="hidden", queue=SLIDER_QUEUE if queue is None else queue)
     return demo.queue()
 
 
@@ -196,19 +201,20 @@ class BrowserMetrics:
         return {m["name"]: m["value"] for m in self.session.send("Performance.getMetrics")["metrics"]}
 
 
-def browser_round_trips(real_url: str, noop_url: str, moves: int, rounds: int, warmup: int,
+def browser_round_trips(urls: dict[str, str], moves: int, rounds: int, warmup: int,
                         times: ServerTimes) -> dict[str, Any]:
-    """Per app: round-trip times (ms) over ``moves`` moves, split into alternating rounds; the
-    server's stage times of the measured moves land in ``times``."""
+    """Per app (``urls``: name -> URL, "real" being the explorer): round-trip times (ms) over
+    ``moves`` moves, split into alternating rounds; the server's stage times of the measured moves
+    land in ``times``."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, Any] = {name: {"src_ms": [], "load_ms": [], "missed": 0, "main_thread_ms": [],
-                                  "script_ms": []} for name in ("noop", "real")}
+                                  "script_ms": []} for name in urls}
     with sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
-            pages = {"noop": open_page(browser, noop_url, f"#{SLIDER_ID}", 60_000),
-                     "real": open_page(browser, real_url, "#latent-map .js-plotly-plot", 300_000)}
+            pages = {name: open_page(browser, url, "#latent-map .js-plotly-plot" if name == "real" else f"#{SLIDER_ID}",
+                                     300_000 if name == "real" else 60_000) for name, url in urls.items()}
             metrics = {name: BrowserMetrics(page) for name, page in pages.items()}
             for page in pages.values():
                 move_many(page, warmup)
@@ -286,13 +292,15 @@ def run(quick: bool) -> Figure:
             stack.enter_context(times.png_saves())
             with timed_slider_handlers(lambda wall, seconds: times.record("handler", seconds)):
                 real = build_app(root, device="cpu", default_checkpoint=names[0])
-            noop = noop_app(times)
-            ports = free_port(), free_port()
-            for demo, port in zip((real, noop), ports, strict=True):
+            demos = {"real": real, "noop": noop_app(times), "noop_queued": noop_app(times, queue=True)}
+            urls = {}
+            for name, demo in demos.items():
                 times.time_process_api(demo)
+                port = free_port()
                 demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
                 stack.callback(demo.close)
-            trips = browser_round_trips(*(f"http://127.0.0.1:{p}/" for p in ports), moves, rounds, warmup, times)
+                urls[name] = f"http://127.0.0.1:{port}/"
+            trips = browser_round_trips(urls, moves, rounds, warmup, times)
         # torch's default threads again: this compares them with one thread
         decode_s, payload, payload_image = decoder_and_payload(root / names[0], 50 if quick else 200)
     figure = _rows(trips, decode_s, payload, times.times)
@@ -328,6 +336,18 @@ def _stage_rows(trips: dict[str, Any], ms: dict[str, dict[str, list[float]]]) ->
     return rows
 
 
+def _queue_rows(trips: dict[str, Any]) -> list[Row]:
+    """What the queue costs: the no-op app through Gradio's queue against the unqueued one."""
+    queued, noop = trips.get("noop_queued", {}).get("src_ms"), trips["noop"]["src_ms"]
+    if not queued:
+        return []
+    return [Row("slider → new image, median, no-op app through Gradio's queue", median(queued), "ms", len(queued),
+                median(noop), "no-op app unqueued (the explorer's wiring)",
+                note=f"browser main-thread busy time per move: queued "
+                     f"{median(trips['noop_queued']['main_thread_ms']):.1f} ms, unqueued "
+                     f"{median(trips['noop']['main_thread_ms']):.1f} ms")]
+
+
 def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict[str, dict[str, Any]],
           stages: dict[str, dict[str, list[float]]]) -> Figure:
     real, noop = trips["real"]["src_ms"], trips["noop"]["src_ms"]
@@ -339,6 +359,7 @@ def _rows(trips: dict[str, Any], decode_s: dict[int, list[float]], payload: dict
             median(real) <= TARGET_MS and ratio <= TARGET_RATIO,
             note=f"timeouts (image unchanged): explorer {trips['real']['missed']}, no-op {trips['noop']['missed']}"),
         Row("slider → new image, p95 (explorer)", p95(real), "ms", len(real), p95(noop), "no-op Gradio app"),
+        *_queue_rows(trips),
         Row("slider → image loaded, median (explorer)", median(trips["real"]["load_ms"]), "ms", len(real),
             median(trips["noop"]["load_ms"]), "no-op Gradio app"),
         *_stage_rows(trips, stage_ms),

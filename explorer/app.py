@@ -9,8 +9,8 @@ nothing.
 Concurrency: the heavy work (loading and encoding a checkpoint, fitting a projection) runs in its
 own concurrency groups with small limits, and single-flight: one load per checkpoint file
 (``ModelStore``), one fit per checkpoint and projection request (``ProjectionCache``), later
-callers wait for that result. The slider handler is about a millisecond of decoding in a wide
-group, so a t-SNE fit never stalls someone dragging a slider.
+callers wait for that result. The slider handler is about a millisecond of decoding and skips
+the queue (``SLIDER_QUEUE``), so a t-SNE fit never stalls someone dragging a slider.
 """
 
 from __future__ import annotations
@@ -40,7 +40,15 @@ from explorer.projection import ProjectionCache
 from explorer.views import COLOR_LABELS, PICK_HINT, PREVIEW_PX, SLIDERS
 
 DEFAULT_MAX_UPLOAD_MB = 200  # checkpoints are uploaded too; images are capped by prepare_image
-SLIDER_CONCURRENCY = 16  # cheap decode-one-image handlers: serve many users at once
+# The slider events skip Gradio's queue: one request and response per move instead of a queue
+# join and a stream of status messages. Gradio 6's page answers every status message by copying the
+# props of every component with a loading status (Blocks.svelte update_loading_stati_state; about
+# 15 components on this page, each event's inputs and progress targets), and a queued move brings
+# 5-6 messages. Measured in Chromium with the JavaScript profiler: 12 ms of the page's main thread
+# per move went to that. The handler decodes one image in about a millisecond and needs no
+# concurrency limit: Gradio runs unqueued events in its thread pool (max_threads). Unqueued events
+# show no error toast, so the slider handler reports failures in the traversal note instead.
+SLIDER_QUEUE = False
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
 LOAD_CONCURRENCY = 2
 DEFAULT_CONCURRENCY = 8
@@ -412,8 +420,9 @@ def _wire_traversal(ui: UI, h: Handlers) -> None:
     # Every slider decodes one image; preprocess=False skips the per-event bounds check.
     for i, slider in enumerate(ui["sliders"]):
         slider.input(h.slider_handler(i), [slider, ui["model_key"], ui["code"], ui["dim_page"]],
-                     [ui["trav_image"], ui["code"]], api_name=f"slider_{i}", trigger_mode="always_last",
-                     preprocess=False, concurrency_id="traverse", concurrency_limit=SLIDER_CONCURRENCY, **QUICK)
+                     [ui["trav_image"], ui["code"], ui["trav_info"]], api_name=f"slider_{i}",
+                     trigger_mode="always_last", preprocess=False, queue=SLIDER_QUEUE,
+                     show_progress_on=[ui["trav_image"]], **QUICK)  # its only loading status (see SLIDER_QUEUE)
     ui["trav_index_btn"].click(h.traverse_from_index, [ui["trav_index"], *view_in], start_out,
                                api_name="traverse_from_index", **QUICK)
     ui["trav_random"].click(h.traverse_random, [ui["trav_class"], *view_in], start_out,

@@ -9,6 +9,7 @@ outputs it is wired to, in order (see ``app._wire``).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -60,6 +61,8 @@ from explorer.views import (
     traversal_view,
 )
 from training.checkpoint import CheckpointError
+
+log = logging.getLogger(__name__)
 
 PROGRESS = gr.Progress()  # a marker default: Gradio hands each call its own tracker in its place
 PICK_OUTPUTS = 4 + 1 + 3 + SLIDERS  # picked original, recon, info, picked state, class + the traversal outputs
@@ -252,18 +255,28 @@ class Handlers:
         return [class_choice(entry, code), *traversal_view(entry, code, page, range_mode)]
 
     def slider_handler(self, slot: int) -> Any:
-        """The handler of slider ``slot``: set one coordinate, decode one image. Nothing else: no
-        slider updates, no bounds; the dimension order is memoised on the entry."""
+        """The handler of slider ``slot``: set one coordinate, decode one image -> [image, code,
+        traversal note]. Nothing else: no slider updates, no bounds; the dimension order is
+        memoised on the entry. The slider events skip Gradio's queue (app.SLIDER_QUEUE), and
+        Gradio 6 shows no error toast for an unqueued event, so a failure is written into the
+        traversal note under the image instead of raised."""
         def on_slide(value: float, key: str | None, code: Code | None, page: int | None) -> list[Any]:
             if not key or code is None or value is None:
-                return [gr.skip(), gr.skip()]
-            entry = self.entry(key)
-            dims = page_dims(dim_info(entry).order, int(page or 0))
-            if slot >= len(dims):
-                return [gr.skip(), gr.skip()]
-            new = code.moved(traversal.set_coordinate(code.z, int(dims[slot]), float(value)))
-            image = decode(entry, new.z, new.y)[0]
-            return [served(figures.to_pil(image, scale_for(image))), new]
+                return [gr.skip(), gr.skip(), gr.skip()]
+            try:
+                entry = self.entry(key)
+                dims = page_dims(dim_info(entry).order, int(page or 0))
+                if slot >= len(dims):
+                    return [gr.skip(), gr.skip(), gr.skip()]
+                new = code.moved(traversal.set_coordinate(code.z, int(dims[slot]), float(value)))
+                image = decode(entry, new.z, new.y)[0]
+            except gr.Error as e:
+                return [gr.skip(), gr.skip(), f"**Cannot decode:** {e.message}"]
+            except Exception as e:  # a bug: the log keeps the traceback, the page says what failed
+                log.exception("slider %d failed", slot)
+                return [gr.skip(), gr.skip(), f"**Decoding failed** ({type(e).__name__}: {e}); "
+                                              "the server log has the details."]
+            return [served(figures.to_pil(image, scale_for(image))), new, gr.skip()]
         on_slide.__name__ = f"slider_{slot}"
         return on_slide
 

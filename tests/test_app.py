@@ -97,6 +97,13 @@ def shown_class(outputs: dict[str, object]) -> object:
     return update["value"]
 
 
+def slide(client: Client, value: float, slot: int = 0) -> np.ndarray:
+    """Move slider ``slot`` to ``value``: the decoded image's pixels (the image output must be there)."""
+    image, _note = client.predict(value, api_name=f"/slider_{slot}")
+    assert image and Path(image).is_file(), f"slider {slot} returned no image"
+    return pixels(image)
+
+
 def find_text(outputs: tuple, needle: str) -> str:
     hits = [o for o in outputs if isinstance(o, str) and needle in o]
     assert hits, f"no output contains {needle!r}"
@@ -125,14 +132,10 @@ def test_load_checkpoint_shows_the_model_card(client: Client, name: str) -> None
 
 def test_slider_moves_the_decoded_image(client: Client) -> None:
     load(client)
-    lo = client.predict(-2.5, api_name="/slider_0")
-    hi = client.predict(2.5, api_name="/slider_0")
-    a, b = pixels(lo[0] if isinstance(lo, tuple | list) else lo), pixels(hi[0] if isinstance(hi, tuple | list) else hi)
+    a, b = slide(client, -2.5), slide(client, 2.5)
     assert a.shape == b.shape and a.shape[0] >= 100  # upscaled for display
     assert np.abs(a - b).mean() > 1.0, "moving the top slider should change the decoded image"
-    again = client.predict(-2.5, api_name="/slider_0")
-    again = again[0] if isinstance(again, tuple | list) else again
-    np.testing.assert_array_equal(pixels(again), a)  # decoding is deterministic
+    np.testing.assert_array_equal(slide(client, -2.5), a)  # decoding is deterministic
 
 
 def test_traversal_start_points_and_grid(client: Client) -> None:
@@ -274,7 +277,7 @@ def test_bad_checkpoint_is_a_clear_error_and_the_rest_keep_working(client: Clien
     assert BROKEN in note and "truncated or corrupt" in note
     dropdown = out[0]  # the dropdown goes back to the model still in use
     assert isinstance(dropdown, dict) and dropdown.get("value") == "tiny-vae.safetensors"
-    assert client.predict(1.0, api_name="/slider_0")  # ... which still answers
+    slide(client, 1.0)  # ... which still answers
     assert "GMVAE" in find_text(load(client, "tiny-gmvae.safetensors"), "latent dim")
 
 
@@ -289,7 +292,7 @@ def test_uploaded_checkpoints(client: Client, app_root: Path, tmp_path: Path) ->
     zero.write_bytes(b"")
     out = client.predict(handle_file(str(zero)), api_name="/upload_checkpoint")
     assert "empty" in find_text(out, "Cannot load the uploaded checkpoint")
-    assert client.predict(0.5, api_name="/slider_1")  # the uploaded model is still in use
+    slide(client, 0.5, slot=1)  # the uploaded model is still in use
 
 
 def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Client, tmp_path: Path) -> None:
@@ -297,7 +300,7 @@ def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Clie
     assert "could not be loaded" in find_text(out, "could not be loaded")
     fig, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
     assert "No map" in json.dumps(fig)
-    assert client.predict(1.5, api_name="/slider_0")
+    slide(client, 1.5)
     assert find_text(client.predict(None, api_name="/traverse_random"), "prior sample")
     with pytest.raises(AppError, match="[Nn]o dataset images"):
         client.predict(0, api_name="/traverse_from_index")
@@ -315,7 +318,7 @@ def test_many_users_drag_sliders_at_once(server: str) -> None:
     def user(k: int) -> int:
         c = Client(server, verbose=False)
         load(c, GOOD[k % len(GOOD)])
-        return sum(bool(c.predict(float(v), api_name=f"/slider_{k % 3}")) for v in (-2.0, -1.0, 0.5, 1.5, 2.5))
+        return sum(slide(c, v, slot=k % 3).size > 0 for v in (-2.0, -1.0, 0.5, 1.5, 2.5))
 
     with ThreadPoolExecutor(12) as pool:
         assert list(pool.map(user, range(12))) == [5] * 12

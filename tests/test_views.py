@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -48,6 +49,32 @@ def test_slider_moves_reuse_the_dimension_order(store: ModelStore, monkeypatch: 
     images = [slide(v, entry.key, code, 0)[0] for v in (-1.0, 0.0, 1.0)]
     assert computed == [entry.key]
     assert len({im.tobytes() for im in images}) == 3  # every move still decodes its own image
+
+
+def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The slider events skip the queue, where Gradio shows no error toast: the handler names the
+    problem in the traversal note (its third output) and leaves the image and the code as they are."""
+    from explorer import handlers
+
+    entry = store.open_name("tiny-vae.safetensors")
+    slide = Handlers(store, ProjectionCache(), None).slider_handler(0)
+    code = start_code(entry, 0, "index", None)
+    image, moved, note = slide(1.0, entry.key, code, 0)
+    assert image.size[0] >= 100 and not np.array_equal(moved.z, code.z) and note == gr.skip()  # note kept
+    stale = slide(1.0, "a-key-this-server-never-gave-out", code, 0)
+    assert stale[0] == stale[1] == gr.skip()
+    assert stale[2] == "**Cannot decode:** That checkpoint is no longer available; pick it again in the dropdown."
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(handlers, "decode", broken)
+    with caplog.at_level("ERROR", logger="explorer.handlers"):
+        failed = slide(1.0, entry.key, code, 0)
+    assert failed[:2] == [gr.skip(), gr.skip()]
+    assert failed[2] == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
+    assert "slider 0 failed" in caplog.text and "out of memory" in caplog.text  # the traceback is logged
 
 
 def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
