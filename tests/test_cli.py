@@ -41,6 +41,18 @@ def test_config_file_with_flags_overriding(tmp_path, capsys) -> None:
     assert meta.train_config["epochs"] == 1 and len(meta.history) == 1
 
 
+def test_compile_flag_and_config_key(tmp_path) -> None:
+    """--compile sets TrainConfig.compile; left out, the config file's value (else False) stands."""
+    from training.cli import build_parser, configs_from_args
+
+    parser = build_parser()
+    assert configs_from_args(parser.parse_args(["--compile"]), parser)[1].compile is True
+    assert configs_from_args(parser.parse_args([]), parser)[1].compile is False
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"train": {"compile": True}}))
+    assert configs_from_args(parser.parse_args(["--config", str(cfg)]), parser)[1].compile is True
+
+
 def test_bad_config_file(tmp_path, capsys) -> None:
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"train": {"epochz": 3}}))

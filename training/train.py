@@ -157,7 +157,9 @@ def _beta(net: torch.nn.Module) -> float:
 
 
 def _unwrap(net: torch.nn.Module) -> LatentModel:
-    return net.module if hasattr(net, "module") else net  # type: ignore[return-value]
+    """The model inside a torch.compile and / or DistributedDataParallel wrapper."""
+    net = getattr(net, "_orig_mod", net)
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net  # type: ignore[return-value]
 
 
 # -- resume state -------------------------------------------------------------------------------
@@ -217,6 +219,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     net: torch.nn.Module = model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # the step only: checkpoints, metrics and the component init use the plain model
+        net = torch.compile(net)
     # Data lives on the training device (uint8: 4x smaller than float) so batches never cross PCIe.
     images, labels = data.train.images.to(device), data.train.labels.to(device)
     interrupted = False

@@ -52,7 +52,10 @@ class Posterior:
         """Reparameterised draw z = mean + std * eps (Kingma & Welling 2014). [B, D]"""
         if self.deterministic:
             return self.mean
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        if generator is None:  # randn_like: the same draws, and torch.compile traces it with a dynamic batch size
+            eps = torch.randn_like(self.mean)
+        else:
+            eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def prior(self) -> tuple[Tensor, Tensor]:
