@@ -104,7 +104,7 @@ class TrainConfig(_DictMixin):
     image_size: int = 64  # folder: datasets are resized to this square size
     amp: bool = True  # mixed precision, used only on CUDA
     # torch.compile the training step. Off by default: on the 2-core CPU it made the 16-d conv VAE
-    # and GMVAE slower, 0.82x and 0.80x the eager images/s, after ~10 s of compiling
+    # and GMVAE slower, about 0.8x the eager images/s, after ~10 s of compiling
     # (benchmarks/throughput.py). Its gain on a GPU is unmeasured here.
     compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the checkpoint
