@@ -213,8 +213,9 @@ def browser_round_trips(urls: dict[str, str], moves: int, rounds: int, warmup: i
     with sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
-            pages = {name: open_page(browser, url, "#latent-map .js-plotly-plot" if name == "real" else f"#{SLIDER_ID}",
-                                     300_000 if name == "real" else 60_000) for name, url in urls.items()}
+            ready = {"real": ("#latent-map .js-plotly-plot", 300_000)}  # the explorer: once its map is drawn
+            pages = {name: open_page(browser, url, *ready.get(name, (f"#{SLIDER_ID}", 60_000)))
+                     for name, url in urls.items()}
             metrics = {name: BrowserMetrics(page) for name, page in pages.items()}
             for page in pages.values():
                 move_many(page, warmup)

@@ -88,7 +88,7 @@ def run(quick: bool) -> Figure:
                                "torch_threads": torch.get_num_threads()}
     for device in devices:
         images, source = batches(device)
-        steppers = {variant: trainer(*variant[:1], images, device, variant[1]) for variant in VARIANTS}
+        steppers = {(m, compiled): trainer(m, images, device, compiled) for m, compiled in VARIANTS}
         compile_s = {}
         for (m, compiled), step in steppers.items():
             start = time.perf_counter()
