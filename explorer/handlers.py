@@ -58,6 +58,7 @@ from explorer.views import (
     set_endpoint,
     slider_bounds,
     subsample,
+    traversal_note,
     traversal_view,
 )
 from training.checkpoint import CheckpointError
@@ -259,7 +260,7 @@ class Handlers:
         traversal note]. Nothing else: no slider updates, no bounds; the dimension order is
         memoised on the entry. The slider events skip Gradio's queue (app.SLIDER_QUEUE), and
         Gradio 6 shows no error toast for an unqueued event, so a failure is written into the
-        traversal note under the image instead of raised."""
+        traversal note under the image instead of raised; the next good move restores the note."""
         def on_slide(value: float, key: str | None, code: Code | None, page: int | None) -> list[Any]:
             if not key or code is None or value is None:
                 return [gr.skip(), gr.skip(), gr.skip()]
@@ -271,12 +272,14 @@ class Handlers:
                 new = code.moved(traversal.set_coordinate(code.z, int(dims[slot]), float(value)))
                 image = decode(entry, new.z, new.y)[0]
             except gr.Error as e:
-                return [gr.skip(), gr.skip(), f"**Cannot decode:** {e.message}"]
+                return [gr.skip(), code.with_note_error(True), f"**Cannot decode:** {e.message}"]
             except Exception as e:  # a bug: the log keeps the traceback, the page says what failed
                 log.exception("slider %d failed", slot)
-                return [gr.skip(), gr.skip(), f"**Decoding failed** ({type(e).__name__}: {e}); "
-                                              "the server log has the details."]
-            return [served(figures.to_pil(image, scale_for(image))), new, gr.skip()]
+                return [gr.skip(), code.with_note_error(True), f"**Decoding failed** ({type(e).__name__}: {e}); "
+                                                  "the server log has the details."]
+            # the note is rewritten only to clear a failure: a Markdown update per move costs time
+            note = traversal_note(entry, new) if code.note_shows_error else gr.skip()
+            return [served(figures.to_pil(image, scale_for(image))), new, note]
         on_slide.__name__ = f"slider_{slot}"
         return on_slide
 

@@ -6,7 +6,7 @@ server's ``ModelStore``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,11 @@ class Code:
     y: int | None  # decoder condition (a CVAE's class), else None
     source: str  # in words, for the info line
     image: Image.Image | None = None  # decoded preview, filled on first use (interpolation endpoints)
+    note_shows_error: bool = False  # a slider move failed and the traversal note says so
+
+    def with_note_error(self, shown: bool) -> Code:
+        """The same code, marked as having (or no longer having) a failure written in the traversal note."""
+        return self if self.note_shows_error == shown else replace(self, note_shows_error=shown)
 
     def moved(self, z: np.ndarray) -> Code:
         """The same start and condition at a new code z [D] (the cached preview does not carry over)."""

@@ -255,10 +255,16 @@ def traversal_view(entry: ModelEntry, code: Code, page: int | None, range_mode: 
     sliders = [slider_update(info, int(d), float(lo[d]), float(hi[d]), float(code.z[d])) for d in dims]
     sliders += [gr.Slider(visible=False) for _ in range(SLIDERS - len(sliders))]
     image = decode(entry, code.z, code.y)[0]
+    return [code.with_note_error(False), served(figures.to_pil(image, scale_for(image))), traversal_note(entry, code),
+            *sliders]
+
+
+def traversal_note(entry: ModelEntry, code: Code) -> str:
+    """The note under the traversal image: where the code came from and the class it is decoded as."""
     text = f"From {code.source}"
     if code.y is not None and entry.loaded.model.is_conditional:
         text += f" · decoded as class {class_name(entry, code.y)}"
-    return [code, served(figures.to_pil(image, scale_for(image))), text, *sliders]
+    return text
 
 
 # -- the latent map -----------------------------------------------------------------------------

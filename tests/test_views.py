@@ -54,7 +54,8 @@ def test_slider_moves_reuse_the_dimension_order(store: ModelStore, monkeypatch: 
 def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """The slider events skip the queue, where Gradio shows no error toast: the handler names the
-    problem in the traversal note (its third output) and leaves the image and the code as they are."""
+    problem in the traversal note (its third output) and leaves the image and the code where they
+    are; the next good move puts the usual note back."""
     from explorer import handlers
 
     entry = store.open_name("tiny-vae.safetensors")
@@ -63,18 +64,26 @@ def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypa
     image, moved, note = slide(1.0, entry.key, code, 0)
     assert image.size[0] >= 100 and not np.array_equal(moved.z, code.z) and note == gr.skip()  # note kept
     stale = slide(1.0, "a-key-this-server-never-gave-out", code, 0)
-    assert stale[0] == stale[1] == gr.skip()
+    assert stale[0] == gr.skip() and np.array_equal(stale[1].z, code.z) and stale[1].note_shows_error
     assert stale[2] == "**Cannot decode:** That checkpoint is no longer available; pick it again in the dropdown."
+
+    real_decode = handlers.decode
 
     def broken(*args: object) -> None:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(handlers, "decode", broken)
     with caplog.at_level("ERROR", logger="explorer.handlers"):
-        failed = slide(1.0, entry.key, code, 0)
-    assert failed[:2] == [gr.skip(), gr.skip()]
-    assert failed[2] == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
+        image, failed, note = slide(1.0, entry.key, code, 0)
+    assert image == gr.skip() and np.array_equal(failed.z, code.z) and failed.note_shows_error
+    assert note == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
     assert "slider 0 failed" in caplog.text and "out of memory" in caplog.text  # the traceback is logged
+
+    monkeypatch.setattr(handlers, "decode", real_decode)
+    image, recovered, note = slide(-1.0, entry.key, failed, 0)
+    assert image.size[0] >= 100 and not recovered.note_shows_error
+    assert note == traversal_view(entry, code, 0, "prior")[2] == "From test image #0 (class 4)"
+    assert slide(0.5, entry.key, recovered, 0)[2] == gr.skip()  # and is left alone after that
 
 
 def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
