@@ -275,8 +275,8 @@ class Handlers:
                 return [gr.skip(), code.with_note_error(True), f"**Cannot decode:** {e.message}"]
             except Exception as e:  # a bug: the log keeps the traceback, the page says what failed
                 log.exception("slider %d failed", slot)
-                return [gr.skip(), code.with_note_error(True), f"**Decoding failed** ({type(e).__name__}: {e}); "
-                                                  "the server log has the details."]
+                failure = f"**Decoding failed** ({type(e).__name__}: {e}); the server log has the details."
+                return [gr.skip(), code.with_note_error(True), failure]
             # the note is rewritten only to clear a failure: a Markdown update per move costs time
             note = traversal_note(entry, new) if code.note_shows_error else gr.skip()
             return [served(figures.to_pil(image, scale_for(image))), new, note]

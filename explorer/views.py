@@ -255,8 +255,8 @@ def traversal_view(entry: ModelEntry, code: Code, page: int | None, range_mode: 
     sliders = [slider_update(info, int(d), float(lo[d]), float(hi[d]), float(code.z[d])) for d in dims]
     sliders += [gr.Slider(visible=False) for _ in range(SLIDERS - len(sliders))]
     image = decode(entry, code.z, code.y)[0]
-    return [code.with_note_error(False), served(figures.to_pil(image, scale_for(image))), traversal_note(entry, code),
-            *sliders]
+    shown = served(figures.to_pil(image, scale_for(image)))
+    return [code.with_note_error(False), shown, traversal_note(entry, code), *sliders]
 
 
 def traversal_note(entry: ModelEntry, code: Code) -> str:
