@@ -67,19 +67,16 @@ def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypa
     assert stale[0] == gr.skip() and np.array_equal(stale[1].z, code.z) and stale[1].note_shows_error
     assert stale[2] == "**Cannot decode:** That checkpoint is no longer available; pick it again in the dropdown."
 
-    real_decode = handlers.decode
-
     def broken(*args: object) -> None:
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(handlers, "decode", broken)
-    with caplog.at_level("ERROR", logger="explorer.handlers"):
+    with monkeypatch.context() as patched, caplog.at_level("ERROR", logger="explorer.handlers"):
+        patched.setattr(handlers, "decode", broken)
         image, failed, note = slide(1.0, entry.key, code, 0)
     assert image == gr.skip() and np.array_equal(failed.z, code.z) and failed.note_shows_error
     assert note == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
     assert "slider 0 failed" in caplog.text and "out of memory" in caplog.text  # the traceback is logged
 
-    monkeypatch.setattr(handlers, "decode", real_decode)
     image, recovered, note = slide(-1.0, entry.key, failed, 0)
     assert image.size[0] >= 100 and not recovered.note_shows_error
     assert note == traversal_view(entry, code, 0, "prior")[2] == "From test image #0 (class 4)"
