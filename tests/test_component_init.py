@@ -116,13 +116,38 @@ def test_training_with_component_init_records_it_and_checks_the_config(digits, t
         TrainConfig(component_init="kmeans")
 
 
+def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_path, monkeypatch) -> None:
+    clusterings = []
+
+    def kmeans(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
+        clusterings.append(codes.copy())
+        return KMeans(k, n_init=1, random_state=seed).fit_predict(codes)
+
+    monkeypatch.setattr(component_init, "cluster_codes", kmeans)
+    tcfg = TrainConfig(dataset="digits", epochs=3, component_init="umap", component_init_epoch=1,
+                       component_refit_at_end=True, eval_k=5)
+    result = train(mean_field_gmvae(digits), tcfg, tmp_path / "run", dataset=digits, show_progress=False)
+    assert ["component_init" in rec for rec in result.history] == [True, False, True]
+    assert len(clusterings) == 2 and not np.allclose(clusterings[0], clusterings[1])  # the codes trained on
+
+    model = result.model.eval()
+    _, means, _ = component_init.encoder_features(model, digits.train.images)
+    torch.testing.assert_close(means.numpy(), clusterings[1])  # the refit clustered the final codes
+    labels = torch.from_numpy(KMeans(10, n_init=1, random_state=0).fit_predict(clusterings[1]))
+    for c in range(10):
+        torch.testing.assert_close(model.prior_mean[c], means[labels == c].mean(0), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="set component_init to umap"):
+        TrainConfig(component_refit_at_end=True)
+
+
 def test_cli_flags_reach_the_configs() -> None:
     parser = build_parser()
     args = parser.parse_args(["--dataset", "fashion-mnist", "--model", "gmvae", "--z-given-y", "no",
-                              "--component-init", "umap", "--component-init-epoch", "5"])
+                              "--component-init", "umap", "--component-init-epoch", "5", "--component-refit-at-end"])
     model_kwargs, tcfg = configs_from_args(args, parser)
     assert model_kwargs["z_given_y"] is False
-    assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5
+    assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5 and tcfg.component_refit_at_end
+    assert not configs_from_args(parser.parse_args(["--model", "gmvae"]), parser)[1].component_refit_at_end
     with pytest.raises(SystemExit):
         parser.parse_args(["--z-given-y", "maybe"])
 

@@ -31,7 +31,8 @@ TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_si
                "seed": "seed", "device": "device", "warmup_epochs": "warmup_epochs", "eval_k": "eval_k",
                "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
                "temperature_end": "temperature_end", "component_init": "component_init",
-               "component_init_epoch": "component_init_epoch", "compile": "compile"}
+               "component_init_epoch": "component_init_epoch",
+               "component_refit_at_end": "component_refit_at_end", "compile": "compile"}
 
 
 def _typed(kind: type, minimum: float, strict: bool):  # noqa: ANN202 - argparse type factory
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs --z-given-y no); default random")
     p.add_argument("--component-init-epoch", type=_typed(int, 1, False),
                    help="GMVAE: epochs trained before --component-init umap runs (default 3)")
+    p.add_argument("--component-refit-at-end", action="store_true", default=None,
+                   help="GMVAE with --component-init umap: after the last epoch, set the mixture once more "
+                        "from a clustering of the trained codes")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
     p.add_argument("--gaussian-c", type=_typed(float, 0, True), help="Gaussian likelihood variance c")
     p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")

@@ -14,6 +14,11 @@ labels), then sets the mixture to match it:
 
 Training then goes on under the usual loss. This needs the mean-field posterior q(z|x)
 (``z_given_y=False``): with q(z|x, y) the codes would depend on the very assignments being set.
+
+That training pulls the components towards Gaussian clusters in z, which match the classes less well
+than the clustering did (Fashion-MNIST: 0.01-0.04 lower accuracy by epoch 20), while the codes
+themselves keep improving. So ``component_refit_at_end`` runs the same initialisation once more after
+the last epoch: the final mixture is the clustering of the trained codes (README: "The final refit").
 """
 
 from __future__ import annotations

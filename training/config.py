@@ -99,6 +99,9 @@ class TrainConfig(_DictMixin):
     # ``component_init_epoch`` epochs from a clustering of the codes (training/component_init.py).
     component_init: str = "random"
     component_init_epoch: int = 3
+    # GMVAE with component_init "umap": cluster the codes once more after the last epoch and set the
+    # mixture to that clustering, so the final components are those of the trained codes.
+    component_refit_at_end: bool = False
     eval_k: int = 100  # importance samples for the IWAE NLL bound (Burda et al. 2016)
     data_dir: str = "~/.cache/vaescope/data"
     image_size: int = 64  # folder: datasets are resized to this square size
@@ -118,6 +121,8 @@ class TrainConfig(_DictMixin):
         _check(self.component_init in COMPONENT_INITS,
                f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
         _check(self.component_init_epoch >= 1, f"component_init_epoch must be >= 1, got {self.component_init_epoch}")
+        _check(not self.component_refit_at_end or self.component_init != "random",
+               "component_refit_at_end re-runs the component initialisation: set component_init to umap")
         _check(self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}")
         _check(self.image_size in (8, 16, 28, 32, 64, 128), f"image_size must be one of 8, 16, 28, 32, 64, 128, got {self.image_size}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -274,9 +274,11 @@ def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
 
 def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
                            images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
-    """After epoch ``component_init_epoch``, re-initialise a GMVAE's mixture (training/component_init.py).
+    """After epoch ``component_init_epoch``, and after the last one with ``component_refit_at_end``,
+    set a GMVAE's mixture from a clustering of its codes (training/component_init.py).
     Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
-    if cfg.component_init == "random" or epoch + 1 != cfg.component_init_epoch:
+    due = epoch + 1 == cfg.component_init_epoch or (cfg.component_refit_at_end and epoch + 1 == cfg.epochs)
+    if cfg.component_init == "random" or not due:
         return {}
     from training.component_init import initialise_components
 
