@@ -136,7 +136,7 @@ def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_
     labels = torch.from_numpy(KMeans(10, n_init=1, random_state=0).fit_predict(clusterings[1]))
     for c in range(10):
         torch.testing.assert_close(model.prior_mean[c], means[labels == c].mean(0), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ConfigError, match="set component_init to umap"):
+    with pytest.raises(ConfigError, match=r"also set component_init to umap \(--component-init umap\)"):
         TrainConfig(component_refit_at_end=True)
 
 

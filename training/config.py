@@ -122,7 +122,8 @@ class TrainConfig(_DictMixin):
                f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
         _check(self.component_init_epoch >= 1, f"component_init_epoch must be >= 1, got {self.component_init_epoch}")
         _check(not self.component_refit_at_end or self.component_init != "random",
-               "component_refit_at_end re-runs the component initialisation: set component_init to umap")
+               "component_refit_at_end (--component-refit-at-end) re-runs the component initialisation: "
+               "also set component_init to umap (--component-init umap)")
         _check(self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}")
         _check(self.image_size in (8, 16, 28, 32, 64, 128), f"image_size must be one of 8, 16, 28, 32, 64, 128, got {self.image_size}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
