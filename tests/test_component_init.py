@@ -117,23 +117,25 @@ def test_training_with_component_init_records_it_and_checks_the_config(digits, t
 
 
 def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_path, monkeypatch) -> None:
-    clusterings = []
+    clusterings = []  # (codes, labels) of each clustering, in order
 
     def kmeans(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
-        clusterings.append(codes.copy())
-        return KMeans(k, n_init=1, random_state=seed).fit_predict(codes)
+        labels = KMeans(k, n_init=1, random_state=seed).fit_predict(codes)
+        clusterings.append((codes.copy(), labels))
+        return labels
 
     monkeypatch.setattr(component_init, "cluster_codes", kmeans)
     tcfg = TrainConfig(dataset="digits", epochs=3, component_init="umap", component_init_epoch=1,
                        component_refit_at_end=True, eval_k=5)
     result = train(mean_field_gmvae(digits), tcfg, tmp_path / "run", dataset=digits, show_progress=False)
     assert ["component_init" in rec for rec in result.history] == [True, False, True]
-    assert len(clusterings) == 2 and not np.allclose(clusterings[0], clusterings[1])  # the codes trained on
+    (first_codes, _), (final_codes, final_labels) = clusterings  # exactly two: the init and the refit
+    assert not np.allclose(first_codes, final_codes)  # the codes trained on in between
 
     model = result.model.eval()
     _, means, _ = component_init.encoder_features(model, digits.train.images)
-    torch.testing.assert_close(means.numpy(), clusterings[1])  # the refit clustered the final codes
-    labels = torch.from_numpy(KMeans(10, n_init=1, random_state=0).fit_predict(clusterings[1]))
+    torch.testing.assert_close(means.numpy(), final_codes)  # the refit clustered the final codes
+    labels = torch.from_numpy(final_labels)
     for c in range(10):
         torch.testing.assert_close(model.prior_mean[c], means[labels == c].mean(0), atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match=r"also set component_init to umap \(--component-init umap\)"):
