@@ -275,10 +275,12 @@ def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
 def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
                            images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
     """After epoch ``component_init_epoch``, and after the last one with ``component_refit_at_end``,
-    set a GMVAE's mixture from a clustering of its codes (training/component_init.py).
+    set a GMVAE's mixture from a clustering of its codes (training/component_init.py). The epoch's
+    history record gets ``component_init`` or, for the final refit, ``component_refit``.
     Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
-    due = epoch + 1 == cfg.component_init_epoch or (cfg.component_refit_at_end and epoch + 1 == cfg.epochs)
-    if cfg.component_init == "random" or not due:
+    first = epoch + 1 == cfg.component_init_epoch
+    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # the init comes earlier: checked at the start
+    if cfg.component_init == "random" or not (first or refit):
         return {}
     from training.component_init import initialise_components
 
@@ -293,10 +295,10 @@ def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: 
         return {}
     seconds = time.perf_counter() - started
     if show_progress:
-        tqdm.write(f"components initialised from a UMAP + GMM clustering in {seconds:.0f}s: sizes {done.sizes}, "
-                   f"q(y|x) agrees with it on {done.head_agreement:.1%}")
-    return {"component_init": {"sizes": done.sizes, "head_agreement": round(done.head_agreement, 4),
-                               "seconds": round(seconds, 1)}}
+        tqdm.write(f"components {'refitted' if refit else 'initialised'} from a UMAP + GMM clustering in "
+                   f"{seconds:.0f}s: sizes {done.sizes}, q(y|x) agrees with it on {done.head_agreement:.1%}")
+    return {"component_refit" if refit else "component_init": {
+        "sizes": done.sizes, "head_agreement": round(done.head_agreement, 4), "seconds": round(seconds, 1)}}
 
 
 def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> tuple[int, list]:
