@@ -279,7 +279,7 @@ def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: 
     history record gets ``component_init`` or, for the final refit, ``component_refit``.
     Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
     first = epoch + 1 == cfg.component_init_epoch
-    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # the init comes earlier: checked at the start
+    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # never the init's epoch: _check_component_init
     if cfg.component_init == "random" or not (first or refit):
         return {}
     from training.component_init import initialise_components
