@@ -18,7 +18,8 @@ Training then goes on under the usual loss. This needs the mean-field posterior 
 That training pulls the components towards Gaussian clusters in z, which match the classes less well
 than the clustering did (Fashion-MNIST: 0.01-0.04 lower accuracy by epoch 20), while the codes
 themselves keep improving. So ``component_refit_at_end`` runs the same initialisation once more after
-the last epoch: the final mixture is the clustering of the trained codes (README: "The final refit").
+the last epoch: the final mixture is the clustering of the trained codes (docs/gmvae-clustering.md,
+"The final refit").
 """
 
 from __future__ import annotations
