@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from training.checkpoint import (
     PICKLE_SUFFIXES,
+    TRAIN_STATE_NAME,
     CheckpointError,
     CheckpointMeta,
     load_checkpoint,
@@ -68,7 +69,9 @@ def list_checkpoints(root: Path) -> list[str]:
     """Sorted relative POSIX paths of ``*.safetensors`` under ``root``.
 
     Files (or folders) reached through a symlink that points outside ``root`` are skipped, so the
-    dropdown can only ever name files inside the folder the server was started on.
+    dropdown can only ever name files inside the folder the server was started on. So is
+    latent-train's resume state (``train_state.safetensors`` beside each run's model), so that a
+    folder of runs lists its models only.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -77,6 +80,8 @@ def list_checkpoints(root: Path) -> list[str]:
     for path in root.rglob(f"*{CHECKPOINT_SUFFIX}"):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):  # hidden files / temp files of writers
+            continue
+        if path.name == TRAIN_STATE_NAME:
             continue
         if path.is_file() and _inside(path, root):
             found.append(rel.as_posix())

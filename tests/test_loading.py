@@ -88,6 +88,25 @@ def test_list_checkpoints_of_missing_folder_is_empty(tmp_path: Path) -> None:
     assert list_checkpoints(tmp_path / "nope") == []
 
 
+def test_a_folder_of_training_runs_lists_the_models_and_not_their_resume_state(tmp_path: Path) -> None:
+    """latent-train writes model.safetensors and train_state.safetensors side by side; only the first is a model."""
+    from training.config import TrainConfig
+    from training.data import load_dataset
+    from training.train import model_config_for, train
+
+    digits = load_dataset("digits")
+    runs = tmp_path / "runs"
+    mcfg = model_config_for(digits, model_type="vae", arch="mlp", latent_dim=2, hidden_dim=16)
+    train(mcfg, TrainConfig(dataset="digits", epochs=1, eval_k=2), runs / "r1",
+          dataset=digits, show_progress=False)
+    assert sorted(p.name for p in (runs / "r1").glob("*.safetensors")) == ["model.safetensors",
+                                                                          "train_state.safetensors"]
+    assert list_checkpoints(runs) == ["r1/model.safetensors"]
+    # Named directly (a typed path or an upload), the resume state gets a message that says what it is.
+    with pytest.raises(CheckpointError, match=r"resume state .* not a model; open model\.safetensors"):
+        load_checkpoint(runs / "r1" / "train_state.safetensors")
+
+
 def test_resolve_checkpoint_accepts_files_inside(tree: Path) -> None:
     assert resolve_checkpoint(tree, "sub/b.safetensors") == tree / "sub" / "b.safetensors"
     assert resolve_checkpoint(tree, "inner-link.safetensors").resolve() == (tree / "a.safetensors").resolve()

@@ -25,6 +25,11 @@ FORMAT_VERSION = 1
 META_KEY = "vaescope"
 REQUIRED_KEYS = ("format_version", "model_type", "model_config", "train_config", "dataset", "history", "metrics")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+# A latent-train run folder holds the checkpoint and, beside it, the optimizer and RNG state for
+# --resume. That second file is safetensors too but no model, so the explorer must tell them apart.
+CHECKPOINT_NAME = "model.safetensors"
+TRAIN_STATE_NAME = "train_state.safetensors"
+TRAIN_STATE_KEY = "train_state"  # the resume state's metadata key (a checkpoint's is META_KEY)
 
 
 class CheckpointError(Exception):
@@ -104,9 +109,13 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
     _check_file(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get(META_KEY)
+            header = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    raw = header.get(META_KEY)
+    if raw is None and TRAIN_STATE_KEY in header:
+        raise CheckpointError(path, "this is latent-train's resume state (optimizer and RNG state for "
+                                    f"--resume), not a model; open {CHECKPOINT_NAME} in the same run folder")
     if raw is None:
         raise CheckpointError(path, f"a safetensors file without vaescope metadata (no '{META_KEY}' key); "
                                     "it was not written by latent-train")

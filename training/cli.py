@@ -135,7 +135,8 @@ def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from training.train import CHECKPOINT_NAME, TrainingDiverged, model_config_for, train
+    from training.checkpoint import CHECKPOINT_NAME
+    from training.train import TrainingDiverged, model_config_for, train
 
     try:
         if args.resume is not None:
@@ -157,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _resume(out: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Continue a stopped run with the configs stored in its own checkpoint."""
-    from training.checkpoint import read_metadata
-    from training.train import CHECKPOINT_NAME, train
+    from training.checkpoint import CHECKPOINT_NAME, read_metadata
+    from training.train import train
 
     meta = read_metadata(out / CHECKPOINT_NAME)
     train_cfg = TrainConfig.from_dict(meta.train_config)

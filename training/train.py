@@ -25,13 +25,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training import metrics as metrics_mod
-from training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from training.checkpoint import (
+    CHECKPOINT_NAME,
+    TRAIN_STATE_KEY,
+    TRAIN_STATE_NAME,
+    CheckpointMeta,
+    load_checkpoint,
+    save_checkpoint,
+)
 from training.config import ModelConfig, TrainConfig
 from training.data import Dataset, load_dataset
 from training.models import LatentModel, build_model
-
-CHECKPOINT_NAME = "model.safetensors"
-STATE_NAME = "train_state.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -176,14 +180,14 @@ def save_train_state(path: Path, opt: torch.optim.Optimizer, epoch: int, history
                 scalars.setdefault(str(pid), {})[name] = value
     meta = {"epoch": epoch, "history": history, "param_groups": state["param_groups"], "scalars": scalars}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={TRAIN_STATE_KEY: json.dumps(meta)})
     os.replace(tmp, path)
 
 
 def load_train_state(path: Path, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
     """Restore what ``save_train_state`` wrote; returns (epochs done, history)."""
     with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads(fh.metadata()["train_state"])
+        meta = json.loads(fh.metadata()[TRAIN_STATE_KEY])
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -302,9 +306,9 @@ def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: 
 
 
 def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> tuple[int, list]:
-    ckpt, state = out_dir / CHECKPOINT_NAME, out_dir / STATE_NAME
+    ckpt, state = out_dir / CHECKPOINT_NAME, out_dir / TRAIN_STATE_NAME
     if not ckpt.exists() or not state.exists():
-        raise FileNotFoundError(f"cannot resume: {out_dir} has no {CHECKPOINT_NAME} and {STATE_NAME} "
+        raise FileNotFoundError(f"cannot resume: {out_dir} has no {CHECKPOINT_NAME} and {TRAIN_STATE_NAME} "
                                 "from an earlier run")
     saved, _ = load_checkpoint(ckpt, device)
     model.load_state_dict(saved.state_dict())
@@ -340,7 +344,7 @@ def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: Mo
     meta = CheckpointMeta(model_config=model_config, train_config=cfg.to_dict(), dataset=data.info.to_dict(),
                           history=history, metrics=metrics or {})
     save_checkpoint(out_dir / CHECKPOINT_NAME, model, meta)
-    save_train_state(out_dir / STATE_NAME, opt, epochs_done, history)
+    save_train_state(out_dir / TRAIN_STATE_NAME, opt, epochs_done, history)
 
 
 def write_artifacts(model: LatentModel, data: Dataset, history: list, out_dir: Path) -> dict[str, Path]:
