@@ -336,6 +336,8 @@ def diagnostics_view(entry: ModelEntry) -> list[Any]:
     """[note, KL bar chart, training curves, reconstructions grid, prior samples grid]."""
     kl_fig, notes = kl_panel(entry)
     history = entry.loaded.meta.history
+    if entry.loaded.model.num_components == 0:  # older checkpoints (the shipped ones too) record it for every model
+        history = [{k: v for k, v in row.items() if k != "temperature"} for row in history]
     curves = figures.training_curves(history) if history else message_figure("No training history in this checkpoint.")
     prior = prior_samples(entry, 32)
     prior_grid = figures.image_grid(prior, nrow=8, scale=grid_scale(prior))

@@ -182,6 +182,8 @@ def test_gmvae_reports_clustering_metrics(digits, tmp_path) -> None:
     # every epoch records the same clustering accuracy on the test split; the last one is the final model's
     assert [0.0 < rec["val_cluster_accuracy"] <= 1.0 for rec in result.history] == [True, True]
     assert result.history[-1]["val_cluster_accuracy"] == round(result.metrics["cluster_accuracy"], 4)
+    temperatures = [rec["temperature"] for rec in result.history]  # Gumbel-softmax, annealed over the run
+    assert temperatures[0] > temperatures[1] >= tcfg.temperature_end
 
 
 @pytest.mark.parametrize("model_type", ["ae", "vae", "cvae"])  # the CVAE cannot encode without labels
@@ -189,6 +191,7 @@ def test_models_without_components_record_no_clustering(digits, tmp_path, model_
     mcfg, tcfg = tiny(digits, model_type)
     result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
     assert all("val_cluster_accuracy" not in rec for rec in result.history) and "cluster_accuracy" not in result.metrics
+    assert all("temperature" not in rec and "kl_weight" in rec for rec in result.history)  # no mixture, no Gumbel-softmax
 
 
 def test_ae_has_no_nll_but_reconstructs(digits, tmp_path) -> None:

@@ -96,3 +96,16 @@ def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypa
     assert len(first) == len(second) == 3 + SLIDERS
     lo, hi = views.slider_bounds(entry, "prior")
     assert np.all(lo < hi) and lo.shape == (model.config.latent_dim,)
+
+
+@pytest.mark.parametrize("name, shown", [("tiny-vae.safetensors", False), ("tiny-gmvae.safetensors", True)])
+def test_training_curves_show_the_temperature_only_for_a_mixture(store: ModelStore, monkeypatch: pytest.MonkeyPatch,
+                                                                 name: str, shown: bool) -> None:
+    """Older checkpoints (the shipped VAEs among them) recorded the Gumbel-softmax temperature for every
+    model; a model without components never used it, so its diagnostics leave it out."""
+    entry = store.open_name(name)
+    history = [{"epoch": e, "train_loss": 30.0 - e, "kl_weight": 1.0, "temperature": 1.0 - 0.1 * e} for e in (1, 2)]
+    monkeypatch.setattr(entry.loaded.meta, "history", history)
+    curves = views.diagnostics_view(entry)[2]
+    assert {trace.name for trace in curves.data} == {"train_loss", "kl_weight"} | ({"temperature"} if shown else set())
+    assert history[0]["temperature"] == 0.9  # the checkpoint's own record is left as it was

@@ -147,7 +147,10 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
             sums[key] += value
         if b % 10 == 0:
             bar.set_postfix({k: f"{v:.2f}" for k, v in step.items()})
-    return {k: v / n_batches for k, v in sums.items()} | {"kl_weight": w, "temperature": tau}
+    schedule = {"kl_weight": w}
+    if _unwrap(net).num_components > 0:  # only a mixture's Gumbel-softmax uses the temperature
+        schedule["temperature"] = tau
+    return {k: v / n_batches for k, v in sums.items()} | schedule
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
@@ -325,7 +328,7 @@ def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: in
     torch.set_rng_state(rng)
     record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
               "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
-              "kl_weight": stats["kl_weight"], "temperature": stats["temperature"], "seconds": round(seconds, 3)}
+              **{k: stats[k] for k in ("kl_weight", "temperature") if k in stats}, "seconds": round(seconds, 3)}
     if model.num_components > 0:  # a GMVAE: how well its components match the classes (watched, never trained on)
         assignments = metrics_mod.component_assignments(model, val_images)
         record["val_cluster_accuracy"] = round(metrics_mod.cluster_accuracy(
