@@ -18,15 +18,6 @@ def dimension_order(kl_per_dim: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(kl_per_dim, np.float64), kind="stable")
 
 
-def active_dims(kl_per_dim: np.ndarray, threshold: float = 0.01) -> np.ndarray:
-    """[D] bool: dimensions whose mean KL exceeds ``threshold`` nats.
-
-    A collapsed dimension has q(z_d|x) = p(z_d) for every x, so its KL is ~0 and moving it changes
-    nothing; 0.01 follows the active-units threshold of Burda et al. (2016).
-    """
-    return np.asarray(kl_per_dim) > threshold
-
-
 def slider_ranges(mode: str, latents: np.ndarray | None, prior_sd: float = 3.0, *,
                   latent_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension slider bounds (lo [D], hi [D]).

@@ -24,6 +24,7 @@ from explorer import figures, traversal
 from explorer.codes import class_name, class_names, decode, endpoint_image, prior_samples
 from explorer.loading import ModelEntry
 from explorer.session import Code, MapView
+from training.metrics import ACTIVE_UNIT_THRESHOLD, active_dims
 
 SLIDERS = 16  # sliders on screen; wider models page through their dims, highest KL first
 PREVIEW_PX = 224  # single images are upscaled (nearest) to about this size
@@ -170,7 +171,7 @@ def default_range(entry: ModelEntry) -> str:
 class DimInfo:
     order: np.ndarray  # [D] dims, most informative first
     score: np.ndarray  # [D] KL per dim (or code variance for a model without KL)
-    active: np.ndarray | None  # [D] bool, None when KL says nothing (AE, no data)
+    active: np.ndarray | None  # [D] bool: Burda's active units, as on the model card; None without data
     score_name: str
 
 
@@ -187,11 +188,11 @@ def _dim_info(entry: ModelEntry) -> DimInfo:
     lat = entry.latents
     if lat is None or len(lat) == 0:
         return DimInfo(np.arange(d), np.zeros(d), None, "")
+    active = active_dims(lat.mean)
     if float(lat.kl_per_dim.sum()) > 0:
-        return DimInfo(traversal.dimension_order(lat.kl_per_dim), lat.kl_per_dim,
-                       traversal.active_dims(lat.kl_per_dim), "KL")
+        return DimInfo(traversal.dimension_order(lat.kl_per_dim), lat.kl_per_dim, active, "KL")
     var = lat.mean.var(axis=0)  # an AE has no KL: order by how much the codes spread instead
-    return DimInfo(traversal.dimension_order(var), var, None, "var")
+    return DimInfo(traversal.dimension_order(var), var, active, "var")
 
 
 def page_dims(order: np.ndarray, page: int) -> np.ndarray:
@@ -355,12 +356,12 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     """The KL-per-dimension chart (or why there is none) and the active-units note."""
     if entry.latents is None:
         return message_figure("KL per dimension needs the test images."), []
-    if dim_info(entry).score_name != "KL":
-        return (message_figure("This model has no KL term (a plain autoencoder)."),
-                ["**Active units:** not defined without a KL term."])
-    active = traversal.active_dims(entry.latents.kl_per_dim)
-    return (figures.kl_bar_chart(entry.latents.kl_per_dim, active),
-            [f"**Active units:** {int(active.sum())} of {len(active)} (mean KL > 0.01 nats)."])
+    info = dim_info(entry)
+    notes = [f"**Active units:** {int(info.active.sum())} of {len(info.active)} (Var_x E[z_d|x] > "
+             f"{ACTIVE_UNIT_THRESHOLD}, Burda et al. 2016: the dims whose code moves with the image)."]
+    if info.score_name != "KL":
+        return message_figure("This model has no KL term (a plain autoencoder)."), notes
+    return figures.kl_bar_chart(entry.latents.kl_per_dim, info.active), notes
 
 
 def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:

@@ -16,7 +16,7 @@ from training import train as train_mod
 from training.checkpoint import load_checkpoint, read_metadata
 from training.config import TrainConfig
 from training.data import load_dataset
-from training.metrics import active_units, cluster_accuracy
+from training.metrics import active_dims, active_units, cluster_accuracy
 from training.train import TrainingDiverged, kl_weight_at, model_config_for, temperature_at, train
 
 
@@ -217,6 +217,8 @@ def test_metric_helpers() -> None:
     assert cluster_accuracy(np.array([0, 0, 0, 0, 0, 0]), labels, 3) == pytest.approx(1 / 3)
     means = np.stack([np.linspace(-1, 1, 100), np.full(100, 0.3), np.random.default_rng(0).normal(0, 0.01, 100)], 1)
     assert active_units(means) == 1
+    np.testing.assert_array_equal(active_dims(means), [True, False, False])  # varies / constant / noise 1e-4
+    np.testing.assert_array_equal(active_dims(means, threshold=1.0), [False, False, False])  # Var = 0.34
 
 
 

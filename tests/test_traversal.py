@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from explorer.traversal import (
-    active_dims,
     dimension_order,
     set_coordinate,
     slider_ranges,
@@ -17,12 +16,6 @@ from explorer.traversal import (
 def test_dimension_order_sorts_by_kl_descending_with_stable_ties() -> None:
     kl = np.array([0.1, 2.0, 0.0, 0.5, 0.0])
     np.testing.assert_array_equal(dimension_order(kl), [1, 3, 0, 2, 4])
-
-
-def test_active_dims_thresholds_kl() -> None:
-    kl = np.array([0.0, 0.005, 0.02, 3.0])
-    np.testing.assert_array_equal(active_dims(kl), [False, False, True, True])
-    np.testing.assert_array_equal(active_dims(kl, threshold=1.0), [False, False, False, True])
 
 
 def test_slider_ranges_prior_mode() -> None:

@@ -111,9 +111,15 @@ def iwae_nll(model: LatentModel, images: Tensor, labels: Tensor | None, k: int, 
     return -total / len(images)
 
 
+def active_dims(means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> np.ndarray:
+    """[D] bool for posterior means [N, D]: dims whose mean varies across the data,
+    Var_x(E[z_d|x]) > threshold (Burda et al. 2016). A collapsed dim's mean stays put for every x."""
+    return np.asarray(means).var(axis=0) > threshold
+
+
 def active_units(means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Number of dims whose posterior mean varies across data: Var_x(E[z_d|x]) > threshold."""
-    return int((means.var(axis=0) > threshold).sum())
+    """Number of active dims (``active_dims``) of posterior means [N, D]."""
+    return int(active_dims(means, threshold).sum())
 
 
 def probe_accuracy(train_means: np.ndarray, train_labels: np.ndarray, test_means: np.ndarray,
