@@ -404,6 +404,7 @@ class Handlers:
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         nrow = int(np.ceil(np.sqrt(len(images))))
+        note = f"**{class_name(entry, int(class_index))}** · {note}"  # the sampler knows labels only by number
         return [served(figures.image_grid(images, nrow=nrow, scale=grid_scale(images, STRIP_PX))), note]
 
     def every_class(self, key: str | None, code: Code | None) -> Any:
