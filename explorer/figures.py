@@ -197,21 +197,21 @@ def training_curves(history: list[dict]) -> go.Figure:
     """One line per numeric key of the per-epoch dicts (x = "epoch" if present, else 1..E).
 
     Losses (keys ending in loss / recon / kl, in nats) share the left axis; everything else
-    (KL weight, temperature, clustering accuracy: values near 0..1) goes on the right axis so the
-    two scales do not flatten each other. The epoch time is left out.
+    (KL weight, temperature, clustering accuracy: values near 0..1) goes on the right axis, titled
+    with their names, so the two scales do not flatten each other. The epoch time is left out.
     """
     keys = list(dict.fromkeys(k for row in history for k, v in row.items()
                               if k not in HISTORY_SKIPPED and isinstance(v, numbers.Real) and not isinstance(v, bool)))
     x = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    right = [key for key in keys if not key.endswith(("loss", "recon", "kl"))]  # the rest are in nats
     fig = go.Figure()
     for key in keys:
         y = [row.get(key) for row in history]  # None where an epoch lacks the key: a gap
         dash = "dot" if key.startswith("val") else "solid"
-        in_nats = key.endswith(("loss", "recon", "kl"))
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=key, line={"dash": dash},
-                                 yaxis="y" if in_nats else "y2"))
+                                 yaxis="y2" if key in right else "y"))
     fig.update_layout(title="Training history", xaxis={"title": "epoch"}, yaxis={"title": "nats"},
-                      yaxis2={"title": "weight / temperature / accuracy", "overlaying": "y", "side": "right",
+                      yaxis2={"title": " / ".join(right), "overlaying": "y", "side": "right",
                               "showgrid": False, "rangemode": "tozero"},
                       legend={"x": 1.08})
     return fig

@@ -139,6 +139,7 @@ def test_training_curves_has_a_trace_per_history_key() -> None:
                                                    "train_recon": "y", "temperature": "y2",
                                                    "val_cluster_accuracy": "y2"}
     assert fig.layout.yaxis2.overlaying == "y"
+    assert fig.layout.yaxis2.title.text == "temperature / val_cluster_accuracy"  # names what it holds
     loss = next(t for t in fig.data if t.name == "train_loss")
     assert list(loss.x) == [1, 2, 3, 4] and loss.y[0] == 10.0
     recon = next(t for t in fig.data if t.name == "train_recon")
