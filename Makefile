@@ -27,7 +27,7 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 models: install
-	$(BIN)/python -m training.recipes
+	$(BIN)/python -m vaescope.training.recipes
 
 bench: install
 	$(BIN)/python -m benchmarks.run

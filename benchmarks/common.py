@@ -145,10 +145,10 @@ def make_untrained_checkpoints(folder: Path, model_types: Sequence[str] = ("vae"
     """
     import torch
 
-    from training.checkpoint import CheckpointMeta, save_checkpoint
-    from training.config import ModelConfig, TrainConfig
-    from training.data import load_dataset
-    from training.models import build_model
+    from vaescope.training.checkpoint import CheckpointMeta, save_checkpoint
+    from vaescope.training.config import ModelConfig, TrainConfig
+    from vaescope.training.data import load_dataset
+    from vaescope.training.models import build_model
 
     info = load_dataset("fashion-mnist", image_size=28).info
     paths = []
@@ -182,9 +182,9 @@ def launch_browser(playwright: Any) -> Any:
 
 @contextmanager
 def timed_slider_handlers(record: Callable[[float, float], None]) -> Iterator[None]:
-    """While active, apps built by ``explorer.app.build_app`` time every slider handler call:
+    """While active, apps built by ``vaescope.explorer.app.build_app`` time every slider handler call:
     ``record(wall-clock start, seconds)``."""
-    from explorer import app
+    from vaescope.explorer import app
 
     original = app.Handlers.slider_handler
 

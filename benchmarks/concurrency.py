@@ -32,7 +32,7 @@ from benchmarks.common import (
     p95,
     timed_slider_handlers,
 )
-from training.threads import torch_threads
+from vaescope.training.threads import torch_threads
 
 CLIENTS = 8
 SLIDER_API = "slider_0"
@@ -106,7 +106,7 @@ def drive(url: str, checkpoint: str, clients: int, seconds: float) -> dict[str, 
 # -- the benchmark ------------------------------------------------------------------------------
 def run(quick: bool) -> Figure:
     """Figure 2 rows: errors, client p95 and server handler p95 for 8 clients vs 1."""
-    from explorer.app import DEFAULT_TORCH_THREADS
+    from vaescope.explorer.app import DEFAULT_TORCH_THREADS
 
     seconds = 5.0 if quick else 30.0
     with torch_threads(DEFAULT_TORCH_THREADS):  # what latent-explore's main() sets before it serves
@@ -124,7 +124,7 @@ def run(quick: bool) -> Figure:
 def _serve_and_drive(seconds: float) -> tuple[dict[int, Any], dict[str, Any], list[str], str, HandlerLog]:
     """Serve the app, drive it with 1 then CLIENTS clients: (runs by client count, queue settings,
     checkpoint names, their source, the server's handler log)."""
-    from explorer.app import build_app
+    from vaescope.explorer.app import build_app
 
     log: HandlerLog = []
     with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:

@@ -43,7 +43,7 @@ from benchmarks.common import (
     shipped_fmnist,
     timed_slider_handlers,
 )
-from training.threads import torch_threads
+from vaescope.training.threads import torch_threads
 
 IMAGE_ID, SLIDER_ID = "traversal-image", "dim-slider-0"
 TARGET_MS, TARGET_RATIO, DECODER_TARGET_MS = 100.0, 1.3, 5.0
@@ -124,9 +124,9 @@ def noop_app(times: ServerTimes, queue: bool | None = None) -> Any:
     slider event is queued or not as the explorer's (``SLIDER_QUEUE``) unless ``queue`` says."""
     import gradio as gr
 
-    from explorer import figures
-    from explorer.app import SLIDER_QUEUE
-    from explorer.views import scale_for
+    from vaescope.explorer import figures
+    from vaescope.explorer.app import SLIDER_QUEUE
+    from vaescope.explorer.views import scale_for
 
     base = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
 
@@ -243,9 +243,9 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
     import torch
     from gradio.processing_utils import encode_pil_to_bytes
 
-    from explorer import figures
-    from explorer.loading import load_eval_images, load_model
-    from explorer.views import scale_for
+    from vaescope.explorer import figures
+    from vaescope.explorer.loading import load_eval_images, load_model
+    from vaescope.explorer.views import scale_for
 
     loaded = load_model(checkpoint, torch.device("cpu"))
     model = loaded.model.eval()
@@ -282,7 +282,7 @@ def _save(image: Any, fmt: str, **params: Any) -> bytes:
 
 def run(quick: bool) -> Figure:
     """Figure 1 rows: round trip median / p95 (real vs no-op), decoder time, payload sizes."""
-    from explorer.app import DEFAULT_TORCH_THREADS, build_app
+    from vaescope.explorer.app import DEFAULT_TORCH_THREADS, build_app
 
     moves, rounds, warmup = (16, 2, 3) if quick else (50, 2, 5)
     times = ServerTimes()

@@ -1,6 +1,6 @@
 """Figure 4: training throughput (images/s) of the 16-d conv VAE and GMVAE on 28x28 images.
 
-A step is what ``training.train`` does per batch: forward with the loss, backward, Adam. Batches
+A step is what ``vaescope.training.train`` does per batch: forward with the loss, backward, Adam. Batches
 of 128 are drawn from Fashion-MNIST (random pixels if it cannot be read). The timed steps are cut
 into chunks, the two models taking turns, and the figure is the median chunk's images/s. On CUDA
 the data lives on the device and the forward runs under bf16 autocast, as in training; without a
@@ -26,7 +26,7 @@ def batches(device: Any) -> tuple[Any, str]:
     import torch
 
     try:
-        from training.data import load_dataset
+        from vaescope.training.data import load_dataset
 
         return load_dataset("fashion-mnist", image_size=28).train.images.to(device), "Fashion-MNIST train"
     except Exception as exc:  # any failure to read the data: random pixels cost the same to train on
@@ -39,8 +39,8 @@ def trainer(model_type: str, images: Any, device: Any, compiled: bool = False) -
     ``images`` (uint8 [N, 1, 28, 28], on ``device``), through torch.compile if ``compiled``."""
     import torch
 
-    from training.config import ModelConfig
-    from training.models import build_model
+    from vaescope.training.config import ModelConfig
+    from vaescope.training.models import build_model
 
     torch.manual_seed(0)
     extra = {"num_components": 10} if model_type == "gmvae" else {}

@@ -27,8 +27,8 @@ import gradio as gr
 import matplotlib
 import torch
 
-from explorer.handlers import Handlers
-from explorer.loading import (
+from vaescope.explorer.handlers import Handlers
+from vaescope.explorer.loading import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     ModelStore,
@@ -36,8 +36,8 @@ from explorer.loading import (
     default_cache_dir,
     pick_device,
 )
-from explorer.projection import ProjectionCache
-from explorer.views import COLOR_LABELS, PICK_HINT, PREVIEW_PX, SLIDERS
+from vaescope.explorer.projection import ProjectionCache
+from vaescope.explorer.views import COLOR_LABELS, PICK_HINT, PREVIEW_PX, SLIDERS
 
 DEFAULT_MAX_UPLOAD_MB = 200  # checkpoints are uploaded too; images are capped by prepare_image
 # The slider events skip Gradio's queue: one request and response per move instead of a queue

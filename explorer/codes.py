@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explorer import figures, sampling
-from explorer.loading import ImageError, ModelEntry, prepare_image
-from explorer.session import Code
+from vaescope.explorer import figures, sampling
+from vaescope.explorer.loading import ImageError, ModelEntry, prepare_image
+from vaescope.explorer.session import Code
 
 ENDPOINT_PX = 128  # interpolation endpoints are upscaled (nearest) to about this size
 

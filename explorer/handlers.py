@@ -23,8 +23,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from explorer import figures, interpolation, sampling, traversal
-from explorer.codes import (
+from vaescope.explorer import figures, interpolation, sampling, traversal
+from vaescope.explorer.codes import (
     class_name,
     decode,
     encode_image,
@@ -33,10 +33,10 @@ from explorer.codes import (
     start_code,
     upload_code,
 )
-from explorer.loading import ModelEntry, ModelStore, choose_default
-from explorer.projection import ProjectionCache
-from explorer.session import Code, MapView
-from explorer.views import (
+from vaescope.explorer.loading import ModelEntry, ModelStore, choose_default
+from vaescope.explorer.projection import ProjectionCache
+from vaescope.explorer.session import Code, MapView
+from vaescope.explorer.views import (
     PICK_HINT,
     SLIDERS,
     STRIP_PX,
@@ -61,7 +61,7 @@ from explorer.views import (
     traversal_note,
     traversal_view,
 )
-from training.checkpoint import CheckpointError
+from vaescope.training.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from training.checkpoint import (
+from vaescope.training.checkpoint import (
     PICKLE_SUFFIXES,
     TRAIN_STATE_NAME,
     CheckpointError,
@@ -28,8 +28,8 @@ from training.checkpoint import (
     load_checkpoint,
     read_metadata,
 )
-from training.metrics import encode_split
-from training.models import LatentModel
+from vaescope.training.metrics import encode_split
+from vaescope.training.models import LatentModel
 
 CHECKPOINT_SUFFIX = ".safetensors"
 # Uploads larger than this are refused before decoding. 25 MP is a 5000 x 5000 photo: far more than
@@ -188,7 +188,10 @@ def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None
     Returns a message instead when the data cannot be had (package absent, offline, a folder that
     moved), so the caller can say why and carry on without a map.
     """
-    from training.data import DatasetError, load_dataset  # imported here: heavy, only on demand
+    from vaescope.training.data import (  # imported here: heavy, only on demand
+        DatasetError,
+        load_dataset,
+    )
 
     name = dataset.get("name")
     shape = tuple(dataset.get("image_shape") or ())

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training.threads import torch_threads
+from vaescope.training.threads import torch_threads
 
 log = logging.getLogger(__name__)
 

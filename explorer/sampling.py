@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from training.metrics import cluster_mapping
-from training.models import LatentModel
+from vaescope.training.metrics import cluster_mapping
+from vaescope.training.models import LatentModel
 
 if TYPE_CHECKING:  # loading.py depends on the model stack; the samplers only read its fields
-    from explorer.loading import LatentsCache
+    from vaescope.explorer.loading import LatentsCache
 
 RIDGE = 1e-4  # added to each class covariance: keeps Cholesky defined for tiny or flat classes
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from explorer.projection import Projection
+from vaescope.explorer.projection import Projection
 
 
 @dataclass

@@ -20,11 +20,11 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
-from explorer import figures, traversal
-from explorer.codes import class_name, class_names, decode, endpoint_image, prior_samples
-from explorer.loading import ModelEntry
-from explorer.session import Code, MapView
-from training.metrics import ACTIVE_UNIT_THRESHOLD, active_dims
+from vaescope.explorer import figures, traversal
+from vaescope.explorer.codes import class_name, class_names, decode, endpoint_image, prior_samples
+from vaescope.explorer.loading import ModelEntry
+from vaescope.explorer.session import Code, MapView
+from vaescope.training.metrics import ACTIVE_UNIT_THRESHOLD, active_dims
 
 SLIDERS = 16  # sliders on screen; wider models page through their dims, highest KL first
 PREVIEW_PX = 224  # single images are upscaled (nearest) to about this size

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import CheckpointMeta, save_checkpoint
-from training.config import ModelConfig, TrainConfig
-from training.data import load_digits
-from training.metrics import active_units
-from training.models import LatentModel, build_model
+from vaescope.training.checkpoint import CheckpointMeta, save_checkpoint
+from vaescope.training.config import ModelConfig, TrainConfig
+from vaescope.training.data import load_digits
+from vaescope.training.metrics import active_units
+from vaescope.training.models import LatentModel, build_model
 
 MODEL_TYPES = ("ae", "vae", "cvae", "gmvae")
 TINY_SHAPE = (1, 8, 8)

@@ -25,14 +25,14 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from serving import serving
 
-from explorer import app as app_module
-from explorer import handlers as handlers_module
-from explorer.app import build_app, is_loopback, main, parse_args
-from explorer.handlers import Handlers, stale_files
-from explorer.loading import ModelStore
-from explorer.projection import ProjectionCache
-from explorer.views import SLIDERS
-from training.checkpoint import load_checkpoint, save_checkpoint
+from vaescope.explorer import app as app_module
+from vaescope.explorer import handlers as handlers_module
+from vaescope.explorer.app import build_app, is_loopback, main, parse_args
+from vaescope.explorer.handlers import Handlers, stale_files
+from vaescope.explorer.loading import ModelStore
+from vaescope.explorer.projection import ProjectionCache
+from vaescope.explorer.views import SLIDERS
+from vaescope.training.checkpoint import load_checkpoint, save_checkpoint
 
 GOOD = ["tiny-ae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors", "tiny-vae.safetensors"]
 NO_DATA = "no-data-vae.safetensors"
@@ -432,7 +432,7 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def fake_launch(self, **kwargs):  # noqa: ANN001, ANN202 - stands in for Blocks.launch
         launched.update(kwargs)
 
-    monkeypatch.setattr("explorer.app.ExplorerBlocks.launch", fake_launch)
+    monkeypatch.setattr("vaescope.explorer.app.ExplorerBlocks.launch", fake_launch)
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # main() sets it for the whole process
     backends = []
     monkeypatch.setattr("matplotlib.use", backends.append)

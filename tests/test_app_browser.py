@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from vaescope.training.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from explorer.app import build_app
+    from vaescope.explorer.app import build_app
 
     root = tmp_path_factory.mktemp("browser-checkpoints")
     for path in tiny_checkpoint_dir.glob("*.safetensors"):

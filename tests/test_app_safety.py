@@ -37,11 +37,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from serving import free_port, serving
 
-from explorer import projection
-from explorer.app import build_app, main
-from explorer.handlers import Handlers
-from explorer.loading import ModelStore
-from explorer.projection import ProjectionCache
+from vaescope.explorer import projection
+from vaescope.explorer.app import build_app, main
+from vaescope.explorer.handlers import Handlers
+from vaescope.explorer.loading import ModelStore
+from vaescope.explorer.projection import ProjectionCache
 
 VAE = "tiny-vae.safetensors"
 GOOD = ["tiny-ae.safetensors", "tiny-gmvae.safetensors", VAE]
@@ -385,12 +385,12 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture
 def served_process(tiny_checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m explorer.app` (the real entry point) on the tiny checkpoints, in its own process."""
+    """`python -m vaescope.explorer.app` (the real entry point) on the tiny checkpoints, in its own process."""
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path),
            "GRADIO_ANALYTICS_ENABLED": "False"}
     log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "explorer.app", "--checkpoints", str(tiny_checkpoint_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer.app", "--checkpoints", str(tiny_checkpoint_dir),
                              "--port", str(port), "--device", "cpu", "--no-disk-cache", "--default", VAE],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
     url = f"http://127.0.0.1:{port}/"

@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from training import checkpoint as ckpt_mod
-from training.checkpoint import (
+from vaescope.training import checkpoint as ckpt_mod
+from vaescope.training.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
 )
-from training.config import ModelConfig
-from training.models import build_model
+from vaescope.training.config import ModelConfig
+from vaescope.training.models import build_model
 
 
 def make_model(latent_dim: int = 3):

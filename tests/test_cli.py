@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.checkpoint import load_checkpoint
-from training.cli import main
+from vaescope.training.checkpoint import load_checkpoint
+from vaescope.training.cli import main
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -43,7 +43,7 @@ def test_config_file_with_flags_overriding(tmp_path, capsys) -> None:
 
 def test_compile_flag_and_config_key(tmp_path) -> None:
     """--compile sets TrainConfig.compile; left out, the config file's value (else False) stands."""
-    from training.cli import build_parser, configs_from_args
+    from vaescope.training.cli import build_parser, configs_from_args
 
     parser = build_parser()
     assert configs_from_args(parser.parse_args(["--compile"]), parser)[1].compile is True
@@ -74,7 +74,7 @@ def test_resume_a_missing_run(tmp_path, capsys) -> None:
 
 
 def test_evaluate_a_checkpoint_with_more_importance_samples(capsys) -> None:
-    from training.evaluate import main as evaluate_main
+    from vaescope.training.evaluate import main as evaluate_main
 
     assert evaluate_main(["assets/checkpoints/digits/vae.safetensors", "--eval-k", "20", "--nll-images", "50"]) == 0
     line = json.loads(capsys.readouterr().out)
@@ -117,7 +117,7 @@ def _bad_checkpoint(kind: str, tmp_path) -> tuple[str, str]:
 
 @pytest.mark.parametrize("kind", ["truncated", "random", "empty", "foreign", "pickle"])
 def test_bad_checkpoints_give_one_clear_line_in_the_cli(kind, tmp_path, capsys) -> None:
-    from training.evaluate import main as evaluate_main
+    from vaescope.training.evaluate import main as evaluate_main
 
     path, fragment = _bad_checkpoint(kind, tmp_path)
     assert evaluate_main([path, "--eval-k", "2", "--nll-images", "2"]) == 1

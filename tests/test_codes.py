@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.codes import class_name, decode, sketch_to_rgb, start_code
-from explorer.loading import ModelStore
+from vaescope.explorer.codes import class_name, decode, sketch_to_rgb, start_code
+from vaescope.explorer.loading import ModelStore
 
 
 def test_sketch_to_rgb() -> None:

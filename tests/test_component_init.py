@@ -10,13 +10,13 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from training import component_init
-from training.cli import build_parser, configs_from_args
-from training.config import ConfigError, TrainConfig
-from training.data import load_dataset
-from training.metrics import cluster_accuracy
-from training.models import build_model
-from training.train import model_config_for, train
+from vaescope.training import component_init
+from vaescope.training.cli import build_parser, configs_from_args
+from vaescope.training.config import ConfigError, TrainConfig
+from vaescope.training.data import load_dataset
+from vaescope.training.metrics import cluster_accuracy
+from vaescope.training.models import build_model
+from vaescope.training.train import model_config_for, train
 
 
 @pytest.fixture(scope="module")

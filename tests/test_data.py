@@ -14,8 +14,8 @@ import torch
 import torchvision.datasets
 from PIL import Image
 
-from training import data
-from training.data import (
+from vaescope.training import data
+from vaescope.training.data import (
     DATASETS,
     DatasetError,
     DatasetInfo,

@@ -1,6 +1,6 @@
 """One command to a working demo: the shipped checkpoints, served and driven in headless Chromium.
 
-The server runs ``explorer.app.build_app("assets/checkpoints")`` exactly as ``latent-explore`` would
+The server runs ``vaescope.explorer.app.build_app("assets/checkpoints")`` exactly as ``latent-explore`` would
 (one server and one browser page for the module); every step saves a screenshot to
 ``test-artifacts/e2e/`` (git-ignored) for a person to look at. The map, slider, click,
 interpolation and upload steps use ``shapes/beta-vae`` (2,000 test points, 32x32); class sampling
@@ -49,7 +49,7 @@ MAP = "document.querySelector('#latent-map .js-plotly-plot')"
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The explorer over the repo's shipped checkpoints, on a free loopback port, opening the shapes model."""
-    from explorer.app import build_app
+    from vaescope.explorer.app import build_app
 
     demo = build_app(CHECKPOINTS, device="cpu", cache_dir=tmp_path_factory.mktemp("projections"),
                      default_checkpoint=SHAPES)

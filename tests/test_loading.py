@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.loading import (
+from vaescope.explorer.loading import (
     ImageError,
     LatentsCache,
     ModelStore,
@@ -27,7 +27,7 @@ from explorer.loading import (
     prepare_image,
     resolve_checkpoint,
 )
-from training.checkpoint import CheckpointError, load_checkpoint
+from vaescope.training.checkpoint import CheckpointError, load_checkpoint
 
 SHAPE = (1, 8, 8)
 
@@ -90,9 +90,9 @@ def test_list_checkpoints_of_missing_folder_is_empty(tmp_path: Path) -> None:
 
 def test_a_folder_of_training_runs_lists_the_models_and_not_their_resume_state(tmp_path: Path) -> None:
     """latent-train writes model.safetensors and train_state.safetensors side by side; only the first is a model."""
-    from training.config import TrainConfig
-    from training.data import load_dataset
-    from training.train import model_config_for, train
+    from vaescope.training.config import TrainConfig
+    from vaescope.training.data import load_dataset
+    from vaescope.training.train import model_config_for, train
 
     digits = load_dataset("digits")
     runs = tmp_path / "runs"

@@ -6,9 +6,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from training.config import ModelConfig
-from training.models import MODELS, build_model
+from vaescope.training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from vaescope.training.config import ModelConfig
+from vaescope.training.models import MODELS, build_model
 
 D = 4
 
@@ -131,7 +131,7 @@ def test_backbones_fit_every_image_size(arch: str, image_shape) -> None:
 
 
 def test_gmvae_categorical_kl_splits_exactly() -> None:
-    from training.models.gmvae import categorical_kl_parts
+    from vaescope.training.models.gmvae import categorical_kl_parts
 
     log_q = torch.randn(32, 5).log_softmax(-1)
     per_image, balance = categorical_kl_parts(log_q)

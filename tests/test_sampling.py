@@ -10,7 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from explorer.sampling import (
+from vaescope.explorer.sampling import (
     RIDGE,
     class_codes,
     class_gaussians,
@@ -19,8 +19,8 @@ from explorer.sampling import (
     decode_under_every_class,
     sample_class,
 )
-from training.config import ModelConfig
-from training.models import build_model
+from vaescope.training.config import ModelConfig
+from vaescope.training.models import build_model
 
 
 def latents_stub(mean: np.ndarray, labels: np.ndarray, component_probs: np.ndarray | None = None):

@@ -12,12 +12,18 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from serving import free_port
 
-from training import train as train_mod
-from training.checkpoint import load_checkpoint, read_metadata
-from training.config import TrainConfig
-from training.data import load_dataset
-from training.metrics import active_dims, active_units, cluster_accuracy
-from training.train import TrainingDiverged, kl_weight_at, model_config_for, temperature_at, train
+from vaescope.training import train as train_mod
+from vaescope.training.checkpoint import load_checkpoint, read_metadata
+from vaescope.training.config import TrainConfig
+from vaescope.training.data import load_dataset
+from vaescope.training.metrics import active_dims, active_units, cluster_accuracy
+from vaescope.training.train import (
+    TrainingDiverged,
+    kl_weight_at,
+    model_config_for,
+    temperature_at,
+    train,
+)
 
 
 @pytest.fixture(scope="module")

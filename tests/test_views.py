@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import views
-from explorer.codes import start_code
-from explorer.handlers import Handlers
-from explorer.loading import ModelStore
-from explorer.projection import ProjectionCache
-from explorer.views import SLIDERS, nice_bounds, subsample, traversal_view
-from training.data import FASHION_MNIST_SYSTEM_DIR
+from vaescope.explorer import views
+from vaescope.explorer.codes import start_code
+from vaescope.explorer.handlers import Handlers
+from vaescope.explorer.loading import ModelStore
+from vaescope.explorer.projection import ProjectionCache
+from vaescope.explorer.views import SLIDERS, nice_bounds, subsample, traversal_view
+from vaescope.training.data import FASHION_MNIST_SYSTEM_DIR
 
 
 def test_nice_bounds_cover_the_value_on_a_round_grid() -> None:
@@ -57,7 +57,7 @@ def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypa
     """The slider events skip the queue, where Gradio shows no error toast: the handler names the
     problem in the traversal note (its third output) and leaves the image and the code where they
     are; the next good move puts the usual note back."""
-    from explorer import handlers
+    from vaescope.explorer import handlers
 
     entry = store.open_name("tiny-vae.safetensors")
     slide = Handlers(store, ProjectionCache(), None).slider_handler(0)
@@ -71,7 +71,7 @@ def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypa
     def broken(*args: object) -> None:
         raise RuntimeError("out of memory")
 
-    with monkeypatch.context() as patched, caplog.at_level("ERROR", logger="explorer.handlers"):
+    with monkeypatch.context() as patched, caplog.at_level("ERROR", logger="vaescope.explorer.handlers"):
         patched.setattr(handlers, "decode", broken)
         image, failed, note = slide(1.0, entry.key, code, 0)
     assert image == gr.skip() and np.array_equal(failed.z, code.z) and failed.note_shows_error

@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from training.config import ConfigError, ModelConfig
-from training.models import LatentModel, build_model
+from vaescope.training.config import ConfigError, ModelConfig
+from vaescope.training.models import LatentModel, build_model
 
 FORMAT_VERSION = 1
 META_KEY = "vaescope"

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import CheckpointError
-from training.config import (
+from vaescope.training.checkpoint import CheckpointError
+from vaescope.training.config import (
     ARCHS,
     COMPONENT_INITS,
     LIKELIHOODS,
@@ -20,7 +20,7 @@ from training.config import (
     ConfigError,
     TrainConfig,
 )
-from training.data import DATASETS, DatasetError, load_dataset
+from vaescope.training.data import DATASETS, DatasetError, load_dataset
 
 # CLI flag -> (config section, field). Flags left unset fall back to --config, then to defaults.
 MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch", "beta": "beta",
@@ -135,8 +135,8 @@ def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from training.checkpoint import CHECKPOINT_NAME
-    from training.train import TrainingDiverged, model_config_for, train
+    from vaescope.training.checkpoint import CHECKPOINT_NAME
+    from vaescope.training.train import TrainingDiverged, model_config_for, train
 
     try:
         if args.resume is not None:
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _resume(out: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Continue a stopped run with the configs stored in its own checkpoint."""
-    from training.checkpoint import CHECKPOINT_NAME, read_metadata
-    from training.train import train
+    from vaescope.training.checkpoint import CHECKPOINT_NAME, read_metadata
+    from vaescope.training.train import train
 
     meta = read_metadata(out / CHECKPOINT_NAME)
     train_cfg = TrainConfig.from_dict(meta.train_config)

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.metrics import float_batch
-from training.models.gmvae import GMVAE
-from training.threads import torch_threads
+from vaescope.training.metrics import float_batch
+from vaescope.training.models.gmvae import GMVAE
+from vaescope.training.threads import torch_threads
 
 CLUSTER_SAMPLE = 20_000  # codes embedded and clustered: enough for 10 clusters, ~1 min of UMAP on 1 core
 UMAP_NEIGHBORS = 20  # N2D's setting

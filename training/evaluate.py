@@ -1,6 +1,6 @@
 """Re-evaluate a checkpoint on its dataset's test split, e.g. a tighter NLL bound:
 
-    python -m training.evaluate runs/fm-vae/model.safetensors --eval-k 1000 --nll-images 10000
+    python -m vaescope.training.evaluate runs/fm-vae/model.safetensors --eval-k 1000 --nll-images 10000
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.data import DatasetError, load_dataset
-from training.metrics import iwae_nll
-from training.train import resolve_device
+from vaescope.training.checkpoint import CheckpointError, load_checkpoint
+from vaescope.training.data import DatasetError, load_dataset
+from vaescope.training.metrics import iwae_nll
+from vaescope.training.train import resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vaescope.training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--eval-k", type=int, default=1000, help="importance samples per image")

@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor
 
-from training.models import LatentModel
+from vaescope.training.models import LatentModel
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_d|x]) > 0.01
 

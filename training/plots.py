@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from training.data import Dataset
-from training.models import LatentModel
+from vaescope.training.data import Dataset
+from vaescope.training.models import LatentModel
 
 GRID = 8
 

@@ -1,10 +1,10 @@
 """Rebuild every shipped checkpoint in ``assets/checkpoints/`` from seeds.
 
-    python -m training.recipes                 # all of them
-    python -m training.recipes --only digits   # names containing "digits"
-    python -m training.recipes --table         # the README's metrics table, from the files
+    python -m vaescope.training.recipes                 # all of them
+    python -m vaescope.training.recipes --only digits   # names containing "digits"
+    python -m vaescope.training.recipes --table         # the README's metrics table, from the files
 
-Each recipe trains with ``training.train.train`` and keeps a half-precision copy of the
+Each recipe trains with ``vaescope.training.train.train`` and keeps a half-precision copy of the
 checkpoint (a few MB in all). How long it took, and on what, is stored in the checkpoint itself
 (``train_config.extra``), so the table below is always read from the files.
 """
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from training.config import TrainConfig
-from training.data import load_dataset
-from training.train import model_config_for, train
+from vaescope.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from vaescope.training.config import TrainConfig
+from vaescope.training.data import load_dataset
+from vaescope.training.train import model_config_for, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 FMNIST_CONV = {"arch": "conv", "latent_dim": 16, "base_channels": 32, "hidden_dim": 256}
@@ -110,7 +110,7 @@ def metrics_table(assets: Path = ASSETS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.recipes", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m vaescope.training.recipes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="build only recipes whose name contains this text")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")

@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from training import metrics as metrics_mod
-from training.checkpoint import (
+from vaescope.training import metrics as metrics_mod
+from vaescope.training.checkpoint import (
     CHECKPOINT_NAME,
     TRAIN_STATE_KEY,
     TRAIN_STATE_NAME,
@@ -33,9 +33,9 @@ from training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from training.config import ModelConfig, TrainConfig
-from training.data import Dataset, load_dataset
-from training.models import LatentModel, build_model
+from vaescope.training.config import ModelConfig, TrainConfig
+from vaescope.training.data import Dataset, load_dataset
+from vaescope.training.models import LatentModel, build_model
 
 
 class TrainingDiverged(RuntimeError):
@@ -289,7 +289,7 @@ def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: 
     refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # never the init's epoch: _check_component_init
     if cfg.component_init == "random" or not (first or refit):
         return {}
-    from training.component_init import initialise_components
+    from vaescope.training.component_init import initialise_components
 
     started = time.perf_counter()
     done = initialise_components(model, images, cfg.seed) if ctx.main else None  # type: ignore[arg-type]
@@ -352,7 +352,7 @@ def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: Mo
 
 def write_artifacts(model: LatentModel, data: Dataset, history: list, out_dir: Path) -> dict[str, Path]:
     """history.json, samples.png, reconstructions.png and loss.png in ``out_dir``."""
-    from training.plots import save_loss_curves, save_reconstructions, save_samples
+    from vaescope.training.plots import save_loss_curves, save_reconstructions, save_samples
 
     files = {"history": out_dir / "history.json", "samples": out_dir / "samples.png",
              "reconstructions": out_dir / "reconstructions.png", "loss": out_dir / "loss.png"}

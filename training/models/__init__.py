@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from training.config import ModelConfig
-from training.models.ae import AE
-from training.models.base import LatentModel, LossOutput, Posterior
-from training.models.cvae import CVAE
-from training.models.gmvae import GMVAE
-from training.models.vae import VAE
+from vaescope.training.config import ModelConfig
+from vaescope.training.models.ae import AE
+from vaescope.training.models.base import LatentModel, LossOutput, Posterior
+from vaescope.training.models.cvae import CVAE
+from vaescope.training.models.gmvae import GMVAE
+from vaescope.training.models.vae import VAE
 
 MODELS: dict[str, type[LatentModel]] = {"ae": AE, "vae": VAE, "cvae": CVAE, "gmvae": GMVAE}
 

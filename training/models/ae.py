@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from training.config import ModelConfig
-from training.models.base import LossOutput, Posterior
-from training.models.vae import VAE
+from vaescope.training.config import ModelConfig
+from vaescope.training.models.base import LossOutput, Posterior
+from vaescope.training.models.vae import VAE
 
 
 class AE(VAE):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.config import ModelConfig
+from vaescope.training.config import ModelConfig
 
 LOG_2PI = math.log(2 * math.pi)
 

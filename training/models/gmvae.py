@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.config import ModelConfig
-from training.models.base import LatentModel, LossOutput, Posterior
-from training.models.nets import ImageDecoder, ImageEncoder
+from vaescope.training.config import ModelConfig
+from vaescope.training.models.base import LatentModel, LossOutput, Posterior
+from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
 

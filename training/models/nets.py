@@ -11,7 +11,7 @@ import math
 
 from torch import Tensor, nn
 
-from training.config import ModelConfig
+from vaescope.training.config import ModelConfig
 
 MAX_CHANNELS = 256
 

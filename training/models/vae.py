@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from training.config import ModelConfig
-from training.models.base import LatentModel, Posterior
-from training.models.nets import ImageDecoder, ImageEncoder
+from vaescope.training.config import ModelConfig
+from vaescope.training.models.base import LatentModel, Posterior
+from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 
 class VAE(LatentModel):
