@@ -154,7 +154,7 @@ def make_untrained_checkpoints(folder: Path, model_types: Sequence[str] = ("vae"
     paths = []
     for i, kind in enumerate(model_types):
         torch.manual_seed(i)
-        extra = {"num_classes": 10} if kind == "cvae" else {"num_components": 10} if kind == "gmvae" else {}
+        extra = {"num_classes": 10} if kind == "cvae" else {"options": {"components": 10}} if kind == "gmvae" else {}
         model = build_model(ModelConfig(model_type=kind, **FMNIST_CONV, **extra)).eval()
         meta = CheckpointMeta(model_config=model.config, train_config=TrainConfig(dataset="fashion-mnist").to_dict(),
                               dataset=info.to_dict(), metrics={"note": "untrained benchmark stand-in"})

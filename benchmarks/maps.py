@@ -42,7 +42,7 @@ def fmnist_codes(path: Path, n: int) -> np.ndarray:
         images = images[np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))]
     model = load_model(path, torch.device("cpu")).model.eval()
     with torch.inference_mode():
-        means = [model.encode(x.float() / 255, model.condition_labels(len(x), 0)).mean
+        means = [model.encode(x.float() / 255, model.condition.for_class(0, len(x))).mean
                  for x in images.split(1024)]
     return torch.cat(means).float().numpy()
 

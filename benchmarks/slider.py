@@ -250,7 +250,7 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
     loaded = load_model(checkpoint, torch.device("cpu"))
     model = loaded.model.eval()
     z = torch.zeros(1, model.config.latent_dim)
-    y = model.condition_labels(1, 0)  # class 0 for a conditional model, else None
+    y = model.condition.for_class(0, 1)  # class 0 for a conditional model, else None
     decode_s = {}
     for n in sorted({torch.get_num_threads(), 1}, reverse=True):  # the app's default, then one intra-op thread
         with torch_threads(n), torch.inference_mode():

@@ -43,7 +43,7 @@ def trainer(model_type: str, images: Any, device: Any, compiled: bool = False) -
     from vaescope.training.models import build_model
 
     torch.manual_seed(0)
-    extra = {"num_components": 10} if model_type == "gmvae" else {}
+    extra = {"options": {"components": 10}} if model_type == "gmvae" else {}
     model = build_model(ModelConfig(model_type=model_type, **FMNIST_CONV, **extra)).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=images.device).manual_seed(0)

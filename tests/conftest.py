@@ -28,7 +28,7 @@ def tiny_config(model_type: str) -> ModelConfig:
     """An 8x8 MLP config with a 4-d latent space; conditional / mixture sizes from 10 digit classes."""
     return ModelConfig(model_type=model_type, image_shape=TINY_SHAPE, latent_dim=TINY_LATENT, arch="mlp",
                        hidden_dim=32, num_classes=10 if model_type == "cvae" else 0,
-                       num_components=10 if model_type == "gmvae" else 0)
+                       options={"components": 10} if model_type == "gmvae" else {})
 
 
 def train_tiny(model_type: str, steps: int = 300, seed: int = 0) -> tuple[LatentModel, CheckpointMeta]:

@@ -48,7 +48,7 @@ def test_metadata_round_trip_is_self_describing(good) -> None:
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as fh:
         raw = json.loads(fh.metadata()["vaescope"])
-    assert raw["format_version"] == 1 and raw["train_config"] == {"epochs": 1}
+    assert raw["format_version"] == 2 and raw["train_config"] == {"epochs": 1}
 
 
 def test_failed_write_keeps_the_previous_checkpoint(good, monkeypatch) -> None:

@@ -26,7 +26,7 @@ def digits():
 
 def mean_field_gmvae(digits, **overrides):
     return model_config_for(digits, **({"model_type": "gmvae", "arch": "mlp", "latent_dim": 4, "hidden_dim": 64,
-                                        "z_given_y": False} | overrides))
+                                        "options": {"z_given_y": False}} | overrides))
 
 
 def test_cluster_codes_recovers_separated_blobs() -> None:
@@ -94,7 +94,7 @@ def test_initialise_sets_priors_and_head_to_the_clusters(digits, monkeypatch) ->
 
 
 def test_initialise_refuses_the_joint_posterior(digits) -> None:
-    model = build_model(mean_field_gmvae(digits, z_given_y=True))
+    model = build_model(mean_field_gmvae(digits, options={"z_given_y": True}))
     with pytest.raises(ValueError, match="--z-given-y no"):
         component_init.initialise_components(model, digits.train.images, seed=0)
 
@@ -108,7 +108,7 @@ def test_training_with_component_init_records_it_and_checks_the_config(digits, t
     assert sum(record["sizes"]) == len(digits.train.images) and record["head_agreement"] > 0.9
     assert "component_init" not in result.history[1]
     with pytest.raises(ValueError, match="mean-field GMVAE"):
-        train(mean_field_gmvae(digits, z_given_y=True), tcfg, tmp_path / "joint", dataset=digits, show_progress=False)
+        train(mean_field_gmvae(digits, options={"z_given_y": True}), tcfg, tmp_path / "joint", dataset=digits, show_progress=False)
     with pytest.raises(ValueError, match="must be below epochs"):
         train(mean_field_gmvae(digits), TrainConfig(dataset="digits", epochs=2, component_init="umap",
                                                     component_init_epoch=2), tmp_path / "late", dataset=digits)
@@ -149,7 +149,7 @@ def test_cli_flags_reach_the_configs() -> None:
     args = parser.parse_args(["--dataset", "fashion-mnist", "--model", "gmvae", "--z-given-y", "no",
                               "--component-init", "umap", "--component-init-epoch", "5", "--component-refit-at-end"])
     model_kwargs, tcfg = configs_from_args(args, parser)
-    assert model_kwargs["z_given_y"] is False
+    assert model_kwargs["options"]["z_given_y"] is False
     assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5 and tcfg.component_refit_at_end
     assert not configs_from_args(parser.parse_args(["--model", "gmvae"]), parser)[1].component_refit_at_end
     with pytest.raises(SystemExit):

@@ -6,21 +6,23 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from vaescope.contract import Description, Posterior, check_contract
 from vaescope.training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from vaescope.training.config import ModelConfig
-from vaescope.training.models import MODELS, build_model
+from vaescope.training.models import FAMILIES, build_model
 
 D = 4
 
 
 # Every registered family, plus the GMVAE's mean-field posterior q(z|x) (z_given_y=False).
-VARIANTS = [*sorted(MODELS), "gmvae-mean-field"]
+VARIANTS = [*sorted(FAMILIES), "gmvae-mean-field"]
 
 
 def tiny_config(variant: str, image_shape=(1, 8, 8), arch: str = "mlp") -> ModelConfig:
     model_type = variant.split("-")[0]
+    options = {"z_given_y": variant != "gmvae-mean-field"} if model_type == "gmvae" else {}
     return ModelConfig(model_type=model_type, image_shape=image_shape, arch=arch, latent_dim=D,
-                       hidden_dim=64, base_channels=8, num_classes=10, z_given_y=variant != "gmvae-mean-field")
+                       hidden_dim=64, base_channels=8, num_classes=10, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +39,12 @@ def test_shapes_and_ranges(model_type: str, digits) -> None:
     post = model.encode(x, y)
     assert post.mean.shape == (16, D)
     assert post.sample().shape == (16, D)
-    assert post.kl().shape == (16,)
+    assert model.kl_per_dim(post).shape == (16, D)
     out = model.decode(post.mean, y)
     assert out.shape == (16, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
-    cond = 3 if model.is_conditional or model.num_components else None
-    assert model.sample(5, condition=cond).shape == (5, 1, 8, 8)
+    cond = 3 if model.condition.size else None
+    assert model.sample(5, condition=cond).shape == (5, D)
+    assert model.generate(5, condition=cond).shape == (5, 1, 8, 8)
     loss = model.loss(x, y, temperature=0.5)
     assert torch.isfinite(loss.total) and torch.isfinite(loss.recon) and torch.isfinite(loss.kl)
     assert loss.recon > 0
@@ -80,7 +83,7 @@ def test_save_load_gives_identical_outputs(model_type: str, digits, tmp_path) ->
         assert torch.equal(model.encode(x, y).mean, loaded.encode(x, y).mean)
         assert torch.equal(model.decode(z, y), loaded.decode(z, y))
     assert loaded_meta.model_config == model.config
-    assert type(loaded) is MODELS[model.config.model_type]
+    assert type(loaded) is FAMILIES[model.config.model_type]
 
 
 def test_cvae_output_depends_on_label() -> None:
@@ -102,13 +105,16 @@ def test_gmvae_sample_draws_from_the_requested_component() -> None:
         model.prior_mean.copy_(torch.arange(10.0)[:, None].expand(10, D) * 10)
         model.prior_logvar.fill_(-4.0)
     for k in (0, 3, 9):
-        z = model.prior_sample(200, k, torch.Generator().manual_seed(k))
+        z = model.sample(200, k, generator=torch.Generator().manual_seed(k))
         nearest = torch.cdist(z, model.prior_mean).argmin(1)
         assert (nearest == k).all()
     gen = torch.Generator().manual_seed(5)
-    images = model.sample(4, condition=3, generator=gen)
-    expected = model.decode(model.prior_sample(4, 3, torch.Generator().manual_seed(5)))
+    images = model.generate(4, condition=3, generator=gen)
+    expected = model.decode(model.sample(4, 3, generator=torch.Generator().manual_seed(5)))
     assert torch.allclose(images, expected)
+    cold = model.sample(200, 3, temperature=0.1, generator=torch.Generator().manual_seed(1))
+    warm = model.sample(200, 3, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(cold - model.prior_mean[3], 0.1 * (warm - model.prior_mean[3]), atol=1e-5)
     with pytest.raises(ValueError, match="out of range"):
         model.sample(1, condition=10)
 
@@ -118,7 +124,9 @@ def test_ae_prior_samples_are_off_manifold(digits) -> None:
     model = build_model(tiny_config("ae"))
     post = model.encode(digits[0][:4])
     assert torch.equal(post.sample(), post.mean)
-    assert float(post.kl().abs().sum()) == 0.0
+    assert float(model.kl_per_dim(post).abs().sum()) == 0.0
+    assert post.deterministic and float(post.std.abs().sum()) == 0.0
+    assert not model.describe().has_prior and "noise" in model.describe().prior_note
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
@@ -152,5 +160,59 @@ def test_gmvae_posterior_depends_on_y_only_when_z_given_y(variant: str, digits) 
         a = model._z_posterior(h, eye[[0] * 8], eye[[0] * 8])
         b = model._z_posterior(h, eye[[7] * 8], eye[[7] * 8])
     moved = (a.mean - b.mean).abs().max().item()
-    assert (moved > 1e-4) == model.config.z_given_y
-    assert not torch.equal(a.prior_mean, b.prior_mean)  # p(z|y) always follows y
+    assert (moved > 1e-4) == model.options.z_given_y
+    assert not torch.equal(model._component_prior(eye[[0]])[0], model._component_prior(eye[[7]])[0])
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_every_family_answers_the_contract(model_type: str, digits) -> None:
+    """describe() says what the explorer needs; the condition and the prior are what the family is."""
+    model = build_model(tiny_config(model_type), class_names=[str(i) for i in range(10)]).eval()
+    description = check_contract(model)
+    assert isinstance(description, Description) and description.family == model_type
+    assert description.image_shape == (1, 8, 8) and description.latent_dim == D
+    assert description.class_names[3] == "3" and description.title and description.summary
+    expected = {"ae": ("none", 0, False), "vae": ("none", 0, True), "cvae": ("class", 10, True),
+                "gmvae": ("component", 10, True)}[model_type]
+    assert (description.condition.kind, description.condition.size, description.has_prior) == expected
+    labels = digits[1][:8]
+    cond = description.condition.from_labels(labels)
+    post = model.encode(digits[0][:8], cond)
+    assert isinstance(post, Posterior)
+    assert (post.component_probs is not None) == (model_type == "gmvae")
+    if post.component_probs is not None:
+        torch.testing.assert_close(post.component_probs.sum(-1), torch.ones(8))
+    assert model.decode(post.mean, cond).shape == (8, 1, 8, 8)
+
+
+def test_the_beta_shows_in_the_title() -> None:
+    config = tiny_config("vae")
+    assert build_model(config).describe().title == "VAE"
+    config.beta = 4.0
+    assert build_model(config).describe().title == "β-VAE (β = 4)"
+
+
+def test_family_options_are_checked() -> None:
+    from vaescope.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        ModelConfig(model_type="vae", options={"components": 3})
+    with pytest.raises(ConfigError, match="categorical_weight must be a float"):
+        ModelConfig(model_type="gmvae", num_classes=10, options={"categorical_weight": "high"})
+    with pytest.raises(ConfigError, match="needs num_components >= 2"):
+        ModelConfig(model_type="gmvae", num_classes=0)
+    with pytest.raises(ConfigError, match="model_type must be one of"):
+        ModelConfig(model_type="diffusion")
+    filled = ModelConfig(model_type="gmvae", num_classes=10, options={"categorical_weight": 1})
+    assert filled.options == {"components": 0, "categorical_weight": 1.0, "z_given_y": True}
+
+
+def test_a_format_1_model_config_is_upgraded() -> None:
+    old = {"model_type": "gmvae", "image_shape": [1, 8, 8], "latent_dim": 4, "arch": "mlp", "hidden_dim": 32,
+           "base_channels": 32, "num_classes": 10, "num_components": 10, "likelihood": "bernoulli",
+           "gaussian_c": 0.05, "beta": 1.0, "categorical_weight": 0.2, "z_given_y": False}
+    config = ModelConfig.from_dict(old)
+    assert config.options == {"components": 10, "categorical_weight": 0.2, "z_given_y": False}
+    vae = ModelConfig.from_dict(old | {"model_type": "vae", "num_components": 0, "categorical_weight": 1.0,
+                                       "z_given_y": True})
+    assert vae.options == {}

@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from vaescope.training.config import ConfigError, ModelConfig
 from vaescope.training.models import LatentModel, build_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a family's own hyper-parameters live in model_config["options"]
+READABLE_VERSIONS = (1, 2)  # a format-1 model_config is upgraded on read (ModelConfig.from_dict)
 META_KEY = "vaescope"
 REQUIRED_KEYS = ("format_version", "model_type", "model_config", "train_config", "dataset", "history", "metrics")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
@@ -126,9 +127,9 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
     if not isinstance(data, dict):
         raise CheckpointError(path, "metadata JSON is not an object")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(path, f"format_version {version!r} is not supported (this vaescope reads "
-                                    f"version {FORMAT_VERSION}); upgrade vaescope or re-train")
+                                    f"versions {list(READABLE_VERSIONS)}); upgrade vaescope or re-train")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise CheckpointError(path, f"metadata lacks key(s) {missing}")
@@ -137,14 +138,14 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(path, f"invalid model_config: {exc}") from None
     return CheckpointMeta(model_config=config, train_config=data["train_config"], dataset=data["dataset"],
-                          history=data["history"], metrics=data["metrics"], format_version=version)
+                          history=data["history"], metrics=data["metrics"])
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[LatentModel, CheckpointMeta]:
     """Rebuild the model from the file alone. Raises ``CheckpointError`` on any problem."""
     path = Path(path)
     meta = read_metadata(path)
-    model = build_model(meta.model_config)
+    model = build_model(meta.model_config, (meta.dataset or {}).get("class_names") or ())
     expected = model.state_dict()
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:

@@ -6,6 +6,7 @@ Example: latent-train --dataset digits --model vae --latent-dim 8 --epochs 30 --
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,17 +17,17 @@ from vaescope.training.config import (
     ARCHS,
     COMPONENT_INITS,
     LIKELIHOODS,
-    MODEL_TYPES,
     ConfigError,
     TrainConfig,
 )
 from vaescope.training.data import DATASETS, DatasetError, load_dataset
+from vaescope.training.models import FAMILIES
 
 # CLI flag -> (config section, field). Flags left unset fall back to --config, then to defaults.
+# A family's own options (models/<family>.py, its Options dataclass) become flags of their own name.
 MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch", "beta": "beta",
-               "likelihood": "likelihood", "components": "num_components", "hidden_dim": "hidden_dim",
-               "base_channels": "base_channels", "categorical_weight": "categorical_weight",
-               "gaussian_c": "gaussian_c", "z_given_y": "z_given_y"}
+               "likelihood": "likelihood", "hidden_dim": "hidden_dim", "base_channels": "base_channels",
+               "gaussian_c": "gaussian_c"}
 TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "seed": "seed", "device": "device", "warmup_epochs": "warmup_epochs", "eval_k": "eval_k",
                "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
@@ -63,16 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="latent-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=_dataset_name, help=f"{', '.join(sorted(DATASETS))} or folder:PATH")
-    p.add_argument("--model", choices=MODEL_TYPES, help="model family (default vae)")
+    p.add_argument("--model", choices=sorted(FAMILIES), help="model family (default vae)")
     p.add_argument("--latent-dim", type=_typed(int, 1, False), help="latent dimensions (default 16)")
     p.add_argument("--epochs", type=_typed(int, 1, False), help="epochs (default 30)")
     p.add_argument("--out", type=Path, help="run folder to write (default runs/DATASET-MODEL)")
     p.add_argument("--beta", type=_typed(float, 0, False), help="KL weight; != 1 gives a beta-VAE")
     p.add_argument("--warmup-epochs", type=_typed(int, 0, False), help="linear KL warm-up epochs")
-    p.add_argument("--components", type=_typed(int, 2, False), help="GMVAE components (default: classes)")
-    p.add_argument("--categorical-weight", type=_typed(float, 0, False), help="GMVAE weight of KL(q(y|x)||U)")
-    p.add_argument("--z-given-y", type=_yes_no, metavar="{yes,no}",
-                   help="GMVAE: 'yes' = q(z|x,y) (default), 'no' = mean-field q(z|x), clusters set by the mixture")
     p.add_argument("--component-init", choices=COMPONENT_INITS,
                    help="GMVAE: 'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes "
                         "(needs --z-given-y no); default random")
@@ -101,7 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON file with 'model' and 'train' sections; flags override it")
     p.add_argument("--resume", type=Path, metavar="OUT", help="continue the stopped run in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_family_options(p)
     return p
+
+
+def family_options() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """Every family option by name: (its field, the families that have it)."""
+    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for name, cls in sorted(FAMILIES.items()):
+        for f in dataclasses.fields(cls.Options):
+            found.setdefault(f.name, (f, []))[1].append(name)
+    return found
+
+
+def _add_family_options(p: argparse.ArgumentParser) -> None:
+    """One flag per family option, typed from its annotation, its help from its metadata."""
+    group = p.add_argument_group("family options", "each applies to the families named in its help")
+    parse = {"int": int, "float": float, "str": str, "bool": _yes_no}
+    for name, (f, owners) in family_options().items():
+        kind = str(f.type)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=parse.get(kind, str),
+                           metavar="{yes,no}" if kind == "bool" else None,
+                           help=f"{f.metadata.get('help', name)} [{', '.join(owners)}; default {f.default!r}]")
 
 
 def _load_config_file(path: Path | None, parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
@@ -123,6 +141,15 @@ def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         for flag, key in flags.items():
             if getattr(args, flag) is not None:
                 sections[section][key] = getattr(args, flag)
+    model_type = sections["model"].get("model_type", "vae")
+    for name, (_, owners) in family_options().items():
+        value = getattr(args, f"opt_{name}")
+        if value is None:
+            continue
+        if model_type not in owners:
+            parser.error(f"--{name.replace('_', '-')} is an option of {', '.join(owners)}; "
+                         f"--model {model_type} has no such option")
+        sections["model"].setdefault("options", {})[name] = value
     if args.nll_images is not None:
         sections["train"].setdefault("extra", {})["nll_images"] = args.nll_images
     try:

@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-MODEL_TYPES = ("ae", "vae", "cvae", "gmvae")
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 COMPONENT_INITS = ("random", "umap")
@@ -38,31 +37,58 @@ class _DictMixin:
         return cls(**data)
 
 
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+@dataclass
+class FamilyOptions(_DictMixin):
+    """Base of a family's own hyper-parameters (its ``Options``): a dataclass whose fields are
+    scalars (int / float / bool / str) with a comment-like ``metadata={"help": ...}``, which also
+    becomes the help of the field's ``latent-train`` flag. Values are type-checked on creation and
+    then by the subclass's ``check``, which raises ConfigError naming the option."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            kind, value = _SCALARS.get(str(f.type)), getattr(self, f.name)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                raise ConfigError(f"option {f.name} must be a {kind.__name__}, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for a value out of range; nothing to check by default."""
+
+
+# Keys a format-1 checkpoint (and an older --config file) kept at the top of model_config; they are
+# the GMVAE's options now (models/gmvae.py).
+LEGACY_GMVAE_KEYS = {"num_components": "components", "categorical_weight": "categorical_weight",
+                     "z_given_y": "z_given_y"}
+
+
 @dataclass
 class ModelConfig(_DictMixin):
-    model_type: str = "vae"
+    """What every family shares; a family's own hyper-parameters live in ``options``, checked by
+    its ``Options`` dataclass (``models/<family>.py``), so adding a family never edits this file."""
+
+    model_type: str = "vae"  # a registered family (training/models/__init__.py lists them)
     image_shape: tuple[int, int, int] = (1, 28, 28)  # [C, H, W] of the data, fixed by the dataset
     latent_dim: int = 16
     arch: str = "conv"  # conv for >= 16 px images; mlp is faster and fine for 8x8 digits
     hidden_dim: int = 256  # width of MLP layers and of the conv nets' dense bottleneck
     base_channels: int = 32  # conv width at full resolution, doubled at each downsampling
-    num_classes: int = 0  # CVAE conditioning size; 0 for unconditional models
-    num_components: int = 0  # GMVAE mixture size K; 0 means "number of classes"
+    num_classes: int = 0  # classes of the dataset (a class-conditional family needs them); 0 if unlabelled
     likelihood: str = "bernoulli"  # BCE is the standard choice for [0, 1] images
     gaussian_c: float = 0.05  # variance c of the Gaussian likelihood: recon = |x - x'|^2 / 2c
-    beta: float = 1.0  # KL weight (Higgins et al. 2017); 1 is the plain ELBO
-    # GMVAE only: weight of the per-image part E_x KL(q(y|x) || q(y)) of the categorical KL; the
-    # balance part KL(q(y) || uniform) keeps weight 1. 1 is the plain ELBO; < 1 allows confident
-    # cluster assignments (see models/gmvae.py).
-    categorical_weight: float = 1.0
-    # GMVAE only: True gives q(z|x, y), whose network sees the component y; False gives the mean-field
-    # q(z|x) (as in VaDE, Jiang et al. 2017), so y can only explain z through the mixture p(z|y) and
-    # the clusters are those of the mixture (see models/gmvae.py).
-    z_given_y: bool = True
+    beta: float = 1.0  # KL weight (Higgins et al. 2017); 1 is the plain ELBO; families without a KL ignore it
+    options: dict[str, Any] = field(default_factory=dict)  # the family's own, see its Options
 
     def __post_init__(self) -> None:
+        from vaescope.training.models import family  # the registry imports this module: import late
+
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
-        _check(self.model_type in MODEL_TYPES, f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        _check(isinstance(self.model_type, str), f"model_type must be a string, got {self.model_type!r}")
+        cls = family(self.model_type)  # raises ConfigError naming the registered families
         _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
         _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         _check(len(self.image_shape) == 3 and all(v > 0 for v in self.image_shape),
@@ -72,14 +98,25 @@ class ModelConfig(_DictMixin):
         _check(self.hidden_dim >= 1 and self.base_channels >= 1, "hidden_dim and base_channels must be >= 1")
         _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _check(self.gaussian_c > 0, f"gaussian_c must be > 0, got {self.gaussian_c}")
-        _check(self.categorical_weight >= 0, f"categorical_weight must be >= 0, got {self.categorical_weight}")
-        _check(self.num_classes >= 0 and self.num_components >= 0, "num_classes / num_components must be >= 0")
-        if self.model_type == "cvae":
-            _check(self.num_classes >= 2, "a cvae needs num_classes >= 2 (a labelled dataset)")
-        if self.model_type == "gmvae":
-            if self.num_components == 0:
-                self.num_components = self.num_classes
-            _check(self.num_components >= 2, "a gmvae needs num_components >= 2 (set --components)")
+        _check(self.num_classes >= 0, f"num_classes must be >= 0, got {self.num_classes}")
+        _check(isinstance(self.options, dict), f"options must be a JSON object, got {type(self.options).__name__}")
+        self.options = cls.Options.from_dict(self.options).to_dict()  # defaults filled, values checked
+        cls.check_config(self)
+
+    def family_options(self) -> Any:
+        """This config's options as its family's ``Options`` dataclass."""
+        from vaescope.training.models import family
+
+        return family(self.model_type).Options.from_dict(self.options)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``to_dict``; a format-1 dict (the GMVAE's keys at the top) is upgraded."""
+        data = dict(data)
+        legacy = {LEGACY_GMVAE_KEYS[k]: data.pop(k) for k in list(data) if k in LEGACY_GMVAE_KEYS}
+        if data.get("model_type") == "gmvae" and legacy:
+            data["options"] = {**legacy, **data.get("options", {})}
+        return super().from_dict(data)
 
 
 @dataclass

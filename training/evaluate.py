@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     n = min(args.nll_images, len(data.test))
-    labels = data.test.labels[:n] if model.is_conditional else None
+    labels = model.condition.from_labels(data.test.labels[:n])
     started = time.perf_counter()
     nll = iwae_nll(model, data.test.images[:n], labels, args.eval_k, generator_seed=args.seed)
     print(json.dumps({"checkpoint": str(args.checkpoint), "nll_iwae": nll, "nll_k": args.eval_k,

@@ -55,7 +55,7 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
         post = model.encode(x, y)
         parts["mean"].append(post.mean.float().cpu().numpy())
         parts["logvar"].append(post.logvar.float().cpu().numpy())
-        parts["kl"].append(post.kl_per_dim().float().cpu().numpy())
+        parts["kl"].append(model.kl_per_dim(post).float().cpu().numpy())
         logits = model.decode_logits(post.mean, y)
         parts["recon"].append(model.recon_nll(logits, x).float().cpu().numpy())
         parts["mse"].append((torch.sigmoid(logits) - x).pow(2).flatten(1).mean(1).float().cpu().numpy())
@@ -69,9 +69,9 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
 
 @torch.inference_mode()
 def component_assignments(model: LatentModel, images: Tensor, batch_size: int = 1024) -> np.ndarray:
-    """argmax q(y|x) [N] of a mixture model (a GMVAE: ``num_components > 0``)."""
-    if model.num_components <= 0:
-        raise ValueError(f"a {model.config.model_type} has no mixture components to assign images to")
+    """argmax q(y|x) [N] of a mixture model (its condition is "component")."""
+    if not model.condition.is_mixture:
+        raise ValueError(f"a {model.family} has no mixture components to assign images to")
     parts = [model.encode(float_batch(images[start:start + batch_size], model.device)).component_probs
              for start in range(0, len(images), batch_size)]
     return torch.cat(parts).argmax(-1).cpu().numpy()
@@ -151,7 +151,7 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
              labelled: bool = True, probe_images: int = 10000, temperature: float | None = None) -> dict:
     """All metrics on the test split, as a JSON-ready dict (see README "Metrics")."""
     model.eval()
-    cond = test_labels if model.is_conditional else None
+    cond = model.condition.from_labels(test_labels)
     enc = encode_split(model, test_images, cond)
     elbo_terms = negative_elbo(model, test_images, cond, temperature=temperature)
     kl_dims = enc.kl_per_dim.mean(0)
@@ -169,7 +169,7 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
     labels = test_labels.cpu().numpy()
     if labelled and train_images is not None and train_labels is not None:
         n = min(probe_images, len(train_images))
-        tr = encode_split(model, train_images[:n], train_labels[:n] if model.is_conditional else None)
+        tr = encode_split(model, train_images[:n], model.condition.from_labels(train_labels[:n]))
         metrics["probe_accuracy"] = probe_accuracy(tr.mean, train_labels[:n].cpu().numpy(), enc.mean, labels)
     if enc.component_probs is not None and labelled:
         assign = enc.component_probs.argmax(1)

@@ -15,14 +15,14 @@ GRID = 8
 
 @torch.inference_mode()
 def save_samples(model: LatentModel, path: Path, seed: int = 0) -> None:
-    """8x8 prior samples; one row per class (CVAE) or per component (GMVAE) when there are some."""
+    """8x8 prior samples; one row per class or mixture component when the model has a condition."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    groups = model.config.num_classes if model.is_conditional else model.num_components
+    groups = model.condition.size
     if groups:
-        rows = [model.sample(GRID, condition=c, generator=gen) for c in range(groups)]
+        rows = [model.generate(GRID, condition=c, generator=gen) for c in range(groups)]
         images = torch.cat(rows)
     else:
-        images = model.sample(GRID * GRID, generator=gen)
+        images = model.generate(GRID * GRID, generator=gen)
     save_image(images.float().cpu(), path, nrow=GRID, padding=2, pad_value=0.5)
 
 
@@ -30,7 +30,7 @@ def save_samples(model: LatentModel, path: Path, seed: int = 0) -> None:
 def save_reconstructions(model: LatentModel, data: Dataset, path: Path, n: int = 32) -> None:
     """Pairs of rows: test images, then their reconstructions from the posterior mean."""
     x = data.test.float_images()[:n].to(model.device)
-    y = data.test.labels[:n].to(model.device) if model.is_conditional else None
+    y = model.condition.from_labels(data.test.labels[:n].to(model.device))
     recon = model.decode(model.encode(x, y).mean, y)
     rows = [t for i in range(0, n, GRID) for t in (x[i:i + GRID], recon[i:i + GRID])]
     save_image(torch.cat(rows).float().cpu(), path, nrow=GRID, padding=2, pad_value=0.5)

@@ -80,7 +80,7 @@ def model_config_for(dataset: Dataset, **overrides: Any) -> ModelConfig:
     """A model config sized for ``dataset``: image shape and class count come from the data."""
     info = dataset.info
     overrides.setdefault("num_classes", len(info.class_names))
-    return ModelConfig(image_shape=tuple(info.image_shape), **overrides)
+    return ModelConfig.from_dict({"image_shape": tuple(info.image_shape), **overrides})
 
 
 def seed_everything(seed: int) -> None:
@@ -123,6 +123,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
     order = _epoch_order(len(images), cfg.seed, epoch, ctx).to(images.device)
     n_batches = math.ceil(len(order) / cfg.batch_size)
     use_amp = amp_enabled(cfg, device)
+    condition = _unwrap(net).condition
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (show_progress and ctx.main), dynamic_ncols=True)
@@ -130,7 +131,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
     for b in bar:
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255)
-        y = labels[idx].to(device, non_blocking=True)
+        y = condition.from_labels(labels[idx].to(device, non_blocking=True))  # None unless class-conditional
         progress = epoch + b / n_batches
         w = kl_weight_at(progress, _beta(net), cfg.warmup_epochs)
         tau = temperature_at(progress / cfg.epochs, cfg.temperature_start, cfg.temperature_end)
@@ -148,7 +149,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
         if b % 10 == 0:
             bar.set_postfix({k: f"{v:.2f}" for k, v in step.items()})
     schedule = {"kl_weight": w}
-    if _unwrap(net).num_components > 0:  # only a mixture's Gumbel-softmax uses the temperature
+    if condition.is_mixture:  # only a mixture's Gumbel-softmax uses the temperature
         schedule["temperature"] = tau
     return {k: v / n_batches for k, v in sums.items()} | schedule
 
@@ -218,7 +219,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     _check_shapes(model_config, data)
     _check_component_init(model_config, cfg)
     seed_everything(cfg.seed)
-    model = build_model(model_config).to(device)
+    model = build_model(model_config, data.info.class_names).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, history = 0, []
     if resume:
@@ -263,15 +264,15 @@ def _check_shapes(model_config: ModelConfig, data: Dataset) -> None:
     if tuple(model_config.image_shape) != tuple(data.info.image_shape):
         raise ValueError(f"model image_shape {list(model_config.image_shape)} does not match dataset "
                          f"{data.info.name!r} {list(data.info.image_shape)}")
-    if model_config.model_type == "cvae" and model_config.num_classes != len(data.info.class_names):
-        raise ValueError(f"cvae num_classes={model_config.num_classes} but the dataset has "
+    if model_config.num_classes and model_config.num_classes != len(data.info.class_names):
+        raise ValueError(f"the model config has num_classes={model_config.num_classes} but the dataset has "
                          f"{len(data.info.class_names)} classes")
 
 
 def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
     if cfg.component_init == "random":
         return
-    if model_config.model_type != "gmvae" or model_config.z_given_y:
+    if model_config.model_type != "gmvae" or model_config.options.get("z_given_y", True):
         raise ValueError(f"component_init={cfg.component_init!r} is for the mean-field GMVAE: use --model gmvae "
                          "--z-given-y no, or leave --component-init at random")
     if cfg.component_init_epoch >= cfg.epochs:
@@ -322,17 +323,17 @@ def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: in
                   seconds: float) -> dict[str, Any]:
     """Train stats plus a validation pass (-ELBO at weight 1) on the test split."""
     model.eval()
-    val_images, val_labels = data.test.images, data.test.labels if model.is_conditional else None
+    val_images, val_labels = data.test.images, model.condition.from_labels(data.test.labels)
     rng = torch.get_rng_state()  # validation sampling must not shift the training RNG stream
     val = metrics_mod.negative_elbo(model, val_images, val_labels, temperature=cfg.temperature_end)
     torch.set_rng_state(rng)
     record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
               "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
               **{k: stats[k] for k in ("kl_weight", "temperature") if k in stats}, "seconds": round(seconds, 3)}
-    if model.num_components > 0:  # a GMVAE: how well its components match the classes (watched, never trained on)
+    if model.condition.is_mixture:  # how well its components match the classes (watched, never trained on)
         assignments = metrics_mod.component_assignments(model, val_images)
         record["val_cluster_accuracy"] = round(metrics_mod.cluster_accuracy(
-            assignments, data.test.labels.numpy(), model.num_components), 4)
+            assignments, data.test.labels.numpy(), model.condition.size), 4)
     return record
 
 

@@ -1,20 +1,22 @@
-"""Model registry: one name per family, one contract (see ``base.py``)."""
+"""The model families: each one file that registers itself with ``@register`` (see ``base.py``).
+
+Importing this package imports every family, which fills ``FAMILIES``; nothing else lists them.
+"""
 
 from __future__ import annotations
 
+from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
-from vaescope.training.models.ae import AE
-from vaescope.training.models.base import LatentModel, LossOutput, Posterior
-from vaescope.training.models.cvae import CVAE
-from vaescope.training.models.gmvae import GMVAE
-from vaescope.training.models.vae import VAE
-
-MODELS: dict[str, type[LatentModel]] = {"ae": AE, "vae": VAE, "cvae": CVAE, "gmvae": GMVAE}
+from vaescope.training.models import ae, cvae, gmvae, vae  # noqa: F401 - each registers its family
+from vaescope.training.models.base import FAMILIES, LatentModel, family, register
 
 
-def build_model(config: ModelConfig) -> LatentModel:
-    """Instantiate the registered class for ``config.model_type``."""
-    return MODELS[config.model_type](config)
+def build_model(config: ModelConfig, class_names: tuple[str, ...] | list[str] = ()) -> LatentModel:
+    """Instantiate the registered family of ``config.model_type``."""
+    model = family(config.model_type)(config)
+    model.class_names = tuple(str(c) for c in class_names)
+    return model
 
 
-__all__ = ["MODELS", "build_model", "LatentModel", "LossOutput", "Posterior", "ModelConfig"]
+__all__ = ["FAMILIES", "build_model", "family", "register", "LatentModel", "LossOutput", "Posterior",
+           "ModelConfig"]

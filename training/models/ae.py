@@ -9,21 +9,31 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
-from vaescope.training.models.base import LossOutput, Posterior
+from vaescope.training.models.base import register
 from vaescope.training.models.vae import VAE
 
+AE_PRIOR_NOTE = ("An autoencoder has no prior: nothing decides where its codes lie, so codes drawn from "
+                 "N(0, I) land away from where the encoder puts images, and its prior samples are mostly noise.")
 
+
+@register("ae")
 class AE(VAE):
+    has_prior = False
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.head = nn.Linear(config.hidden_dim, config.latent_dim)  # a code, no variance
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
-        mean = self.head(self.encoder(x))
-        return Posterior(mean, torch.full_like(mean, float("-inf")), deterministic=True)
+    def _words(self) -> tuple[str, str, str]:
+        return ("AE", "A plain autoencoder: each image is squeezed into one code and rebuilt from it; nothing "
+                      "organises where the codes lie.", AE_PRIOR_NOTE)
 
-    def loss(self, x: Tensor, y: Tensor | None = None, *, kl_weight: float | None = None,
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
+        return Posterior.point(self.head(self.encoder(x)))
+
+    def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
              temperature: float | None = None) -> LossOutput:
         """Reconstruction only."""
         recon = self.recon_nll(self.decode_logits(self.encode(x).mean), x).mean()

@@ -1,154 +1,138 @@
-"""The contract every model answers, so the explorer never branches on a model's class.
+"""The base of vaescope's own families: the contract (``vaescope.contract``) answered once, plus
+the Gaussian-posterior VAE maths they share, and the registry a family joins with ``@register``.
 
-- ``encode(x, y=None) -> Posterior``
-- ``decode(z, y=None) -> [B, C, H, W]`` pixel means in [0, 1]
-- ``sample(n, condition=None, generator=None) -> [n, C, H, W]``
-- ``loss(x, y=None, *, kl_weight=None, temperature=None) -> LossOutput``
+A family is one file: a ``LatentModel`` subclass with ``encode`` and ``decode_logits``, its
+``Options`` dataclass, a ``describe`` of itself, and ``@register("name")``. Nothing else in the
+project lists the families.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaescope.training.config import ModelConfig
+from vaescope.contract import Condition, Description, LossOutput, Posterior, gaussian_log_prob
+from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
 
-LOG_2PI = math.log(2 * math.pi)
+FAMILIES: dict[str, type[LatentModel]] = {}
 
 
-def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mean, diag(exp(logvar))) summed over the last dim. Shapes broadcast; returns [...]."""
-    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) / logvar.exp()).sum(-1)
+def register(name: str):  # noqa: ANN201 - a class decorator
+    """Class decorator: make ``cls`` the family ``name`` (``latent-train --model name``)."""
+    def add(cls: type[LatentModel]) -> type[LatentModel]:
+        if name in FAMILIES and FAMILIES[name] is not cls:
+            raise ValueError(f"model family {name!r} is registered twice ({FAMILIES[name].__name__}, {cls.__name__})")
+        cls.family = name
+        FAMILIES[name] = cls
+        return cls
+    return add
+
+
+def family(name: str) -> type[LatentModel]:
+    """The registered class of family ``name``; ConfigError naming the known ones otherwise."""
+    cls = FAMILIES.get(name)
+    if cls is None:
+        raise ConfigError(f"model_type must be one of {sorted(FAMILIES)}, got {name!r}")
+    return cls
 
 
 @dataclass
-class Posterior:
-    """A diagonal Gaussian q(z|x) [B, D], with the prior it is measured against.
-
-    ``prior_mean`` / ``prior_logvar`` default to N(0, I); a GMVAE sets them to the chosen
-    component's learned prior p(z|y). A deterministic posterior (the AE) has zero variance and no KL.
-    """
-
-    mean: Tensor
-    logvar: Tensor
-    prior_mean: Tensor | None = None
-    prior_logvar: Tensor | None = None
-    component_probs: Tensor | None = None  # GMVAE q(y|x) [B, K]
-    deterministic: bool = False
-
-    @property
-    def std(self) -> Tensor:
-        """[B, D]; zero for a deterministic posterior."""
-        return torch.zeros_like(self.mean) if self.deterministic else (0.5 * self.logvar).exp()
-
-    def mode(self) -> Tensor:
-        return self.mean
-
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised draw z = mean + std * eps (Kingma & Welling 2014). [B, D]"""
-        if self.deterministic:
-            return self.mean
-        if generator is None:  # randn_like: the same draws, and torch.compile traces it with a dynamic batch size
-            eps = torch.randn_like(self.mean)
-        else:
-            eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * eps
-
-    def prior(self) -> tuple[Tensor, Tensor]:
-        """(mean, logvar) [B, D] of the prior this posterior is measured against; N(0, I) by default."""
-        pm = torch.zeros_like(self.mean) if self.prior_mean is None else self.prior_mean
-        plv = torch.zeros_like(self.logvar) if self.prior_logvar is None else self.prior_logvar
-        return pm, plv
-
-    def kl_per_dim(self) -> Tensor:
-        """Analytic KL(q || prior) per latent dimension [B, D], in nats."""
-        if self.deterministic:
-            return torch.zeros_like(self.mean)
-        pm, plv = self.prior()
-        return 0.5 * (plv - self.logvar + (self.logvar.exp() + (self.mean - pm).pow(2)) / plv.exp() - 1)
-
-    def kl(self) -> Tensor:
-        """KL(q || prior) summed over dimensions [B]."""
-        return self.kl_per_dim().sum(-1)
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        """log q(z|x) for z [..., B, D] -> [..., B]."""
-        return gaussian_log_prob(z, self.mean, self.logvar)
-
-    def prior_log_prob(self, z: Tensor) -> Tensor:
-        """log p(z) under this posterior's prior, for z [..., B, D] -> [..., B]."""
-        return gaussian_log_prob(z, *self.prior())
-
-
-@dataclass(frozen=True)
-class LossOutput:
-    """Batch-mean loss terms in nats per image. ``total`` is what the optimiser minimises."""
-
-    total: Tensor
-    recon: Tensor
-    kl: Tensor  # unweighted KL (all latent terms), so recon + kl is the negative ELBO
-    extras: dict[str, Tensor] = field(default_factory=dict)
+class NoOptions(FamilyOptions):
+    """A family without hyper-parameters of its own."""
 
 
 class LatentModel(nn.Module):
-    """Base class: the Gaussian-posterior VAE maths shared by the AE, VAE and CVAE.
+    """Base class: the contract answered for a Gaussian-posterior model with a N(0, I) prior.
 
-    Subclasses provide ``encode`` and ``decode_logits``; everything else follows.
+    Subclasses provide ``encode`` and ``decode_logits`` and describe themselves; everything else
+    follows. ``class_names`` is set by whoever knows the data (the trainer, the checkpoint loader).
     """
 
-    is_conditional: bool = False
-    num_components: int = 0
+    family: ClassVar[str] = ""
+    Options: ClassVar[type[FamilyOptions]] = NoOptions
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.options = config.family_options()
+        self.class_names: tuple[str, ...] = ()
 
-    # -- the contract -------------------------------------------------------------------------
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:  # pragma: no cover
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Raise ConfigError when ``config`` cannot build this family (e.g. a CVAE without classes)."""
+
+    # -- the contract (vaescope.contract.ExplorableModel) --------------------------------------
+    @property
+    def condition(self) -> Condition:
+        """What ``condition`` means for this model (none by default)."""
+        return Condition()
+
+    def describe(self) -> Description:
+        """The card's words and the facts the explorer needs (subclasses add theirs in ``_words``)."""
+        title, summary, prior_note = self._words()
+        cfg = self.config
+        return Description(
+            family=self.family, title=title, summary=summary, image_shape=cfg.image_shape,
+            latent_dim=cfg.latent_dim, class_names=self.class_names, condition=self.condition,
+            has_prior=self.has_prior, prior_note=prior_note,
+            details=(cfg.arch, f"{cfg.likelihood} likelihood"))
+
+    has_prior: ClassVar[bool] = True
+
+    def _words(self) -> tuple[str, str, str]:
+        """(title, one-sentence summary, prior note) for the model card."""
         raise NotImplementedError
 
-    def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:  # pragma: no cover
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:  # pragma: no cover
+        """x [B, C, H, W] -> q(z|x) with mean / logvar [B, D]."""
+        raise NotImplementedError
+
+    def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:  # pragma: no cover
         """[B, D] -> pre-sigmoid outputs [B, C, H, W]."""
         raise NotImplementedError
 
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         """[B, D] -> pixel means [B, C, H, W] in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z, y))
+        return torch.sigmoid(self.decode_logits(z, condition))
 
-    def prior_sample(self, n: int, condition: int | None, generator: torch.Generator | None) -> Tensor:
-        """z ~ p(z) [n, D]; N(0, I) unless a subclass has a richer prior."""
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, temperature^2 I) [n, D]; a richer prior overrides this."""
+        return temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+
+    def kl_per_dim(self, posterior: Posterior) -> Tensor:
+        """KL(q(z|x) || p(z)) per dimension [B, D] in nats, against N(0, I)."""
+        return posterior.kl_per_dim()
 
     @torch.no_grad()
-    def sample(self, n: int, condition: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Draw n images from the model's prior [n, C, H, W]."""
-        z = self.prior_sample(n, condition, generator)
-        return self.decode(z, self.condition_labels(n, condition))
+    def generate(self, n: int, condition: int | None = None, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n images [n, C, H, W] from the prior: ``sample`` then ``decode`` (with the class, for a
+        class-conditional model; its class 0 when ``condition`` is None)."""
+        z = self.sample(n, condition, temperature, generator)
+        return self.decode(z, self.condition.for_class(condition, n, self.device))
 
-    def condition_labels(self, n: int, condition: int | None) -> Tensor | None:
-        """Labels [n] for the decoder of a conditional model; None otherwise."""
-        return None
-
-    def loss(self, x: Tensor, y: Tensor | None = None, *, kl_weight: float | None = None,
+    # -- the training side ----------------------------------------------------------------------
+    def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
              temperature: float | None = None) -> LossOutput:
         """Negative ELBO: E_q[-log p(x|z)] + w * KL(q(z|x) || p(z)), w = beta unless scheduled."""
-        post = self.encode(x, y)
-        logits = self.decode_logits(post.sample(), y)
+        post = self.encode(x, condition)
+        logits = self.decode_logits(post.sample(), condition)
         recon = self.recon_nll(logits, x).mean()
-        kl = post.kl().mean()
+        kl = self.kl_per_dim(post).sum(-1).mean()
         w = self.config.beta if kl_weight is None else kl_weight
         return LossOutput(total=recon + w * kl, recon=recon, kl=kl)
 
-    def forward(self, x: Tensor, y: Tensor | None = None, kl_weight: float | None = None,
+    def forward(self, x: Tensor, condition: Tensor | None = None, kl_weight: float | None = None,
                 temperature: float | None = None) -> LossOutput:
         """``loss`` under the name DistributedDataParallel wraps."""
-        return self.loss(x, y, kl_weight=kl_weight, temperature=temperature)
+        return self.loss(x, condition, kl_weight=kl_weight, temperature=temperature)
 
-    # -- shared maths ---------------------------------------------------------------------------
     def recon_nll(self, logits: Tensor, x: Tensor) -> Tensor:
         """-log p(x|z) per image [B] (or [..., B] for leading sample dims), in nats.
 
@@ -162,13 +146,14 @@ class LatentModel(nn.Module):
             nll = (torch.sigmoid(logits) - x).pow(2) / (2 * c) + 0.5 * math.log(2 * math.pi * c)
         return nll.flatten(-3).sum(-1)
 
-    def log_importance_weights(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+    def log_importance_weights(self, x: Tensor, condition: Tensor | None, k: int) -> Tensor:
         """log p(x, z_i) - log q(z_i|x) for k posterior samples [k, B] (the IWAE bound's terms)."""
-        post = self.encode(x, y)
+        post = self.encode(x, condition)
         z = post.mean + post.std * torch.randn(k, *post.mean.shape, device=x.device)  # [k, B, D]
-        logits = self.decode_logits(z.flatten(0, 1), None if y is None else y.repeat(k))
+        logits = self.decode_logits(z.flatten(0, 1), None if condition is None else condition.repeat(k))
         log_px = -self.recon_nll(logits.unflatten(0, (k, x.shape[0])), x)
-        return log_px + post.prior_log_prob(z) - post.log_prob(z)
+        prior = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+        return log_px + prior - post.log_prob(z)
 
     @property
     def device(self) -> torch.device:

@@ -22,16 +22,33 @@ balance term, which keeps all K components in use, always has weight 1.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaescope.training.config import ModelConfig
-from vaescope.training.models.base import LatentModel, LossOutput, Posterior
+from vaescope.contract import Condition, LossOutput, Posterior, gaussian_log_prob
+from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
+from vaescope.training.models.base import LatentModel, register
 from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
+
+
+@dataclass
+class GMVAEOptions(FamilyOptions):
+    components: int = field(default=0, metadata={"help": "mixture components K (default: the number of classes)"})
+    # 1 is the plain ELBO; < 1 allows confident cluster assignments (see the module docstring)
+    categorical_weight: float = field(default=1.0, metadata={
+        "help": "weight of the per-image part E KL(q(y|x) || q(y)) of the categorical KL (1 = plain ELBO)"})
+    # True: q(z|x, y), whose network sees the component; False: the mean-field q(z|x) of VaDE
+    z_given_y: bool = field(default=True, metadata={
+        "help": "'yes' = q(z|x,y); 'no' = mean-field q(z|x), clusters set by the mixture"})
+
+    def check(self) -> None:
+        if self.components < 0 or self.categorical_weight < 0:
+            raise ConfigError("components and categorical_weight must be >= 0")
 
 
 def categorical_kl_parts(log_q_y: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,14 +60,17 @@ def categorical_kl_parts(log_q_y: Tensor) -> tuple[Tensor, Tensor]:
     return per_image, balance
 
 
+@register("gmvae")
 class GMVAE(LatentModel):
+    Options = GMVAEOptions
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        k, d, h = config.num_components, config.latent_dim, config.hidden_dim
+        k, d, h = self.components_of(config), config.latent_dim, config.hidden_dim
         self.num_components = k
         self.encoder = ImageEncoder(config)
         self.y_head = nn.Linear(h, k)  # logits of q(y|x)
-        self.z_given_y = config.z_given_y
+        self.z_given_y = self.options.z_given_y
         self.z_head = nn.Sequential(nn.Linear(h + k if self.z_given_y else h, h), nn.LeakyReLU(0.2),
                                     nn.Linear(h, 2 * d))
         self.decoder = ImageDecoder(config, d)
@@ -58,14 +78,37 @@ class GMVAE(LatentModel):
         self.prior_mean = nn.Parameter(PRIOR_SPREAD * torch.randn(k, d, generator=gen))  # mu_y [K, D]
         self.prior_logvar = nn.Parameter(torch.zeros(k, d))  # log sigma_y^2 [K, D]
 
+    @staticmethod
+    def components_of(config: ModelConfig) -> int:
+        """K: the ``components`` option, or the number of classes when it is 0."""
+        return config.options.get("components") or config.num_classes
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        if cls.components_of(config) < 2:
+            raise ConfigError("a gmvae needs num_components >= 2 (set --components)")
+
+    @property
+    def condition(self) -> Condition:
+        return Condition("component", self.num_components)
+
+    def _words(self) -> tuple[str, str, str]:
+        k = self.num_components
+        return (f"GMVAE with {k} components",
+                f"A Gaussian-mixture VAE: its prior is {k} Gaussian clusters, learnt without labels, and each "
+                "image is assigned to the cluster that explains it best.", "")
+
+    def _component_prior(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """p(z|y) (mean, logvar) [B, D] for a (relaxed) one-hot y [B, K]."""
+        return y @ self.prior_mean, (y @ self.prior_logvar).clamp(-12, 8)
+
     def _z_posterior(self, h: Tensor, y_soft: Tensor, probs: Tensor) -> Posterior:
-        """q(z|x, y) (or q(z|x) when not ``z_given_y``) and p(z|y) for a (relaxed) one-hot y [B, K]."""
+        """q(z|x, y) (or q(z|x) when not ``z_given_y``) for a (relaxed) one-hot y [B, K]."""
         z_input = torch.cat([h, y_soft], dim=-1) if self.z_given_y else h
         mean, logvar = self.z_head(z_input).chunk(2, dim=-1)
-        return Posterior(mean, logvar.clamp(-12, 8), prior_mean=y_soft @ self.prior_mean,
-                         prior_logvar=(y_soft @ self.prior_logvar).clamp(-12, 8), component_probs=probs)
+        return Posterior(mean, logvar.clamp(-12, 8), component_probs=probs)
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
         """q(z|x, y*) with y* = argmax q(y|x); ``component_probs`` holds q(y|x) [B, K]."""
         return self.features_and_posterior(x)[1]
 
@@ -76,11 +119,19 @@ class GMVAE(LatentModel):
         y_hard = F.one_hot(logits.argmax(-1), self.num_components).to(h.dtype)
         return h, self._z_posterior(h, y_hard, logits.softmax(-1))
 
-    def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+    def kl_per_dim(self, posterior: Posterior) -> Tensor:
+        """KL from the prior of each image's most probable component, p(z|y*) [B, D]."""
+        assert posterior.component_probs is not None, "a GMVAE posterior carries q(y|x)"
+        y_hard = F.one_hot(posterior.component_probs.argmax(-1), self.num_components).to(posterior.mean.dtype)
+        return posterior.kl_per_dim(*self._component_prior(y_hard))
+
+    def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.decoder(z)
 
-    def prior_sample(self, n: int, condition: int | None, generator: torch.Generator | None) -> Tensor:
-        """z ~ p(z|y=condition), or from the whole mixture when condition is None. [n, D]"""
+    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z|y=condition) with its sd scaled by ``temperature``, or from the whole mixture when
+        condition is None. [n, D]"""
         k = self.num_components
         if condition is None:
             comps = torch.randint(k, (n,), generator=generator, device=self.device)
@@ -89,11 +140,17 @@ class GMVAE(LatentModel):
                 raise ValueError(f"component {condition} out of range 0..{k - 1}")
             comps = torch.full((n,), int(condition), dtype=torch.long, device=self.device)
         eps = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-        return self.prior_mean[comps] + (0.5 * self.prior_logvar[comps]).exp() * eps
+        return self.prior_mean[comps] + temperature * (0.5 * self.prior_logvar[comps]).exp() * eps
 
-    def loss(self, x: Tensor, y: Tensor | None = None, *, kl_weight: float | None = None,
+    def generate(self, n: int, condition: int | None = None, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n images of component ``condition`` (or of the whole mixture)."""
+        with torch.no_grad():
+            return self.decode(self.sample(n, condition, temperature, generator))
+
+    def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
              temperature: float | None = None) -> LossOutput:
-        """The labels y are ignored: the GMVAE is unsupervised."""
+        """The labels are never passed in: the GMVAE is unsupervised."""
         h = self.encoder(x)
         logits = self.y_head(h)
         log_q_y = logits.log_softmax(-1)
@@ -101,24 +158,25 @@ class GMVAE(LatentModel):
         y_soft = F.gumbel_softmax(logits, tau=tau, hard=False)
         post = self._z_posterior(h, y_soft, log_q_y.exp())
         recon = self.recon_nll(self.decode_logits(post.sample()), x).mean()
-        gauss_kl = post.kl().mean()
+        gauss_kl = post.kl(*self._component_prior(y_soft)).mean()
         per_image, balance = categorical_kl_parts(log_q_y)
         cat_kl = per_image + balance  # = mean KL(q(y|x) || uniform)
         w = self.config.beta if kl_weight is None else kl_weight
-        total = recon + w * (gauss_kl + self.config.categorical_weight * per_image + balance)
+        total = recon + w * (gauss_kl + self.options.categorical_weight * per_image + balance)
         return LossOutput(total=total, recon=recon, kl=gauss_kl + cat_kl,
                           extras={"gauss_kl": gauss_kl.detach(), "cat_kl": cat_kl.detach(),
                                   "balance_kl": balance.detach()})
 
-    def log_importance_weights(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+    def log_importance_weights(self, x: Tensor, condition: Tensor | None, k: int) -> Tensor:
         """Joint proposal q(y, z|x): log p(x|z) + log p(z|y) + log p(y) - log q(z|x,y) - log q(y|x)."""
         h = self.encoder(x)
         log_q_y = self.y_head(h).log_softmax(-1)  # [B, K]
         comps = torch.multinomial(log_q_y.exp(), k, replacement=True).T  # [k, B]
-        y_hot = F.one_hot(comps, self.num_components).to(h.dtype)  # [k, B, K]
-        post = self._z_posterior(h.expand(k, *h.shape).flatten(0, 1), y_hot.flatten(0, 1), log_q_y)
+        y_hot = F.one_hot(comps, self.num_components).to(h.dtype).flatten(0, 1)  # [k * B, K]
+        post = self._z_posterior(h.expand(k, *h.shape).flatten(0, 1), y_hot, log_q_y)
         z = post.sample()
         log_px = -self.recon_nll(self.decode_logits(z), x.repeat(k, 1, 1, 1))
-        log_w = (log_px + post.prior_log_prob(z) - post.log_prob(z)
+        log_pz = gaussian_log_prob(z, *self._component_prior(y_hot))
+        log_w = (log_px + log_pz - post.log_prob(z)
                  - math.log(self.num_components) - log_q_y.gather(1, comps.T).T.flatten())
         return log_w.view(k, x.shape[0])

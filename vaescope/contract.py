@@ -1,0 +1,253 @@
+"""The model contract: everything the explorer, the metrics and the exporters may ask of a model.
+
+Any object with the methods of ``ExplorableModel`` can be explored (it is a ``typing.Protocol``:
+duck typing, no base class needed). vaescope's own families get them from
+``vaescope.training.models.base.LatentModel``; a PyTorch module that vaescope did not define gets
+them from one adapter, ``vaescope.adapter.adapt``.
+
+Shapes, everywhere: images x [B, C, H, W] with pixels in [0, 1]; codes z [B, D]; a class
+condition y [B] (int64).
+
+What differs between families reaches the explorer only through this file: the ``Description``
+(its words for the model card and for what it cannot do), the ``Condition`` (what a condition
+means), whether there is a prior, and the ``Posterior`` it returns. The explorer never asks which
+family a model is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+CONDITION_KINDS = ("none", "class", "component")
+
+
+def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mean, diag(exp(logvar))) summed over the last dim. Shapes broadcast; returns [...]."""
+    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) / logvar.exp()).sum(-1)
+
+
+class ContractError(TypeError):
+    """An object does not answer the contract; the message says what is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a model's ``condition`` argument means.
+
+    - ``"none"``: nothing; ``encode``, ``decode`` and ``sample`` ignore it.
+    - ``"class"``: ``encode(x, y)`` and ``decode(z, y)`` need class labels y [B] in 0..size-1 (a CVAE).
+      ``sample(n, c)`` draws codes from the prior, which does not depend on the class; decoding them
+      with class c gives images of c.
+    - ``"component"``: the prior is a mixture of ``size`` components. ``sample(n, k)`` draws from
+      component k, and ``encode`` reports the responsibilities q(k|x) [B, size] on its posterior.
+      ``encode`` and ``decode`` take no condition.
+    """
+
+    kind: str = "none"
+    size: int = 0  # classes or components; 0 for "none"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONDITION_KINDS:
+            raise ContractError(f"condition kind must be one of {CONDITION_KINDS}, got {self.kind!r}")
+        if (self.kind == "none") != (self.size == 0) or self.size < 0:
+            raise ContractError(f"a {self.kind!r} condition needs size {'0' if self.kind == 'none' else '>= 1'}, "
+                                f"got {self.size}")
+
+    @property
+    def decodes_with_class(self) -> bool:
+        """Whether encode and decode take a class label."""
+        return self.kind == "class"
+
+    @property
+    def is_mixture(self) -> bool:
+        """Whether the prior is a mixture that ``sample`` can draw one component of."""
+        return self.kind == "component"
+
+    def from_labels(self, labels: Tensor | None) -> Tensor | None:
+        """What encode / decode take for dataset labels [B]: the labels for a class condition (an
+        unknown label, -1, becomes class 0), else None."""
+        if not self.decodes_with_class or labels is None:
+            return None
+        return labels.long().clamp(min=0)
+
+    def for_class(self, label: int | None, n: int, device: torch.device | str = "cpu") -> Tensor | None:
+        """The decoder condition [n] for one chosen class (class 0 when none is chosen), else None."""
+        if not self.decodes_with_class:
+            return None
+        c = 0 if label is None else int(label)
+        if not 0 <= c < self.size:
+            raise ValueError(f"class {c} out of range 0..{self.size - 1}")
+        return torch.full((n,), c, dtype=torch.long, device=device)
+
+
+@dataclass(frozen=True)
+class LatentGroup:
+    """A named slice ``z[:, start:start + size]`` of the code (a hierarchical model has several)."""
+
+    name: str
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a model says about itself: the model card's words and the facts the panels need."""
+
+    family: str  # the registered family name ("vae", ...), or "foreign" for an adapted module
+    title: str  # the card's heading, e.g. "β-VAE (β = 4)" or "GMVAE with 10 components"
+    summary: str  # one plain sentence for a student: what this kind of model does
+    image_shape: tuple[int, int, int]  # [C, H, W]
+    latent_dim: int
+    class_names: tuple[str, ...] = ()
+    condition: Condition = Condition()
+    has_prior: bool = True  # False: codes drawn by ``sample`` are not where the model puts images
+    prior_note: str = ""  # what the prior cannot do, in words (why an AE's prior samples are noise)
+    details: tuple[str, ...] = ()  # short technical facts for the card: "conv", "Bernoulli likelihood"
+    latent_groups: tuple[LatentGroup, ...] = ()  # empty: one group, the whole code
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ContractError(f"image_shape must be [C, H, W] with positive sizes, got {list(self.image_shape)}")
+        if self.latent_dim < 1:
+            raise ContractError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if not self.latent_groups:
+            object.__setattr__(self, "latent_groups", (LatentGroup("z", 0, self.latent_dim),))
+
+    def class_name(self, label: int | None) -> str:
+        """A label in words: its class name, the number itself past the names, "?" when unknown."""
+        if label is None or label < 0:
+            return "?"
+        return self.class_names[label] if label < len(self.class_names) else str(label)
+
+
+@dataclass
+class Posterior:
+    """A diagonal Gaussian q(z|x) with mean and log-variance [B, D], or a point (a deterministic
+    encoder: zero spread, said by ``deterministic``). ``component_probs`` [B, K] holds a mixture
+    model's responsibilities q(k|x).
+
+    As in diffusers' ``DiagonalGaussianDistribution``, the prior is an argument of the KL, not a
+    field of the posterior: ``kl_per_dim(prior_mean, prior_logvar)`` defaults to N(0, I).
+    """
+
+    mean: Tensor
+    logvar: Tensor
+    component_probs: Tensor | None = None
+    deterministic: bool = False
+
+    @classmethod
+    def point(cls, mean: Tensor, component_probs: Tensor | None = None) -> Posterior:
+        """The posterior of a deterministic encoder: all its mass on ``mean`` [B, D]."""
+        return cls(mean, torch.full_like(mean, -math.inf), component_probs, deterministic=True)
+
+    @property
+    def std(self) -> Tensor:
+        """[B, D]; zero for a deterministic posterior."""
+        return torch.zeros_like(self.mean) if self.deterministic else (0.5 * self.logvar).exp()
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised draw z = mean + std * eps (Kingma & Welling 2014). [B, D]"""
+        if self.deterministic:
+            return self.mean
+        if generator is None:  # randn_like: the same draws, and torch.compile traces it with a dynamic batch size
+            eps = torch.randn_like(self.mean)
+        else:
+            eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def kl_per_dim(self, prior_mean: Tensor | None = None, prior_logvar: Tensor | None = None) -> Tensor:
+        """Analytic KL(q || N(prior_mean, exp(prior_logvar))) per dimension [B, D] in nats; N(0, I)
+        by default; zero for a deterministic posterior (it has no density to compare)."""
+        if self.deterministic:
+            return torch.zeros_like(self.mean)
+        pm = torch.zeros_like(self.mean) if prior_mean is None else prior_mean
+        plv = torch.zeros_like(self.logvar) if prior_logvar is None else prior_logvar
+        return 0.5 * (plv - self.logvar + (self.logvar.exp() + (self.mean - pm).pow(2)) / plv.exp() - 1)
+
+    def kl(self, prior_mean: Tensor | None = None, prior_logvar: Tensor | None = None) -> Tensor:
+        """KL summed over dimensions [B]."""
+        return self.kl_per_dim(prior_mean, prior_logvar).sum(-1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) for z [..., B, D] -> [..., B]."""
+        return gaussian_log_prob(z, self.mean, self.logvar)
+
+
+@runtime_checkable
+class ExplorableModel(Protocol):
+    """What the explorer, the metrics and the exporters may ask of a model, and nothing more.
+
+    - ``describe()``: the ``Description`` (shapes, class names, condition, prior, the card's words).
+    - ``encode(x [B, C, H, W], condition=None) -> Posterior`` with mean / spread [B, D].
+    - ``decode(z [B, D], condition=None) -> [B, C, H, W]`` pixel means in [0, 1].
+    - ``sample(n, condition=None, temperature=1.0, generator=None) -> z [n, D]``: codes from the
+      prior, the spread scaled by ``temperature``; for a mixture, ``condition`` names a component.
+    - ``kl_per_dim(posterior) -> [B, D]``: KL of the posterior from the model's own prior, per
+      dimension, in nats (zeros when the model has none).
+    - ``device``: where its tensors live.
+
+    See ``Condition`` for what ``condition`` means in each case.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def describe(self) -> Description: ...
+
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior: ...
+
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor: ...
+
+    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor: ...
+
+    def kl_per_dim(self, posterior: Posterior) -> Tensor: ...
+
+
+CONTRACT_METHODS = ("describe", "encode", "decode", "sample", "kl_per_dim")
+
+
+def check_contract(model: object) -> Description:
+    """The model's ``Description`` once it is checked to answer the contract; else ContractError.
+
+    Examples:
+        >>> from vaescope.training.models import build_model
+        >>> from vaescope.training.config import ModelConfig
+        >>> check_contract(build_model(ModelConfig(image_shape=(1, 8, 8), latent_dim=2, arch="mlp"))).latent_dim
+        2
+    """
+    missing = [name for name in CONTRACT_METHODS if not callable(getattr(model, name, None))]
+    if missing or not hasattr(model, "device"):
+        raise ContractError(f"{type(model).__name__} does not answer the vaescope model contract: it lacks "
+                            f"{missing + ([] if hasattr(model, 'device') else ['device'])}; wrap a module with "
+                            "vaescope.adapter.adapt (vs.explore does it for objects with encode and decode)")
+    description = model.describe()  # type: ignore[attr-defined]
+    if not isinstance(description, Description):
+        raise ContractError(f"{type(model).__name__}.describe() returned a {type(description).__name__}, "
+                            "not a vaescope.contract.Description")
+    return description
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """The training side of the contract: batch-mean loss terms in nats per image.
+
+    ``total`` is what the optimiser minimises; ``kl`` is the unweighted KL of all latent terms,
+    so ``recon + kl`` is the negative ELBO. ``extras`` holds a family's own named terms.
+    """
+
+    total: Tensor
+    recon: Tensor
+    kl: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
