@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vaescope.errors import InputError
 from vaescope.training.config import ConfigError, ModelConfig
 from vaescope.training.models import LatentModel, build_model
 
@@ -33,7 +34,7 @@ TRAIN_STATE_NAME = "train_state.safetensors"
 TRAIN_STATE_KEY = "train_state"  # the resume state's metadata key (a checkpoint's is META_KEY)
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint cannot be read; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
@@ -56,6 +57,13 @@ class CheckpointMeta:
     @property
     def model_type(self) -> str:
         return self.model_config.model_type
+
+    @property
+    def showcase_rank(self) -> int:
+        """How early this model should be shown to a first-time visitor (its family's rank)."""
+        from vaescope.training.models import family
+
+        return family(self.model_type).showcase_rank
 
     def to_json(self) -> str:
         return json.dumps({

@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = model_config_for(data, **model_kwargs)
         out = args.out or Path("runs") / f"{train_cfg.dataset.replace(':', '-').replace('/', '_')}-{model_cfg.model_type}"
         result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
-    except (ConfigError, ValueError) as exc:
-        parser.error(str(exc))
     except (DatasetError, CheckpointError, TrainingDiverged, FileNotFoundError) as exc:
         print(f"latent-train: error: {exc}", file=sys.stderr)
         return 1
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
     return _report(result, out / CHECKPOINT_NAME)
 
 

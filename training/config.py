@@ -11,12 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from vaescope.errors import InputError
+
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 COMPONENT_INITS = ("random", "umap")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value is out of range or unknown; the message names the field."""
 
 
@@ -126,7 +128,7 @@ class TrainConfig(_DictMixin):
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    device: str = "auto"  # auto picks CUDA when present
+    device: str = "auto"  # auto picks CUDA, then Apple's MPS, then the CPU
     warmup_epochs: int = 0  # linear KL warm-up (Bowman et al. 2016) against posterior collapse
     # GMVAE Gumbel-softmax temperature, annealed exponentially from start to end over the run
     # (Jang et al. 2017 anneal towards ~0.5; lower is closer to one-hot but noisier gradients).
@@ -163,5 +165,5 @@ class TrainConfig(_DictMixin):
                "also set component_init to umap (--component-init umap)")
         _check(self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}")
         _check(self.image_size in (8, 16, 28, 32, 64, 128), f"image_size must be one of 8, 16, 28, 32, 64, 128, got {self.image_size}")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-               f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+               f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")

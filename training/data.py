@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaescope.errors import InputError
+
 DEFAULT_DATA_DIR = "~/.cache/vaescope/data"
 # Debian's dataset-fashion-mnist package; the environment variable overrides it (tests use this).
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
@@ -38,7 +40,7 @@ FOLDER_PREFIX = "folder:"
 Index = int | slice | list[int] | torch.Tensor | None
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A dataset cannot be found, read or made; the message says what is wrong and what to do."""
 
 

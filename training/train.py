@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from vaescope.devices import pick_device
 from vaescope.training import metrics as metrics_mod
 from vaescope.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -68,12 +69,8 @@ def temperature_at(progress: float, start: float, end: float) -> float:
 
 # -- setup --------------------------------------------------------------------------------------
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU. Asking for CUDA on a machine without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
+    """'auto' -> CUDA, then Apple's MPS, then the CPU (``vaescope.devices.pick_device``)."""
+    return pick_device(name)
 
 
 def model_config_for(dataset: Dataset, **overrides: Any) -> ModelConfig:

@@ -20,6 +20,7 @@ AE_PRIOR_NOTE = ("An autoencoder has no prior: nothing decides where its codes l
 
 @register("ae")
 class AE(VAE):
+    showcase_rank = 3
     has_prior = False
 
     def __init__(self, config: ModelConfig) -> None:

@@ -55,6 +55,9 @@ class LatentModel(nn.Module):
 
     family: ClassVar[str] = ""
     Options: ClassVar[type[FamilyOptions]] = NoOptions
+    has_prior: ClassVar[bool] = True
+    # Which checkpoint the explorer opens first: the lowest rank, what a first-time visitor learns most from.
+    showcase_rank: ClassVar[int] = 10
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -81,8 +84,6 @@ class LatentModel(nn.Module):
             latent_dim=cfg.latent_dim, class_names=self.class_names, condition=self.condition,
             has_prior=self.has_prior, prior_note=prior_note,
             details=(cfg.arch, f"{cfg.likelihood} likelihood"))
-
-    has_prior: ClassVar[bool] = True
 
     def _words(self) -> tuple[str, str, str]:
         """(title, one-sentence summary, prior note) for the model card."""

@@ -14,6 +14,7 @@ from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 @register("cvae")
 class CVAE(LatentModel):
+    showcase_rank = 2
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         k = config.num_classes

@@ -38,6 +38,7 @@ PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to brea
 
 @dataclass
 class GMVAEOptions(FamilyOptions):
+    showcase_rank = 1
     components: int = field(default=0, metadata={"help": "mixture components K (default: the number of classes)"})
     # 1 is the plain ELBO; < 1 allows confident cluster assignments (see the module docstring)
     categorical_weight: float = field(default=1.0, metadata={

@@ -16,6 +16,7 @@ from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 @register("vae")
 class VAE(LatentModel):
+    showcase_rank = 0
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.encoder = ImageEncoder(config)

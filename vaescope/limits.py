@@ -1,0 +1,19 @@
+"""Every limit on what arrives from outside, in one place (the README's Safety section repeats them).
+
+A size that comes from a file, an upload or a request is checked against these before anything is
+built or allocated from it.
+"""
+
+from __future__ import annotations
+
+# -- uploaded images ------------------------------------------------------------------------------
+# 25 MP is a 5000 x 5000 photo: far more than any model here needs, far less than a decompression
+# bomb (PNG headers can declare 10^10 pixels).
+MAX_IMAGE_PIXELS = 25_000_000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_MB = 200  # per uploaded file (checkpoints too); --max-upload-mb changes it
+
+# -- the explorer's caches ------------------------------------------------------------------------
+MAX_MODELS_IN_MEMORY = 4  # loaded checkpoints kept (LRU); models handed to vs.explore are kept as well
+MAX_MAP_POINTS = 70_000  # evaluation images encoded per model (a seeded subset above this)
+MAX_PROJECTIONS_IN_MEMORY = 16
