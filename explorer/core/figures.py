@@ -12,10 +12,16 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 from PIL import Image
 
 BIG_MAP = 20_000  # above this many points markers shrink so dense regions stay readable
+# Classes and mixture components get different palettes, so a component colour is never mistaken
+# for the class that happens to share its number.
+PALETTES = {"classes": plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Pastel,
+            "components": plotly.colors.qualitative.Dark24}
+MARKER_COLOR = "#ff1493"
 PAD_VALUE = 128  # mid-grey between grid cells: visible against both black and white digits
 ACTIVE_COLOR, INACTIVE_COLOR = "#1f77b4", "#c7c7c7"
 
@@ -57,19 +63,22 @@ def _marker(n: int, dims: int) -> dict:
 
 
 def _categorical_traces(coords: np.ndarray, color: np.ndarray, labels: np.ndarray | None,
-                        names: Sequence[str] | None) -> list:
+                        names: Sequence[str] | None, palette: str) -> list:
     """One trace per category value (legend entry), customdata = dataset index."""
     values = np.asarray(color, np.int64)
     index = np.arange(len(coords))
+    colours = PALETTES.get(palette, PALETTES["classes"])
     traces = []
     for value in np.unique(values):
         mask = values == value
         name = _category_name(int(value), names)
         text = labels[mask] if labels is not None else None
-        label = "%{text}" if text is not None else name
+        label = "%{text}" if text is not None else name.replace("%", "%%")
+        marker = _marker(len(coords), coords.shape[1]) | {"color": "#999999" if value < 0 else
+                                                          colours[int(value) % len(colours)]}
         traces.append(_scatter(coords[mask], mode="markers", name=name, customdata=index[mask],
-                               text=text, marker=_marker(len(coords), coords.shape[1]),
-                               hovertemplate=f"index %{{customdata}}<br>{label}<extra></extra>"))
+                               text=text, marker=marker,
+                               hovertemplate=f"image #%{{customdata}}<br>{label}<extra></extra>"))
     return traces
 
 
@@ -80,14 +89,14 @@ def _continuous_trace(coords: np.ndarray, color: np.ndarray, labels: np.ndarray 
     label = "%{text}<br>" if labels is not None else ""
     return [_scatter(coords, mode="markers", name="points", customdata=np.arange(len(coords)),
                      text=labels, marker=marker, showlegend=False,
-                     hovertemplate=f"index %{{customdata}}<br>{label}value %{{marker.color:.3g}}"
+                     hovertemplate=f"image #%{{customdata}}<br>{label}value %{{marker.color:.3g}}"
                                    "<extra></extra>")]
 
 
 def latent_map(coords: np.ndarray, color: np.ndarray, color_kind: str,
                hover_labels: Sequence[str] | None, title: str = "",
                overlay: np.ndarray | None = None, overlay_name: str = "prior samples",
-               path: np.ndarray | None = None) -> go.Figure:
+               path: np.ndarray | None = None, palette: str = "classes") -> go.Figure:
     """Scatter of coords [N, 2|3] coloured by ``color`` [N].
 
     color_kind "categorical" (int values, -1 = unknown): one trace per category, in a legend;
@@ -99,7 +108,7 @@ def latent_map(coords: np.ndarray, color: np.ndarray, color_kind: str,
         raise ValueError(f"color_kind must be 'categorical' or 'continuous', got {color_kind!r}")
     coords = np.asarray(coords, np.float32)
     labels, names = _point_labels(color, color_kind, hover_labels, len(coords))
-    traces = (_categorical_traces(coords, color, labels, names) if color_kind == "categorical"
+    traces = (_categorical_traces(coords, color, labels, names, palette) if color_kind == "categorical"
               else _continuous_trace(coords, color, labels))
     fig = go.Figure(traces)
     if overlay is not None and len(overlay):
@@ -120,10 +129,27 @@ def add_overlay(fig: go.Figure, points: np.ndarray, name: str = "prior samples")
     return fig
 
 
-def add_path(fig: go.Figure, points: np.ndarray, name: str = "path") -> go.Figure:
-    """Append a path [S, 2|3] as a red line with markers, e.g. an interpolation's codes."""
+def add_marker(fig: go.Figure, points: np.ndarray, dims: int, name: str = "you are here") -> go.Figure:
+    """Append the "you are here" marker at the last of ``points`` [T, dims] and a faint trail through
+    the earlier ones (the path of a slider drag). Both traces are added even when empty, so the
+    page can move them later (``static/bridge.js`` restyles them by name)."""
+    points = np.asarray(points, np.float32).reshape(-1, dims)
+    fig.add_trace(_scatter(points, mode="lines", name="trail", hoverinfo="skip", showlegend=False,
+                           line={"color": MARKER_COLOR, "width": 2}, opacity=0.4))
+    size = 9 if dims == 3 else 16
+    fig.add_trace(_scatter(points[-1:], mode="markers", name=name, hoverinfo="name", showlegend=False,
+                           marker={"symbol": "diamond" if dims == 3 else "star", "color": MARKER_COLOR,
+                                   "size": size, "line": {"color": "black", "width": 1}}))
+    return fig
+
+
+def add_path(fig: go.Figure, points: np.ndarray, dims: int | None = None, name: str = "path") -> go.Figure:
+    """Append a path [S, 2|3] as a red line with markers, e.g. an interpolation's codes (added even
+    when empty, so the page can fill it in later)."""
     points = np.asarray(points, np.float32)
-    fig.add_trace(_scatter(points, mode="lines+markers", name=name, hoverinfo="name",
+    if dims is not None:
+        points = points.reshape(-1, dims)
+    fig.add_trace(_scatter(points, mode="lines+markers", name=name, hoverinfo="name", showlegend=len(points) > 0,
                            line={"color": "crimson", "width": 3}, marker={"size": 5, "color": "crimson"}))
     return fig
 

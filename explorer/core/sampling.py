@@ -1,26 +1,37 @@
-"""Sampling images of one class from any model family, and decoding a code under every class.
+"""Sampling images of one class from any model, and decoding a code under every class.
 
-How the class is used depends on what the model offers (capabilities, not its Python class):
-- conditional (CVAE): decode z ~ N(0, T^2 I) with the class label;
-- a mixture prior (GMVAE): z ~ N(mu_k, T^2 sigma_k^2) for the component k matched to the class;
-- neither (VAE / AE): z ~ N(mu_c, T^2 Sigma_c), a Gaussian fitted to that class's posterior means.
-T is the temperature: it scales the standard deviation, so T < 1 trades variety for typicality.
+How a class is used depends on what the model's ``Condition`` says, never on its family:
+- "class" (the decoder takes the class, e.g. a CVAE): codes from the prior, decoded with the class;
+- "component" (a mixture prior, e.g. a GMVAE): codes from the mixture component matched to the
+  class by the labelled evaluation images (Hungarian matching);
+- "none": codes from a Gaussian fitted to that class's posterior means, z ~ N(mu_c, T^2 Sigma_c).
+T is the temperature: it scales the spread, so T < 1 trades variety for typicality.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from vaescope.errors import InputError
+from vaescope.explorer.core.codes import decode, prior_codes
+from vaescope.explorer.core.latents import LatentsCache
+from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.metrics import cluster_mapping
-from vaescope.training.models import LatentModel
-
-if TYPE_CHECKING:  # loading.py depends on the model stack; the samplers only read its fields
-    from vaescope.explorer.loading import LatentsCache
 
 RIDGE = 1e-4  # added to each class covariance: keeps Cholesky defined for tiny or flat classes
+
+
+@dataclass(frozen=True)
+class ClassSample:
+    """Codes [n, D] for one class, the class the decoder takes (or None), and how, in words."""
+
+    z: np.ndarray
+    decoder_class: int | None
+    note: str
+    details: str  # the same in the notation of the papers, for the page's "details"
 
 
 def class_gaussians(means: np.ndarray, labels: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -34,7 +45,7 @@ def class_gaussians(means: np.ndarray, labels: np.ndarray) -> dict[int, tuple[np
 
 
 def component_to_class(component_probs: np.ndarray, labels: np.ndarray) -> dict[int, int]:
-    """One-to-one component -> class map [K] -> classes, from q(y|x) [N, K] and labels [N].
+    """One-to-one component -> class map from q(k|x) [N, K] and labels [N].
 
     Hungarian matching (scipy's linear_sum_assignment) on the component x class count matrix of
     the labelled points (label >= 0), each point counted under its most probable component.
@@ -44,97 +55,79 @@ def component_to_class(component_probs: np.ndarray, labels: np.ndarray) -> dict[
     if not known.any():
         return {}
     assignments = np.asarray(component_probs)[known].argmax(axis=1)
-    return cluster_mapping(assignments, np.asarray(labels)[known].astype(np.int64),
-                           component_probs.shape[1])
+    return cluster_mapping(assignments, np.asarray(labels)[known].astype(np.int64), component_probs.shape[1])
 
 
-def _noise(n: int, d: int, seed: int) -> np.ndarray:
-    """Standard normal noise [n, D] from a seeded CPU torch.Generator (same numbers on any device)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n, d, generator=gen, dtype=torch.float64).numpy()
+def component_names(entry: ModelEntry) -> list[str]:
+    """A name per mixture component: "component k ≈ <its matched class>" when labelled images say,
+    else "component k"."""
+    size = entry.description.condition.size
+    latents = entry.latents
+    matched: dict[int, int] = {}
+    if latents is not None and latents.component_probs is not None and latents.has_labels:
+        matched = component_to_class(latents.component_probs, latents.labels)
+    return [f"component {k}" + (f" ≈ {entry.description.class_name(matched[k])}" if k in matched else "")
+            for k in range(size)]
 
 
-def _cvae_codes(model: LatentModel, c: int, n: int, seed: int, t: float) -> tuple[np.ndarray, str]:
-    if not 0 <= c < model.config.num_classes:
-        raise ValueError(f"class {c} out of range 0..{model.config.num_classes - 1}")
-    z = t * _noise(n, model.config.latent_dim, seed)
-    return z, f"CVAE: decoded z ~ N(0, {t:g}² I) with the class label {c}"
-
-
-def _matched_component(model: LatentModel, c: int, latents: LatentsCache | None) -> tuple[int, str]:
-    """The component for class c: Hungarian match on the latents' q(y|x), else identity."""
-    probs = None if latents is None else latents.component_probs
-    if probs is None or not (latents.labels >= 0).any():
-        if not 0 <= c < model.num_components:
-            raise ValueError(f"class {c} out of range 0..{model.num_components - 1} (identity mapping)")
-        return c, "identity class -> component mapping (no labelled latents to match with)"
-    matched = [k for k, cls in component_to_class(probs, latents.labels).items() if cls == c]
+def _matched_component(entry: ModelEntry, c: int) -> tuple[int, str]:
+    """The mixture component for class c: Hungarian match on the latents' q(k|x), else identity."""
+    latents, size = entry.latents, entry.description.condition.size
+    if latents is None or latents.component_probs is None or not latents.has_labels:
+        if not 0 <= c < size:
+            raise InputError(f"class {c} is out of range 0..{size - 1}")
+        return c, "component number = class number (there are no labelled images to match with)"
+    matched = [k for k, cls in component_to_class(latents.component_probs, latents.labels).items() if cls == c]
     if not matched:
-        raise ValueError(f"class {c} matches none of the {model.num_components} mixture components")
-    return matched[0], "matched to the class by Hungarian matching of q(y|x) on the labelled data"
+        raise InputError(f"class {entry.description.class_name(c)} matches none of the {size} mixture components")
+    return matched[0], "the component holding most images of this class (Hungarian matching on the labelled images)"
 
 
-def _gmvae_codes(model: LatentModel, c: int, n: int, seed: int, t: float,
-                 latents: LatentsCache | None) -> tuple[np.ndarray, str]:
-    k, how = _matched_component(model, c, latents)
-    mu = model.prior_mean[k].detach().cpu().double().numpy()  # p(z|y=k) = N(mu_k, sigma_k^2)
-    sd = (0.5 * model.prior_logvar[k]).exp().detach().cpu().double().numpy()
-    z = mu + t * sd * _noise(n, mu.shape[0], seed)
-    return z, f"GMVAE: sampled mixture component {k} for class {c} ({how}), sd x {t:g}"
-
-
-def _gaussian_codes(model: LatentModel, c: int, n: int, seed: int, t: float,
-                    latents: LatentsCache | None) -> tuple[np.ndarray, str]:
-    kind = model.config.model_type.upper()
+def _fitted_codes(latents: LatentsCache | None, c: int, n: int, seed: int, t: float,
+                  class_name: str) -> tuple[np.ndarray, int]:
     if latents is None:
-        raise ValueError(f"a {kind} has no class input: sampling a class needs the encoded dataset "
-                         "(latents with labels) to fit a Gaussian to that class's posterior means")
+        raise InputError("this model has no class input: sampling a class needs labelled evaluation images, "
+                         "to fit a Gaussian to that class's codes")
     gaussians = class_gaussians(latents.mean, latents.labels)
     if c not in gaussians:
-        raise ValueError(f"class {c} has no labelled points in the encoded dataset; "
-                         f"known classes: {sorted(gaussians)}")
+        raise InputError(f"class {class_name} has no labelled evaluation images; known classes: {sorted(gaussians)}")
     mu, cov = gaussians[c]
-    z = mu + t * _noise(n, mu.shape[0], seed) @ np.linalg.cholesky(cov).T
-    count = int((latents.labels == c).sum())
-    return z, f"{kind}: z ~ N(mu_c, {t:g}² Sigma_c) fitted on the {count} encoded points of class {c}"
+    noise = torch.randn(n, mu.shape[0], generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return mu + t * noise.numpy() @ np.linalg.cholesky(cov).T, int((latents.labels == c).sum())
 
 
-def class_codes(model: LatentModel, class_index: int, n: int, seed: int, temperature: float,
-                latents: LatentsCache | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Codes for class ``class_index``: (z float32 [n, D], decoder labels int64 [n] or None, note)."""
-    c, t = int(class_index), float(temperature)
-    if model.is_conditional:
-        z, note = _cvae_codes(model, c, n, seed, t)
-        return z.astype(np.float32), np.full(n, c, np.int64), note
-    if model.num_components > 0:
-        z, note = _gmvae_codes(model, c, n, seed, t, latents)
-    else:
-        z, note = _gaussian_codes(model, c, n, seed, t, latents)
-    return z.astype(np.float32), None, note
+def class_codes(entry: ModelEntry, class_index: int, n: int, seed: int, temperature: float) -> ClassSample:
+    """Codes for class ``class_index`` of a model, drawn the way its condition allows."""
+    description = entry.description
+    condition, c, t = description.condition, int(class_index), float(temperature)
+    name = description.class_name(c)
+    if condition.decodes_with_class:
+        if not 0 <= c < condition.size:
+            raise InputError(f"class {c} is out of range 0..{condition.size - 1}")
+        z = prior_codes(entry, n, seed, None, t)
+        return ClassSample(z, c, f"codes drawn from the prior and decoded with the class label “{name}”",
+                           f"z ~ N(0, {t:g}² I), decoded with y = {c}")
+    if condition.is_mixture:
+        k, how = _matched_component(entry, c)
+        z = prior_codes(entry, n, seed, k, t)
+        return ClassSample(z, None, f"codes drawn from mixture component {k}, {how}",
+                           f"z ~ p(z | k = {k}) with its sd x {t:g}")
+    z, count = _fitted_codes(entry.latents, c, n, seed, t, name)
+    return ClassSample(z.astype(np.float32), None,
+                       f"the model has no class input: codes drawn from a Gaussian fitted to the codes of the "
+                       f"{count} “{name}” images", f"z ~ N(mu_c, {t:g}² Sigma_c) over {count} posterior means")
 
 
-@torch.no_grad()
-def decode(model: LatentModel, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-    """Codes [n, D] (and labels [n] for a CVAE) -> images float32 [n, C, H, W] in [0, 1]."""
-    zt = torch.as_tensor(z, dtype=torch.float32, device=model.device)
-    yt = None if y is None else torch.as_tensor(y, dtype=torch.long, device=model.device)
-    return model.decode(zt, yt).float().cpu().numpy()
+def sample_class(entry: ModelEntry, class_index: int, n: int, seed: int, temperature: float
+                 ) -> tuple[np.ndarray, ClassSample]:
+    """n images of one class: (float32 [n, C, H, W] in [0, 1], how they were drawn)."""
+    drawn = class_codes(entry, class_index, n, seed, temperature)
+    return decode(entry, drawn.z, drawn.decoder_class), drawn
 
 
-def sample_class(model: LatentModel, class_index: int, n: int, seed: int, temperature: float,
-                 latents: LatentsCache | None) -> tuple[np.ndarray, str]:
-    """n images of one class: (float32 [n, C, H, W] in [0, 1], a one-line note of how).
-
-    Raises ValueError for a VAE / AE without ``latents`` or a class the model cannot produce.
-    """
-    z, y, note = class_codes(model, class_index, n, seed, temperature, latents)
-    return decode(model, z, y), note
-
-
-def decode_under_every_class(model: LatentModel, z: np.ndarray) -> np.ndarray:
-    """One code z [D] (or [1, D]) decoded with each class label -> [num_classes, C, H, W] (CVAE)."""
-    if not model.is_conditional:
-        raise ValueError("decoding under every class needs a conditional model (a CVAE)")
-    k = model.config.num_classes
-    codes = np.repeat(np.asarray(z, np.float32).reshape(1, -1), k, axis=0)
-    return decode(model, codes, np.arange(k))
+def decode_under_every_class(entry: ModelEntry, z: np.ndarray) -> np.ndarray:
+    """One code z [D] decoded with each class label -> [classes, C, H, W] (a class-conditional model)."""
+    condition = entry.description.condition
+    if not condition.decodes_with_class:
+        raise InputError("only a model whose decoder takes the class (a CVAE) decodes one code under every class")
+    return np.concatenate([decode(entry, z, c) for c in range(condition.size)])

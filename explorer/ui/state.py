@@ -1,53 +1,72 @@
-"""Per-session state, kept in ``gr.State``: the traversal's code and the map on screen.
+"""Per-session state, and the one rule that keeps the page consistent: what is shown always belongs
+to the session's current model.
 
-Sessions hold only these small records and a checkpoint key; models and latents live once in the
-server's ``ModelStore``.
+A ``Session`` lives in one ``gr.State`` per browser tab. Gradio hands every event of that tab the
+same object, so a model switch made by one event is seen at once by every event in flight. Each
+switch bumps ``version``; a handler notes the version it started under and its result is dropped
+(no output, no state change) when the version has moved on meanwhile. Handlers change the session
+only through ``Session.update``, which refuses a stale version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from vaescope.explorer.projection import Projection
+from vaescope.explorer.core.codes import Code
+from vaescope.explorer.core.maps import MapView
 
-
-@dataclass
-class Code:
-    """The traversal's current latent code and where it came from."""
-
-    z: np.ndarray  # [D] float32
-    z0: np.ndarray  # [D] the starting code; Reset returns here
-    y: int | None  # decoder condition (a CVAE's class), else None
-    source: str  # in words, for the info line
-    image: Image.Image | None = None  # decoded preview, filled on first use (interpolation endpoints)
-    note_shows_error: bool = False  # a slider move failed and the traversal note says so
-
-    def with_note_error(self, shown: bool) -> Code:
-        """The same code, marked as having (or no longer having) a failure written in the traversal note."""
-        return self if self.note_shows_error == shown else replace(self, note_shows_error=shown)
-
-    def moved(self, z: np.ndarray) -> Code:
-        """The same start and condition at a new code z [D] (the cached preview does not carry over)."""
-        return Code(z, self.z0, self.y, self.source)
-
-    def reset(self) -> Code:
-        """Back to the starting code."""
-        return Code(self.z0.copy(), self.z0, self.y, self.source)
-
-    def with_class(self, y: int | None) -> Code:
-        """The same code decoded under class ``y``."""
-        return Code(self.z, self.z0, y, self.source)
+_UPDATE = threading.Lock()  # held for a few attribute writes only
+TRAIL_POINTS = 64  # codes kept for the "you are here" trail of a slider drag
 
 
 @dataclass
-class MapView:
-    """What the session's current map shows, so clicks and paths can be mapped back."""
+class Session:
+    """One browser tab's state. Mutated in place, never returned as an event output."""
 
-    key: str  # the checkpoint's key in the ModelStore
-    projection: Projection
-    indices: np.ndarray  # [M] test-set index of each plotted row
-    title: str
-    color_by: str
+    key: str | None = None  # the current model's store key
+    version: int = 0  # bumped when a model switch is asked for and again when it lands
+    code: Code | None = None  # the traversal's current code
+    view: MapView | None = None  # what the map shows
+    picked: Code | None = None  # the point last clicked on the map
+    ends: dict[str, Code] = field(default_factory=dict)  # interpolation endpoints "a" / "b"
+    path: np.ndarray | None = None  # the last interpolation path [S, D]
+    trail: list[np.ndarray] = field(default_factory=list)  # codes of the current slider drag
+
+    def begin_switch(self) -> int:
+        """A model switch starts: everything in flight becomes stale. Returns the switch's version."""
+        with _UPDATE:
+            self.version += 1
+            return self.version
+
+    def finish_switch(self, claimed: int, key: str) -> int | None:
+        """Make ``key`` the current model if no later switch was asked for since ``claimed``; resets
+        every per-model field. Returns the new version, or None when superseded."""
+        with _UPDATE:
+            if self.version != claimed:
+                return None
+            self.version += 1
+            self.key = key
+            self.code = self.view = self.picked = self.path = None
+            self.ends = {}
+            self.trail = []
+            return self.version
+
+    def update(self, version: int, **changes: Any) -> bool:
+        """Apply ``changes`` if the session is still at ``version``; False (nothing changed) if not."""
+        with _UPDATE:
+            if self.version != version:
+                return False
+            for name, value in changes.items():
+                setattr(self, name, value)
+            return True
+
+    def record_trail(self, version: int, z: np.ndarray, restart: bool = False) -> list[np.ndarray]:
+        """Add z [D] to the slider-drag trail (a fresh trail when ``restart``); the trail's codes."""
+        with _UPDATE:
+            if self.version == version:
+                self.trail = ([] if restart else self.trail)[-(TRAIL_POINTS - 1):] + [np.asarray(z, np.float32)]
+            return list(self.trail)

@@ -1,0 +1,1 @@
+"""The explorer's core: models, latents, projections, traversals, samples and figures. No Gradio here."""

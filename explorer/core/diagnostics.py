@@ -1,0 +1,90 @@
+"""What the Diagnostics panel shows about a model: how much each latent dimension is used, how it
+trained, its reconstructions beside its prior samples, with plain words on what each one means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from vaescope.explorer.core import figures
+from vaescope.explorer.core.codes import prior_samples
+from vaescope.explorer.core.dims import KL_DEAD, dim_info
+from vaescope.explorer.core.maps import message_figure
+from vaescope.explorer.core.store import ModelEntry
+from vaescope.training.metrics import ACTIVE_UNIT_THRESHOLD
+
+GRID_PX = 64  # cell size of the diagnostics grids
+
+
+@dataclass
+class Diagnostics:
+    """The panel's content for one model."""
+
+    notes: str  # markdown
+    kl_figure: go.Figure
+    curves: go.Figure
+    reconstructions: np.ndarray | None  # uint8 grid [H, W, 3]; None without evaluation images
+    prior_grid: np.ndarray  # uint8 grid [H, W, 3]
+
+
+def grid_scale(images: np.ndarray, cell_px: int = GRID_PX) -> int:
+    """Nearest-neighbour upscaling for grids: small images (8x8 digits) need it to be visible at all."""
+    return max(1, cell_px // max(images.shape[-2:]))
+
+
+def diagnostics(entry: ModelEntry) -> Diagnostics:
+    kl_fig, notes = kl_panel(entry)
+    history = entry.history
+    if not entry.description.condition.is_mixture:  # older checkpoints recorded the temperature for every model
+        history = [{k: v for k, v in row.items() if k != "temperature"} for row in history]
+    curves = figures.training_curves(history) if history else message_figure("No training history in this model.")
+    prior = prior_samples(entry, 32)
+    if entry.description.prior_note:
+        notes.append(entry.description.prior_note)
+    if entry.description.condition.decodes_with_class:
+        notes.append("The prior samples cycle through the classes: the n-th sample is decoded as class n mod "
+                     f"{entry.description.condition.size}.")
+    recon = recon_grid(entry)
+    return Diagnostics("\n\n".join(notes), kl_fig, curves, recon,
+                       figures.image_grid(prior, nrow=8, scale=grid_scale(prior)))
+
+
+def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
+    """The KL-per-dimension chart (or why there is none) and the note on which dimensions are used."""
+    if not entry.has_images:
+        return message_figure("How much each dimension is used needs evaluation images."), []
+    info = dim_info(entry)
+    active = info.active
+    notes = [f"**Active units: {int(active.sum())} of {len(active)}.** A dimension is active when its code moves "
+             f"from image to image (variance of the code's mean above {ACTIVE_UNIT_THRESHOLD})."]
+    if info.kl is None:
+        return message_figure("This model has no prior, so there is no KL to measure per dimension."), notes
+    dead_but_active = [d for d in range(len(active)) if active[d] and info.kl[d] < KL_DEAD]
+    if dead_but_active:
+        notes.append(f"Dimensions {', '.join(f'z{d}' for d in dead_but_active)} count as active but carry almost "
+                     f"no information (KL below {KL_DEAD} nats): their code moves, yet the model treats it as noise, "
+                     "so their sliders change little or nothing.")
+    notes.append("<details><summary>Details</summary>Active units follow Burda et al. (2016): "
+                 f"Var_x E[z_d | x] > {ACTIVE_UNIT_THRESHOLD}. The KL per dimension is the mean over the test "
+                 "images of KL(q(z_d | x) || p(z_d)), in nats.</details>")
+    return figures.kl_bar_chart(info.kl, active), notes
+
+
+def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
+    """Up to n evaluation images and their reconstructions from the posterior mean, as a uint8 grid
+    [H, W, 3]: rows of originals, each followed by its row of reconstructions. None without images."""
+    if not entry.has_images:
+        return None
+    latents, model, description = entry.latents, entry.model, entry.description
+    n = min(n, len(latents))
+    x = latents.float_images(slice(0, n))
+    with torch.inference_mode():
+        xt = torch.from_numpy(x).to(model.device)
+        yt = description.condition.from_labels(torch.from_numpy(latents.labels[:n]).to(model.device))
+        r = model.decode(model.encode(xt, yt).mean, yt).float().cpu().numpy()
+    half = max(1, (n + 1) // 2)
+    rows = [block for i in range(0, n, half) for block in (x[i:i + half], r[i:i + half])]
+    return figures.image_grid(np.concatenate(rows), nrow=half, scale=grid_scale(x))

@@ -1,0 +1,139 @@
+"""The latent map of a model: which points, coloured by what, with which overlays, as a plotly figure.
+
+``MapView`` records what a session's map shows (its projection and the evaluation indices of its
+rows) so that clicks, paths and markers can be mapped back and forth.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from vaescope.explorer.core import figures
+from vaescope.explorer.core.codes import prior_codes
+from vaescope.explorer.core.projection import Projection
+from vaescope.explorer.core.sampling import component_names
+from vaescope.explorer.core.store import ModelEntry
+
+PRIOR_OVERLAY_POINTS = 300
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+COLOR_LABELS = {"class": "class", "component": "mixture component", "recon": "reconstruction error",
+                "kl": "KL per image"}
+
+
+@dataclass(frozen=True)
+class MapView:
+    """What a session's current map shows, so clicks and paths can be mapped back."""
+
+    key: str  # the model's store key
+    projection: Projection
+    indices: np.ndarray  # [M] evaluation-image index of each plotted row
+    method: str
+    color_by: str
+
+    @property
+    def title(self) -> str:
+        return f"{METHOD_NAMES.get(self.method, self.method)} {self.projection.dims}D · {len(self.indices)} images"
+
+
+def subsample(n: int, max_points: int) -> np.ndarray:
+    """Sorted indices of a seeded subset of size ``max_points`` (all n when 0 or >= n)."""
+    if max_points <= 0 or max_points >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+
+
+def color_choices(entry: ModelEntry) -> list[tuple[str, str]]:
+    """(label, value) of the colourings this model's map offers."""
+    choices = [(COLOR_LABELS["class"], "class")] if entry.has_images and entry.latents.has_labels else []
+    if entry.latents is not None and entry.latents.component_probs is not None:
+        choices.append((COLOR_LABELS["component"], "component"))
+    choices.append((COLOR_LABELS["recon"], "recon"))
+    if entry.description.has_prior:
+        choices.append((COLOR_LABELS["kl"], "kl"))
+    return choices
+
+
+def overlay_choices(entry: ModelEntry) -> list[tuple[str, str]]:
+    """(label, value) of the prior overlays: none, the whole prior, and each mixture component."""
+    condition = entry.description.condition
+    choices = [("none", "none"), ("prior samples" + (" (whole mixture)" if condition.is_mixture else ""), "prior")]
+    if condition.is_mixture:
+        choices += [(f"prior of {name}", f"prior:{k}") for k, name in enumerate(component_names(entry))]
+    return choices
+
+
+def map_colors(entry: ModelEntry, view: MapView) -> tuple[np.ndarray, str, list[str] | None, str]:
+    """(colour value per plotted point, "categorical" / "continuous", category names or per-point
+    hover labels, palette) of a view."""
+    latents, idx = entry.latents, view.indices
+    assert latents is not None
+    labels = latents.labels[idx]
+    description = entry.description
+    if view.color_by == "component" and latents.component_probs is not None:
+        return latents.component_probs[idx].argmax(1), "categorical", component_names(entry), "components"
+    if view.color_by in ("recon", "kl"):
+        color = (latents.recon_error if view.color_by == "recon" else latents.kl)[idx]
+        hover = [f"class: {description.class_name(int(c))}" for c in labels]
+        return color, "continuous", hover, "viridis"
+    return labels, "categorical", list(description.class_names) or None, "classes"
+
+
+def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.ndarray | None, str]:
+    """(projected prior samples [PRIOR_OVERLAY_POINTS, dims] or None, legend name) for an overlay
+    choice: "none", "prior" (the whole prior) or "prior:K" (mixture component K)."""
+    if not overlay or overlay == "none":
+        return None, ""
+    comp = None
+    if overlay.startswith("prior:"):
+        comp = int(overlay.split(":", 1)[1])
+        if not 0 <= comp < entry.description.condition.size:
+            return None, ""
+    z = prior_codes(entry, PRIOR_OVERLAY_POINTS, seed=0, condition=comp)
+    name = "prior samples" if comp is None else f"prior of {component_names(entry)[comp]}"
+    return view.projection.transform(z), name
+
+
+def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray | None = None,
+               marker: list[np.ndarray] | None = None) -> go.Figure:
+    """The latent map of a view: coloured points, an optional prior overlay, interpolation path and
+    "you are here" marker (codes [S, D] / [T, D], projected with the map's own transform).
+
+    The data traces' customdata is rewritten from row numbers to evaluation-image indices, so a
+    click names the same image whether or not the map was downsampled.
+    """
+    idx, proj = view.indices, view.projection
+    color, kind, hover, palette = map_colors(entry, view)
+    over, over_name = prior_overlay(entry, view, overlay)
+    title = f"{view.title} · colour: {COLOR_LABELS.get(view.color_by, view.color_by)}"
+    fig = figures.latent_map(proj.coords, color, kind, hover, title=title, overlay=over,
+                             overlay_name=over_name, palette=palette)
+    for trace in fig.data:
+        if trace.customdata is not None:
+            trace.customdata = idx[np.asarray(trace.customdata, np.int64)]
+    figures.add_path(fig, project(view, path), proj.dims)
+    figures.add_marker(fig, project(view, marker), proj.dims)
+    fig.update_layout(height=520 if proj.dims == 2 else 600)
+    return fig
+
+
+def project(view: MapView, codes: np.ndarray | list[np.ndarray] | None) -> np.ndarray:
+    """Codes [S, D] placed on the map [S, dims] ([0, dims] for none). Fast for every method: PCA
+    exactly, t-SNE and UMAP by their nearest fitted neighbours (an exact UMAP transform would first
+    build a search index, a minute on 70k codes)."""
+    if codes is None or len(codes) == 0:
+        return np.zeros((0, view.projection.dims), np.float32)
+    return view.projection.transform(np.asarray(np.stack(list(codes)), np.float32), exact=False)
+
+
+def message_figure(text: str, width: int = 70) -> go.Figure:
+    """An empty figure that says ``text`` (wrapped to ``width`` characters) in its middle."""
+    wrapped = "<br>".join(textwrap.wrap(text, width)) or " "
+    fig = go.Figure()
+    fig.add_annotation(text=wrapped, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 14}, align="center")
+    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=420)
+    return fig

@@ -1,0 +1,1 @@
+"""The explorer's page (Gradio only): the app that assembles one module per panel."""

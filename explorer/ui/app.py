@@ -1,0 +1,230 @@
+"""The Gradio explorer: ``latent-explore --checkpoints DIR`` and ``vs.explore(...)``.
+
+This file assembles the panels (one module each: models, map, traversal, interpolation, sampling,
+diagnostics), lays them out, and parses the command line. The panels hold their own components,
+events and handlers; ``core`` holds everything that is not Gradio. Importing this module starts
+nothing.
+
+Concurrency: the heavy work (loading and encoding a model, fitting a projection) runs in its own
+concurrency groups with small limits, and single-flight: one load per file (``ModelStore``), one
+fit per model and projection (``ProjectionCache``); later callers wait for that result. The slider
+handler is about a millisecond of decoding and skips the queue, so a t-SNE fit never stalls a drag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import matplotlib
+import torch
+
+from vaescope.devices import pick_device
+from vaescope.errors import InputError
+from vaescope.explorer.core.projection import ProjectionCache
+from vaescope.explorer.core.store import ModelStore, default_cache_dir
+from vaescope.explorer.ui.common import Context, Downloads
+from vaescope.explorer.ui.diagnostics import DiagnosticsPanel
+from vaescope.explorer.ui.interpolation import InterpolationPanel
+from vaescope.explorer.ui.map import MapPanel
+from vaescope.explorer.ui.models import ModelsPanel
+from vaescope.explorer.ui.sampling import SamplingPanel
+from vaescope.explorer.ui.state import Session
+from vaescope.explorer.ui.traversal import TraversalPanel
+from vaescope.limits import DEFAULT_MAX_UPLOAD_MB, MAX_MODELS_IN_MEMORY
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_CONCURRENCY = 8
+# Gradio's output cache (every image and file sent) is per app: every 10 minutes, drop what is
+# older than an hour, so a long-running server does not fill its disk.
+DELETE_CACHE = (600, 3600)
+# One intra-op thread for torch in the server: its work is many tiny, independent calls (one
+# decode per slider move), which Gradio already runs in parallel threads, so an OpenMP team per
+# call only waits for cores that other requests hold (benchmarks/slider.py). Set in main(), never
+# at import; --torch-threads N overrides it.
+DEFAULT_TORCH_THREADS = 1
+# Gradio 6's run history saves every event's inputs and outputs in the browser's localStorage,
+# re-reading and re-writing the last 100 runs as JSON several times per event; profiled in
+# Chromium it was the largest JavaScript cost per slider move. The explorer has no use for it.
+RUN_HISTORY = False
+
+
+def page_head() -> str:
+    """The <head> additions: the click bridge and overlay script."""
+    return f"<script>\n{(STATIC / 'bridge.js').read_text()}\n</script>"
+
+
+def page_css() -> str:
+    return (STATIC / "style.css").read_text()
+
+
+class ExplorerBlocks(gr.Blocks):
+    """gr.Blocks whose ``launch`` defaults to the explorer's CSS, page script and upload cap.
+
+    Gradio 6 takes ``css`` / ``head`` in ``launch``, so a caller that launches ``build_app(...)``
+    itself (tests, notebooks, ``vs.explore``) still gets a working map without repeating them.
+    """
+
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+
+    def launch(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        kwargs.setdefault("css", page_css())
+        kwargs.setdefault("head", page_head())
+        kwargs.setdefault("max_file_size", f"{self.max_upload_mb}mb")
+        kwargs.setdefault("run_history", RUN_HISTORY)
+        return super().launch(*args, **kwargs)
+
+
+def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *, store: ModelStore | None = None,
+              cache_dir: Path | None = None, data_dir: str | Path | None = None,
+              default_checkpoint: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+              max_models: int = MAX_MODELS_IN_MEMORY) -> ExplorerBlocks:
+    """The explorer for the checkpoints under ``checkpoint_dir`` (or for a prepared ``store``, which
+    ``vs.explore`` fills with in-process models); call ``.launch()`` to serve it.
+
+    ``cache_dir`` keeps fitted projections on disk (memory only when None); ``data_dir`` is where
+    datasets are looked for.
+    """
+    if store is None:
+        store = ModelStore(None if checkpoint_dir is None else Path(checkpoint_dir), pick_device(device),
+                           data_dir=data_dir, max_models=max_models)
+    ctx = Context(store, ProjectionCache(cache_dir), Downloads())
+    with ExplorerBlocks(title="vaescope explorer", delete_cache=DELETE_CACHE) as demo:
+        demo.max_upload_mb = max_upload_mb
+        # a value, not a factory: Gradio deep-copies it once per browser tab. (A callable value is also
+        # re-run by Gradio on every page load, which raced the model panel's own load event.)
+        session = gr.State(Session())
+        traversal = TraversalPanel(ctx, session)
+        latent_map = MapPanel(ctx, session, traversal)
+        interpolation = InterpolationPanel(ctx, session, traversal)
+        sampling = SamplingPanel(ctx, session)
+        diagnostics = DiagnosticsPanel(session)
+        panels = [latent_map, traversal, interpolation, sampling, diagnostics]
+        models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb)
+        _layout(models, latent_map, traversal, interpolation, sampling, diagnostics)
+        loads = models.wire(demo)
+        latent_map.wire(loads)
+        traversal.wire()
+        interpolation.wire()
+        sampling.wire()
+        diagnostics.wire()
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
+    demo.ctx = ctx  # type: ignore[attr-defined]  # tests and vs.explore reach the store through it
+    demo.panels = {"models": models, **{p.__class__.__name__.removesuffix("Panel").lower(): p  # type: ignore[attr-defined]
+                                        for p in panels}}
+    return demo
+
+
+def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel,
+            interpolation: InterpolationPanel, sampling: SamplingPanel, diagnostics: DiagnosticsPanel) -> None:
+    """The page: the model and its card on top, the map beside the traversal (the core loop), then
+    a tab per other panel."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=360):
+            gr.Markdown("## vaescope — latent explorer", elem_id="page-title")
+            models.build()
+        with gr.Column(scale=3, min_width=420):
+            models.build_card()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            latent_map.build()
+        with gr.Column(scale=2, min_width=320):
+            traversal.build()
+    with gr.Tabs():
+        tabs = []
+        with gr.Tab("Traversal grid", elem_id="tab-grid") as tab:
+            traversal.build_grid()
+            tabs.append(tab)
+        with gr.Tab("Interpolation", elem_id="tab-interpolation") as tab:
+            interpolation.build()
+            tabs.append(tab)
+        with gr.Tab("Class sampling", elem_id="tab-sampling") as tab:
+            sampling.build()
+            tabs.append(tab)
+        with gr.Tab("Diagnostics", elem_id="tab-diagnostics") as tab:
+            diagnostics.build()
+            tabs.append(tab)
+    for tab in tabs:  # a plot drawn while its tab was hidden is sized to nothing: resize on show
+        tab.select(None, js="() => { window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
+
+
+# -- command line ---------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only ("localhost", 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="latent-explore", description="Explore the latent space of vaescope "
+                                "checkpoints in the browser.")
+    p.add_argument("--checkpoints", required=True, type=Path, help="folder searched for *.safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps")
+    p.add_argument("--share", action="store_true", help="create a public Gradio share link (see the warning)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="projection cache folder (default ~/.cache/vaescope/projections)")
+    p.add_argument("--no-disk-cache", action="store_true", help="keep projections in memory only")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default ~/.cache/vaescope/data)")
+    p.add_argument("--default", default=None, help="checkpoint selected when the page opens")
+    p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest upload accepted, per file (default {DEFAULT_MAX_UPLOAD_MB})")
+    p.add_argument("--torch-threads", type=int, default=DEFAULT_TORCH_THREADS,
+                   help=f"torch intra-op threads (default {DEFAULT_TORCH_THREADS}: many small decodes "
+                        f"run in parallel requests; more threads per call only contend)")
+    return p.parse_args(argv)
+
+
+def exposure_warning(args: argparse.Namespace) -> str | None:
+    """The warning for a server that others can reach (--share or a non-loopback --host), else None."""
+    if not args.share and is_loopback(args.host):
+        return None
+    where = "a public share link" if args.share else f"{args.host}"
+    return (f"WARNING: serving on {where}: anyone who can reach it can use this explorer and upload files "
+            f"to it. It has no login. Use --host 127.0.0.1 without --share to keep it private.")
+
+
+def prepare_process(torch_threads: int = DEFAULT_TORCH_THREADS) -> None:
+    """Process-wide settings for serving: torch's threads, and matplotlib's backend resolved now.
+
+    Gradio wraps every event in matplotlib.get_backend()/use("agg"); with the backend unresolved, the
+    first event imports pyplot to resolve it (570 ms measured while profiling the slider).
+    """
+    torch.set_num_threads(torch_threads)
+    matplotlib.use("agg")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `latent-explore`."""
+    args = parse_args(argv)
+    if not args.checkpoints.is_dir():
+        sys.exit(f"latent-explore: {args.checkpoints} is not a folder")
+    if args.torch_threads < 1 or args.max_upload_mb < 1:
+        sys.exit("latent-explore: --torch-threads and --max-upload-mb must be at least 1")
+    if not 0 < args.port < 65536:
+        sys.exit(f"latent-explore: --port must be 1..65535, got {args.port}")
+    try:
+        pick_device(args.device)
+    except InputError as exc:
+        sys.exit(f"latent-explore: {exc}")
+    if warning := exposure_warning(args):
+        print(warning, file=sys.stderr)
+    prepare_process(args.torch_threads)
+    cache_dir = None if args.no_disk_cache else (args.cache_dir or default_cache_dir())
+    demo = build_app(args.checkpoints, args.device, cache_dir=cache_dir, data_dir=args.data_dir,
+                     default_checkpoint=args.default, max_upload_mb=args.max_upload_mb)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""What every panel shares: the app's context, the handler wrapper (errors and staleness in one
+place), images as served files, downloads, and the Panel protocol the app assembles."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from vaescope.errors import InputError
+from vaescope.explorer.core import figures
+from vaescope.explorer.core.projection import ProjectionCache
+from vaescope.explorer.core.store import ModelEntry, ModelStore
+from vaescope.explorer.ui.state import Session
+
+log = logging.getLogger("vaescope.explorer")
+
+PROGRESS = gr.Progress()  # a marker default: Gradio hands each call its own tracker in its place
+QUICK = {"show_progress": "hidden"}  # quick events: a progress badge would only cover the control
+PREVIEW_PX = 288  # single images are upscaled (nearest) to about this size: readable on a projector
+STRIP_PX = 96  # cell size of interpolation strips and class rows
+# Downloads (traversal-grid PNGs, interpolation GIFs) are written to a per-app temp folder and
+# Gradio copies each into its own cache when the response goes out (that cache is cleaned by the
+# Blocks' delete_cache), so ours only has to hold files until then: each write drops all but the
+# newest DOWNLOADS_KEPT and any older than DOWNLOADS_MAX_AGE_S.
+DOWNLOADS_KEPT = 64
+DOWNLOADS_MAX_AGE_S = 3600.0
+
+
+class NoModel(InputError):
+    """The session has no model to work on."""
+
+
+@dataclass
+class Context:
+    """What the panels share: the server-wide store, projection cache and download folder."""
+
+    store: ModelStore
+    projections: ProjectionCache
+    downloads: Downloads
+
+    def current(self, session: Session) -> tuple[int, ModelEntry]:
+        """(version, entry) of the session's current model; reloads an evicted checkpoint.
+        Raises NoModel with what to do when there is none."""
+        version, key = session.version, session.key
+        if key is None:
+            raise NoModel("No model is loaded yet: pick one in the list or upload a checkpoint.")
+        try:
+            return version, self.store.get(key)
+        except KeyError:
+            raise NoModel("That model is no longer available; pick it again in the list.") from None
+
+
+def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an event handler that takes a ``Session`` among its arguments:
+
+    - its result is dropped (no output changes) when the session switched models meanwhile;
+    - an ``InputError`` becomes a ``gr.Error`` with its message, so the page says what was wrong;
+    - any other exception is logged with its traceback and shown as a short message, never as
+      Gradio's generic "error" text.
+    """
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        session = next((a for a in (*args, *kwargs.values()) if isinstance(a, Session)), None)
+        version = session.version if session is not None else None
+        try:
+            result = fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except InputError as exc:
+            if session is not None and session.version != version:
+                return {}
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # a bug: the log keeps the traceback, the page says what failed
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"{fn.__name__.replace('_', ' ')} failed ({type(exc).__name__}: {exc}); "
+                           "the server log has the details.") from None
+        if session is not None and session.version != version:
+            return {}  # computed for a model that is no longer the session's: drop it
+        return result
+    run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return run
+
+
+def served(image: np.ndarray | Image.Image) -> Image.Image:
+    """A copy of an output image (PIL, or uint8 [H, W, 3]) tagged with a one-off PNG text chunk.
+
+    Gradio 6 caches an output image under the hash of its PNG bytes and rewrites that file in
+    place on every response (processing_utils.save_pil_to_cache). When two requests return the
+    same picture at once (every user opening one model gets the same diagnostics grids), one
+    client's download raced the other's rewrite. The tag makes each response's bytes, hence its
+    file, its own.
+    """
+    pil = image.copy() if isinstance(image, Image.Image) else Image.fromarray(image)
+    pil.info["vaescope-response"] = uuid.uuid4().hex
+    return pil
+
+
+def scale_for(image: np.ndarray, px: int = PREVIEW_PX) -> int:
+    """Nearest-neighbour upscaling factor that brings a [C, H, W] image near ``px``."""
+    return max(1, px // max(image.shape[-2:]))
+
+
+def big(image: np.ndarray, px: int = PREVIEW_PX) -> Image.Image:
+    """One image [C, H, W] in [0, 1] as a served PIL image upscaled (nearest) to about ``px``."""
+    return served(figures.to_pil(image, scale_for(image, px)))
+
+
+def grid(images: np.ndarray, nrow: int, cell_px: int = STRIP_PX) -> np.ndarray:
+    """Images [N, C, H, W] as a uint8 grid with cells of about ``cell_px``."""
+    return figures.image_grid(images, nrow=nrow, scale=max(1, cell_px // max(images.shape[-2:])))
+
+
+def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,
+                max_age_s: float = DOWNLOADS_MAX_AGE_S) -> list[Path]:
+    """Which of ``files`` ((path, modification time) pairs) to delete: all but the newest ``keep``,
+    and any modified more than ``max_age_s`` seconds before ``now``."""
+    newest_first = sorted(files, key=lambda f: f[1], reverse=True)
+    return [path for rank, (path, mtime) in enumerate(newest_first) if rank >= keep or now - mtime > max_age_s]
+
+
+class Downloads:
+    """A per-app temp folder for files handed out; bounded, and removed with the app."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="vaescope-explorer-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+
+    def write(self, name: str, data: bytes) -> str:
+        """Write a download under a readable, unique name (``name`` with a short suffix); its path."""
+        self._prune(keep=DOWNLOADS_KEPT - 1)  # before writing: the new file is never pruned
+        stem, _, suffix = name.rpartition(".")
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stem)[:60] or "vaescope"
+        path = self.folder / f"{safe}-{uuid.uuid4().hex[:6]}.{suffix}"
+        path.write_bytes(data)
+        return str(path)
+
+    def _prune(self, keep: int) -> None:
+        files = []
+        for path in self.folder.iterdir():
+            try:
+                files.append((path, path.stat().st_mtime))
+            except FileNotFoundError:  # another request pruned it meanwhile
+                continue
+        for path in stale_files(files, time.time(), keep=max(0, keep), max_age_s=DOWNLOADS_MAX_AGE_S):
+            path.unlink(missing_ok=True)
+
+
+def short_name(entry: ModelEntry) -> str:
+    """The model's name without the file suffix, for labels: "digits/vae"."""
+    return entry.name.removesuffix(".safetensors")
+
+
+class Panel(Protocol):
+    """One part of the page: its components, its events and its handlers.
+
+    ``on_model`` returns the updates for a newly chosen model: every output the panel shows is
+    either recomputed for it or cleared, so nothing of the previous model stays on the page.
+    ``model_outputs`` lists the components ``on_model`` may update.
+    """
+
+    def model_outputs(self) -> list[Any]: ...
+
+    def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]: ...

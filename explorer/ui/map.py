@@ -1,0 +1,170 @@
+"""The latent map panel: draw a projection of the evaluation codes, click a point or an empty spot,
+and follow the traversal's code with a "you are here" marker.
+
+A click reaches the server through the bridge in ``static/bridge.js`` (gr.Plot has no click event):
+the script stores the point in ``window.__picked`` and clicks the hidden pick button, whose
+listener reads it with a ``js`` function.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from vaescope.errors import InputError
+from vaescope.explorer.core.codes import Code, decode, index_code
+from vaescope.explorer.core.maps import (
+    METHOD_NAMES,
+    MapView,
+    color_choices,
+    map_figure,
+    message_figure,
+    overlay_choices,
+    subsample,
+)
+from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, short_name
+from vaescope.explorer.ui.state import Session
+
+MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
+PICK_HINT = "Click a point on the map to see it here and traverse from it."
+CAPTION = ("**Latent map.** Each dot is one evaluation image, placed by its code: the encoder's summary of the "
+           "image, squeezed from many dimensions into 2 or 3 so you can see it. Nearby dots have similar codes.")
+
+
+class MapPanel:
+    def __init__(self, ctx: Context, session: gr.State, traversal: Any) -> None:
+        self.ctx = ctx
+        self.session = session  # the gr.State holding this tab's Session
+        self.traversal = traversal  # the TraversalPanel a click starts from
+
+    def build(self) -> None:
+        gr.Markdown(CAPTION, elem_id="map-caption", elem_classes="caption")
+        with gr.Row(equal_height=True):
+            self.method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value="pca", label="Projection",
+                                      elem_id="map-method", min_width=110)
+            self.dims = gr.Dropdown([("2D", 2), ("3D", 3)], value=2, label="Dims", elem_id="map-dims", min_width=80)
+            self.color = gr.Dropdown([("class", "class")], value="class", label="Colour by", elem_id="map-color",
+                                     min_width=140)
+            self.overlay = gr.Dropdown([("none", "none")], value="none", label="Overlay", elem_id="map-overlay",
+                                       min_width=140)
+            self.max_points = gr.Number(0, precision=0, minimum=0, label="Max points (0 = all)",
+                                        elem_id="map-max-points", min_width=100)
+            self.draw_btn = gr.Button("Draw", variant="primary", elem_id="map-draw-btn", min_width=70, scale=0)
+        self.plot = gr.Plot(label="Latent map (click a point)", elem_id="latent-map")
+        self.info = gr.Markdown("", elem_id="map-info")
+        self.pick_data = gr.Textbox(visible="hidden", elem_id="pick-data")
+        self.pick_btn = gr.Button("pick", visible="hidden", elem_id="pick-btn")
+        with gr.Row(equal_height=False):
+            self.picked_original = gr.Image(label="Picked: original", format="png", height=150, width=150,
+                                            interactive=False, elem_id="picked-original", elem_classes="pixelated",
+                                            min_width=150, scale=0)
+            self.picked_recon = gr.Image(label="Reconstruction", format="png", height=150, width=150,
+                                         interactive=False, elem_id="picked-recon", elem_classes="pixelated",
+                                         min_width=150, scale=0)
+            self.picked_info = gr.Markdown(PICK_HINT, elem_id="picked-info")
+
+    # -- the model changed --
+    def model_outputs(self) -> list[Any]:
+        return [self.color, self.overlay, self.plot, self.info, self.picked_original, self.picked_recon,
+                self.picked_info]
+
+    def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
+        colors = color_choices(entry)
+        waiting = (message_figure(f"Drawing the map of {short_name(entry)}…") if entry.has_images
+                   else message_figure(f"No map for {short_name(entry)}: {entry.data_note}."))
+        return {self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
+                self.overlay: gr.Dropdown(choices=overlay_choices(entry), value="none"),
+                self.plot: waiting, self.info: "", self.picked_original: None, self.picked_recon: None,
+                self.picked_info: PICK_HINT}
+
+    # -- events --
+    def wire(self, after_load: list[Any]) -> None:
+        inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.session]
+        heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
+        for i, event in enumerate(after_load):  # draw the map once a model has loaded
+            event.success(self.draw_map, inputs, [self.plot, self.info], api_name=f"map_after_load_{i}",
+                          api_visibility="private", **heavy)
+        gr.on([self.draw_btn.click, self.method.select, self.dims.select, self.color.select, self.overlay.select],
+              self.draw_map, inputs, [self.plot, self.info], api_name="draw_map", **heavy)
+        pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs()]
+        self.pick_btn.click(self.pick, [self.pick_data, self.session], pick_out,
+                            js="(payload, session) => [window.__picked, session]", api_name="pick", **QUICK)
+
+    @handler
+    def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,
+                 session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        if not entry.has_images:
+            return {self.plot: message_figure(f"No map for {short_name(entry)}: {entry.data_note}."), self.info: ""}
+        try:
+            limit = int(max_points or 0)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"Max points must be a whole number, got {max_points!r}.") from None
+        idx = subsample(len(entry.latents), limit)
+        try:  # single-flight per (model, method, dims, points): a second caller waits for the first
+            projection = self.ctx.projections.get(entry.key, entry.latents.mean[idx], method, int(dims),
+                                                  progress=lambda f, d: progress(f, desc=d))
+        except ValueError as exc:
+            raise InputError(f"Cannot project: {exc}") from None
+        view = MapView(entry.key, projection, idx, method, color_by)
+        session.update(version, view=view)
+        marker = session.trail or None
+        figure = map_figure(entry, view, overlay, session.path, marker)
+        clickable = "; click empty space to decode that spot" if projection.invertible and int(dims) == 2 else ""
+        info = (f"**{short_name(entry)}** · {len(idx):,} of {len(entry.latents):,} images. Click a point to "
+                f"inspect and traverse it{clickable}.")
+        return {self.plot: figure, self.info: info}
+
+    @handler
+    def pick(self, payload: str | None, session: Session) -> dict[Any, Any]:
+        """A click on the map: a point (its image), or a spot of a 2D PCA map (the PCA inverse)."""
+        version, entry = self.ctx.current(session)
+        view = session.view
+        try:
+            data = json.loads(payload or "null")
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or view is None or view.key != entry.key:
+            return {}
+        if data.get("kind") == "point":
+            code = self._point(entry, data.get("index"))
+            info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
+        elif view.projection.invertible and view.projection.dims == 2:
+            x, y = _number(data.get("x")), _number(data.get("y"))
+            z = view.projection.inverse_transform(np.array([[x, y]], np.float32))[0]
+            current = session.code
+            code = Code(entry.key, z, z, current.y if current is not None and current.key == entry.key else None,
+                        f"the map spot ({x:.2f}, {y:.2f})")
+            info = f"**{short_name(entry)}** · decoded the map spot ({x:.2f}, {y:.2f}) (PCA inverse)"
+        else:
+            gr.Info("Clicking empty space decodes a spot only on 2D PCA maps (PCA can be inverted).")
+            return {}
+        recon = decode(entry, code.z, code.y)[0]
+        updates = {self.picked_original: None if code.image is None else big(code.image, 150),
+                   self.picked_recon: big(recon, 150), self.picked_info: info}
+        session.update(version, picked=code)
+        return updates | self.traversal.start(entry, code, session, version)
+
+    @staticmethod
+    def _point(entry: ModelEntry, index: Any) -> Code:
+        try:
+            i = int(index)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"Point {index!r} is not an image of this model.") from None
+        if not entry.has_images or not 0 <= i < len(entry.latents):
+            raise InputError(f"Point {i} is not an image of this model.")
+        return index_code(entry, i)
+
+
+def _number(value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"A map spot needs numeric coordinates, got {value!r}.") from None
+    if not np.isfinite(x):
+        raise InputError("A map spot needs finite coordinates.")
+    return x

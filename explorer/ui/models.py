@@ -1,0 +1,170 @@
+"""The model panel: choose a model (a listed checkpoint, an upload, a model handed to vs.explore),
+see its card, and switch every other panel to it in one response.
+
+A switch is the only event that changes the session's model. It first marks everything in flight
+as stale (``Session.begin_switch``), loads, then installs the model and asks every panel for its
+updates (``on_model``), so nothing of the previous model stays on the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from vaescope.errors import InputError
+from vaescope.explorer.core.cards import data_note, model_card
+from vaescope.explorer.core.checkpoints import choose_default
+from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, log
+from vaescope.explorer.ui.state import Session
+from vaescope.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+
+LOAD_CONCURRENCY = 2
+
+
+class ModelsPanel:
+    def __init__(self, ctx: Context, session: gr.State, panels: list[Panel], default: str | None,
+                 max_upload_mb: int) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.panels = panels
+        self.default = default
+        self.max_upload_mb = max_upload_mb
+
+    def build(self) -> None:
+        names = self.ctx.store.names()
+        where = f"Model ({self.ctx.store.root})" if self.ctx.store.root is not None else "Model"
+        with gr.Row(equal_height=True):
+            self.dropdown = gr.Dropdown(choices=names, value=self._first(names), label=where,
+                                        elem_id="checkpoint-dropdown", interactive=True, scale=4)
+            with gr.Column(scale=1, min_width=150):
+                self.refresh = gr.Button("↻ Refresh list", size="sm", elem_id="checkpoint-refresh")
+                self.upload = gr.UploadButton("⇪ Upload .safetensors", file_types=[".safetensors"], size="sm",
+                                              elem_id="checkpoint-upload")
+        # The caps are stated where uploads start; ExplorerBlocks.launch enforces the first
+        # (Gradio's max_file_size), prepare_image the others.
+        gr.Markdown(f"<small>Uploads: up to {self.max_upload_mb} MB per file; images up to "
+                    f"{MAX_IMAGE_BYTES // 2**20} MB and {MAX_IMAGE_PIXELS // 10**6} megapixels.</small>",
+                    elem_id="upload-cap")
+
+    def build_card(self) -> None:
+        self.card = gr.Markdown("Loading…", elem_id="model-card")
+        self.note = gr.Markdown("", elem_id="data-note")
+
+    def _first(self, names: list[str]) -> str | None:
+        if self.default in names:
+            return self.default
+        if self.ctx.store.root is not None:
+            folder = [n for n in names if (self.ctx.store.root / n).is_file()]
+            memory = [n for n in names if n not in folder]
+            return memory[0] if memory else choose_default(self.ctx.store.root, folder)
+        return names[0] if names else None
+
+    def outputs(self) -> list[Any]:
+        """Everything a switch updates: the dropdown, the card, the note and every panel's outputs."""
+        found = [self.dropdown, self.card, self.note]
+        for panel in self.panels:
+            found += [c for c in panel.model_outputs() if c not in found]
+        return found
+
+    def wire(self, demo: gr.Blocks) -> list[Any]:
+        """Wire the load events; returns them, so the map can draw after each."""
+        loading = {"concurrency_id": "load", "concurrency_limit": LOAD_CONCURRENCY, "show_progress_on": [self.card]}
+        out = self.outputs()
+        events = [
+            demo.load(self.page_load, [self.dropdown, self.session], out, api_name="page_load", **loading),
+            self.dropdown.select(self.load_checkpoint, [self.dropdown, self.session], out,
+                                 api_name="load_checkpoint", **loading),
+            self.upload.upload(self.upload_checkpoint, [self.upload, self.session], out,
+                               api_name="upload_checkpoint", **loading),
+        ]
+        self.refresh.click(self.refresh_list, [self.dropdown], [self.dropdown], api_name="list_checkpoints", **QUICK)
+        return events
+
+    # -- handlers --
+    def refresh_list(self, current: str | None) -> Any:
+        names = self.ctx.store.names()
+        return gr.Dropdown(choices=names, value=current if current in names else None)
+
+    def page_load(self, current: str | None, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+        """Open the default model (or the next one that loads) when a page opens."""
+        names = self.ctx.store.names()
+        if not names:
+            return self._failed("No models here: no .safetensors checkpoints in "
+                                f"{self.ctx.store.root}. Train one with latent-train, or upload a checkpoint.",
+                                session, choices=[])
+        first = current if current in names else self._first(names)
+        problems = []
+        for name in [first, *(n for n in names if n != first)]:
+            out = self._switch(session, lambda n=name: self.ctx.store.open_name(n, _reporter(progress)),
+                               gr.Dropdown(choices=names, value=name), problems)
+            if out is not None:
+                if problems:
+                    out[self.note] = f"⚠️ Skipped: {'; '.join(problems)}\n\n{out[self.note]}"
+                return out
+        return self._failed(f"No model could be loaded: {'; '.join(problems)}", session, choices=names)
+
+    def load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+        if not name:
+            return self._failed("Choose a model.", session)
+        problems: list[str] = []
+        out = self._switch(session, lambda: self.ctx.store.open_name(name, _reporter(progress)), gr.skip(), problems)
+        return out if out is not None else self._failed(f"Cannot load {name} — {problems[0]}", session)
+
+    def upload_checkpoint(self, path: str | None, session: Session, progress: gr.Progress = PROGRESS
+                          ) -> dict[Any, Any]:
+        if not path:
+            return self._failed("No file arrived.", session)
+        name = f"uploaded: {Path(path).name}"
+        problems: list[str] = []
+        out = self._switch(session, lambda: self.ctx.store.open_path(Path(path), name, _reporter(progress)),
+                           gr.Dropdown(value=None), problems)
+        if out is None:
+            return self._failed(f"Cannot load the uploaded checkpoint — {problems[0]}", session)
+        return out
+
+    def _switch(self, session: Session, open_model: Callable[[], ModelEntry], dropdown: Any,
+                problems: list[str]) -> dict[Any, Any] | None:
+        """Load a model and switch the whole page to it; None (with the reason in ``problems``) if
+        it cannot be loaded, {} if a later switch superseded this one."""
+        claimed = session.begin_switch()
+        try:
+            entry = open_model()
+            version = session.finish_switch(claimed, entry.key)
+            if version is None:
+                return {}
+            updates: dict[Any, Any] = {self.dropdown: dropdown, self.card: model_card(entry),
+                                       self.note: data_note(entry)}
+            for panel in self.panels:
+                updates |= panel.on_model(entry, session)
+        except InputError as exc:
+            problems.append(str(exc))
+            return None
+        except Exception as exc:  # a bug, or a file that breaks something unforeseen: say so, keep serving
+            log.exception("opening a model failed")
+            problems.append(f"{type(exc).__name__}: {exc} (the server log has the details)")
+            return None
+        if entry.data_note:
+            gr.Warning(f"{entry.data_note}. The map and evaluation images are unavailable; traversal, "
+                       f"sampling and interpolation of uploaded images still work.")
+        return updates
+
+    def _failed(self, message: str, session: Session, choices: list[str] | None = None) -> dict[Any, Any]:
+        """A load that did not happen: warn, keep the current model, name it in the dropdown again."""
+        gr.Warning(message)
+        current = None
+        entry = self.ctx.store.peek(session.key)
+        if entry is not None:
+            current = entry.name
+        names = choices if choices is not None else self.ctx.store.names()
+        if current not in names:
+            current = None  # an uploaded model has no entry in the list
+        dropdown = gr.Dropdown(value=current) if choices is None else gr.Dropdown(choices=choices, value=current)
+        return {self.dropdown: dropdown, self.note: f"⚠️ {message}"}
+
+
+def _reporter(progress: gr.Progress) -> Callable[[float, str], None]:
+    return lambda fraction, message: progress(fraction, desc=message)

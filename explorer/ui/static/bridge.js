@@ -1,0 +1,87 @@
+// vaescope's page script (loaded in <head>): the plotly click bridge and the map's live overlays.
+//
+// 1. Clicks. gr.Plot has no click event, so this binds plotly_click on the latent map, stores the
+//    point (or, on empty space of a 2D plot, the data coordinates) in window.__picked and clicks the
+//    hidden #pick-btn, whose listener reads it with a js function.
+// 2. Overlays. The slider handler writes the "you are here" trail into the hidden #map-marker box,
+//    the interpolation writes its path into #map-path; their values are placed into the map's
+//    "you are here", "trail" and "path" traces with Plotly.restyle, without resending the map.
+// 3. Plots drawn while their tab was hidden get a resize when the tab is shown.
+(() => {
+  const send = (payload) => {
+    window.__picked = JSON.stringify(payload);
+    const btn = document.querySelector('#pick-btn');
+    if (btn) btn.click();
+  };
+  const mapDiv = () => document.querySelector('#latent-map .js-plotly-plot');
+  const bind = () => {
+    const gd = mapDiv();
+    if (!gd || gd.__vaescopeBound || typeof gd.on !== 'function') return;
+    gd.__vaescopeBound = true;
+    let lastPoint = 0, down = null;
+    gd.on('plotly_click', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      if (!p) return;
+      lastPoint = Date.now();
+      const cd = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+      if (cd !== undefined && cd !== null && cd !== '') send({kind: 'point', index: Number(cd), t: lastPoint});
+      else send({kind: 'xy', x: p.x, y: p.y, t: lastPoint});
+    });
+    // Empty space: plotly sends no event, so turn a still click on the 2D plot area into data coords.
+    gd.addEventListener('mousedown', (e) => { down = {x: e.clientX, y: e.clientY, t: Date.now()}; }, true);
+    document.addEventListener('mouseup', (e) => {
+      const start = down; down = null;
+      if (!start || Math.hypot(e.clientX - start.x, e.clientY - start.y) > 4) return;
+      const layout = gd._fullLayout;
+      const area = gd.querySelector('.nsewdrag');
+      if (!layout || !layout.xaxis || !layout.yaxis || !area || layout.scene) return;
+      const r = area.getBoundingClientRect();
+      if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) return;
+      const x = layout.xaxis.p2c(e.clientX - r.left), y = layout.yaxis.p2c(e.clientY - r.top);
+      setTimeout(() => { if (lastPoint < start.t) send({kind: 'xy', x: x, y: y, t: Date.now()}); }, 120);
+    }, true);
+  };
+
+  const traceIndex = (gd, name) => (gd.data || []).findIndex((t) => t.name === name);
+  const columns = (points) => {
+    const cols = {x: points.map((p) => p[0]), y: points.map((p) => p[1])};
+    if (points.length && points[0].length === 3) cols.z = points.map((p) => p[2]);
+    return cols;
+  };
+  const restyle = (gd, name, points) => {
+    const i = traceIndex(gd, name);
+    if (i < 0 || !window.Plotly) return;
+    const cols = columns(points);
+    const update = {x: [cols.x], y: [cols.y]};
+    if (cols.z) update.z = [cols.z];
+    window.Plotly.restyle(gd, update, [i]);
+  };
+  // Applied again whenever the box's value or the figure itself (a redraw replaces gd.data) changes.
+  const last = {};
+  const overlays = () => {
+    const gd = mapDiv();
+    if (!gd || !gd.data) return;
+    for (const [box, traces] of [['#map-marker', ['trail', 'you are here']], ['#map-path', ['path']]]) {
+      const el = document.querySelector(`${box} textarea, ${box} input`);
+      if (!el) continue;
+      if (last[box] && last[box].value === el.value && last[box].data === gd.data) continue;
+      last[box] = {value: el.value, data: gd.data};
+      let points = [];
+      try { points = (JSON.parse(el.value || '{}').points) || []; } catch (err) { points = []; }
+      if (traces.length === 2) {
+        restyle(gd, traces[0], points);
+        restyle(gd, traces[1], points.slice(-1));
+      } else {
+        restyle(gd, traces[0], points);
+      }
+    }
+  };
+  window.vaescopeResizePlots = () => {
+    setTimeout(() => {
+      document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
+        if (window.Plotly && gd.offsetParent !== null) window.Plotly.Plots.resize(gd);
+      });
+    }, 60);
+  };
+  setInterval(() => { bind(); overlays(); }, 100);
+})();

@@ -1,0 +1,379 @@
+"""The traversal panel: one slider per latent dimension, the decoded image live while you drag, and
+where the code starts (a test image, a prior sample, an upload, a drawing); plus the traversal grid.
+
+The slider events are the hot path: they skip Gradio's queue (one request per move), never load a
+model (a model evicted from memory shows "loading" instead of blocking), decode one image and
+return only what changed. Gradio 6 shows no error toast for an unqueued event, so a failure is
+written into the note under the image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from vaescope.errors import InputError
+from vaescope.explorer.core import traversal
+from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
+from vaescope.explorer.core.dims import (
+    SLIDERS,
+    default_range,
+    dim_info,
+    nice_bounds,
+    page_dims,
+    slider_bounds,
+    slider_label,
+)
+from vaescope.explorer.core.maps import project
+from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.uploads import sketch_to_rgb
+from vaescope.explorer.ui.common import (
+    PREVIEW_PX,
+    QUICK,
+    Context,
+    big,
+    grid,
+    handler,
+    log,
+    short_name,
+)
+from vaescope.explorer.ui.state import Session
+from vaescope.limits import MAX_IMAGE_BYTES
+
+# The slider events skip Gradio's queue: one request and response per move instead of a queue
+# join and a stream of status messages, each of which Gradio 6's page answers by copying the
+# props of every component with a loading status (12 ms of the page's main thread per move,
+# measured with Chromium's profiler; README "Performance").
+SLIDER_QUEUE = False
+CAPTION = ("**Traversal.** The image decoded from one code. Each slider moves one dimension of that code; "
+           "the most used dimensions come first. Drag one and watch what it controls.")
+GRID_CAPTION = ("Each row moves one dimension of the current code across the slider range, left to right "
+                "(rows follow the current page of sliders, most used first).")
+GRID_PX = 64
+
+
+class TraversalPanel:
+    def __init__(self, ctx: Context, session: gr.State) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.map: Any = None  # the MapPanel whose "you are here" marker follows the code (set by the app)
+
+    # -- layout --
+    def build(self) -> None:
+        gr.Markdown(CAPTION, elem_id="traversal-caption", elem_classes="caption")
+        with gr.Row(equal_height=False):
+            self.image = gr.Image(label="Decoded", format="png", height=PREVIEW_PX + 40, interactive=False,
+                                  elem_id="traversal-image", elem_classes="pixelated", show_label=False,
+                                  buttons=["download"], scale=3, min_width=200)
+            self.start_image = gr.Image(label="Start image", format="png", height=110, width=110,
+                                        interactive=False, elem_id="traversal-start", elem_classes="pixelated",
+                                        scale=1, min_width=110)
+        self.note = gr.Markdown("", elem_id="traversal-info")
+        self.marker = gr.Textbox(visible="hidden", elem_id="map-marker")
+        with gr.Row():
+            self.index = gr.Number(0, precision=0, minimum=0, label="Test image #", elem_id="traversal-index",
+                                   min_width=90)
+            self.index_btn = gr.Button("Start from image", size="sm", elem_id="traversal-index-btn")
+            self.random_btn = gr.Button("Random prior sample", size="sm", elem_id="traversal-random-btn")
+            self.reset_btn = gr.Button("Reset", size="sm", elem_id="traversal-reset")
+        with gr.Row():
+            self.range = gr.Radio([("±3 prior sd", "prior"), ("data min–max", "data")], value="prior",
+                                  label="Slider range", elem_id="traversal-range")
+            self.cls = gr.Dropdown([], label="Decode as class", visible=False, elem_id="traversal-class")
+        self.page = gr.Dropdown([("dims 1–16", 0)], value=0, label="Dimension page", visible=False,
+                                elem_id="dim-page")
+        # no per-slider reset button: it would move the slider without decoding (Reset above does both)
+        self.sliders = [gr.Slider(-3, 3, value=0, step=0.03, label=f"z{i}", elem_id=f"dim-slider-{i}",
+                                  elem_classes="dim-slider", buttons=[]) for i in range(SLIDERS)]
+        with gr.Accordion("Start from your own image or a drawing", open=False, elem_id="traversal-own"):
+            self.upload = gr.File(label="Image (PNG / JPEG …); converted to the model's size", file_types=["image"],
+                                  elem_id="traversal-upload", height=110)
+            self.sketch = gr.Sketchpad(type="numpy", canvas_size=(280, 280), fixed_canvas=True, layers=False,
+                                       brush=gr.Brush(default_size=20, colors=["#000000"], color_mode="fixed"),
+                                       label="…or draw, then encode", height=330, elem_id="traversal-sketch")
+            self.sketch_btn = gr.Button("Encode the drawing", size="sm", elem_id="traversal-sketch-btn")
+
+    def build_grid(self) -> None:
+        gr.Markdown(GRID_CAPTION, elem_classes="caption")
+        with gr.Row():
+            self.grid_steps = gr.Slider(3, 15, value=9, step=1, label="Steps", elem_id="traversal-grid-steps")
+            self.grid_btn = gr.Button("Make traversal grid", variant="primary", elem_id="traversal-grid-btn")
+        self.grid_image = gr.Image(label="Traversal grid", format="png", interactive=False, height=520,
+                                   elem_id="traversal-grid", elem_classes="pixelated")
+        self.grid_file = gr.File(label="PNG download", interactive=False, height=70, elem_id="traversal-grid-file")
+
+    # -- the model changed --
+    def start_outputs(self) -> list[Any]:
+        """What a new start code updates: the class dropdown, the images, the note, the sliders, the marker."""
+        return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker]
+
+    def model_outputs(self) -> list[Any]:
+        return [*self.start_outputs(), self.page, self.range, self.index, self.grid_image, self.grid_file]
+
+    def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
+        condition = entry.description.condition
+        names = entry.description.class_names or tuple(str(i) for i in range(condition.size))
+        code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+        d = entry.description.latent_dim
+        pages = [(f"dims {p * SLIDERS + 1}–{min(d, (p + 1) * SLIDERS)} of {d}", p) for p in range(-(-d // SLIDERS))]
+        mode = default_range(entry)
+        max_index = len(entry.latents) - 1 if entry.has_images else 0
+        updates = {self.page: gr.Dropdown(choices=pages, value=0, visible=d > SLIDERS),
+                   self.range: mode, self.index: gr.Number(value=0, maximum=max_index),
+                   self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
+        updates |= self.start(entry, code, session, session.version, page=0, range_mode=mode)
+        # the class list and the class the opening code decodes with, in one update
+        updates[self.cls] = gr.Dropdown(choices=[(n, i) for i, n in enumerate(names[:condition.size])],
+                                        value=code.y if condition.decodes_with_class else None,
+                                        visible=condition.decodes_with_class)
+        return updates
+
+    # -- shared by every start --
+    def start(self, entry: ModelEntry, code: Code, session: Session, version: int, page: int | None = None,
+              range_mode: str | None = None) -> dict[Any, Any]:
+        """Make ``code`` the session's traversal code and show it: sliders, images, note, class."""
+        if not session.update(version, code=code):
+            return {}
+        trail = session.record_trail(version, code.z, restart=True)
+        updates = self.view(entry, code, page, range_mode)
+        updates[self.marker] = self._marker_json(session, entry, trail)
+        updates[self.start_image] = None if code.image is None else big(code.image, 110)
+        if entry.description.condition.decodes_with_class:
+            updates[self.cls] = gr.Dropdown(value=code.y)
+        return updates
+
+    def view(self, entry: ModelEntry, code: Code, page: int | None, range_mode: str | None) -> dict[Any, Any]:
+        """The sliders, decoded image and note for ``code`` on dimension page ``page``."""
+        info = dim_info(entry)
+        page = _page(page, entry)
+        dims = page_dims(info.order, page)
+        lo, hi = slider_bounds(entry, range_mode or default_range(entry))
+        updates: dict[Any, Any] = {}
+        for slot, slider in enumerate(self.sliders):
+            if slot < len(dims):
+                d = int(dims[slot])
+                mn, mx, step = nice_bounds(float(lo[d]), float(hi[d]), float(code.z[d]))
+                shown = min(max(round(float(code.z[d]), 4), mn), mx)  # shown rounded; the session keeps the exact code
+                updates[slider] = gr.Slider(minimum=mn, maximum=mx, step=step, value=shown,
+                                            label=slider_label(info, d), visible=True)
+            else:
+                updates[slider] = gr.Slider(visible=False)
+        image = decode(entry, code.z, code.y)[0]
+        updates[self.image] = big(image)
+        updates[self.note] = self.note_text(entry, code)
+        return updates
+
+    @staticmethod
+    def note_text(entry: ModelEntry, code: Code) -> str:
+        """Where the code came from, and the class it is decoded as."""
+        text = f"**{short_name(entry)}** · from {code.source}"
+        if code.y is not None and entry.description.condition.decodes_with_class:
+            text += f" · decoded as class {entry.description.class_name(code.y)}"
+        return text
+
+    def _marker_json(self, session: Session, entry: ModelEntry, trail: list[np.ndarray]) -> str:
+        """The trail of codes placed on the current map, for the page's "you are here" marker."""
+        view = session.view
+        if view is None or view.key != entry.key:
+            return json.dumps({"points": []})
+        return json.dumps({"points": np.round(project(view, trail), 4).tolist()})
+
+    # -- events --
+    def wire(self) -> None:
+        s = self.session
+        start_out = self.start_outputs()
+        view_out = [self.image, self.note, *self.sliders]
+        for i, slider in enumerate(self.sliders):
+            # preprocess=False skips Gradio's per-event bounds check; the handler checks the value itself
+            slider.input(self.slider_handler(i), [slider, self.page, s], [self.image, self.note, self.marker],
+                         api_name=f"slider_{i}", trigger_mode="always_last", preprocess=False, queue=SLIDER_QUEUE,
+                         show_progress_on=[self.image], **QUICK)
+        self.index_btn.click(self.traverse_from_index, [self.index, self.page, self.range, s], start_out,
+                             api_name="traverse_from_index", **QUICK)
+        self.random_btn.click(self.traverse_random, [self.cls, self.page, self.range, s], start_out,
+                              api_name="traverse_random", **QUICK)
+        self.upload.upload(self.traverse_upload, [self.upload, self.cls, self.page, self.range, s], start_out,
+                           api_name="traverse_upload", **QUICK)
+        self.sketch_btn.click(self.traverse_sketch, [self.sketch, self.cls, self.page, self.range, s], start_out,
+                              api_name="traverse_sketch", **QUICK)
+        self.reset_btn.click(self.traverse_reset, [self.page, self.range, s], [*view_out, self.marker],
+                             api_name="traverse_reset", **QUICK)
+        self.cls.select(self.traverse_class, [self.cls, self.page, self.range, s], view_out,
+                        api_name="traverse_class", **QUICK)
+        gr.on([self.range.input, self.page.select], self.traverse_view, [self.page, self.range, s], view_out,
+              api_name="traverse_view", **QUICK)
+        self.grid_btn.click(self.traversal_grid, [self.grid_steps, self.page, self.range, s],
+                            [self.grid_image, self.grid_file], api_name="traversal_grid",
+                            show_progress_on=[self.grid_image])
+
+    def slider_handler(self, slot: int) -> Any:
+        """The handler of slider ``slot``: set one coordinate, decode one image."""
+        def on_slide(value: Any, page: Any, session: Session) -> dict[Any, Any]:
+            version, key, code = session.version, session.key, session.code
+            entry = self.ctx.store.peek(key)
+            if entry is None:
+                if key is not None:
+                    self.ctx.store.warm(key)  # reload in the background; this move does not wait
+                    return {self.note: "**Loading the model…** move the slider again in a moment."}
+                return {self.note: "**No model is loaded yet:** pick one in the list."}
+            try:
+                x = float(value)
+                if not np.isfinite(x):
+                    raise ValueError
+            except (TypeError, ValueError):
+                return {self.note: f"**Cannot decode:** slider value {value!r} is not a number."}
+            try:
+                if code is None or code.key != entry.key:  # a code of another model never reaches its decoder
+                    code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+                dims = page_dims(dim_info(entry).order, _page(page, entry))
+                if slot >= len(dims):
+                    return {}
+                new = code.moved(traversal.set_coordinate(code.z, int(dims[slot]), x))
+                image = decode(entry, new.z, new.y)[0]
+            except InputError as exc:
+                return {self.note: f"**Cannot decode:** {exc}"}
+            except Exception as exc:  # a bug: the log keeps the traceback, the page says what failed
+                log.exception("slider %d failed", slot)
+                return {self.note: f"**Decoding failed** ({type(exc).__name__}: {exc}); the server log has the details."}
+            if not session.update(version, code=new):
+                return {}  # the session switched models meanwhile
+            trail = session.record_trail(version, new.z)
+            return {self.image: big(image), self.note: self.note_text(entry, new),
+                    self.marker: self._marker_json(session, entry, trail)}
+        on_slide.__name__ = f"slider_{slot}"
+        return on_slide
+
+    @handler
+    def traverse_from_index(self, index: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        return self.start(entry, index_code(entry, index), session, version, page, range_mode)
+
+    @handler
+    def traverse_random(self, y: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        return self.start(entry, random_code(entry, _class(y, entry)), session, version, page, range_mode)
+
+    @handler
+    def traverse_upload(self, path: str | None, y: Any, page: Any, range_mode: str, session: Session
+                        ) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        code, note = encode_image(entry, read_upload(path), _class(y, entry), f"uploaded {_filename(path)}")
+        if note:
+            gr.Info(f"Image converted: {note}")
+        return self.start(entry, code, session, version, page, range_mode)
+
+    @handler
+    def traverse_sketch(self, sketch: Any, y: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        rgb = sketch_to_rgb(sketch)
+        if rgb is None:
+            raise InputError("Draw something first.")
+        code, note = encode_image(entry, rgb, _class(y, entry), "your drawing")
+        if note:
+            gr.Info(f"Drawing converted: {note}")
+        return self.start(entry, code, session, version, page, range_mode)
+
+    def _current_code(self, session: Session, entry: ModelEntry) -> Code:
+        code = session.code
+        if code is None or code.key != entry.key:
+            return index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+        return code
+
+    @handler
+    def traverse_reset(self, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        code = self._current_code(session, entry).reset()
+        if not session.update(version, code=code):
+            return {}
+        trail = session.record_trail(version, code.z, restart=True)
+        return self.view(entry, code, page, range_mode) | {self.marker: self._marker_json(session, entry, trail)}
+
+    @handler
+    def traverse_class(self, y: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        code = self._current_code(session, entry).with_class(_class(y, entry))
+        if not session.update(version, code=code):
+            return {}
+        return self.view(entry, code, page, range_mode)
+
+    @handler
+    def traverse_view(self, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        code = self._current_code(session, entry)
+        session.update(version, code=code)
+        return self.view(entry, code, page, range_mode)
+
+    @handler
+    def traversal_grid(self, steps: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+        version, entry = self.ctx.current(session)
+        code = self._current_code(session, entry)
+        try:
+            n = int(steps)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"Steps must be a whole number, got {steps!r}.") from None
+        if not 3 <= n <= 15:
+            raise InputError(f"Steps must be between 3 and 15, got {n}.")
+        dims = page_dims(dim_info(entry).order, _page(page, entry))
+        mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
+        lo, hi = slider_bounds(entry, mode)
+        images = decode(entry, traversal.traversal_codes(code.z, dims, lo, hi, n), code.y)
+        picture = grid(images, nrow=n, cell_px=GRID_PX)
+        rows = ", ".join(f"z{d}" for d in dims)
+        name = short_name(entry)
+        label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high"
+        return {self.grid_image: gr.Image(value=picture, label=label),
+                self.grid_file: self.ctx.downloads.write(f"{name.replace('/', '-')}-traversal-grid.png",
+                                                         _png(picture))}
+
+
+def _page(page: Any, entry: ModelEntry) -> int:
+    """A dimension page from a request value, clamped to the model's pages."""
+    try:
+        p = int(page or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(p, 0), (entry.description.latent_dim - 1) // SLIDERS)
+
+
+def _class(y: Any, entry: ModelEntry) -> int | None:
+    """A chosen class from a request value: None when none is chosen; InputError when out of range."""
+    if y is None or y == "":
+        return None
+    try:
+        c = int(y)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"Class {y!r} is not a class of this model.") from None
+    size = entry.description.condition.size or len(entry.description.class_names)
+    if size and not 0 <= c < size:
+        raise InputError(f"Class {c} is out of range 0..{size - 1}.")
+    return c
+
+
+def _filename(path: str | None) -> str:
+    return Path(path).name if path else "file"
+
+
+def read_upload(path: str | None) -> bytes:
+    """The bytes of an uploaded image file Gradio saved; InputError when absent or too large."""
+    if not path:
+        raise InputError("No file arrived.")
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise InputError(f"{Path(path).name} is {size / 2**20:.1f} MB; images up to "
+                             f"{MAX_IMAGE_BYTES // 2**20} MB are accepted.")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"Cannot read {Path(path).name}: {exc.strerror or exc}") from None
+
+
+def _png(picture: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    return buf.getvalue()
