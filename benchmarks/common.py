@@ -182,11 +182,11 @@ def launch_browser(playwright: Any) -> Any:
 
 @contextmanager
 def timed_slider_handlers(record: Callable[[float, float], None]) -> Iterator[None]:
-    """While active, apps built by ``vaescope.explorer.app.build_app`` time every slider handler call:
+    """While active, apps built by ``vaescope.explorer.ui.app.build_app`` time every slider handler call:
     ``record(wall-clock start, seconds)``."""
-    from vaescope.explorer import app
+    from vaescope.explorer.ui.traversal import TraversalPanel
 
-    original = app.Handlers.slider_handler
+    original = TraversalPanel.slider_handler
 
     def slider_handler(self: Any, slot: int) -> Callable[..., Any]:
         fn = original(self, slot)
@@ -200,10 +200,10 @@ def timed_slider_handlers(record: Callable[[float, float], None]) -> Iterator[No
                 record(wall, time.perf_counter() - start)
         return timed
 
-    app.Handlers.slider_handler = slider_handler  # type: ignore[method-assign]
+    TraversalPanel.slider_handler = slider_handler  # type: ignore[method-assign]
     try:
         yield
     finally:
-        app.Handlers.slider_handler = original  # type: ignore[method-assign]
+        TraversalPanel.slider_handler = original  # type: ignore[method-assign]
 
 

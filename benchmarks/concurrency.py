@@ -77,7 +77,7 @@ def client_main(url: str, checkpoint: str, clients: int, seconds: float) -> dict
             value = ((i * 7 + k * 13) % 400 - 200) / 100  # distinct values in [-2, 2)
             start = time.perf_counter()
             try:
-                image, note = client.predict(value, api_name=f"/{SLIDER_API}")
+                image, note, _marker = client.predict(value, api_name=f"/{SLIDER_API}")
                 latencies.append(time.perf_counter() - start)
                 if not image:  # the handler names a failure in the traversal note, it does not raise
                     errors.append(f"no image: {note}"[:300])
@@ -106,7 +106,7 @@ def drive(url: str, checkpoint: str, clients: int, seconds: float) -> dict[str, 
 # -- the benchmark ------------------------------------------------------------------------------
 def run(quick: bool) -> Figure:
     """Figure 2 rows: errors, client p95 and server handler p95 for 8 clients vs 1."""
-    from vaescope.explorer.app import DEFAULT_TORCH_THREADS
+    from vaescope.explorer.ui.app import DEFAULT_TORCH_THREADS
 
     seconds = 5.0 if quick else 30.0
     with torch_threads(DEFAULT_TORCH_THREADS):  # what latent-explore's main() sets before it serves
@@ -124,7 +124,7 @@ def run(quick: bool) -> Figure:
 def _serve_and_drive(seconds: float) -> tuple[dict[int, Any], dict[str, Any], list[str], str, HandlerLog]:
     """Serve the app, drive it with 1 then CLIENTS clients: (runs by client count, queue settings,
     checkpoint names, their source, the server's handler log)."""
-    from vaescope.explorer.app import build_app
+    from vaescope.explorer.ui.app import build_app
 
     log: HandlerLog = []
     with tempfile.TemporaryDirectory(prefix="vaescope-bench-") as tmp:

@@ -1,7 +1,7 @@
 """Figure 3: latent maps of 70k x 16 codes (PCA, UMAP, t-SNE) and the projection cache.
 
 The codes are Fashion-MNIST (train + test) encoded by the shipped VAE, or, before one is shipped,
-70k synthetic 16-d codes in 10 Gaussian clusters. Each method of ``vaescope.explorer.projection`` is timed
+70k synthetic 16-d codes in 10 Gaussian clusters. Each method of ``vaescope.explorer.core.projection`` is timed
 against the plain library call on the same points; UMAP's layout quality is compared by
 trustworthiness (k = 10) on one fixed random sample of 5k points. sklearn's t-SNE is too slow for
 70k points on a small machine, so above 10k points it is timed on a 10k subsample and its 70k time
@@ -33,14 +33,14 @@ def fmnist_codes(path: Path, n: int) -> np.ndarray:
     """Posterior means [n, D] of n Fashion-MNIST images (train + test, a seeded subset if n < 70k)."""
     import torch
 
-    from vaescope.explorer.loading import load_model
+    from vaescope.training.checkpoint import load_checkpoint
     from vaescope.training.data import load_dataset
 
     data = load_dataset("fashion-mnist", image_size=28)
     images = torch.cat([data.train.images, data.test.images])
     if n < len(images):
         images = images[np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))]
-    model = load_model(path, torch.device("cpu")).model.eval()
+    model = load_checkpoint(path, torch.device("cpu"))[0]
     with torch.inference_mode():
         means = [model.encode(x.float() / 255, model.condition.for_class(0, len(x))).mean
                  for x in images.split(1024)]
@@ -70,7 +70,7 @@ def fits() -> dict[str, Fit]:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from vaescope.explorer.projection import fit_projection
+    from vaescope.explorer.core.projection import fit_projection
 
     ours = {m: (lambda z, m=m: fit_projection(z, m).coords) for m in ("pca", "umap", "tsne")}
     return ours | {"pca_base": lambda z: PCA(2).fit_transform(z),
@@ -91,10 +91,10 @@ def time_fit(fit: Fit, z: np.ndarray, n: int, sample: np.ndarray | None = None) 
 
 def explorer_fits(z: np.ndarray, method: str, folder: Path, n: int, n_hits: int,
                   sample: np.ndarray) -> dict[str, list[float]]:
-    """``n`` fits through ``vaescope.explorer.projection`` (the first through a fresh ProjectionCache, as
+    """``n`` fits through ``vaescope.explorer.core.projection`` (the first through a fresh ProjectionCache, as
     the app does), each scored by trustworthiness on ``sample``; then second calls that hit the
     memory cache, and calls from fresh caches that hit the .npz files on disk."""
-    from vaescope.explorer.projection import ProjectionCache, fit_projection
+    from vaescope.explorer.core.projection import ProjectionCache, fit_projection
 
     cache = ProjectionCache(folder)
     calls = [lambda: cache.get("bench", z, method, 2)] + [lambda: fit_projection(z, method)] * (n - 1)

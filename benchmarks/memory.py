@@ -1,8 +1,8 @@
 """Figure 5: peak memory of the explorer's server state.
 
 A fresh child process imports the app (Gradio, plotly, torch), loads the Fashion-MNIST checkpoints
-through ``vaescope.explorer.loading.ModelStore`` (which encodes each one's test set) and computes all three
-2D maps of each through ``vaescope.explorer.projection.ProjectionCache``, then reports its peak resident set
+through ``vaescope.explorer.core.store.ModelStore`` (which encodes each one's test set) and computes all three
+2D maps of each through ``vaescope.explorer.core.projection.ProjectionCache``, then reports its peak resident set
 (VmHWM from /proc/self/status; ``ru_maxrss`` where /proc is missing). The baseline is the same
 child that only imports the app.
 """
@@ -41,9 +41,9 @@ def child(root: Path, names: list[str], points: int) -> dict[str, Any]:
     start = time.perf_counter()
     import torch
 
-    import vaescope.explorer.app  # noqa: F401 - the server process holds Gradio and the app too
-    from vaescope.explorer.loading import ModelStore
-    from vaescope.explorer.projection import METHODS, ProjectionCache
+    import vaescope.explorer.ui.app  # noqa: F401 - the server process holds Gradio and the app too
+    from vaescope.explorer.core.projection import METHODS, ProjectionCache
+    from vaescope.explorer.core.store import ModelStore
 
     store = ModelStore(root, torch.device("cpu"))
     cache = ProjectionCache()

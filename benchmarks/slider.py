@@ -124,9 +124,9 @@ def noop_app(times: ServerTimes, queue: bool | None = None) -> Any:
     slider event is queued or not as the explorer's (``SLIDER_QUEUE``) unless ``queue`` says."""
     import gradio as gr
 
-    from vaescope.explorer import figures
-    from vaescope.explorer.app import SLIDER_QUEUE
-    from vaescope.explorer.views import scale_for
+    from vaescope.explorer.core import figures
+    from vaescope.explorer.ui.common import scale_for
+    from vaescope.explorer.ui.traversal import SLIDER_QUEUE
 
     base = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
 
@@ -243,12 +243,12 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
     import torch
     from gradio.processing_utils import encode_pil_to_bytes
 
-    from vaescope.explorer import figures
-    from vaescope.explorer.loading import load_eval_images, load_model
-    from vaescope.explorer.views import scale_for
+    from vaescope.explorer.core import figures
+    from vaescope.explorer.core.evaldata import load_eval_images
+    from vaescope.explorer.ui.common import scale_for
+    from vaescope.training.checkpoint import load_checkpoint
 
-    loaded = load_model(checkpoint, torch.device("cpu"))
-    model = loaded.model.eval()
+    model, meta = load_checkpoint(checkpoint, torch.device("cpu"))
     z = torch.zeros(1, model.config.latent_dim)
     y = model.condition.for_class(0, 1)  # class 0 for a conditional model, else None
     decode_s = {}
@@ -256,7 +256,7 @@ def decoder_and_payload(checkpoint: Path, repeats: int) -> tuple[dict[int, list[
         with torch_threads(n), torch.inference_mode():
             decode_s[n] = repeat(lambda: model.decode(z, y).float().cpu().numpy(), repeats, warmup=20)
     # The payload of a realistic picture: a decoded test image (trained model) or the test image.
-    images, _ = load_eval_images(loaded.meta.dataset)
+    images = load_eval_images(meta.dataset).images.astype(np.float32) / 255
     image, what = images[0], "Fashion-MNIST test image #0"
     if shipped_fmnist():
         with torch.inference_mode():
@@ -282,7 +282,7 @@ def _save(image: Any, fmt: str, **params: Any) -> bytes:
 
 def run(quick: bool) -> Figure:
     """Figure 1 rows: round trip median / p95 (real vs no-op), decoder time, payload sizes."""
-    from vaescope.explorer.app import DEFAULT_TORCH_THREADS, build_app
+    from vaescope.explorer.ui.app import DEFAULT_TORCH_THREADS, build_app
 
     moves, rounds, warmup = (16, 2, 3) if quick else (50, 2, 5)
     times = ServerTimes()

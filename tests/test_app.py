@@ -25,13 +25,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from serving import serving
 
-from vaescope.explorer import app as app_module
-from vaescope.explorer import handlers as handlers_module
-from vaescope.explorer.app import build_app, is_loopback, main, parse_args
-from vaescope.explorer.handlers import Handlers, stale_files
-from vaescope.explorer.loading import ModelStore
-from vaescope.explorer.projection import ProjectionCache
-from vaescope.explorer.views import SLIDERS
+from vaescope.explorer.core.dims import SLIDERS
+from vaescope.explorer.ui import app as app_module
+from vaescope.explorer.ui import common as common_module
+from vaescope.explorer.ui.app import build_app, is_loopback, main, parse_args
+from vaescope.explorer.ui.common import Downloads, stale_files
 from vaescope.training.checkpoint import load_checkpoint, save_checkpoint
 
 GOOD = ["tiny-ae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors", "tiny-vae.safetensors"]
@@ -92,14 +90,14 @@ def by_label(client: Client, api_name: str, outputs: tuple) -> dict[str, object]
 
 def shown_class(outputs: dict[str, object]) -> object:
     """The value the "Decode as class" dropdown is set to by an update among ``outputs``."""
-    update = outputs["Decode as class (CVAE)"]
+    update = outputs["Decode as class"]
     assert isinstance(update, dict) and "value" in update, update
     return update["value"]
 
 
 def slide(client: Client, value: float, slot: int = 0) -> np.ndarray:
     """Move slider ``slot`` to ``value``: the decoded image's pixels (the image output must be there)."""
-    image, _note = client.predict(value, api_name=f"/slider_{slot}")
+    image, _note, _marker = client.predict(value, api_name=f"/slider_{slot}")
     assert image and Path(image).is_file(), f"slider {slot} returned no image"
     return pixels(image)
 
@@ -124,8 +122,9 @@ def test_load_checkpoint_shows_the_model_card(client: Client, name: str) -> None
     out = load(client, name)
     card = find_text(out, "latent dim")
     kind = name.removeprefix("tiny-").removesuffix(".safetensors").upper()
-    assert kind in card and "digits" in card and "1×8×8" in card and "cpu" in card
-    assert "ELBO" in card and "active units" in card
+    title = {"AE": "**AE**", "VAE": "**VAE**", "CVAE": "**CVAE**", "GMVAE": "**GMVAE with 10 components**"}[kind]
+    assert title in card and "digits" in card and "1×8×8" in card and "cpu" in card
+    assert ">ELBO</abbr>" in card and ">active units</abbr>" in card and 'title="' in card  # each explained
     if kind == "GMVAE":
         assert "clustering accuracy" in card
 
@@ -147,24 +146,25 @@ def test_traversal_start_points_and_grid(client: Client) -> None:
     out = client.predict(api_name="/traverse_reset")
     assert find_text(out, "prior sample")
     grid, png = client.predict(5, api_name="/traversal_grid")
-    assert "rows, top to bottom: z" in grid["label"]  # an update: the label names the rows
+    assert "tiny-vae · traversal grid · rows, top to bottom: z" in grid["label"]  # the label names model and rows
     g = pixels(grid["value"])
     assert Path(png).suffix == ".png" and pixels(png).shape == g.shape
+    assert Path(png).name.startswith("tiny-vae-traversal-grid-")  # a download named for what it is
     assert g.shape[1] > g.shape[0]  # 4 dims (rows) x 5 steps (columns) of square cells: wider than tall
-    with pytest.raises(AppError, match="between 0 and 299"):
+    with pytest.raises(AppError, match="maximum value 299"):  # the field knows this model's range
         client.predict(10_000, api_name="/traverse_from_index")
 
 
 def test_map_draws_and_clicks(client: Client) -> None:
     load(client)
     fig, info = client.predict("pca", 2, "class", "prior", 0, api_name="/draw_map")
-    assert "300 of 300" in info
+    assert "300 of 300" in info and "tiny-vae" in info
     plot = json.loads(fig["plot"]) if isinstance(fig, dict) and "plot" in fig else fig
     assert plot["data"], "the map has traces"
     fig, info = client.predict("pca", 2, "recon", "none", 50, api_name="/draw_map")
     assert "50 of 300" in info
     original, recon, text = client.predict(json.dumps({"kind": "point", "index": 3}), api_name="/pick")[:3]
-    assert original and recon and "Test image #" in text
+    assert original and recon and "Test image #3" in text
     out = client.predict(json.dumps({"kind": "xy", "x": 0.1, "y": -0.2}), api_name="/pick")
     assert "PCA inverse" in find_text(out, "PCA inverse")
 
@@ -220,7 +220,9 @@ def test_interpolation_strip_and_gif(client: Client) -> None:
     client.predict(3, api_name="/interp_a_index")
     client.predict(10, api_name="/interp_b_index")
     strip, gif_view, gif, info = client.predict(8, "slerp", api_name="/interpolate")[:4]
-    assert "8 steps" in info and "#3" in info and "#10" in info
+    assert "8 steps" in info and "#3" in info and "#10" in info and "tiny-vae" in info
+    strip = strip["value"] if isinstance(strip, dict) else strip
+    assert Path(gif).name.startswith("tiny-vae-interpolation-")
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 8
         frame_w = im.size[0]
@@ -233,12 +235,16 @@ def test_interpolation_strip_and_gif(client: Client) -> None:
 def test_class_sampling(client: Client, name: str) -> None:
     load(client, name)
     grid, note = client.predict(3, 9, 0, 1.0, api_name="/sample_class")
-    assert note.startswith("**3** · ") and pixels(grid).shape[0] > 8  # the class by its name (digits: "3")
+    model = name.removesuffix(".safetensors")
+    assert note.startswith(f"**3** · {model}: ") and model in grid["label"]  # the class and the model by name
+    assert pixels(grid["value"]).shape[0] > 8
     if name == "tiny-cvae.safetensors":
-        row = pixels(client.predict(api_name="/decode_every_class"))
+        row = client.predict(api_name="/decode_every_class")
+        assert "left to right: 0, 1, 2" in row["label"]  # the strip names its classes
+        row = pixels(row["value"])
         assert row.shape[1] > 9 * row.shape[0]  # ten classes side by side
     else:
-        with pytest.raises(AppError, match="CVAE"):
+        with pytest.raises(AppError, match="decoder takes the class"):
             client.predict(api_name="/decode_every_class")
 
 
@@ -273,8 +279,8 @@ def test_uploaded_images(client: Client, tmp_path: Path) -> None:
 def test_bad_checkpoint_is_a_clear_error_and_the_rest_keep_working(client: Client) -> None:
     load(client)
     out = load(client, BROKEN)
-    note = find_text(out, "Cannot load checkpoint")
-    assert BROKEN in note and "truncated or corrupt" in note
+    note = find_text(out, f"Cannot load {BROKEN}")
+    assert "truncated or corrupt" in note
     dropdown = out[0]  # the dropdown goes back to the model still in use
     assert isinstance(dropdown, dict) and dropdown.get("value") == "tiny-vae.safetensors"
     slide(client, 1.0)  # ... which still answers
@@ -298,18 +304,18 @@ def test_uploaded_checkpoints(client: Client, app_root: Path, tmp_path: Path) ->
 def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Client, tmp_path: Path) -> None:
     out = load(client, NO_DATA)
     assert "could not be loaded" in find_text(out, "could not be loaded")
-    fig, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
-    assert "No map" in json.dumps(fig)
+    fig, info = client.predict("pca", 2, "recon", "none", 0, api_name="/draw_map")
+    assert "No map for no-data-vae" in json.dumps(fig)
     slide(client, 1.5)
     assert find_text(client.predict(None, api_name="/traverse_random"), "prior sample")
-    with pytest.raises(AppError, match="[Nn]o dataset images"):
+    with pytest.raises(AppError, match="No evaluation images"):
         client.predict(0, api_name="/traverse_from_index")
     img = tmp_path / "x.png"
     Image.new("L", (8, 8), 0).save(img)
     client.predict(handle_file(str(img)), None, api_name="/interp_a_upload")
     client.predict(handle_file(str(img)), None, api_name="/interp_b_upload")
     assert "5 steps" in client.predict(5, "linear", api_name="/interpolate")[3]
-    with pytest.raises(AppError, match="encoded dataset"):
+    with pytest.raises(AppError, match="needs labelled evaluation images"):
         client.predict(2, 4, 0, 1.0, api_name="/sample_class")  # a VAE's class sampler needs the data
 
 
@@ -329,8 +335,8 @@ def test_sessions_are_independent(server: str) -> None:
     load(one, "tiny-vae.safetensors")
     load(two, "tiny-ae.safetensors")
     assert "### tiny-vae" in find_text(load(one, "tiny-vae.safetensors"), "latent dim")
-    with pytest.raises(AppError, match="[Nn]o checkpoint"):
-        Client(server, verbose=False).predict(0.0, api_name="/traverse_reset")
+    with pytest.raises(AppError, match="No model is loaded yet"):
+        Client(server, verbose=False).predict(0.0, "prior", api_name="/traverse_reset")
 
 
 # -- files on disk -------------------------------------------------------------------------------
@@ -353,31 +359,31 @@ def test_stale_files_keeps_the_newest_and_drops_the_old() -> None:
 
 
 def test_downloads_stay_bounded_and_go_with_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers_module, "DOWNLOADS_KEPT", 3)
-    h = Handlers(ModelStore(tmp_path, torch.device("cpu")), ProjectionCache(), None)
-    folder = h.tmp
+    monkeypatch.setattr(common_module, "DOWNLOADS_KEPT", 3)
+    downloads = Downloads()
+    folder = downloads.folder
     assert folder.is_dir() and tmp_path not in folder.parents  # its own folder
-    paths = [Path(h._file(".png", bytes([i]))) for i in range(6)]
-    assert all(p.parent == folder for p in paths)
+    paths = [Path(downloads.write("digits/vae grid.png", bytes([i]))) for i in range(6)]
+    assert all(p.parent == folder and p.name.startswith("digits-vae-grid-") for p in paths)
+    assert len({p.name for p in paths}) == 6  # unique names: Gradio rewrites files of equal names
     left = sorted(folder.iterdir())
     assert len(left) == 3 and paths[-1] in left  # the newest file, just handed out, is kept
     old = folder / "old.gif"
     old.write_bytes(b"x")
-    hour_ago = paths[-1].stat().st_mtime - handlers_module.DOWNLOADS_MAX_AGE_S - 1
+    hour_ago = paths[-1].stat().st_mtime - common_module.DOWNLOADS_MAX_AGE_S - 1
     os.utime(old, (hour_ago, hour_ago))
-    h._file(".gif", b"y")
+    downloads.write("x.gif", b"y")
     assert not old.exists()
-    del h
+    del downloads
     gc.collect()
-    assert not folder.exists()  # removed with the app's handlers (and at exit)
+    assert not folder.exists()  # removed with the app (and at exit)
 
 
 def test_benchmarks_measure_the_server_as_main_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """benchmarks/slider.py takes scale_for from views (app no longer re-exports it); the slider and
-    concurrency benchmarks serve with main()'s torch threads and restore them afterwards."""
+    """The slider and concurrency benchmarks build (the no-op app included) and serve with main()'s
+    torch threads, restoring them afterwards."""
     from benchmarks import concurrency, slider
 
-    assert not hasattr(app_module, "scale_for")
     assert slider.noop_app(slider.ServerTimes()) is not None  # builds, scale_for included
     seen = []
 
@@ -432,7 +438,7 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def fake_launch(self, **kwargs):  # noqa: ANN001, ANN202 - stands in for Blocks.launch
         launched.update(kwargs)
 
-    monkeypatch.setattr("vaescope.explorer.app.ExplorerBlocks.launch", fake_launch)
+    monkeypatch.setattr("vaescope.explorer.ui.app.ExplorerBlocks.launch", fake_launch)
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # main() sets it for the whole process
     backends = []
     monkeypatch.setattr("matplotlib.use", backends.append)

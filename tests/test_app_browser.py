@@ -31,7 +31,7 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from vaescope.explorer.app import build_app
+    from vaescope.explorer.ui.app import build_app
 
     root = tmp_path_factory.mktemp("browser-checkpoints")
     for path in tiny_checkpoint_dir.glob("*.safetensors"):
@@ -90,6 +90,8 @@ def test_first_view_map_and_traversal_side_by_side(page: object) -> None:
     assert "tiny-vae" in card and "latent dim" in card and "cpu" in card
     lengths = page.evaluate("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
                             "._fullData.map(t => t._length)")
+    lengths = page.evaluate("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
+                            "._fullData.filter(t => t.customdata).map(t => t._length)")
     assert sum(lengths) == 300  # every test point, one trace per class
     m = page.locator("#latent-map").bounding_box()  # type: ignore[attr-defined]
     t = page.locator("#traversal-image").bounding_box()  # type: ignore[attr-defined]
@@ -117,6 +119,7 @@ def test_click_a_point_then_empty_space(page: object) -> None:
 
 def test_slider_drag_updates_the_image_live(page: object) -> None:
     slider = page.locator("#dim-slider-0 input[type=range]")  # type: ignore[attr-defined]
+    slider.scroll_into_view_if_needed()
     before = image_src(page, "traversal-image")
     box = slider.bounding_box()
     y = box["y"] + box["height"] / 2
@@ -147,7 +150,7 @@ def test_map_methods_and_3d(page: object) -> None:
     page.locator("#map-color").click()  # type: ignore[attr-defined]
     page.get_by_role("option", name="reconstruction error").click()  # type: ignore[attr-defined]
     page.wait_for_function("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
-                           "._fullData.length === 1", timeout=30_000)
+                           "._fullData.filter(t => t.customdata).length === 1", timeout=30_000)  # one coloured trace
     shot(page, "04-map-recon-error", "#latent-map")
     page.locator("#map-dims input").click()  # type: ignore[attr-defined]
     page.get_by_role("option", name="3D").click()  # type: ignore[attr-defined]
@@ -167,6 +170,7 @@ def test_tabs(page: object) -> None:
     page.get_by_role("tab", name="Interpolation").click()  # type: ignore[attr-defined]
     page.locator("#interp-a-index-btn").click()  # type: ignore[attr-defined]
     page.wait_for_selector("#interp-a-image img", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector("#interp-a-original img", timeout=30_000)  # type: ignore[attr-defined]  # as chosen
     page.locator("#interp-btn").click()  # type: ignore[attr-defined]
     page.wait_for_selector("#interp-strip img", timeout=30_000)  # type: ignore[attr-defined]
     page.wait_for_function("() => document.querySelector('#latent-map .js-plotly-plot')"  # type: ignore[attr-defined]
@@ -222,7 +226,7 @@ def test_other_models_and_errors(page: object) -> None:
     choose_checkpoint(page, "broken.safetensors")
     page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('broken.safetensors')",
                            timeout=30_000)  # type: ignore[attr-defined]
-    toast = page.get_by_text("Cannot load checkpoint").first  # type: ignore[attr-defined]
+    toast = page.get_by_text("Cannot load broken.safetensors").first  # type: ignore[attr-defined]
     toast.wait_for(timeout=10_000)
     shot(page, "12-bad-checkpoint-error")
     assert "tiny-gmvae" in page.locator("#model-card").inner_text()  # type: ignore[attr-defined]
@@ -258,3 +262,46 @@ def test_draw_a_digit_and_encode_it(page: object) -> None:
     assert "your drawing" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
     page.locator("#traversal-sketch").scroll_into_view_if_needed()  # type: ignore[attr-defined]
     shot(page, "14-drawing-encoded")
+
+
+def test_a_foreign_model_from_vs_explore_in_the_browser(browser: object) -> None:
+    """``vs.explore`` on a PyTorch-examples VAE written in the tests: click a map point, move a slider,
+    and the decoded image follows."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from foreign_models import digits, trained
+
+    import vaescope as vs
+
+    _, _, x, y = digits()
+    app = vs.explore(trained("examples"), images=x.numpy(), labels=y.numpy(), name="examples-vae", device="cpu",
+                     prevent_thread_lock=True, inbrowser=False, quiet=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})  # type: ignore[attr-defined]
+    try:
+        page.goto(app.local_url)
+        page.wait_for_function("() => { const gd = document.querySelector('#latent-map .js-plotly-plot');"
+                               " return gd && gd.__vaescopeBound && gd._fullData &&"
+                               " gd._fullData.filter(t => t.customdata).length > 0; }", timeout=60_000)
+        assert "examples-vae" in page.locator("#model-card").inner_text()
+        before = image_src(page, "traversal-image")
+        page.locator("#latent-map .nsewdrag").scroll_into_view_if_needed()
+        box = page.locator("#latent-map .nsewdrag").bounding_box()
+        p = next(q for q in (point_position(page, trace=0, point=i) for i in range(20))
+                 if box["y"] + 5 < q["y"] < min(box["y"] + box["height"], 715) - 5)  # a point on screen
+        page.mouse.click(p["x"], p["y"])
+        page.wait_for_function(
+            f"() => document.querySelector('#picked-info').innerText.includes('Test image #{p['index']}')",
+            timeout=20_000)
+        clicked = wait_src(page, "traversal-image", before, timeout=20.0)
+        slider = page.locator("#dim-slider-0 input[type=range]")
+        slider.scroll_into_view_if_needed()
+        slider.focus()
+        for _ in range(8):
+            page.keyboard.press("ArrowRight")
+        moved = wait_src(page, "traversal-image", clicked, timeout=20.0)
+        assert moved != clicked
+        shot(page, "15-foreign-model")
+    finally:
+        page.close()
+        app.close()

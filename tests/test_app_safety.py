@@ -37,11 +37,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from serving import free_port, serving
 
-from vaescope.explorer import projection
-from vaescope.explorer.app import build_app, main
-from vaescope.explorer.handlers import Handlers
-from vaescope.explorer.loading import ModelStore
-from vaescope.explorer.projection import ProjectionCache
+from vaescope.explorer.core import projection
+from vaescope.explorer.core.projection import ProjectionCache
+from vaescope.explorer.ui.app import build_app, main
+from vaescope.explorer.ui.state import Session
 
 VAE = "tiny-vae.safetensors"
 GOOD = ["tiny-ae.safetensors", "tiny-gmvae.safetensors", VAE]
@@ -165,11 +164,11 @@ def assert_refused(client: Client, pattern: str, *args: Any, api_name: str = "/l
     assert "GMVAE" in card(client, "tiny-gmvae.safetensors")  # and the other checkpoints still load
 
 
-def direct_handlers(root: Path) -> Handlers:
-    """The app's handlers without Gradio in front, to test what lies beneath its own input checks."""
-    h = Handlers(ModelStore(root, torch.device("cpu")), ProjectionCache(), VAE)
-    h.load_outputs = 40
-    return h
+def direct_load(root: Path, name: str) -> str:
+    """The model panel's load handler without Gradio in front (beneath its own input checks): the
+    note it writes under the card."""
+    models = build_app(root, device="cpu", default_checkpoint=VAE).panels["models"]
+    return models.load_checkpoint(name, Session())[models.note]
 
 
 # -- bad checkpoints -----------------------------------------------------------------------------
@@ -188,7 +187,7 @@ def test_a_pickle_is_refused_and_never_run(client: Client, app_root: Path) -> No
     with pytest.raises(AppError, match="not in the list of choices"):  # never listed, so never offered
         client.predict(name, api_name="/load_checkpoint")
     with pytest.warns(UserWarning, match=pattern):  # and refused by name beneath Gradio's check too
-        direct_handlers(app_root).load_checkpoint(name, None)
+        direct_load(app_root, name)
     assert client.predict(1.0, api_name="/slider_0")
     assert not (app_root / MARKER).exists()
 
@@ -218,8 +217,8 @@ def test_names_leading_out_of_the_folder_are_refused(client: Client, app_root: P
         client.predict(name, api_name="/load_checkpoint")
     assert client.predict(1.0, api_name="/slider_0")  # the session is unharmed
     with pytest.warns(UserWarning, match=pattern):
-        out = direct_handlers(app_root).load_checkpoint(name, None)
-    assert pattern in out[3]  # the note under the card says it too
+        note = direct_load(app_root, name)
+    assert pattern in note  # the note under the card says it too
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -385,12 +384,12 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture
 def served_process(tiny_checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m vaescope.explorer.app` (the real entry point) on the tiny checkpoints, in its own process."""
+    """`python -m vaescope.explorer` (latent-explore) on the tiny checkpoints, in its own process."""
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path),
            "GRADIO_ANALYTICS_ENABLED": "False"}
     log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer.app", "--checkpoints", str(tiny_checkpoint_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(tiny_checkpoint_dir),
                              "--port", str(port), "--device", "cpu", "--no-disk-cache", "--default", VAE],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
     url = f"http://127.0.0.1:{port}/"

@@ -18,7 +18,7 @@ from vaescope.training.cli import main
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--model", "diffusion"], "invalid choice: 'diffusion'"),
     (["--lr", "abc"], "expected a float"),
-    (["--device", "tpu"], "device must be auto, cpu or cuda"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda[:N] or mps"),
 ])
 def test_bad_arguments_give_argparse_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as info:

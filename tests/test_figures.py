@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from vaescope.explorer.figures import (
+from vaescope.explorer.core.figures import (
     INACTIVE_COLOR,
     gif_bytes,
     image_grid,

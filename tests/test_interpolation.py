@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaescope.explorer.interpolation import interpolate, lerp, slerp
+from vaescope.explorer.core.interpolation import interpolate, lerp, slerp
 
 RNG = np.random.default_rng(0)
 

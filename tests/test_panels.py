@@ -1,21 +1,36 @@
-"""explorer.views: slider bounds on a round grid, seeded subsets, and what a slider move recomputes."""
+"""The explorer's panels and core views without a browser: start codes, slider bounds, what a slider
+move recomputes and how it fails, the diagnostics, and the rule that every output belongs to the
+session's current model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
 import pytest
 import torch
 
-from vaescope.explorer import views
-from vaescope.explorer.codes import start_code
-from vaescope.explorer.handlers import Handlers
-from vaescope.explorer.loading import ModelStore
-from vaescope.explorer.projection import ProjectionCache
-from vaescope.explorer.views import SLIDERS, nice_bounds, subsample, traversal_view
+from vaescope.errors import InputError
+from vaescope.explorer.core import dims as dims_module
+from vaescope.explorer.core.codes import decode, index_code, random_code
+from vaescope.explorer.core.diagnostics import diagnostics, kl_panel
+from vaescope.explorer.core.dims import SLIDERS, dim_info, nice_bounds, slider_bounds
+from vaescope.explorer.core.maps import subsample
+from vaescope.explorer.core.store import ModelStore
+from vaescope.explorer.core.uploads import sketch_to_rgb
+from vaescope.explorer.ui.app import build_app
+from vaescope.explorer.ui.state import Session
 from vaescope.training.data import FASHION_MNIST_SYSTEM_DIR
+
+
+def test_sketch_to_rgb() -> None:
+    assert sketch_to_rgb(None) is None and sketch_to_rgb({"composite": None}) is None
+    blank = np.zeros((10, 10, 4), np.uint8)  # fully transparent canvas
+    assert sketch_to_rgb({"composite": blank}) is None
+    stroke = blank.copy()
+    stroke[3:7, 4:6] = (0, 0, 0, 255)  # black ink
+    rgb = sketch_to_rgb({"composite": stroke})
+    assert rgb.shape == (10, 10, 3) and rgb[0, 0].tolist() == [255, 255, 255] and rgb[4, 4].tolist() == [0, 0, 0]
 
 
 def test_nice_bounds_cover_the_value_on_a_round_grid() -> None:
@@ -38,65 +53,136 @@ def store(tiny_checkpoint_dir: Path) -> ModelStore:
     return ModelStore(tiny_checkpoint_dir, torch.device("cpu"))
 
 
-def test_slider_moves_reuse_the_dimension_order(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An AE orders its dims by the variance of all its codes: computed once, not on every move."""
-    entry = store.open_name("tiny-ae.safetensors")
+@pytest.mark.parametrize("model_type", ["vae", "cvae"])
+def test_start_codes(store: ModelStore, model_type: str) -> None:
+    entry = store.open_name(f"tiny-{model_type}.safetensors")
+    code = index_code(entry, 5)
+    np.testing.assert_array_equal(code.z, entry.latents.mean[5])
+    assert code.z is not code.z0 and "test image #5" in code.source and code.key == entry.key
+    np.testing.assert_allclose(code.image, entry.latents.image(5))  # the chosen image travels with it
+    label = int(entry.latents.labels[5])
+    assert code.y == (label if model_type == "cvae" else None)
+    assert entry.description.class_name(label) == str(label) and entry.description.class_name(-1) == "?"
+    prior = random_code(entry, 3)
+    assert prior.y == (3 if model_type == "cvae" else None) and "prior sample (seed" in prior.source
+    assert prior.image is None
+    assert decode(entry, np.stack([code.z, prior.z]), code.y).shape == (2, 1, 8, 8)
+    with pytest.raises(InputError, match="between 0 and 299"):
+        index_code(entry, 300)
+    with pytest.raises(InputError, match="whole number"):
+        index_code(entry, "seven")
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint_dir: Path):
+    return build_app(tiny_checkpoint_dir, device="cpu")
+
+
+def switched(app, name: str) -> tuple[Session, object]:
+    """A session that has switched to model ``name`` through the model panel (as a page does)."""
+    session = Session()
+    app.panels["models"].load_checkpoint(name, session)
+    return session, app.ctx.store.open_name(name)
+
+
+def test_slider_moves_reuse_the_dimension_order(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AE orders its dims by the spread of all its codes: computed once, not on every move."""
+    session, entry = switched(app, "tiny-ae.safetensors")
     entry.memo.clear()
     computed = []
-    real = views._dim_info
-    monkeypatch.setattr(views, "_dim_info", lambda e: computed.append(e.key) or real(e))
-    slide = Handlers(store, ProjectionCache(), None).slider_handler(0)
-    code = start_code(entry, 0, "index", None)
-    images = [slide(v, entry.key, code, 0)[0] for v in (-1.0, 0.0, 1.0)]
+    real = dims_module._dim_info
+    monkeypatch.setattr(dims_module, "_dim_info", lambda e: computed.append(e.key) or real(e))
+    traversal = app.panels["traversal"]
+    slide = traversal.slider_handler(0)
+    images = [slide(v, 0, session)[traversal.image] for v in (-1.0, 0.0, 1.0)]
     assert computed == [entry.key]
     assert len({im.tobytes() for im in images}) == 3  # every move still decodes its own image
 
 
-def test_slider_failures_are_written_under_the_image(store: ModelStore, monkeypatch: pytest.MonkeyPatch,
+def test_slider_failures_are_written_under_the_image(app, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """The slider events skip the queue, where Gradio shows no error toast: the handler names the
-    problem in the traversal note (its third output) and leaves the image and the code where they
-    are; the next good move puts the usual note back."""
-    from vaescope.explorer import handlers
+    problem in the traversal note and leaves the image and the code where they are."""
+    from vaescope.explorer.ui import traversal as traversal_module
 
-    entry = store.open_name("tiny-vae.safetensors")
-    slide = Handlers(store, ProjectionCache(), None).slider_handler(0)
-    code = start_code(entry, 0, "index", None)
-    image, moved, note = slide(1.0, entry.key, code, 0)
-    assert image.size[0] >= 100 and not np.array_equal(moved.z, code.z) and note == gr.skip()  # note kept
-    stale = slide(1.0, "a-key-this-server-never-gave-out", code, 0)
-    assert stale[0] == gr.skip() and np.array_equal(stale[1].z, code.z) and stale[1].note_shows_error
-    assert stale[2] == "**Cannot decode:** That checkpoint is no longer available; pick it again in the dropdown."
+    session, entry = switched(app, "tiny-vae.safetensors")
+    traversal = app.panels["traversal"]
+    slide = traversal.slider_handler(0)
+    before = session.code
+    out = slide(1.0, 0, session)
+    assert out[traversal.image].size[0] >= 100 and not np.array_equal(session.code.z, before.z)
+    assert out[traversal.note] == "**tiny-vae** · from test image #0 (class 4)"
+    moved = session.code
+    out = slide("NaN", 0, session)
+    assert traversal.image not in out and out[traversal.note].startswith("**Cannot decode:** slider value")
+    assert session.code is moved
 
     def broken(*args: object) -> None:
         raise RuntimeError("out of memory")
 
-    with monkeypatch.context() as patched, caplog.at_level("ERROR", logger="vaescope.explorer.handlers"):
-        patched.setattr(handlers, "decode", broken)
-        image, failed, note = slide(1.0, entry.key, code, 0)
-    assert image == gr.skip() and np.array_equal(failed.z, code.z) and failed.note_shows_error
-    assert note == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
+    with monkeypatch.context() as patched, caplog.at_level("ERROR", logger="vaescope.explorer"):
+        patched.setattr(traversal_module, "decode", broken)
+        out = slide(1.0, 0, session)
+    assert traversal.image not in out and session.code is moved
+    assert out[traversal.note] == "**Decoding failed** (RuntimeError: out of memory); the server log has the details."
     assert "slider 0 failed" in caplog.text and "out of memory" in caplog.text  # the traceback is logged
+    out = slide(-1.0, 0, session)  # the next good move works and says where the code came from
+    assert out[traversal.image].size[0] >= 100 and out[traversal.note].startswith("**tiny-vae** · from test image #0")
 
-    image, recovered, note = slide(-1.0, entry.key, failed, 0)
-    assert image.size[0] >= 100 and not recovered.note_shows_error
-    assert note == traversal_view(entry, code, 0, "prior")[2] == "From test image #0 (class 4)"
-    assert slide(0.5, entry.key, recovered, 0)[2] == gr.skip()  # and is left alone after that
+
+def test_a_slider_never_decodes_a_code_of_another_model(app) -> None:
+    """A code that belongs to another model (a response that raced a switch) is replaced by the
+    current model's own start code instead of reaching its decoder with the wrong shape."""
+    session, _ = switched(app, "tiny-vae.safetensors")
+    vae_code = session.code
+    session, gmvae = switched(app, "tiny-gmvae.safetensors")
+    session.code = vae_code  # as if a stale write had landed
+    out = app.panels["traversal"].slider_handler(0)(0.5, 0, session)
+    assert app.panels["traversal"].image in out and session.code.key == gmvae.key
+
+
+def test_a_result_computed_for_the_previous_model_is_dropped(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version rule: a handler that finishes after a switch began returns nothing and changes nothing."""
+    from vaescope.explorer.ui import sampling as sampling_module
+    from vaescope.explorer.ui import traversal as traversal_module
+
+    session, vae = switched(app, "tiny-vae.safetensors")
+    code = session.code
+
+    def decode_then_switch(*args: object) -> np.ndarray:  # a switch lands while the decoder runs
+        images = decode(*args)
+        session.begin_switch()
+        return images
+
+    monkeypatch.setattr(traversal_module, "decode", decode_then_switch)
+    assert app.panels["traversal"].slider_handler(0)(2.0, 0, session) == {}
+    assert session.code is code  # nothing written into the session either
+
+    real = sampling_module.sample_class
+    monkeypatch.setattr(sampling_module, "sample_class",
+                        lambda *a, **k: (session.begin_switch(), real(*a, **k))[1])
+    assert app.panels["sampling"].sample_class(3, 4, 0, 1.0, session) == {}
+    monkeypatch.setattr(sampling_module, "sample_class", real)
+    assert app.panels["sampling"].sample_class(3, 4, 0, 1.0, session) != {}  # no switch meanwhile: shown
 
 
 def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = store.open_name("tiny-gmvae.safetensors")
     entry.memo.clear()
-    model, draws = entry.loaded.model, []
-    real = model.prior_sample
-    monkeypatch.setattr(model, "prior_sample", lambda n, *a: draws.append(n) or real(n, *a))
-    code = start_code(entry, 0, "index", None)
-    first = traversal_view(entry, code, 0, "prior")
-    second = traversal_view(entry, code, 0, "prior")
-    assert draws.count(views.MIXTURE_RANGE_SAMPLES) == 1
-    assert len(first) == len(second) == 3 + SLIDERS
-    lo, hi = views.slider_bounds(entry, "prior")
-    assert np.all(lo < hi) and lo.shape == (model.config.latent_dim,)
+    model, draws = entry.model, []
+    real = model.sample
+    monkeypatch.setattr(model, "sample", lambda n, *a, **k: draws.append(n) or real(n, *a, **k))
+    first = slider_bounds(entry, "prior")
+    second = slider_bounds(entry, "prior")
+    assert draws.count(dims_module.PRIOR_RANGE_SAMPLES) == 1 and first is second
+    lo, hi = first
+    assert np.all(lo < hi) and lo.shape == (entry.description.latent_dim,)
+
+
+def test_a_standard_prior_gets_exact_three_sd_sliders(store: ModelStore) -> None:
+    lo, hi = slider_bounds(store.open_name("tiny-vae.safetensors"), "prior")
+    np.testing.assert_array_equal(lo, -3.0)
+    np.testing.assert_array_equal(hi, 3.0)
 
 
 @pytest.mark.parametrize("name, shown", [("tiny-vae.safetensors", False), ("tiny-gmvae.safetensors", True)])
@@ -106,16 +192,16 @@ def test_training_curves_show_the_temperature_only_for_a_mixture(store: ModelSto
     model; a model without components never used it, so its diagnostics leave it out."""
     entry = store.open_name(name)
     history = [{"epoch": e, "train_loss": 30.0 - e, "kl_weight": 1.0, "temperature": 1.0 - 0.1 * e} for e in (1, 2)]
-    monkeypatch.setattr(entry.loaded.meta, "history", history)
-    curves = views.diagnostics_view(entry)[2]
+    monkeypatch.setattr(entry.meta, "history", history)
+    curves = diagnostics(entry).curves
     assert {trace.name for trace in curves.data} == {"train_loss", "kl_weight"} | ({"temperature"} if shown else set())
     assert history[0]["temperature"] == 0.9  # the checkpoint's own record is left as it was
 
 
 def _diagnostics_active_units(entry) -> int:
-    note = views.kl_panel(entry)[1][0]
-    assert note.startswith("**Active units:** ") and "Burda" in note
-    return int(note.split("**")[2].split(" of ")[0])
+    note = kl_panel(entry)[1][0]
+    assert note.startswith("**Active units: ")
+    return int(note.split("**Active units: ")[1].split(" of ")[0])
 
 
 @pytest.mark.parametrize("model_type", ["ae", "vae", "cvae", "gmvae"])
@@ -124,8 +210,21 @@ def test_diagnostics_count_the_active_units_of_the_model_card(store: ModelStore,
     diagnostics, the slider labels and the checkpoint's metric agree."""
     entry = store.open_name(f"tiny-{model_type}.safetensors")
     count = _diagnostics_active_units(entry)
-    assert count == entry.loaded.meta.metrics["active_units"]
-    assert count == int(views.dim_info(entry).active.sum())
+    assert count == entry.meta.metrics["active_units"]
+    assert count == int(dim_info(entry).active.sum())
+
+
+def test_a_dimension_with_no_kl_is_marked_unused_even_when_its_code_moves(store: ModelStore) -> None:
+    """Active units count a dimension whose mean moves; the KL says whether the model uses it. A
+    student sees both: a dimension with KL under 0.01 nats is marked as changing nothing."""
+    entry = store.open_name("tiny-vae.safetensors")
+    info = dim_info(entry)
+    from vaescope.explorer.core.dims import slider_label
+
+    for d in range(entry.description.latent_dim):
+        label = slider_label(info, d)
+        assert (" · unused (changes nothing)" in label) == (info.kl[d] < dims_module.KL_DEAD)
+        assert label.startswith(f"z{d} · KL {info.kl[d]:.2f}")
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
@@ -135,8 +234,14 @@ SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
                     reason="Debian package dataset-fashion-mnist is not installed")
 def test_shipped_gmvae_diagnostics_agree_with_its_model_card() -> None:
     """The shipped Fashion-MNIST GMVAE has two dims whose codes move with the image (variance 0.03 and
-    0.05) while their KL to the matched component stays under 0.01 nats; a KL threshold called them
-    inactive and showed 13 where the model card says 15."""
+    0.05) while their KL to the matched component stays under 0.01 nats: active by Burda's count
+    (15, as the model card says), and flagged as carrying almost no information."""
     entry = ModelStore(SHIPPED, torch.device("cpu")).open_name("fashion-mnist/gmvae.safetensors")
-    assert entry.loaded.meta.metrics["active_units"] == 15
+    assert entry.meta.metrics["active_units"] == 15
     assert _diagnostics_active_units(entry) == 15
+    notes = kl_panel(entry)[1]
+    assert any("count as active but carry almost no information" in n for n in notes)
+
+
+def test_sixteen_sliders_page_through_wider_codes() -> None:
+    assert SLIDERS == 16

@@ -12,8 +12,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.manifold import trustworthiness
 
-import vaescope.explorer.projection as projection
-from vaescope.explorer.projection import Projection, ProjectionCache, fit_projection
+import vaescope.explorer.core.projection as projection
+from vaescope.explorer.core.projection import Projection, ProjectionCache, fit_projection
 
 # Half-length schedules keep the suite fast (UMAP's 200 epochs are its own choice above 10k
 # points); trustworthiness stays ~0.99 either way. A fresh process also pays ~15 s of numba

@@ -1,4 +1,5 @@
-"""explorer.sampling: class-conditional samples from a CVAE, a GMVAE and a plain VAE / AE."""
+"""explorer.core.sampling: class samples drawn the way each model's condition allows (a class input,
+a mixture component, or neither), through the contract."""
 
 from __future__ import annotations
 
@@ -10,22 +11,33 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from vaescope.explorer.sampling import (
+from vaescope.errors import InputError
+from vaescope.explorer.core.codes import decode
+from vaescope.explorer.core.sampling import (
     RIDGE,
     class_codes,
     class_gaussians,
+    component_names,
     component_to_class,
-    decode,
     decode_under_every_class,
     sample_class,
 )
+from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.config import ModelConfig
 from vaescope.training.models import build_model
 
 
 def latents_stub(mean: np.ndarray, labels: np.ndarray, component_probs: np.ndarray | None = None):
-    """The fields of explorer.loading.LatentsCache the samplers read."""
-    return SimpleNamespace(mean=mean, labels=labels, component_probs=component_probs)
+    """The fields of a LatentsCache the samplers read."""
+    return SimpleNamespace(mean=mean, labels=labels, component_probs=component_probs,
+                           has_labels=bool((labels >= 0).any()), __len__=lambda: len(mean))
+
+
+def entry(model, latents=None) -> ModelEntry:
+    """A store entry for a model, with (stubbed) latents or none."""
+    if model.class_names == ():
+        model.class_names = tuple(str(i) for i in range(10))
+    return ModelEntry("key", "test-model", model, model.describe(), latents, "" if latents is not None else "none")
 
 
 @pytest.fixture(scope="module")
@@ -78,37 +90,37 @@ def tiny_model(model_type: str, **extra):
 def test_cvae_samples_show_the_requested_class(cvae, probe) -> None:
     accuracies = []
     for c in range(10):
-        images, note = sample_class(cvae, c, 20, seed=c, temperature=1.0, latents=None)
+        images, how = sample_class(entry(cvae), c, 20, seed=c, temperature=1.0)
         assert images.shape == (20, 1, 8, 8) and images.dtype == np.float32
         assert images.min() >= 0 and images.max() <= 1
-        assert f"label {c}" in note
+        assert f"class label “{c}”" in how.note and how.decoder_class == c
         accuracies.append((probe.predict(images.reshape(20, -1)) == c).mean())
     assert np.mean(accuracies) >= 0.8, accuracies
 
 
 def test_cvae_decodes_one_code_under_every_class(cvae, probe) -> None:
-    images = decode_under_every_class(cvae, np.zeros(4, np.float32))
+    images = decode_under_every_class(entry(cvae), np.zeros(4, np.float32))
     assert images.shape == (10, 1, 8, 8)
     assert (probe.predict(images.reshape(10, -1)) == np.arange(10)).mean() >= 0.8
 
 
 def test_sampling_is_seeded_and_temperature_scales_the_spread(cvae) -> None:
-    a, _ = sample_class(cvae, 3, 8, seed=1, temperature=1.0, latents=None)
-    b, _ = sample_class(cvae, 3, 8, seed=1, temperature=1.0, latents=None)
-    c, _ = sample_class(cvae, 3, 8, seed=2, temperature=1.0, latents=None)
+    a, _ = sample_class(entry(cvae), 3, 8, seed=1, temperature=1.0)
+    b, _ = sample_class(entry(cvae), 3, 8, seed=1, temperature=1.0)
+    c, _ = sample_class(entry(cvae), 3, 8, seed=2, temperature=1.0)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
-    z_hot, _, _ = class_codes(cvae, 3, 500, seed=0, temperature=2.0, latents=None)
-    z_cold, y, _ = class_codes(cvae, 3, 500, seed=0, temperature=0.5, latents=None)
-    np.testing.assert_allclose(z_hot, 4 * z_cold, rtol=1e-5)  # same noise, sd x 2 vs x 0.5
-    np.testing.assert_array_equal(y, np.full(500, 3))
+    hot = class_codes(entry(cvae), 3, 500, seed=0, temperature=2.0)
+    cold = class_codes(entry(cvae), 3, 500, seed=0, temperature=0.5)
+    np.testing.assert_allclose(hot.z, 4 * cold.z, rtol=1e-5)  # same noise, sd x 2 vs x 0.5
+    assert cold.decoder_class == 3
 
 
 def test_cvae_rejects_a_class_out_of_range(cvae) -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        sample_class(cvae, 10, 2, seed=0, temperature=1.0, latents=None)
-    with pytest.raises(ValueError, match="conditional"):
-        decode_under_every_class(tiny_model("vae"), np.zeros(4))
+    with pytest.raises(InputError, match="out of range"):
+        sample_class(entry(cvae), 10, 2, seed=0, temperature=1.0)
+    with pytest.raises(InputError, match="decoder takes the class"):
+        decode_under_every_class(entry(tiny_model("vae")), np.zeros(4))
 
 
 # -- GMVAE ----------------------------------------------------------------------------------------
@@ -126,7 +138,7 @@ def test_component_to_class_recovers_a_known_permutation() -> None:
 
 
 def gmvae_with_separated_components():
-    model = tiny_model("gmvae", num_components=3)
+    model = tiny_model("gmvae", options={"components": 3})
     with torch.no_grad():
         model.prior_mean.copy_(10 * torch.eye(3, 4))  # component k centred at 10 e_k
         model.prior_logvar.fill_(0.0)
@@ -139,25 +151,31 @@ def test_gmvae_samples_the_component_matched_to_the_class() -> None:
     labels = np.repeat(np.arange(3), 50)
     probs = np.eye(3)[np.argsort(perm)[labels]]
     latents = latents_stub(np.zeros((150, 4), np.float32), labels, probs)
+    model.class_names = ("zero", "one", "two")
     for c in range(3):
         k = int(np.argsort(perm)[c])
-        z, y, note = class_codes(model, c, 400, seed=0, temperature=1.0, latents=latents)
-        assert y is None and f"component {k}" in note
+        drawn = class_codes(entry(model, latents), c, 400, seed=0, temperature=1.0)
+        z = drawn.z
+        assert drawn.decoder_class is None and f"component {k}" in drawn.note
         centre = model.prior_mean.detach().numpy()
         nearest = np.linalg.norm(z[:, None] - centre[None], axis=2).argmin(axis=1)
         assert (nearest == k).all()
         np.testing.assert_allclose(z.mean(0), centre[k], atol=0.2)
-        images, _ = sample_class(model, c, 400, seed=0, temperature=1.0, latents=latents)
-        np.testing.assert_allclose(images, decode(model, z), atol=1e-6)
+        images, _ = sample_class(entry(model, latents), c, 400, seed=0, temperature=1.0)
+        np.testing.assert_allclose(images, decode(entry(model), z, None), atol=1e-6)
+    # the components are named by the class they were matched to
+    assert component_names(entry(model, latents)) == [f"component {k} ≈ {('zero', 'one', 'two')[perm[k]]}"
+                                                      for k in range(3)]
 
 
 def test_gmvae_without_latents_uses_the_identity_mapping() -> None:
     model = gmvae_with_separated_components()
-    z, _, note = class_codes(model, 2, 200, seed=0, temperature=0.0, latents=None)
-    assert "component 2" in note and "identity" in note
-    np.testing.assert_allclose(z, np.tile([0, 0, 10, 0], (200, 1)))  # T = 0: the component mean
-    with pytest.raises(ValueError, match="out of range"):
-        class_codes(model, 3, 2, seed=0, temperature=1.0, latents=None)
+    drawn = class_codes(entry(model), 2, 200, seed=0, temperature=0.0)
+    assert "component 2" in drawn.note and "component number = class number" in drawn.note
+    np.testing.assert_allclose(drawn.z, np.tile([0, 0, 10, 0], (200, 1)))  # T = 0: the component mean
+    with pytest.raises(InputError, match="out of range"):
+        class_codes(entry(model), 3, 2, seed=0, temperature=1.0)
+    assert component_names(entry(model)) == ["component 0", "component 1", "component 2"]
 
 
 # -- VAE / AE -------------------------------------------------------------------------------------
@@ -177,8 +195,8 @@ def test_class_gaussians_fit_mean_and_ridged_covariance() -> None:
 
 @pytest.mark.parametrize("model_type", ["vae", "ae"])
 def test_unconditional_model_needs_latents(model_type: str) -> None:
-    with pytest.raises(ValueError, match="latents with labels"):
-        sample_class(tiny_model(model_type), 0, 4, seed=0, temperature=1.0, latents=None)
+    with pytest.raises(InputError, match="needs labelled evaluation images"):
+        sample_class(entry(tiny_model(model_type)), 0, 4, seed=0, temperature=1.0)
 
 
 @pytest.mark.parametrize("model_type", ["vae", "ae"])
@@ -189,13 +207,14 @@ def test_unconditional_codes_centre_on_the_class_mean(model_type: str) -> None:
     means = (centres[labels] + 0.5 * rng.normal(size=(400, 4))).astype(np.float32)
     latents = latents_stub(means, labels)
     model = tiny_model(model_type)
-    z, y, note = class_codes(model, 1, 1000, seed=0, temperature=1.0, latents=latents)
-    assert y is None and "200 encoded points of class 1" in note
+    drawn = class_codes(entry(model, latents), 1, 1000, seed=0, temperature=1.0)
+    z = drawn.z
+    assert drawn.decoder_class is None and "codes of the 200 “1” images" in drawn.note
     np.testing.assert_allclose(z.mean(0), means[labels == 1].mean(0), atol=0.1)
     np.testing.assert_allclose(z.std(0), means[labels == 1].std(0), rtol=0.15)
-    z0, _, _ = class_codes(model, 1, 3, seed=0, temperature=0.0, latents=latents)
+    z0 = class_codes(entry(model, latents), 1, 3, seed=0, temperature=0.0).z
     np.testing.assert_allclose(z0, np.tile(means[labels == 1].mean(0), (3, 1)), atol=1e-5)
-    images, _ = sample_class(model, 1, 5, seed=0, temperature=1.0, latents=latents)
+    images, _ = sample_class(entry(model, latents), 1, 5, seed=0, temperature=1.0)
     assert images.shape == (5, 1, 8, 8)
-    with pytest.raises(ValueError, match="no labelled points"):
-        class_codes(model, 4, 3, seed=0, temperature=1.0, latents=latents)
+    with pytest.raises(InputError, match="no labelled evaluation images"):
+        class_codes(entry(model, latents), 4, 3, seed=0, temperature=1.0)

@@ -1,4 +1,4 @@
-"""explorer.loading: checkpoint discovery and its path guards, uploads, dataset encoding, loading."""
+"""The explorer's core store: checkpoint discovery and its path guards, uploads, encoding, loading."""
 
 from __future__ import annotations
 
@@ -13,20 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vaescope.explorer.loading import (
-    ImageError,
-    LatentsCache,
-    ModelStore,
-    choose_default,
-    dataset_background,
-    encode_dataset,
-    list_checkpoints,
-    load_eval_images,
-    load_model,
-    pick_device,
-    prepare_image,
-    resolve_checkpoint,
-)
+from vaescope.devices import pick_device
+from vaescope.errors import InputError
+from vaescope.explorer.core.checkpoints import choose_default, list_checkpoints, resolve_checkpoint
+from vaescope.explorer.core.evaldata import EvalData, load_eval_images
+from vaescope.explorer.core.latents import LatentsCache, encode_dataset
+from vaescope.explorer.core.store import ModelStore
+from vaescope.explorer.core.uploads import ImageError, dataset_background, prepare_image
 from vaescope.training.checkpoint import CheckpointError, load_checkpoint
 
 SHAPE = (1, 8, 8)
@@ -52,14 +45,18 @@ def _png_header(width: int, height: int) -> bytes:
 # -- device --------------------------------------------------------------------------------------
 def test_pick_device_auto_and_cpu() -> None:
     assert pick_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert pick_device("auto").type == expected
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without a GPU")
 def test_pick_device_cuda_without_gpu_is_refused() -> None:
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(InputError, match="no CUDA GPU is available"):
         pick_device("cuda")
+    with pytest.raises(InputError, match="MPS backend is not available"):
+        pick_device("mps")
+    with pytest.raises(InputError, match="unknown device"):
+        pick_device("tpu:7")
 
 
 # -- discovery and path guards --------------------------------------------------------------------
@@ -218,40 +215,45 @@ def test_prepare_image_rejects_truncated_png() -> None:
         prepare_image(data[: len(data) // 2], SHAPE)
 
 
-def test_image_error_is_a_value_error() -> None:
-    assert issubclass(ImageError, ValueError)
+def test_image_error_is_an_input_error() -> None:
+    assert issubclass(ImageError, InputError) and issubclass(InputError, ValueError)
 
 
 def test_dataset_background() -> None:
     dark = np.zeros((4, 1, 8, 8), np.float32)
     assert dataset_background(dark) == "dark"
     assert dataset_background(1 - dark) == "light"
+    assert dataset_background(np.full((2, 1, 8, 8), 250, np.uint8)) == "light"
     assert dataset_background(None) is None
 
 
 # -- loading and encoding ------------------------------------------------------------------------
-def test_load_model_on_a_corrupt_file_names_it(tmp_path: Path, tiny_checkpoint_dir: Path) -> None:
+def test_opening_a_corrupt_file_names_it(tmp_path: Path, tiny_checkpoint_dir: Path) -> None:
+    store = ModelStore(tmp_path, torch.device("cpu"))
     good = (tiny_checkpoint_dir / "tiny-vae.safetensors").read_bytes()
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(good[: len(good) // 3])
     with pytest.raises(CheckpointError, match="broken.safetensors"):
-        load_model(bad, torch.device("cpu"))
+        store.open_path(bad)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="junk.safetensors"):
-        load_model(junk, torch.device("cpu"))
+        store.open_name("junk.safetensors")
 
 
-def test_load_model_fills_the_record(tiny_checkpoint_dir: Path) -> None:
-    loaded = load_model(tiny_checkpoint_dir / "tiny-gmvae.safetensors", torch.device("cpu"), name="x")
-    assert loaded.name == "x" and loaded.meta.model_type == "gmvae"
-    assert len(loaded.digest) == 64 and loaded.device == torch.device("cpu")
-    assert not loaded.model.training
+def test_an_opened_checkpoint_fills_the_entry(tiny_checkpoint_dir: Path) -> None:
+    entry = ModelStore(tiny_checkpoint_dir, torch.device("cpu")).open_path(
+        tiny_checkpoint_dir / "tiny-gmvae.safetensors", name="x")
+    assert entry.name == "x" and entry.meta.model_type == "gmvae" and entry.description.family == "gmvae"
+    assert len(entry.key) == 64 and entry.device == torch.device("cpu")
+    assert not entry.model.training and entry.description.class_names[7] == "7"
+    assert entry.data_origin == "the 300 test images of digits" and entry.has_images
 
 
 def test_load_eval_images_digits_and_unknown() -> None:
-    images, labels = load_eval_images({"name": "digits", "image_shape": [1, 8, 8]})
-    assert images.shape == (300, 1, 8, 8) and images.dtype == np.float32 and labels.shape == (300,)
+    data = load_eval_images({"name": "digits", "image_shape": [1, 8, 8]})
+    assert isinstance(data, EvalData) and data.images.shape == (300, 1, 8, 8) and data.images.dtype == np.uint8
+    assert data.labels.shape == (300,)
     msg = load_eval_images({"name": "no-such-dataset", "image_shape": [1, 8, 8]})
     assert isinstance(msg, str) and "no-such-dataset" in msg
     msg = load_eval_images({"name": "digits", "image_shape": [1, 28, 28]})
@@ -264,14 +266,15 @@ def test_encode_dataset_shapes_and_values(model_type: str, tiny_checkpoint_dir: 
     model, _ = load_checkpoint(tiny_checkpoint_dir / f"tiny-{model_type}.safetensors")
     images, labels = digits_test
     cache = encode_dataset(model, images, labels, batch_size=128)
-    n, d = len(images), model.config.latent_dim
+    n, d = len(images), model.describe().latent_dim
     assert isinstance(cache, LatentsCache) and len(cache) == n
     assert cache.mean.shape == cache.std.shape == (n, d)
     assert cache.recon_error.shape == cache.kl.shape == (n,) and cache.kl_per_dim.shape == (d,)
     assert np.isfinite(cache.mean).all() and (cache.std >= 0).all()
     assert (cache.recon_error >= 0).all() and (cache.recon_error < 0.25).all()
     np.testing.assert_array_equal(cache.labels, labels)
-    assert cache.images.shape == images.shape
+    assert cache.images.shape == images.shape and cache.images.dtype == np.uint8
+    np.testing.assert_allclose(cache.float_images(slice(None)), images, atol=0.5 / 255 + 1e-6)
     # The per-dim mean KL sums to the mean per-point KL.
     assert cache.kl_per_dim.sum() == pytest.approx(cache.kl.mean(), rel=1e-4, abs=1e-6)
     if model_type == "ae":
@@ -307,7 +310,7 @@ def test_model_store_single_flight_and_lru(tiny_checkpoint_dir: Path) -> None:
     store.open_name("tiny-cvae.safetensors")
     assert entry.key not in store._entries  # evicted: two models at most
     again = store.get(entry.key)  # ... and reloaded from its file on demand
-    assert again is not entry and again.key == entry.key and again.loaded.name == "tiny-vae.safetensors"
+    assert again is not entry and again.key == entry.key and again.name == "tiny-vae.safetensors"
     with pytest.raises(KeyError):
         store.get("0" * 64)
     with pytest.raises(CheckpointError, match=r"'\.\.'"):

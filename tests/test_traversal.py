@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaescope.explorer.traversal import (
+from vaescope.explorer.core.traversal import (
     dimension_order,
     set_coordinate,
     slider_ranges,

@@ -1,7 +1,157 @@
 """vaescope: train variational autoencoders and look inside them, and inside any autoencoder.
 
+The public API is small::
+
+    import vaescope as vs
+    model = vs.load("assets/checkpoints/digits/vae.safetensors")   # a model, with .meta
+    app = vs.explore(model)                                        # the explorer on it
+    app = vs.explore(my_vae, images=x_test, labels=y_test)         # on your own PyTorch model
+    app.close()
+
 The installed package is ``vaescope``; the repository's ``training/`` and ``explorer/`` folders are
-installed beneath it as ``vaescope.training`` and ``vaescope.explorer``.
+installed beneath it as ``vaescope.training`` and ``vaescope.explorer``. The model contract is
+``vaescope.contract``; foreign models reach it through ``vaescope.adapter``.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 __version__ = "0.2.0"
+__all__ = ["load", "explore", "__version__"]
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Any:
+    """A vaescope checkpoint as a model (a ``torch.nn.Module`` answering the contract), in eval
+    mode on ``device`` (auto: CUDA, then MPS, then CPU), with its metadata as ``model.meta``
+    (history, metrics, dataset block, configs). Raises ``CheckpointError`` naming the file.
+
+    Examples:
+        >>> import vaescope as vs
+        >>> model = vs.load("assets/checkpoints/digits/vae.safetensors", device="cpu")  # doctest: +SKIP
+        >>> model.describe().latent_dim, model.meta.dataset["name"]  # doctest: +SKIP
+        (8, 'digits')
+    """
+    from vaescope.devices import pick_device
+    from vaescope.training.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(Path(path), pick_device(device))
+    model.meta = meta
+    return model
+
+
+def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: Sequence[str] | None = None, *,
+            name: str | None = None, device: str = "auto", image_shape: tuple[int, ...] | None = None,
+            input_shape: str = "auto", input_range: str = "auto", output: str = "auto", prior: str = "auto",
+            encode_output: Callable[[Any], Any] | None = None, decode_output: Callable[[Any], Any] | None = None,
+            **launch_options: Any) -> Any:
+    """Open the explorer on ``x`` and return the running app (``app.close()`` stops it).
+
+    ``x`` is a model object (a vaescope model, or any object with ``encode`` and ``decode``, read
+    through ``vaescope.adapter.adapt`` with the keywords ``image_shape``, ``input_shape``,
+    ``input_range``, ``output``, ``prior``, ``encode_output``, ``decode_output``), a checkpoint
+    path, or a folder of checkpoints. ``images`` (numpy array, torch tensor or torch ``Dataset``;
+    uint8 or float in [0, 1]) are the evaluation images the map shows, with optional ``labels`` and
+    free-form ``class_names``.
+
+    ``launch_options`` are Gradio's own ``launch()`` keywords (``server_name``, ``server_port``,
+    ``prevent_thread_lock``, ``inbrowser``, ``share``, ...). The server binds 127.0.0.1 unless
+    told otherwise. From a script it opens a browser tab and blocks until Ctrl-C (pass
+    ``prevent_thread_lock=True`` to serve in the background); in a notebook it shows inline.
+    """
+    from vaescope.devices import pick_device
+    from vaescope.explorer.ui.app import build_app, prepare_process
+
+    store, default = _store_for(x, images, labels, class_names, name=name, device=pick_device(device),
+                                adapter_options={"image_shape": image_shape, "input_shape": input_shape,
+                                                 "input_range": input_range, "output": output, "prior": prior,
+                                                 "encode_output": encode_output, "decode_output": decode_output})
+    app = build_app(store=store, default_checkpoint=default)
+    prepare_process(int(launch_options.pop("torch_threads", 1)))
+    launch_options.setdefault("server_name", "127.0.0.1")
+    if "inbrowser" not in launch_options and not _in_notebook():
+        launch_options["inbrowser"] = True
+    app.launch(**launch_options)
+    return app
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, name: str | None,
+               device: Any, adapter_options: dict[str, Any]) -> tuple[Any, str | None]:
+    """A model store holding what ``explore`` was given, and the name to open first."""
+    from vaescope.errors import InputError
+    from vaescope.explorer.core.store import ModelStore
+
+    if isinstance(x, str | os.PathLike):
+        path = Path(x).expanduser()
+        if images is not None or labels is not None:
+            raise InputError("images and labels go with a model object; a checkpoint brings its own data")
+        if path.is_dir():
+            return ModelStore(path, device), None
+        store = ModelStore(None, device)
+        store.add_file(path, name or path.name)
+        return store, name or path.name
+    if x is None:
+        raise InputError("vs.explore needs a model, a checkpoint path or a folder of checkpoints")
+    model, data = _as_model(x, images, labels, class_names, device=device, name=name, options=adapter_options)
+    label = name or getattr(model, "name", None) or type(x).__name__
+    store = ModelStore(None, device)
+    store.add_model(label, model, data, getattr(x, "meta", None))
+    return store, label
+
+
+def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, device: Any,
+              name: str | None, options: dict[str, Any]) -> tuple[Any, Any]:
+    """(a model answering the contract, its EvalData or None) for a model object."""
+    import numpy as np
+    import torch
+
+    from vaescope.adapter import adapt, images_as_tensor
+    from vaescope.errors import InputError
+    from vaescope.explorer.core.evaldata import EvalData
+    from vaescope.limits import MAX_MAP_POINTS
+    from vaescope.training.models import LatentModel
+
+    x_images = None
+    y = None
+    if images is not None:
+        x_images, y = images_as_tensor(images, limit=MAX_MAP_POINTS)
+    if labels is not None:
+        y = torch.as_tensor(np.asarray(labels)).long().flatten()
+        if x_images is None or len(y) != len(x_images):
+            raise InputError(f"labels must give one label per image: {len(y)} labels for "
+                             f"{0 if x_images is None else len(x_images)} images")
+    names = tuple(str(c) for c in class_names) if class_names is not None else None
+    if isinstance(x, LatentModel):
+        model = x.to(device).eval()
+        if names is not None:
+            model.class_names = names
+    else:
+        if isinstance(x, torch.nn.Module):
+            x = x.to(device)
+        if names is None and y is not None and len(y):
+            names = tuple(str(i) for i in range(int(y.max()) + 1))
+        model = adapt(x, None if x_images is None else x_images.to(torch.float32), name=name,
+                      class_names=names or (), **options)
+    if names is not None and y is not None and len(y) and int(y.max()) >= len(names):
+        raise InputError(f"labels go up to {int(y.max())} but there are {len(names)} class names")
+    if x_images is not None and tuple(x_images.shape[1:]) != model.describe().image_shape:
+        raise InputError(f"the images are {list(x_images.shape[1:])} but the model takes "
+                         f"{list(model.describe().image_shape)}")
+    data = None
+    if x_images is not None:
+        labels_np = np.full(len(x_images), -1, np.int64) if y is None else y.numpy()
+        data = EvalData((x_images.numpy() * 255 + 0.5).astype(np.uint8), labels_np,
+                        f"the {len(x_images):,} images given to vs.explore")
+    return model, data

@@ -23,6 +23,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from vaescope.errors import InputError
+
 LOG_2PI = math.log(2 * math.pi)
 CONDITION_KINDS = ("none", "class", "component")
 
@@ -32,7 +34,7 @@ def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) / logvar.exp()).sum(-1)
 
 
-class ContractError(TypeError):
+class ContractError(InputError, TypeError):
     """An object does not answer the contract; the message says what is missing or wrong."""
 
 

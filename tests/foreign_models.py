@@ -1,0 +1,211 @@
+"""Small models written here, in the styles of the ecosystem, that vaescope did not define.
+
+Each mimics one interface the adapter must understand, trained for a few hundred Adam steps on
+scikit-learn's 8x8 digits so that its reconstructions are real:
+
+- ``ExamplesVAE``: PyTorch's examples VAE: flat inputs, ``encode -> (mu, logvar)``, sigmoid pixels.
+- ``PythaeStyleVAE``: ``encoder`` / ``decoder`` modules returning ``ModelOutput`` objects
+  (``embedding``, ``log_covariance``; ``reconstruction``).
+- ``DiffusersStyleVAE``: ``encode(x).latent_dist`` (``mean``, ``logvar``, ``mode()``), spatial
+  codes [B, 2, 2, 2], ``decode(z).sample`` in [-1, 1], inputs in [-1, 1].
+- ``AntixKStyleVAE``: ``encode -> [mu, log_var]`` (a list), tanh pixels, inputs in [-1, 1].
+- ``LogitAE``: a deterministic autoencoder returning a tensor code and logits.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+D = 4
+
+
+class ModelOutput(OrderedDict):
+    """pythae's output type: a dict whose keys are also attributes."""
+
+    def __getattr__(self, key: str) -> object:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+class DiagonalGaussian:
+    """diffusers' DiagonalGaussianDistribution, as far as the adapter looks."""
+
+    def __init__(self, mean: Tensor, logvar: Tensor) -> None:
+        self.mean, self.logvar = mean, logvar
+        self.std = (0.5 * logvar).exp()
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def sample(self) -> Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+
+class EncoderOutput:
+    def __init__(self, latent_dist: DiagonalGaussian) -> None:
+        self.latent_dist = latent_dist
+
+
+class DecoderOutput:
+    def __init__(self, sample: Tensor) -> None:
+        self.sample = sample
+
+
+class ExamplesVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(64, 64), nn.Linear(64, D), nn.Linear(64, D)
+        self.fc3, self.fc4 = nn.Linear(D, 64), nn.Linear(64, 64)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.relu(self.fc1(x))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def loss(self, x: Tensor) -> Tensor:
+        mu, logvar = self.encode(x.flatten(1))
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = F.binary_cross_entropy(self.decode(z), x.flatten(1), reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / len(x)
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.mu, self.lv = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU()), nn.Linear(64, D), \
+            nn.Linear(64, D)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        h = self.net(x)
+        return ModelOutput(embedding=self.mu(h), log_covariance=self.lv(h))
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(D, 64), nn.ReLU(), nn.Linear(64, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+
+    def forward(self, z: Tensor) -> ModelOutput:
+        return ModelOutput(reconstruction=self.net(z))
+
+
+class PythaeStyleVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder, self.decoder = _Encoder(), _Decoder()
+
+    def loss(self, x: Tensor) -> Tensor:
+        out = self.encoder(x)
+        mu, logvar = out.embedding, out.log_covariance
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = F.binary_cross_entropy(self.decoder(z).reconstruction, x, reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / len(x)
+
+
+class DiffusersStyleVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 16))
+        self.dec = nn.Sequential(nn.Flatten(), nn.Linear(8, 64), nn.SiLU(), nn.Linear(64, 64), nn.Tanh(),
+                                 nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: Tensor) -> EncoderOutput:
+        mean, logvar = self.enc(x).view(-1, 4, 2, 2).chunk(2, dim=1)  # spatial codes [B, 2, 2, 2]
+        return EncoderOutput(DiagonalGaussian(mean, logvar))
+
+    def decode(self, z: Tensor) -> DecoderOutput:
+        return DecoderOutput(self.dec(z))
+
+    def loss(self, x: Tensor) -> Tensor:
+        x = 2 * x - 1
+        dist = self.encode(x).latent_dist
+        recon = (self.decode(dist.sample()).sample - x).pow(2).sum() / 0.1
+        kl = -0.5 * torch.sum(1 + dist.logvar - dist.mean.pow(2) - dist.logvar.exp())
+        return (recon + kl) / len(x)
+
+
+class AntixKStyleVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.LeakyReLU(), nn.Flatten(),
+                                     nn.Linear(16 * 16, 64), nn.LeakyReLU())
+        self.fc_mu, self.fc_var = nn.Linear(64, D), nn.Linear(64, D)
+        self.decoder = nn.Sequential(nn.Linear(D, 64), nn.LeakyReLU(), nn.Linear(64, 64), nn.Tanh(),
+                                     nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        h = self.encoder(x)
+        return [self.fc_mu(h), self.fc_var(h)]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def loss(self, x: Tensor) -> Tensor:
+        x = 2 * x - 1
+        mu, log_var = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+        recon = (self.decode(z) - x).pow(2).sum() / 0.1
+        return (recon - 0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())) / len(x)
+
+
+class LogitAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, D))
+        self.dec = nn.Sequential(nn.Linear(D, 64), nn.ReLU(), nn.Linear(64, 64), nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.enc(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.dec(z)
+
+    def loss(self, x: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self.decode(self.encode(x)), x, reduction="sum") / len(x)
+
+
+STYLES = {"examples": ExamplesVAE, "pythae": PythaeStyleVAE, "diffusers": DiffusersStyleVAE,
+          "antixk": AntixKStyleVAE, "logit-ae": LogitAE}
+# what the adapter must find for each: (input_shape, input_range, output, has a prior)
+EXPECTED = {"examples": ("flat", "unit", "pixels", True), "pythae": ("image", "unit", "pixels", True),
+            "diffusers": ("image", "symmetric", "tanh", True), "antixk": ("image", "symmetric", "tanh", True),
+            "logit-ae": ("image", "unit", "logits", False)}
+
+
+@cache
+def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(train images [N, 1, 8, 8] float in [0, 1], train labels, test images, test labels)."""
+    from vaescope.training.data import load_digits
+
+    data = load_digits(seed=0)
+    return (data.train.float_images(), data.train.labels, data.test.float_images(), data.test.labels)
+
+
+@cache
+def trained(style: str, steps: int = 600, seed: int = 0) -> nn.Module:
+    """A ``style`` model trained on digits with Adam (seeded; one intra-op thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = STYLES[style]()
+        x = digits()[0]
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            batch = x[torch.randint(len(x), (128,), generator=gen)]
+            opt.zero_grad()
+            model.loss(batch).backward()
+            opt.step()
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,66 @@
+"""The README's "Use from Python" example, run exactly as written in its own process, used through
+its page's API, and stopped with Ctrl-C as the README says."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from serving import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use from Python", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's Use from Python section has no python block"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(python_example())
+    port = free_port()
+    # BROWSER=true: the example opens a browser tab, and here that tab is the `true` command
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "BROWSER": "true", "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "example.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (tmp_path / "example.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the example's explorer did not start in time"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        client = Client(url, verbose=False)
+        out = client.predict("VAE", api_name="/load_checkpoint")
+        card = next(o for o in out if isinstance(o, str) and o.startswith("### VAE"))
+        assert "your model" in card and "latent dim **4**" in card
+        _, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+        assert "1,797 of 1,797 images" in info
+        _, note = client.predict(3, 9, 0, 1.0, api_name="/sample_class")
+        assert note.startswith("**3** · VAE:")
+        proc.send_signal(signal.SIGINT)  # "Ctrl-C stops it"
+        assert proc.wait(timeout=60) in (0, -signal.SIGINT, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
