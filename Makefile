@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 7860
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint e2e models bench clean
+.PHONY: install run test test-fast lint e2e models bench clean
 
 # Reinstall only when the project's dependency list changes.
 $(STAMP): pyproject.toml
@@ -25,6 +25,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# The quick loop while developing: no browser, no soak, no long training.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 models: install
 	$(BIN)/python -m vaescope.training.recipes
