@@ -303,7 +303,7 @@ def test_uploaded_checkpoints(client: Client, app_root: Path, tmp_path: Path) ->
 
 def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Client, tmp_path: Path) -> None:
     out = load(client, NO_DATA)
-    assert "could not be loaded" in find_text(out, "could not be loaded")
+    assert "reads image folders only inside" in find_text(out, "reads image folders only inside")
     fig, info = client.predict("pca", 2, "recon", "none", 0, api_name="/draw_map")
     assert "No map for no-data-vae" in json.dumps(fig)
     slide(client, 1.5)
@@ -450,3 +450,68 @@ def test_cli_defaults_and_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "WARNING" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--checkpoints", str(tmp_path / "missing")])
+
+
+def test_no_slider_answer_for_the_previous_model_lands_after_a_switch(server: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One session drags a slider from four threads while it switches models back and forth. Every
+    slider answer that shows an image names the model the page had at that moment; answers computed
+    for a model the session left are dropped (no image), and the session never decodes one
+    model's code with another. The decoder is slowed to 0.25 s here, so that many moves are still
+    decoding when a switch lands: without the version check they would arrive after it."""
+    import threading
+    import time as clock
+
+    from vaescope.explorer.ui import traversal as traversal_module
+
+    real_decode = traversal_module.decode
+    monkeypatch.setattr(traversal_module, "decode", lambda *a: clock.sleep(0.25) or real_decode(*a))
+
+    client = Client(server, verbose=False)
+    models = ["tiny-vae.safetensors", "tiny-gmvae.safetensors", "tiny-ae.safetensors", "tiny-cvae.safetensors"]
+    load(client, models[0])
+    # (switch asked for, its answer received, the model switched to)
+    switched: list[tuple[float, float, str]] = [(0.0, clock.monotonic(), "tiny-vae")]
+    answers: list[tuple[float, str | None, str | None]] = []  # (answer received, image or None, note or None)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def drag(k: int) -> None:
+        rng = np.random.default_rng(k)
+        while not stop.is_set():
+            try:
+                image, note, _ = client.predict(float(rng.uniform(-3, 3)), api_name=f"/slider_{k % 2}")
+            except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
+                errors.append(repr(exc))
+                return
+            answers.append((clock.monotonic(), image, note))
+
+    threads = [threading.Thread(target=drag, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(8):
+        name = models[(i + 1) % len(models)]
+        asked = clock.monotonic()
+        load(client, name)
+        switched.append((asked, clock.monotonic(), name.removesuffix(".safetensors")))
+        clock.sleep(0.8)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    shown = [(t, note) for t, image, note in answers if isinstance(image, str)]  # a dropped answer updates nothing
+    assert len(shown) >= 12, f"too few slider answers to judge ({len(shown)}): {answers[:3]}"
+
+    def allowed(at: float) -> set[str]:
+        """The model the page shows at ``at`` (the last switch answered), and the one a switch in
+        flight is installing (the server may answer a slider for it a moment before the switch's
+        own answer arrives). Never one the session has left."""
+        shown_now = [name for _, done, name in switched if done <= at][-1]
+        in_flight = {name for asked, done, name in switched if asked <= at < done}
+        return {shown_now} | in_flight
+
+    wrong = [(note, allowed(t)) for t, note in shown if note.split("**")[1] not in allowed(t)]
+    assert not wrong, f"{len(wrong)} of {len(shown)} answers showed a model the page had left, e.g. {wrong[:2]}"
+    assert len(shown) < len(answers), "no answer was dropped: the switches never raced a move"
+    image, note, _ = client.predict(1.0, api_name="/slider_0")  # and the session still works
+    assert image and note.startswith(f"**{switched[-1][2]}**")

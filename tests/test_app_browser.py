@@ -237,7 +237,7 @@ def test_other_models_and_errors(page: object) -> None:
     wait_src(page, "traversal-image", old, timeout=20.0)  # the previous model still answers
 
     choose_checkpoint(page, NO_DATA)
-    page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('could not be loaded')",
+    page.wait_for_function("() => document.querySelector('#data-note').innerText.includes('reads image folders only inside')",
                            timeout=60_000)  # type: ignore[attr-defined]
     time.sleep(2)
     shot(page, "13-no-dataset")

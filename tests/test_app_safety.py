@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from serving import free_port, serving
 
 from vaescope.explorer.core import projection
-from vaescope.explorer.core.projection import ProjectionCache
+from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.ui.app import build_app, main
 from vaescope.explorer.ui.state import Session
 
@@ -319,7 +319,7 @@ def test_two_tsne_requests_for_one_checkpoint_fit_once(server: str, monkeypatch:
     """The second request arrives while the first fit runs, waits, and gets the same result."""
     fits: list[tuple[float, float]] = []
     waits: list[float] = []
-    real_fit, real_lock = projection.fit_projection, ProjectionCache._lock_for
+    real_fit, real_hold = projection.fit_projection, KeyedLocks.hold
 
     def counted_fit(*args: Any, **kwargs: Any) -> projection.Projection:
         start = time.monotonic()
@@ -328,13 +328,13 @@ def test_two_tsne_requests_for_one_checkpoint_fit_once(server: str, monkeypatch:
         fits.append((start, time.monotonic()))
         return result
 
-    def lock_for(self: ProjectionCache, ck: Any) -> Any:
-        if len(ck) > 1:  # a map request's key; (checkpoint,) is the per-checkpoint long-job lock
-            waits.append(time.monotonic())
-        return real_lock(self, ck)
+    def hold(self: KeyedLocks, key: Any) -> Any:
+        if isinstance(key, tuple) and len(key) > 1 and key[1] == "tsne":  # a map request; (checkpoint,) is
+            waits.append(time.monotonic())                                # the per-checkpoint long-job lock
+        return real_hold(self, key)
 
     monkeypatch.setattr(projection, "fit_projection", counted_fit)
-    monkeypatch.setattr(ProjectionCache, "_lock_for", lock_for)
+    monkeypatch.setattr(KeyedLocks, "hold", hold)
     users = [Client(server, verbose=False) for _ in range(2)]
     for user in users:
         card(user, "tiny-ae.safetensors")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -155,13 +156,13 @@ def test_a_result_computed_for_the_previous_model_is_dropped(app, monkeypatch: p
         return images
 
     monkeypatch.setattr(traversal_module, "decode", decode_then_switch)
-    assert app.panels["traversal"].slider_handler(0)(2.0, 0, session) == {}
+    assert app.panels["traversal"].slider_handler(0)(2.0, 0, session) == gr.skip()  # nothing updates
     assert session.code is code  # nothing written into the session either
 
     real = sampling_module.sample_class
     monkeypatch.setattr(sampling_module, "sample_class",
                         lambda *a, **k: (session.begin_switch(), real(*a, **k))[1])
-    assert app.panels["sampling"].sample_class(3, 4, 0, 1.0, session) == {}
+    assert app.panels["sampling"].sample_class(3, 4, 0, 1.0, session) == gr.skip()
     monkeypatch.setattr(sampling_module, "sample_class", real)
     assert app.panels["sampling"].sample_class(3, 4, 0, 1.0, session) != {}  # no switch meanwhile: shown
 

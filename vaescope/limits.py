@@ -17,3 +17,6 @@ DEFAULT_MAX_UPLOAD_MB = 200  # per uploaded file (checkpoints too); --max-upload
 MAX_MODELS_IN_MEMORY = 4  # loaded checkpoints kept (LRU); models handed to vs.explore are kept as well
 MAX_MAP_POINTS = 70_000  # evaluation images encoded per model (a seeded subset above this)
 MAX_PROJECTIONS_IN_MEMORY = 16
+MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
+MAX_PROJECTION_BYTES = 1 << 30  # ... and at most 1 GiB of them
+MAX_MODELS_KNOWN = 256  # evicted checkpoints remembered for reloading (their path and name only)

@@ -7,6 +7,7 @@ lead out of it are refused, and pickles are never opened.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from vaescope.training.checkpoint import (
@@ -17,6 +18,9 @@ from vaescope.training.checkpoint import (
 )
 
 CHECKPOINT_SUFFIX = ".safetensors"
+MAX_LISTED = 10_000  # checkpoints listed from one folder (a folder of millions of files stays usable)
+MAX_DEPTH = 8  # folders the listing descends
+MAX_RANKED = 200  # headers read to choose the first model (each read is small and bounded)
 # Said instead of a bare "not a .safetensors file", so someone with a torch.save file learns why
 # and what to do; the file is never opened.
 PICKLE_REFUSAL = ("'{suffix}' files are Python pickles (torch.save), which can run arbitrary code when "
@@ -29,25 +33,35 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def list_checkpoints(root: Path) -> list[str]:
-    """Sorted relative POSIX paths of ``*.safetensors`` under ``root``.
+    """Sorted relative POSIX paths of ``*.safetensors`` under ``root`` (at most MAX_LISTED, at most
+    MAX_DEPTH folders down).
 
-    Files (or folders) reached through a symlink that points outside ``root`` are skipped, so the
-    dropdown can only ever name files inside the folder the server was started on. So is
-    latent-train's resume state (``train_state.safetensors`` beside each run's model), so that a
-    folder of runs lists its models only.
+    Files reached through a symlink that points outside ``root`` are skipped, and symlinked folders
+    are not entered, so the dropdown can only ever name files inside the folder the server was
+    started on. Hidden files (a writer's temp files) and latent-train's resume state
+    (``train_state.safetensors`` beside each run's model) are skipped too, and unreadable folders
+    are passed over: no file or folder in it can stop the listing.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         return []
-    found = []
-    for path in root.rglob(f"*{CHECKPOINT_SUFFIX}"):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):  # hidden files / temp files of writers
-            continue
-        if path.name == TRAIN_STATE_NAME:
-            continue
-        if path.is_file() and _inside(path, root):
-            found.append(rel.as_posix())
+    found: list[str] = []
+    real_root = root.resolve()
+    for folder, dirs, files in os.walk(root, onerror=lambda err: None, followlinks=False):
+        rel_folder = Path(folder).relative_to(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if len(rel_folder.parts) < MAX_DEPTH else []
+        for name in sorted(files):
+            if name.startswith(".") or name == TRAIN_STATE_NAME or not name.endswith(CHECKPOINT_SUFFIX):
+                continue
+            path = Path(folder) / name
+            try:
+                inside = path.is_file() and path.resolve().is_relative_to(real_root)
+            except (OSError, RuntimeError):  # a symlink loop, a vanished file
+                inside = False
+            if inside:
+                found.append((rel_folder / name).as_posix())
+            if len(found) >= MAX_LISTED:
+                return sorted(found)
     return sorted(found)
 
 
@@ -84,11 +98,13 @@ def choose_default(root: Path, names: list[str]) -> str | None:
     Reads only the JSON headers, so it is cheap even for a folder of large checkpoints.
     """
     rank = {}
-    for name in names:
+    for name in names[:MAX_RANKED]:
         try:
             rank[name] = read_metadata(Path(root) / name).showcase_rank
-        except CheckpointError:
+        except Exception:  # noqa: BLE001 - any file, however broken, only ranks last
             rank[name] = 1_000
+    for name in names[MAX_RANKED:]:  # a huge folder: the first files by name are ranked, the rest follow
+        rank[name] = 1_001
     return min(names, key=lambda n: (rank[n], n)) if names else None
 
 

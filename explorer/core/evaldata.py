@@ -2,10 +2,20 @@
 
 ``EvalData`` holds them as uint8 [N, C, H, W] with labels [N] (-1 where unknown) and says in words
 where they came from, for the page.
+
+The trust boundary: a checkpoint names its dataset, and that name comes from outside (a listed
+file, an upload). It is only a hint, resolved among the datasets this server knows
+(``resolve_eval_data``): the bundled or generated ones (digits, shapes), IDX datasets already on
+disk in the operator's data folder or Debian's package, and image folders inside the folder the
+operator named with ``--data-dir``. A file never makes the server read another folder, list one,
+create one or start a download, and the message for a dataset that cannot be had is the same
+whether or not a path exists.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from vaescope.explorer.core.latents import to_uint8
+
+MAX_NAME_CHARS = 512  # a dataset name longer than this is not a name
+DATASET_CACHE = 4  # evaluation datasets kept in memory, least recently used dropped
 
 
 @dataclass
@@ -38,12 +51,86 @@ class EvalData:
         if len(self) <= max_points:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), max_points, replace=False))
-        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset of {max_points})")
+        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset of {max_points:,})")
+
+
+def _shape(block: dict[str, Any]) -> tuple[int, ...] | None:
+    shape = block.get("image_shape")
+    if not isinstance(shape, list | tuple) or len(shape) != 3:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in shape):
+        return None
+    return tuple(shape)
+
+
+def _seed(train_config: Any) -> int:
+    seed = train_config.get("seed", 0) if isinstance(train_config, dict) else 0
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**31 else 0
+
+
+def resolve_eval_data(dataset: Any, train_config: Any, data_dir: str | Path | None,
+                      folders_allowed: bool) -> EvalData | str:
+    """The test split of the dataset a checkpoint names, among the datasets this server knows; else
+    a message saying why there are none (the caller carries on without a map).
+
+    ``data_dir`` is the operator's data folder (None: the default). ``folders_allowed``: image
+    folders are read only when the operator named ``data_dir``, and only inside it.
+    """
+    from vaescope.training import data as datasets  # imported here: heavy, only on demand
+
+    block = dataset if isinstance(dataset, dict) else {}
+    name = block.get("name")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+        return "the model names no dataset"
+    shape, seed = _shape(block), _seed(train_config)
+    root = Path(data_dir or datasets.DEFAULT_DATA_DIR).expanduser()
+    if name.startswith(datasets.FOLDER_PREFIX):
+        inside = _folder_inside(name[len(datasets.FOLDER_PREFIX):], root) if folders_allowed and data_dir else None
+        if inside is None:
+            return (f"its dataset is an image folder ({name[:80]!r}), and this server reads image folders only "
+                    "inside the folder given with --data-dir")
+        return _load(f"{datasets.FOLDER_PREFIX}{inside}", root, shape, seed)
+    source = next((s for s in datasets.IDX_SOURCES if s.name == name), None)
+    if source is not None:
+        if datasets._find_idx_files(source.search_dirs(root)) is None:  # never a download for a model's dataset
+            return (f"dataset {name!r} is not on this server (no download is started for a model's dataset; "
+                    f"the operator can put its files in the data folder)")
+        return _load(name, root, shape, seed)
+    if name in datasets.DATASETS:
+        return _load(name, root, shape, seed)
+    return f"dataset {name[:80]!r} is not one this server knows"
+
+
+def _folder_inside(path: str, root: Path) -> Path | None:
+    """The folder ``path`` if it lies inside ``root`` (symlinks followed), else None."""
+    try:
+        candidate = (root / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+        return candidate if candidate.is_relative_to(root.resolve()) and candidate.is_dir() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+_CACHE: OrderedDict[tuple, EvalData | str] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _load(name: str, root: Path, shape: tuple[int, ...] | None, seed: int) -> EvalData | str:
+    """Load a known dataset's test split (an LRU of DATASET_CACHE datasets)."""
+    key = (name, str(root), shape, seed)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    found = load_eval_images({"name": name, "image_shape": list(shape) if shape else None}, root, seed)
+    with _CACHE_LOCK:
+        _CACHE[key] = found
+        while len(_CACHE) > DATASET_CACHE:
+            _CACHE.popitem(last=False)
+    return found
 
 
 def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None, seed: int = 0) -> EvalData | str:
-    """The test split of a checkpoint's dataset block, or a message saying why it cannot be had
-    (package absent, offline, a folder that moved), so the caller can carry on without a map."""
+    """The test split of a (trusted) dataset block, or a message saying why it cannot be had."""
     from vaescope.training.data import (  # imported here: heavy, only on demand
         DatasetError,
         load_dataset,
@@ -56,9 +143,10 @@ def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None
     try:
         data = load_dataset(name, data_dir=data_dir, image_size=int(shape[-1]) if shape else 64, seed=seed)
     except (DatasetError, OSError, ValueError, ImportError) as exc:
-        return f"dataset {name!r} could not be loaded: {exc}"
+        return f"dataset {str(name)[:80]!r} could not be loaded: {exc}"
     images = data.test.images.numpy()
     if shape and tuple(images.shape[1:]) != shape:
         return (f"dataset {name!r} has images of shape {list(images.shape[1:])} but the model was "
                 f"trained on {list(shape)}")
-    return EvalData(images, data.test.labels.numpy(), f"the {len(images):,} test images of {name}")
+    shown = name if not name.startswith("folder:") else "its image folder"
+    return EvalData(images, data.test.labels.numpy(), f"the {len(images):,} test images of {shown}")

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vaescope.explorer.core.locks import KeyedLocks
+from vaescope.limits import MAX_PROJECTION_BYTES, MAX_PROJECTION_FILES, MAX_PROJECTIONS_IN_MEMORY
 from vaescope.training.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -257,13 +259,15 @@ class ProjectionCache:
     hold arrays only and are read with ``allow_pickle=False``.
     """
 
-    def __init__(self, cache_dir: Path | None = None, max_items: int = 16) -> None:
+    def __init__(self, cache_dir: Path | None = None, max_items: int = MAX_PROJECTIONS_IN_MEMORY,
+                 max_disk_files: int = MAX_PROJECTION_FILES, max_disk_bytes: int = MAX_PROJECTION_BYTES) -> None:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.max_items = max_items
+        self.max_disk_files, self.max_disk_bytes = max_disk_files, max_disk_bytes
         self.hits = 0
         self.misses = 0
         self._memory: OrderedDict[CacheKey, Projection] = OrderedDict()
-        self._key_locks: dict[CacheKey | tuple[str], threading.Lock] = {}
+        self._locks = KeyedLocks()  # single flight per request key, and per checkpoint for long fits
         self._guard = threading.Lock()  # protects the dicts and counters, never held while fitting
 
     def get(self, key: str, latents: np.ndarray, method: str, dims: int, seed: int = 0,
@@ -271,7 +275,7 @@ class ProjectionCache:
         """The projection of ``latents`` [N, D] for ``key`` (e.g. the checkpoint's sha256)."""
         z = _check_inputs(latents, method, dims)
         ck: CacheKey = (key, method, dims, seed, len(z), fingerprint(z))
-        with self._lock_for(ck):
+        with self._locks.hold(ck):
             found = self._remember(ck) or self._load(ck, z)
             with self._guard:
                 self.hits += found is not None
@@ -279,16 +283,12 @@ class ProjectionCache:
             if found is None:
                 # t-SNE / UMAP take minutes: one such fit per checkpoint at a time, so a class of
                 # students asking for both maps at once cannot pile long jobs onto the CPU.
-                long_job = self._lock_for((key,)) if method in LONG_METHODS else contextlib.nullcontext()
+                long_job = self._locks.hold((key,)) if method in LONG_METHODS else contextlib.nullcontext()
                 with long_job:
                     found = fit_projection(z, method, dims, seed, progress)
                 self._save(ck, found)
             self._store(ck, found)
             return found
-
-    def _lock_for(self, ck: CacheKey | tuple[str]) -> threading.Lock:
-        with self._guard:
-            return self._key_locks.setdefault(ck, threading.Lock())
 
     def _remember(self, ck: CacheKey) -> Projection | None:
         with self._guard:
@@ -323,6 +323,23 @@ class ProjectionCache:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+        self._prune_disk(keep=path)
+
+    def _prune_disk(self, keep: Path) -> None:
+        """Drop the oldest cache files beyond max_disk_files or max_disk_bytes (never ``keep``)."""
+        files = []
+        for path in self.cache_dir.glob("*.npz"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # another process pruned it
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+        files.sort(reverse=True)  # newest first
+        total = 0
+        for rank, (_, size, path) in enumerate(files):
+            total += size
+            if path != keep and (rank >= self.max_disk_files or total > self.max_disk_bytes):
+                path.unlink(missing_ok=True)
 
     def _load(self, ck: CacheKey, z: np.ndarray) -> Projection | None:
         path = self.path_for(ck)

@@ -26,10 +26,11 @@ import torch
 from vaescope.contract import Description, ExplorableModel, check_contract
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
-from vaescope.explorer.core.evaldata import EvalData, load_eval_images
+from vaescope.explorer.core.evaldata import EvalData, resolve_eval_data
 from vaescope.explorer.core.latents import LatentsCache, encode_dataset
+from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.uploads import dataset_background
-from vaescope.limits import MAX_MAP_POINTS, MAX_MODELS_IN_MEMORY
+from vaescope.limits import MAX_MAP_POINTS, MAX_MODELS_IN_MEMORY, MAX_MODELS_KNOWN
 from vaescope.training.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 
 Progress = Callable[[float, str], None]
@@ -102,10 +103,10 @@ class ModelStore:
         self._memory: dict[str, _MemorySource] = {}  # name -> in-process source, never evicted
         self._files: dict[str, Path] = {}  # name -> a checkpoint file named outside the folder
         self._pinned: dict[str, ModelEntry] = {}
-        self._datasets: dict[tuple, EvalData | str] = {}
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-        self._known: dict[str, tuple[Path, str]] = {}  # digest -> (path, name), to reload after eviction
+        self._loading = KeyedLocks()  # single flight per file digest / in-process model
+        # digest -> (path, name) of files loaded before, to reload after eviction (bounded LRU)
+        self._known: OrderedDict[str, tuple[Path, str]] = OrderedDict()
         self._counter = itertools.count()
 
     # -- what can be opened ---------------------------------------------------------------------
@@ -192,9 +193,7 @@ class ModelStore:
             digest = file_digest(path)
         except OSError as exc:
             raise CheckpointError(path, f"cannot read the file: {exc}") from None
-        with self._lock:
-            flight = self._loading.setdefault(digest, threading.Lock())
-        with flight:  # a second caller for the same file waits and then finds the entry
+        with self._loading.hold(digest):  # a second caller for the same file waits and then finds the entry
             with self._lock:
                 if digest in self._entries:
                     self._entries.move_to_end(digest)
@@ -203,15 +202,16 @@ class ModelStore:
             with self._lock:
                 self._entries[digest] = entry
                 self._known[digest] = (path, entry.name)
+                self._known.move_to_end(digest)
                 while len(self._entries) > self.max_models:
                     self._entries.popitem(last=False)
+                while len(self._known) > MAX_MODELS_KNOWN:
+                    self._known.popitem(last=False)
             return entry
 
     def _open_memory(self, source: _MemorySource, progress: Progress | None) -> ModelEntry:
         key = f"memory:{source.name}"
-        with self._lock:
-            flight = self._loading.setdefault(key, threading.Lock())
-        with flight:
+        with self._loading.hold(key):
             with self._lock:
                 if key in self._pinned:
                     return self._pinned[key]
@@ -249,17 +249,10 @@ class ModelStore:
                           dataset_background(latents.images) if latents is not None else None)
 
     def _eval_images(self, meta: CheckpointMeta) -> EvalData | str:
-        block = meta.dataset or {}
-        seed = int((meta.train_config or {}).get("seed", 0))
-        data_dir = self.data_dir or (meta.train_config or {}).get("data_dir")
-        key = (block.get("name"), tuple(block.get("image_shape") or ()), seed)
-        with self._lock:
-            cached = self._datasets.get(key)
-        if cached is None:
-            cached = load_eval_images(block, data_dir=data_dir, seed=seed)
-            with self._lock:
-                self._datasets[key] = cached
-        return cached
+        """The model's dataset, resolved among the datasets this server knows (a checkpoint's
+        dataset block is a hint from outside: see ``evaldata.resolve_eval_data``)."""
+        return resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
+                                 folders_allowed=self.data_dir is not None)
 
 
 def default_cache_dir() -> Path:

@@ -127,20 +127,31 @@ def prepare_image(data: bytes | Image.Image | np.ndarray, image_shape: tuple[int
 
 
 def _fit(img: Image.Image, size: tuple[int, int], notes: list[str]) -> Image.Image:
-    """Pad to the target aspect ratio with the border colour, then resize (box filter when shrinking)."""
+    """Letterbox: scale to fit inside the target keeping the aspect ratio (box filter when
+    shrinking), then pad to the exact size with the border colour. Nothing larger than the input
+    or the target is ever allocated, however thin the image (a 1 x 20-million-pixel strip pads a
+    few pixels, not a 20-million-pixel square)."""
     w, h = size
     iw, ih = img.size
-    if iw * h != ih * w:  # pad rather than crop: keep every stroke of a drawing
-        arr = np.asarray(img)
-        border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-        fill = tuple(int(v) for v in np.median(border.reshape(len(border), -1), axis=0))
-        new_w, new_h = max(iw, round(ih * w / h)), max(ih, round(iw * h / w))
-        canvas = Image.new(img.mode, (new_w, new_h), fill[0] if img.mode == "L" else fill)
-        canvas.paste(img, ((new_w - iw) // 2, (new_h - ih) // 2))
-        notes.append("padded to the model's aspect ratio")
-        img = canvas
-    shrinking = img.size[0] > w
-    return img.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+    scale = min(w / iw, h / ih)
+    fitted = (max(1, min(w, round(iw * scale))), max(1, min(h, round(ih * scale))))
+    border = _border_colour(img)
+    shrinking = scale < 1
+    img = img.resize(fitted, Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+    if fitted == (w, h):
+        return img
+    notes.append("padded to the model's aspect ratio")
+    canvas = Image.new(img.mode, (w, h), border[0] if img.mode == "L" else border)
+    canvas.paste(img, ((w - fitted[0]) // 2, (h - fitted[1]) // 2))
+    return canvas
+
+
+def _border_colour(img: Image.Image) -> tuple[int, ...]:
+    """The median colour of the image's outermost pixels (rows and columns at its edges)."""
+    arr = np.asarray(img)
+    edges = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    edges = edges[:: max(1, len(edges) // 4096)]  # a median of 4k edge pixels is plenty, and fast
+    return tuple(int(v) for v in np.median(edges.reshape(len(edges), -1), axis=0))
 
 
 def dataset_background(images: np.ndarray | None) -> str | None:

@@ -82,17 +82,23 @@ def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except InputError as exc:
             if session is not None and session.version != version:
-                return {}
+                return gr.skip()
             raise gr.Error(str(exc)) from None
         except Exception as exc:  # a bug: the log keeps the traceback, the page says what failed
             log.exception("%s failed", fn.__name__)
             raise gr.Error(f"{fn.__name__.replace('_', ' ')} failed ({type(exc).__name__}: {exc}); "
                            "the server log has the details.") from None
         if session is not None and session.version != version:
-            return {}  # computed for a model that is no longer the session's: drop it
-        return result
+            return gr.skip()  # computed for a model that is no longer the session's: drop it
+        return as_response(result)
     run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     return run
+
+
+def as_response(updates: Any) -> Any:
+    """An event's return value: its dict of updates, or ``gr.skip()`` (nothing changes) when the
+    dict is empty; Gradio would read an empty dict as one output value and fail."""
+    return gr.skip() if isinstance(updates, dict) and not updates else updates
 
 
 def served(image: np.ndarray | Image.Image) -> Image.Image:

@@ -18,7 +18,7 @@ from vaescope.errors import InputError
 from vaescope.explorer.core.cards import data_note, model_card
 from vaescope.explorer.core.checkpoints import choose_default
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, log
+from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, as_response, log
 from vaescope.explorer.ui.state import Session
 from vaescope.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
@@ -89,8 +89,19 @@ class ModelsPanel:
         names = self.ctx.store.names()
         return gr.Dropdown(choices=names, value=current if current in names else None)
 
-    def page_load(self, current: str | None, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+    def page_load(self, current: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
         """Open the default model (or the next one that loads) when a page opens."""
+        return as_response(self._page_load(current, session, progress))
+
+    def load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
+        """Switch to a model chosen in the list."""
+        return as_response(self._load_checkpoint(name, session, progress))
+
+    def upload_checkpoint(self, path: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
+        """Switch to an uploaded checkpoint."""
+        return as_response(self._upload_checkpoint(path, session, progress))
+
+    def _page_load(self, current: str | None, session: Session, progress: gr.Progress) -> dict[Any, Any]:
         names = self.ctx.store.names()
         if not names:
             return self._failed("No models here: no .safetensors checkpoints in "
@@ -107,15 +118,14 @@ class ModelsPanel:
                 return out
         return self._failed(f"No model could be loaded: {'; '.join(problems)}", session, choices=names)
 
-    def load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+    def _load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress) -> dict[Any, Any]:
         if not name:
             return self._failed("Choose a model.", session)
         problems: list[str] = []
         out = self._switch(session, lambda: self.ctx.store.open_name(name, _reporter(progress)), gr.skip(), problems)
         return out if out is not None else self._failed(f"Cannot load {name} — {problems[0]}", session)
 
-    def upload_checkpoint(self, path: str | None, session: Session, progress: gr.Progress = PROGRESS
-                          ) -> dict[Any, Any]:
+    def _upload_checkpoint(self, path: str | None, session: Session, progress: gr.Progress) -> dict[Any, Any]:
         if not path:
             return self._failed("No file arrived.", session)
         name = f"uploaded: {Path(path).name}"

@@ -37,6 +37,7 @@ from vaescope.explorer.ui.common import (
     PREVIEW_PX,
     QUICK,
     Context,
+    as_response,
     big,
     grid,
     handler,
@@ -214,7 +215,10 @@ class TraversalPanel:
 
     def slider_handler(self, slot: int) -> Any:
         """The handler of slider ``slot``: set one coordinate, decode one image."""
-        def on_slide(value: Any, page: Any, session: Session) -> dict[Any, Any]:
+        def on_slide(value: Any, page: Any, session: Session) -> Any:
+            return as_response(slide(value, page, session))
+
+        def slide(value: Any, page: Any, session: Session) -> dict[Any, Any]:
             version, key, code = session.version, session.key, session.code
             entry = self.ctx.store.peek(key)
             if entry is None:
