@@ -246,3 +246,36 @@ def test_shipped_gmvae_diagnostics_agree_with_its_model_card() -> None:
 
 def test_sixteen_sliders_page_through_wider_codes() -> None:
     assert SLIDERS == 16
+
+
+def test_a_slider_never_waits_for_an_evicted_model(tiny_checkpoint_dir: Path) -> None:
+    """With more models in use than the store keeps, a session whose model was evicted gets a
+    'loading' note at once; the model comes back in the background and the next move decodes."""
+    import time
+
+    app = build_app(tiny_checkpoint_dir, device="cpu", max_models=1)
+    session, vae = switched(app, "tiny-vae.safetensors")
+    switched(app, "tiny-ae.safetensors")  # another tab evicts the VAE
+    assert app.ctx.store.peek(vae.key) is None
+    traversal = app.panels["traversal"]
+    started = time.monotonic()
+    out = traversal.slider_handler(0)(1.0, 0, session)
+    assert time.monotonic() - started < 0.5 and "Loading the model" in out[traversal.note]
+    deadline = time.monotonic() + 30
+    while app.ctx.store.peek(vae.key) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = traversal.slider_handler(0)(1.0, 0, session)
+    assert traversal.image in out and out[traversal.note].startswith("**tiny-vae**")
+
+
+def test_request_values_from_outside_are_checked(app) -> None:
+    session, _ = switched(app, "tiny-vae.safetensors")
+    with pytest.raises(gr.Error, match="Max points must be 0"):
+        app.panels["map"].draw_map("pca", 2, "class", "none", -5, session)
+    assert app.panels["map"].pick("[" * 100_000, session) == gr.skip()  # no RecursionError, no update
+    with pytest.raises(gr.Error, match="Steps must be between 3 and 15"):
+        app.panels["traversal"].traversal_grid(10_000, 0, "prior", session)
+    with pytest.raises(gr.Error, match="N must be 1..64"):
+        app.panels["sampling"].sample_class(3, 10**9, 0, 1.0, session)
+    with pytest.raises(gr.Error, match="Steps must be between 2 and 32"):
+        app.panels["interpolation"].interpolate(10**6, "linear", session)

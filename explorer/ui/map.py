@@ -30,6 +30,7 @@ from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, 
 from vaescope.explorer.ui.state import Session
 
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
+MAX_PICK_CHARS = 1000
 PICK_HINT = "Click a point on the map to see it here and traverse from it."
 CAPTION = ("**Latent map.** Each dot is one evaluation image, placed by its code: the encoder's summary of the "
            "image, squeezed from many dimensions into 2 or 3 so you can see it. Nearby dots have similar codes.")
@@ -104,6 +105,8 @@ class MapPanel:
             limit = int(max_points or 0)
         except (TypeError, ValueError, OverflowError):
             raise InputError(f"Max points must be a whole number, got {max_points!r}.") from None
+        if limit < 0:
+            raise InputError(f"Max points must be 0 (all) or more, got {limit}.")
         idx = subsample(len(entry.latents), limit)
         try:  # single-flight per (model, method, dims, points): a second caller waits for the first
             projection = self.ctx.projections.get(entry.key, entry.latents.mean[idx], method, int(dims),
@@ -124,9 +127,9 @@ class MapPanel:
         """A click on the map: a point (its image), or a spot of a 2D PCA map (the PCA inverse)."""
         version, entry = self.ctx.current(session)
         view = session.view
-        try:
-            data = json.loads(payload or "null")
-        except json.JSONDecodeError:
+        try:  # the bridge sends a few dozen characters; anything longer is not a click
+            data = json.loads(payload or "null") if len(payload or "") <= MAX_PICK_CHARS else None
+        except (json.JSONDecodeError, RecursionError):
             data = None
         if not isinstance(data, dict) or view is None or view.key != entry.key:
             return {}
