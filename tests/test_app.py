@@ -242,7 +242,7 @@ def test_class_sampling(client: Client, name: str) -> None:
         row = client.predict(api_name="/decode_every_class")
         assert "left to right: 0, 1, 2" in row["label"]  # the strip names its classes
         row = pixels(row["value"])
-        assert row.shape[1] > 9 * row.shape[0]  # ten classes side by side
+        assert row.shape[1] > 8 * row.shape[0]  # ten classes side by side (over a caption band)
     else:
         with pytest.raises(AppError, match="decoder takes the class"):
             client.predict(api_name="/decode_every_class")

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
 
+from vaescope.explorer.core.figures import LABEL_PX
 from vaescope.explorer.ui.common import STRIP_PX
 
 pytestmark = pytest.mark.e2e
@@ -269,7 +270,7 @@ def test_5_interpolation_gives_a_strip_and_a_gif_of_n_steps(page: Page) -> None:
     set_number(page, "interp-steps", steps)
     page.locator("#interp-btn").click()
     strip = pixels(page, wait_src(page, "interp-strip", old_strip))
-    assert strip.shape[:2] == (STRIP_CELL + 2, steps * STRIP_CELL + 2), strip.shape
+    assert strip.shape[:2] == (STRIP_CELL + 2 + LABEL_PX + 2, steps * STRIP_CELL + 2), strip.shape  # + "A ... B"
     info = page.locator("#interp-info").inner_text()
     assert f"{steps} steps" in info and "test image #5" in info and "test image #273" in info
     link = page.locator("#interp-gif a").first

@@ -113,15 +113,25 @@ def test_gif_has_every_frame_and_loops() -> None:
 
 
 # -- diagnostics ----------------------------------------------------------------------------------
-def test_kl_bar_chart_marks_inactive_dims() -> None:
-    kl = np.array([1.5, 0.001, 0.3, 0.0])
-    active = kl > 0.01
+def test_kl_bar_chart_marks_used_nearly_dead_and_unused_dims() -> None:
+    kl = np.array([1.5, 0.001, 0.3, 0.0, 0.004])
+    active = np.array([True, False, True, False, True])  # z4's code moves, but it carries ~nothing
     fig = kl_bar_chart(kl, active)
     by_name = {t.name: t for t in fig.data}
-    np.testing.assert_array_equal(np.asarray(by_name["active"].x), [0, 2])
-    np.testing.assert_array_equal(np.asarray(by_name["inactive"].x), [1, 3])
-    assert by_name["inactive"].marker.color == INACTIVE_COLOR
-    assert "2 of 4 active" in fig.layout.title.text
+    np.testing.assert_array_equal(np.asarray(by_name["used"].x), [0, 2])
+    np.testing.assert_array_equal(np.asarray(by_name["moves, carries ~nothing"].x), [4])
+    np.testing.assert_array_equal(np.asarray(by_name["unused"].x), [1, 3])
+    assert by_name["unused"].marker.color == INACTIVE_COLOR
+    assert "2 of 5 used" in fig.layout.title.text
+
+
+def test_grid_captions_and_row_labels_add_bands_with_text() -> None:
+    images = np.zeros((6, 1, 8, 8), np.float32)
+    plain = image_grid(images, nrow=3, scale=4)
+    labelled = image_grid(images, nrow=3, scale=4, captions=[f"c{i}" for i in range(6)], row_labels=["z0", "z1"])
+    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
+    ink = labelled.min(axis=2) < 100  # dark text on the white bands, beside and below the cells
+    assert ink[:, : labelled.shape[1] - plain.shape[1]].any() and ink[plain.shape[0] // 2 + 2: plain.shape[0] // 2 + 16].any()
 
 
 def test_training_curves_has_a_trace_per_history_key() -> None:

@@ -27,6 +27,7 @@ class Code:
     y: int | None  # the class it decodes with (a class-conditional model), else None
     source: str  # in words, for the info line
     image: np.ndarray | None = None  # the chosen input image [C, H, W] in [0, 1], when there was one
+    index: int | None = None  # the evaluation image it is the code of, when it is one
 
     def moved(self, z: np.ndarray) -> Code:
         """The same start and condition at a new code z [D]."""
@@ -91,7 +92,7 @@ def index_code(entry: ModelEntry, index: int | None) -> Code:
     label = int(latents.labels[i])
     what = f"test image #{i}" + (f" (class {entry.description.class_name(label)})" if label >= 0 else "")
     return Code(entry.key, z.copy(), z, class_of(entry, label) if label >= 0 else class_of(entry, None),
-                what, latents.image(i))
+                what, latents.image(i), i)
 
 
 def random_code(entry: ModelEntry, y: int | None, seed: int | None = None) -> Code:

@@ -41,6 +41,8 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
     if not entry.description.condition.is_mixture:  # older checkpoints recorded the temperature for every model
         history = [{k: v for k, v in row.items() if k != "temperature"} for row in history]
     curves = figures.training_curves(history) if history else message_figure("No training history in this model.")
+    if history:
+        curves.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · training history")
     prior = prior_samples(entry, 32)
     if entry.description.prior_note:
         notes.append(entry.description.prior_note)
@@ -70,7 +72,9 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     notes.append("<details><summary>Details</summary>Active units follow Burda et al. (2016): "
                  f"Var_x E[z_d | x] > {ACTIVE_UNIT_THRESHOLD}. The KL per dimension is the mean over the test "
                  "images of KL(q(z_d | x) || p(z_d)), in nats.</details>")
-    return figures.kl_bar_chart(info.kl, active), notes
+    figure = figures.kl_bar_chart(info.kl, active, dead_below=KL_DEAD)
+    figure.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · {figure.layout.title.text}")
+    return figure, notes
 
 
 def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:

@@ -17,13 +17,17 @@ import plotly.graph_objects as go
 from PIL import Image
 
 BIG_MAP = 20_000  # above this many points markers shrink so dense regions stay readable
+# Up to this many points a 2D map is drawn in SVG: a browser allows only a few WebGL contexts at
+# once ("Too many active WebGL contexts" when redrawn maps leave theirs behind), and SVG draws a
+# few thousand points just as fast. Bigger maps need WebGL.
+SVG_POINTS = 5_000
 # Classes and mixture components get different palettes, so a component colour is never mistaken
 # for the class that happens to share its number.
 PALETTES = {"classes": plotly.colors.qualitative.Plotly + plotly.colors.qualitative.Pastel,
             "components": plotly.colors.qualitative.Dark24}
 MARKER_COLOR = "#ff1493"
 PAD_VALUE = 128  # mid-grey between grid cells: visible against both black and white digits
-ACTIVE_COLOR, INACTIVE_COLOR = "#1f77b4", "#c7c7c7"
+ACTIVE_COLOR, NEARLY_COLOR, INACTIVE_COLOR = "#1f77b4", "#ff9f40", "#c7c7c7"
 
 
 # -- latent map -----------------------------------------------------------------------------------
@@ -50,10 +54,12 @@ def _category_name(value: int, names: Sequence[str] | None) -> str:
     return str(names[value]) if names is not None and value < len(names) else str(value)
 
 
-def _scatter(coords: np.ndarray, **kwargs: object) -> go.Scattergl | go.Scatter3d:
-    """A WebGL 2D scatter or a 3D scatter of coords [M, 2|3]."""
+def _scatter(coords: np.ndarray, webgl: bool = True, **kwargs: object) -> go.Scattergl | go.Scatter | go.Scatter3d:
+    """A 2D scatter (WebGL when ``webgl``, else SVG) or a 3D scatter of coords [M, 2|3]."""
     if coords.shape[1] == 3:
         return go.Scatter3d(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2], **kwargs)
+    if not webgl:
+        return go.Scatter(x=coords[:, 0], y=coords[:, 1], **kwargs)
     return go.Scattergl(x=coords[:, 0], y=coords[:, 1], **kwargs)
 
 
@@ -63,7 +69,7 @@ def _marker(n: int, dims: int) -> dict:
 
 
 def _categorical_traces(coords: np.ndarray, color: np.ndarray, labels: np.ndarray | None,
-                        names: Sequence[str] | None, palette: str) -> list:
+                        names: Sequence[str] | None, palette: str, category_title: str = "class") -> list:
     """One trace per category value (legend entry), customdata = dataset index."""
     values = np.asarray(color, np.int64)
     index = np.arange(len(coords))
@@ -76,9 +82,9 @@ def _categorical_traces(coords: np.ndarray, color: np.ndarray, labels: np.ndarra
         label = "%{text}" if text is not None else name.replace("%", "%%")
         marker = _marker(len(coords), coords.shape[1]) | {"color": "#999999" if value < 0 else
                                                           colours[int(value) % len(colours)]}
-        traces.append(_scatter(coords[mask], mode="markers", name=name, customdata=index[mask],
-                               text=text, marker=marker,
-                               hovertemplate=f"image #%{{customdata}}<br>{label}<extra></extra>"))
+        traces.append(_scatter(coords[mask], len(coords) > SVG_POINTS, mode="markers", name=name,
+                               customdata=index[mask], text=text, marker=marker,
+                               hovertemplate=f"image #%{{customdata}} · {category_title}: {label}<extra></extra>"))
     return traces
 
 
@@ -86,17 +92,17 @@ def _continuous_trace(coords: np.ndarray, color: np.ndarray, labels: np.ndarray 
     """A single trace coloured by value with a colour bar, customdata = dataset index."""
     marker = _marker(len(coords), coords.shape[1]) | {
         "color": np.asarray(color, np.float32), "colorscale": "Viridis", "showscale": True}
-    label = "%{text}<br>" if labels is not None else ""
-    return [_scatter(coords, mode="markers", name="points", customdata=np.arange(len(coords)),
-                     text=labels, marker=marker, showlegend=False,
-                     hovertemplate=f"image #%{{customdata}}<br>{label}value %{{marker.color:.3g}}"
+    label = "%{text} · " if labels is not None else ""
+    return [_scatter(coords, len(coords) > SVG_POINTS, mode="markers", name="points",
+                     customdata=np.arange(len(coords)), text=labels, marker=marker, showlegend=False,
+                     hovertemplate=f"image #%{{customdata}} · {label}value %{{marker.color:.3g}}"
                                    "<extra></extra>")]
 
 
 def latent_map(coords: np.ndarray, color: np.ndarray, color_kind: str,
                hover_labels: Sequence[str] | None, title: str = "",
                overlay: np.ndarray | None = None, overlay_name: str = "prior samples",
-               path: np.ndarray | None = None, palette: str = "classes") -> go.Figure:
+               path: np.ndarray | None = None, palette: str = "classes", category_title: str = "class") -> go.Figure:
     """Scatter of coords [N, 2|3] coloured by ``color`` [N].
 
     color_kind "categorical" (int values, -1 = unknown): one trace per category, in a legend;
@@ -108,7 +114,7 @@ def latent_map(coords: np.ndarray, color: np.ndarray, color_kind: str,
         raise ValueError(f"color_kind must be 'categorical' or 'continuous', got {color_kind!r}")
     coords = np.asarray(coords, np.float32)
     labels, names = _point_labels(color, color_kind, hover_labels, len(coords))
-    traces = (_categorical_traces(coords, color, labels, names, palette) if color_kind == "categorical"
+    traces = (_categorical_traces(coords, color, labels, names, palette, category_title) if color_kind == "categorical"
               else _continuous_trace(coords, color, labels))
     fig = go.Figure(traces)
     if overlay is not None and len(overlay):
@@ -124,7 +130,7 @@ def add_overlay(fig: go.Figure, points: np.ndarray, name: str = "prior samples")
     """Append points [M, 2|3] as black x markers (no customdata: they are not dataset points)."""
     points = np.asarray(points, np.float32)
     size = 5 if points.shape[1] == 3 else 9
-    fig.add_trace(_scatter(points, mode="markers", name=name, hoverinfo="name",
+    fig.add_trace(_scatter(points, False, mode="markers", name=name, hoverinfo="name",
                            marker={"symbol": "x", "color": "black", "size": size}))
     return fig
 
@@ -134,10 +140,10 @@ def add_marker(fig: go.Figure, points: np.ndarray, dims: int, name: str = "you a
     the earlier ones (the path of a slider drag). Both traces are added even when empty, so the
     page can move them later (``static/bridge.js`` restyles them by name)."""
     points = np.asarray(points, np.float32).reshape(-1, dims)
-    fig.add_trace(_scatter(points, mode="lines", name="trail", hoverinfo="skip", showlegend=False,
+    fig.add_trace(_scatter(points, False, mode="lines", name="trail", hoverinfo="skip", showlegend=False,
                            line={"color": MARKER_COLOR, "width": 2}, opacity=0.4))
     size = 9 if dims == 3 else 16
-    fig.add_trace(_scatter(points[-1:], mode="markers", name=name, hoverinfo="name", showlegend=False,
+    fig.add_trace(_scatter(points[-1:], False, mode="markers", name=name, hoverinfo="name", showlegend=False,
                            marker={"symbol": "diamond" if dims == 3 else "star", "color": MARKER_COLOR,
                                    "size": size, "line": {"color": "black", "width": 1}}))
     return fig
@@ -149,7 +155,7 @@ def add_path(fig: go.Figure, points: np.ndarray, dims: int | None = None, name: 
     points = np.asarray(points, np.float32)
     if dims is not None:
         points = points.reshape(-1, dims)
-    fig.add_trace(_scatter(points, mode="lines+markers", name=name, hoverinfo="name", showlegend=len(points) > 0,
+    fig.add_trace(_scatter(points, False, mode="lines+markers", name=name, hoverinfo="name", showlegend=len(points) > 0,
                            line={"color": "crimson", "width": 3}, marker={"size": 5, "color": "crimson"}))
     return fig
 
@@ -163,11 +169,14 @@ def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
     return out.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else out
 
 
-def image_grid(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> np.ndarray:
+def image_grid(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1,
+               captions: Sequence[str] | None = None, row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Images [N, C, H, W] float in [0, 1] -> one RGB uint8 grid [H', W', 3], ``nrow`` per row.
 
     H' = rows * (H * scale + pad) + pad with rows = ceil(N / nrow); W' likewise with
-    min(nrow, N) columns. Cells are separated by mid-grey padding.
+    min(nrow, N) columns. Cells are separated by mid-grey padding. ``captions`` (one per image)
+    are written under the cells and ``row_labels`` (one per row) to their left, in a band added
+    for them, so a strip of classes or a grid of dimensions says what each part shows.
     """
     n, _, h, w = images.shape
     cols = max(1, min(nrow, n))
@@ -178,7 +187,56 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 2, scale: int = 1) -> n
         r, c = divmod(i, cols)
         grid[pad + r * ch: pad + r * ch + h * scale,
              pad + c * cw: pad + c * cw + w * scale] = _to_uint8_hwc(images[i], scale)
-    return grid
+    if captions is None and row_labels is None:
+        return grid
+    return _label_grid(grid, rows, cols, ch, cw, pad, captions, row_labels)
+
+
+LABEL_PX = 14  # height of a caption line
+
+
+def _label_grid(grid: np.ndarray, rows: int, cols: int, ch: int, cw: int, pad: int,
+                captions: Sequence[str] | None, row_labels: Sequence[str] | None) -> np.ndarray:
+    """The grid with a caption band under every row of cells and a label column on the left."""
+    from PIL import ImageDraw
+
+    font = _font()
+    left = 0 if row_labels is None else max(_text_width(font, t) for t in row_labels) + 8
+    band = 0 if captions is None else LABEL_PX + 2
+    out = Image.new("RGB", (left + grid.shape[1], grid.shape[0] + rows * band), "white")
+    draw = ImageDraw.Draw(out)
+    for r in range(rows):
+        top = r * (ch + band)
+        out.paste(Image.fromarray(grid[r * ch: r * ch + ch + pad]), (left, top))
+        if row_labels is not None and r < len(row_labels):
+            draw.text((4, top + pad + (ch - LABEL_PX) // 2), str(row_labels[r]), fill="black", font=font)
+        for c in range(cols):
+            i = r * cols + c
+            if captions is not None and i < len(captions):
+                text = _fit_text(font, str(captions[i]), cw - 2)
+                x = left + pad + c * cw + (cw - pad - _text_width(font, text)) // 2
+                draw.text((max(left, x), top + ch + pad), text, fill="black", font=font)
+    return np.asarray(out)
+
+
+def _font() -> object:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # an old Pillow without scalable default fonts
+        return ImageFont.load_default()
+
+
+def _text_width(font: object, text: str) -> int:
+    return int(font.getlength(text)) if hasattr(font, "getlength") else 6 * len(text)
+
+
+def _fit_text(font: object, text: str, width: int) -> str:
+    """``text`` shortened with an ellipsis until it fits ``width`` pixels."""
+    while len(text) > 1 and _text_width(font, text) > width:
+        text = text[:-2] + "…"
+    return text
 
 
 def to_pil(image: np.ndarray, scale: int = 1) -> Image.Image:
@@ -201,18 +259,23 @@ def gif_bytes(images: np.ndarray, scale: int, duration_ms: int = 80) -> bytes:
 
 
 # -- diagnostics ----------------------------------------------------------------------------------
-def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray) -> go.Figure:
-    """KL per latent dimension [D] as bars: an "active" trace and a grey "inactive" trace."""
+def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray, dead_below: float = 0.01) -> go.Figure:
+    """KL per latent dimension [D] as bars in three groups: used (its code moves with the image and
+    it carries information), moving but carrying almost nothing (KL below ``dead_below`` nats),
+    and unused (its code does not move)."""
     kl = np.asarray(kl_per_dim, np.float64)
     active = np.asarray(active, bool)
     dims = np.arange(len(kl))
+    used = active & (kl >= dead_below)
     fig = go.Figure()
-    for name, mask, colour in (("active", active, ACTIVE_COLOR), ("inactive", ~active, INACTIVE_COLOR)):
+    for name, mask, colour in (("used", used, ACTIVE_COLOR), ("moves, carries ~nothing", active & ~used, NEARLY_COLOR),
+                               ("unused", ~active, INACTIVE_COLOR)):
         fig.add_trace(go.Bar(x=dims[mask], y=kl[mask], name=name, marker_color=colour,
                              hovertemplate="z%{x}: %{y:.3f} nats<extra>" + name + "</extra>"))
-    fig.update_layout(title=f"KL per dimension ({int(active.sum())} of {len(kl)} active)",
+    fig.update_layout(title=f"KL per dimension ({int(used.sum())} of {len(kl)} used)",
                       xaxis={"title": "latent dimension", "tickmode": "linear", "dtick": 1 if len(kl) <= 32 else 4},
-                      yaxis={"title": "mean KL (nats)"}, bargap=0.15)
+                      yaxis={"title": "mean KL (nats)"}, bargap=0.15,
+                      legend={"orientation": "h", "y": -0.25, "x": 0}, margin={"b": 80})
     return fig
 
 
@@ -239,5 +302,5 @@ def training_curves(history: list[dict]) -> go.Figure:
     fig.update_layout(title="Training history", xaxis={"title": "epoch"}, yaxis={"title": "nats"},
                       yaxis2={"title": " / ".join(right), "overlaying": "y", "side": "right",
                               "showgrid": False, "rangemode": "tozero"},
-                      legend={"x": 1.08})
+                      legend={"orientation": "h", "y": -0.25, "x": 0}, margin={"b": 90})  # below: clear of the axes
     return fig

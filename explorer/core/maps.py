@@ -6,6 +6,7 @@ rows) so that clicks, paths and markers can be mapped back and forth.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from dataclasses import dataclass
 
@@ -108,9 +109,9 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
     idx, proj = view.indices, view.projection
     color, kind, hover, palette = map_colors(entry, view)
     over, over_name = prior_overlay(entry, view, overlay)
-    title = f"{view.title} · colour: {COLOR_LABELS.get(view.color_by, view.color_by)}"
-    fig = figures.latent_map(proj.coords, color, kind, hover, title=title, overlay=over,
-                             overlay_name=over_name, palette=palette)
+    title = f"{entry.name.removesuffix('.safetensors')} · {view.title} · colour: {COLOR_LABELS.get(view.color_by, view.color_by)}"
+    fig = figures.latent_map(proj.coords, color, kind, hover, title=title, overlay=over, overlay_name=over_name,
+                             palette=palette, category_title="component" if palette == "components" else "class")
     for trace in fig.data:
         if trace.customdata is not None:
             trace.customdata = idx[np.asarray(trace.customdata, np.int64)]
@@ -118,6 +119,13 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
     figures.add_marker(fig, project(view, marker), proj.dims)
     fig.update_layout(height=520 if proj.dims == 2 else 600)
     return fig
+
+
+def points_json(view: MapView | None, codes: np.ndarray | list[np.ndarray] | None) -> str:
+    """Codes placed on a map, as the JSON the page's overlay boxes hold: {"points": [[x, y], ...]}."""
+    if view is None:
+        return json.dumps({"points": []})
+    return json.dumps({"points": np.round(project(view, codes), 4).tolist()})
 
 
 def project(view: MapView, codes: np.ndarray | list[np.ndarray] | None) -> np.ndarray:

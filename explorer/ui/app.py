@@ -107,6 +107,7 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         panels = [latent_map, traversal, interpolation, sampling, diagnostics]
         models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb)
         _layout(models, latent_map, traversal, interpolation, sampling, diagnostics)
+        latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
         loads = models.wire(demo)
         latent_map.wire(loads)
         traversal.wire()
@@ -135,7 +136,7 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
             latent_map.build()
         with gr.Column(scale=2, min_width=320):
             traversal.build()
-    with gr.Tabs():
+    with gr.Tabs(elem_id="main-tabs"):
         tabs = []
         with gr.Tab("Traversal grid", elem_id="tab-grid") as tab:
             traversal.build_grid()

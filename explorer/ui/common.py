@@ -125,9 +125,10 @@ def big(image: np.ndarray, px: int = PREVIEW_PX) -> Image.Image:
     return served(figures.to_pil(image, scale_for(image, px)))
 
 
-def grid(images: np.ndarray, nrow: int, cell_px: int = STRIP_PX) -> np.ndarray:
-    """Images [N, C, H, W] as a uint8 grid with cells of about ``cell_px``."""
-    return figures.image_grid(images, nrow=nrow, scale=max(1, cell_px // max(images.shape[-2:])))
+def grid(images: np.ndarray, nrow: int, cell_px: int = STRIP_PX, **labels: Any) -> np.ndarray:
+    """Images [N, C, H, W] as a uint8 grid with cells of about ``cell_px`` (``captions`` /
+    ``row_labels`` as ``figures.image_grid`` takes them)."""
+    return figures.image_grid(images, nrow=nrow, scale=max(1, cell_px // max(images.shape[-2:])), **labels)
 
 
 def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,

@@ -29,9 +29,10 @@ class DiagnosticsPanel:
             self.curves = gr.Plot(label="Training curves", elem_id="diag-curves")
         with gr.Row():
             self.recon = gr.Image(label="Test images (rows 1, 3) and their reconstructions (rows 2, 4)", format="png",
-                                  height=340, interactive=False, elem_id="diag-recon", elem_classes="pixelated")
+                                  height=340, interactive=False, elem_id="diag-recon", elem_classes="pixelated",
+                                  buttons=["fullscreen"])
             self.prior = gr.Image(label="Samples from the prior", format="png", height=340, interactive=False,
-                                  elem_id="diag-prior", elem_classes="pixelated")
+                                  elem_id="diag-prior", elem_classes="pixelated", buttons=["fullscreen"])
 
     def model_outputs(self) -> list[Any]:
         return [self.note, self.kl, self.curves, self.recon, self.prior]

@@ -17,9 +17,18 @@ import numpy as np
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures, interpolation
 from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
-from vaescope.explorer.core.maps import project
+from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import QUICK, STRIP_PX, Context, big, grid, handler, short_name
+from vaescope.explorer.ui.common import (
+    QUICK,
+    STRIP_PX,
+    Context,
+    big,
+    grid,
+    handler,
+    served,
+    short_name,
+)
 from vaescope.explorer.ui.state import Session
 from vaescope.explorer.ui.traversal import _class, _filename, read_upload
 
@@ -48,16 +57,17 @@ class InterpolationPanel:
             for end in ENDS:
                 self._endpoint(end)
             with gr.Column(min_width=220):
-                self.steps = gr.Slider(2, 32, value=10, step=1, label="Steps", elem_id="interp-steps")
+                self.steps = gr.Slider(2, 32, value=10, step=1, label="Steps", elem_id="interp-steps", buttons=[])
                 self.method = gr.Radio([("straight line", "linear"), ("great circle (slerp)", "slerp")],
                                        value="linear", label="Path", elem_id="interp-method")
                 self.button = gr.Button("Interpolate", variant="primary", elem_id="interp-btn")
                 self.info = gr.Markdown("", elem_id="interp-info")
         self.strip = gr.Image(label="Decoded path (A → B); the path is drawn on the map", format="png",
-                              interactive=False, height=150, elem_id="interp-strip", elem_classes="pixelated")
+                              interactive=False, height=170, elem_id="interp-strip", elem_classes="pixelated",
+                              buttons=["fullscreen"])
         with gr.Row():
             self.gif_view = gr.Image(label="Animation", type="filepath", format="gif", interactive=False,
-                                     height=200, elem_id="interp-gif-view", elem_classes="pixelated")
+                                     height=200, elem_id="interp-gif-view", elem_classes="pixelated", buttons=[])
             self.gif = gr.File(label="GIF download", interactive=False, height=70, elem_id="interp-gif")
         self.path_json = gr.Textbox(visible="hidden", elem_id="map-path")
 
@@ -67,10 +77,10 @@ class InterpolationPanel:
             with gr.Row(equal_height=False):
                 self.original[end] = gr.Image(label=f"{end.upper()}: chosen", format="png", height=ENDPOINT_PX + 30,
                                               interactive=False, elem_id=f"interp-{end}-original",
-                                              elem_classes="pixelated", min_width=100)
+                                              elem_classes="pixelated", min_width=100, buttons=[])
                 self.recon[end] = gr.Image(label=f"{end.upper()}: decoded", format="png", height=ENDPOINT_PX + 30,
                                            interactive=False, elem_id=f"interp-{end}-image",
-                                           elem_classes="pixelated", min_width=100)
+                                           elem_classes="pixelated", min_width=100, buttons=[])
             with gr.Row():
                 self.index[end] = gr.Number(0 if end == "a" else 1, precision=0, minimum=0, label="Test image #",
                                             elem_id=f"interp-{end}-index", min_width=90)
@@ -175,11 +185,13 @@ class InterpolationPanel:
         if entry.description.condition.decodes_with_class:
             note += f"; decoded as class {entry.description.class_name(a.y)}"
         view = session.view
-        path = project(view, codes) if view is not None and view.key == entry.key else np.zeros((0, 2))
+        path_json = points_json(view if view is not None and view.key == entry.key else None, codes)
         label = f"{name} · decoded path (A → B); the path is drawn on the map"
-        updates = {self.strip: gr.Image(value=grid(images, nrow=len(images), cell_px=STRIP_PX), label=label),
+        captions = ["A", *[""] * (n - 2), "B"]
+        updates = {self.strip: gr.Image(value=served(grid(images, nrow=len(images), cell_px=STRIP_PX, captions=captions)),
+                                        label=label),
                    self.gif_view: gif, self.gif: gif, self.info: note,
-                   self.path_json: json.dumps({"points": np.round(path, 4).tolist()})}
+                   self.path_json: path_json}
         for end in ENDS:
             updates |= self._endpoint_updates(end, entry, ends[end])
         return updates

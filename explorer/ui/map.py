@@ -23,6 +23,7 @@ from vaescope.explorer.core.maps import (
     map_figure,
     message_figure,
     overlay_choices,
+    points_json,
     subsample,
 )
 from vaescope.explorer.core.store import ModelEntry
@@ -31,6 +32,7 @@ from vaescope.explorer.ui.state import Session
 
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
 MAX_PICK_CHARS = 1000
+HOVER_PX = 104  # the hover thumbnail's size
 PICK_HINT = "Click a point on the map to see it here and traverse from it."
 CAPTION = ("**Latent map.** Each dot is one evaluation image, placed by its code: the encoder's summary of the "
            "image, squeezed from many dimensions into 2 or 3 so you can see it. Nearby dots have similar codes.")
@@ -41,6 +43,7 @@ class MapPanel:
         self.ctx = ctx
         self.session = session  # the gr.State holding this tab's Session
         self.traversal = traversal  # the TraversalPanel a click starts from
+        self.path_box: Any = None  # the interpolation's path JSON box (set by the app)
 
     def build(self) -> None:
         gr.Markdown(CAPTION, elem_id="map-caption", elem_classes="caption")
@@ -59,13 +62,18 @@ class MapPanel:
         self.info = gr.Markdown("", elem_id="map-info")
         self.pick_data = gr.Textbox(visible="hidden", elem_id="pick-data")
         self.pick_btn = gr.Button("pick", visible="hidden", elem_id="pick-btn")
-        with gr.Row(equal_height=False):
+        # the thumbnail that follows the pointer over the map (positioned by static/bridge.js)
+        self.hover_data = gr.Textbox(visible="hidden", elem_id="hover-data")
+        self.hover_btn = gr.Button("hover", visible="hidden", elem_id="hover-btn")
+        self.hover_image = gr.Image(format="png", interactive=False, show_label=False, container=False, buttons=[],
+                                    elem_id="hover-thumb", elem_classes="pixelated")
+        with gr.Row(equal_height=False, elem_id="picked-row"):
             self.picked_original = gr.Image(label="Picked: original", format="png", height=150, width=150,
                                             interactive=False, elem_id="picked-original", elem_classes="pixelated",
-                                            min_width=150, scale=0)
+                                            min_width=150, scale=0, buttons=[])
             self.picked_recon = gr.Image(label="Reconstruction", format="png", height=150, width=150,
                                          interactive=False, elem_id="picked-recon", elem_classes="pixelated",
-                                         min_width=150, scale=0)
+                                         min_width=150, scale=0, buttons=[])
             self.picked_info = gr.Markdown(PICK_HINT, elem_id="picked-info")
 
     # -- the model changed --
@@ -86,14 +94,19 @@ class MapPanel:
     def wire(self, after_load: list[Any]) -> None:
         inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.session]
         heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
+        # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
+        outputs = [self.plot, self.info, self.traversal.marker, self.path_box]
         for i, event in enumerate(after_load):  # draw the map once a model has loaded
-            event.success(self.draw_map, inputs, [self.plot, self.info], api_name=f"map_after_load_{i}",
+            event.success(self.draw_map, inputs, outputs, api_name=f"map_after_load_{i}",
                           api_visibility="private", **heavy)
         gr.on([self.draw_btn.click, self.method.select, self.dims.select, self.color.select, self.overlay.select],
-              self.draw_map, inputs, [self.plot, self.info], api_name="draw_map", **heavy)
+              self.draw_map, inputs, outputs, api_name="draw_map", **heavy)
         pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs()]
         self.pick_btn.click(self.pick, [self.pick_data, self.session], pick_out,
                             js="(payload, session) => [window.__picked, session]", api_name="pick", **QUICK)
+        self.hover_btn.click(self.hover, [self.hover_data, self.session], [self.hover_image],
+                             js="(payload, session) => [window.__hover, session]", api_name="hover_thumbnail",
+                             queue=False, **QUICK)
 
     @handler
     def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,
@@ -115,12 +128,12 @@ class MapPanel:
             raise InputError(f"Cannot project: {exc}") from None
         view = MapView(entry.key, projection, idx, method, color_by)
         session.update(version, view=view)
-        marker = session.trail or None
-        figure = map_figure(entry, view, overlay, session.path, marker)
+        figure = map_figure(entry, view, overlay, session.path, session.trail)
         clickable = "; click empty space to decode that spot" if projection.invertible and int(dims) == 2 else ""
         info = (f"**{short_name(entry)}** · {len(idx):,} of {len(entry.latents):,} images. Click a point to "
                 f"inspect and traverse it{clickable}.")
-        return {self.plot: figure, self.info: info}
+        return {self.plot: figure, self.info: info, self.traversal.marker: points_json(view, session.trail),
+                self.path_box: points_json(view, session.path)}
 
     @handler
     def pick(self, payload: str | None, session: Session) -> dict[Any, Any]:
@@ -151,6 +164,17 @@ class MapPanel:
                    self.picked_recon: big(recon, 150), self.picked_info: info}
         session.update(version, picked=code)
         return updates | self.traversal.start(entry, code, session, version)
+
+    def hover(self, payload: str | None, session: Session) -> Any:
+        """The thumbnail of the image under the pointer (an unqueued event: one small PNG)."""
+        entry = self.ctx.store.peek(session.key)
+        try:
+            i = int(str(payload or "")[:12])
+        except ValueError:
+            return gr.skip()
+        if entry is None or not entry.has_images or not 0 <= i < len(entry.latents):
+            return gr.skip()
+        return big(entry.latents.image(i), HOVER_PX)
 
     @staticmethod
     def _point(entry: ModelEntry, index: Any) -> Code:

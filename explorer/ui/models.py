@@ -23,6 +23,8 @@ from vaescope.explorer.ui.state import Session
 from vaescope.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 LOAD_CONCURRENCY = 2
+PRESENT_JS = ("(on) => { document.body.classList.toggle('present', !!on); "
+              "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
 
 
 class ModelsPanel:
@@ -41,6 +43,7 @@ class ModelsPanel:
             self.dropdown = gr.Dropdown(choices=names, value=self._first(names), label=where,
                                         elem_id="checkpoint-dropdown", interactive=True, scale=4)
             with gr.Column(scale=1, min_width=150):
+                self.present = gr.Checkbox(False, label="Presenter layout", elem_id="present-toggle", container=False)
                 self.refresh = gr.Button("↻ Refresh list", size="sm", elem_id="checkpoint-refresh")
                 self.upload = gr.UploadButton("⇪ Upload .safetensors", file_types=[".safetensors"], size="sm",
                                               elem_id="checkpoint-upload")
@@ -82,6 +85,10 @@ class ModelsPanel:
                                api_name="upload_checkpoint", **loading),
         ]
         self.refresh.click(self.refresh_list, [self.dropdown], [self.dropdown], api_name="list_checkpoints", **QUICK)
+        # The presenter layout is a page class (static/style.css): no server round trip. A link with
+        # ?present=1 opens in it.
+        self.present.change(None, [self.present], None, js=PRESENT_JS)
+        demo.load(None, None, [self.present], js="() => new URLSearchParams(window.location.search).get('present') === '1'")
         return events
 
     # -- handlers --

@@ -12,7 +12,7 @@ from vaescope.errors import InputError
 from vaescope.explorer.core.codes import index_code, random_code
 from vaescope.explorer.core.sampling import decode_under_every_class, sample_class
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import STRIP_PX, Context, grid, handler, short_name
+from vaescope.explorer.ui.common import STRIP_PX, Context, grid, handler, served, short_name
 from vaescope.explorer.ui.state import Session
 
 CAPTION = ("**Class sampling.** Draw new images of one class from the model. How depends on the model: it "
@@ -31,19 +31,20 @@ class SamplingPanel:
         gr.Markdown(CAPTION, elem_classes="caption")
         with gr.Row():
             self.cls = gr.Dropdown([], label="Class", elem_id="sample-class")
-            self.n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="N", elem_id="sample-n")
+            self.n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="N", elem_id="sample-n", buttons=[])
             self.seed = gr.Number(0, precision=0, label="Seed", elem_id="sample-seed")
             self.temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature",
-                                         elem_id="sample-temperature")
+                                         elem_id="sample-temperature", buttons=[])
             self.button = gr.Button("Sample", variant="primary", elem_id="sample-btn")
         self.note = gr.Markdown("", elem_id="sample-note")
         self.grid = gr.Image(label="Samples", format="png", interactive=False, height=420, elem_id="sample-grid",
-                             elem_classes="pixelated")
+                             elem_classes="pixelated", buttons=["download", "fullscreen"])
         with gr.Group(visible=False) as self.every_group:
             self.every_btn = gr.Button("Decode the traversal's current code under every class",
                                        elem_id="sample-every-class-btn")
             self.every_image = gr.Image(label="One code, every class", format="png", interactive=False, height=170,
-                                        elem_id="sample-every-class", elem_classes="pixelated")
+                                        elem_id="sample-every-class", elem_classes="pixelated",
+                                        buttons=["download", "fullscreen"])
 
     def model_outputs(self) -> list[Any]:
         return [self.cls, self.note, self.grid, self.every_group, self.every_image]
@@ -80,7 +81,7 @@ class SamplingPanel:
         nrow = int(np.ceil(np.sqrt(len(images))))
         note = (f"**{class_name}** · {name}: {how.note}. "
                 f"<details><summary>Details</summary>{how.details}</details>")
-        return {self.grid: gr.Image(value=grid(images, nrow=nrow, cell_px=STRIP_PX),
+        return {self.grid: gr.Image(value=served(grid(images, nrow=nrow, cell_px=STRIP_PX)),
                                     label=f"{name} · {count} samples of “{class_name}”"),
                 self.note: note}
 
@@ -91,6 +92,7 @@ class SamplingPanel:
         if code is None or code.key != entry.key:
             code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
         images = decode_under_every_class(entry, code.z)
-        names = ", ".join(entry.description.class_name(c) for c in range(len(images)))
-        return {self.every_image: gr.Image(value=grid(images, nrow=len(images), cell_px=STRIP_PX),
-                                           label=f"{short_name(entry)} · one code, every class (left to right: {names})")}
+        names = [entry.description.class_name(c) for c in range(len(images))]
+        picture = grid(images, nrow=len(images), cell_px=STRIP_PX, captions=names)
+        return {self.every_image: gr.Image(value=served(picture), label=f"{short_name(entry)} · one code, every class "
+                                                                 f"(left to right: {', '.join(names)})")}

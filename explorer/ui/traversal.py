@@ -10,7 +10,6 @@ written into the note under the image.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from vaescope.explorer.core.dims import (
     slider_bounds,
     slider_label,
 )
-from vaescope.explorer.core.maps import project
+from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.uploads import sketch_to_rgb
 from vaescope.explorer.ui.common import (
@@ -42,6 +41,7 @@ from vaescope.explorer.ui.common import (
     grid,
     handler,
     log,
+    served,
     short_name,
 )
 from vaescope.explorer.ui.state import Session
@@ -71,27 +71,28 @@ class TraversalPanel:
         with gr.Row(equal_height=False):
             self.image = gr.Image(label="Decoded", format="png", height=PREVIEW_PX + 40, interactive=False,
                                   elem_id="traversal-image", elem_classes="pixelated", show_label=False,
-                                  buttons=["download"], scale=3, min_width=200)
+                                  buttons=["fullscreen"], scale=3, min_width=200)
             self.start_image = gr.Image(label="Start image", format="png", height=110, width=110,
                                         interactive=False, elem_id="traversal-start", elem_classes="pixelated",
-                                        scale=1, min_width=110)
+                                        scale=1, min_width=110, buttons=[])
         self.note = gr.Markdown("", elem_id="traversal-info")
         self.marker = gr.Textbox(visible="hidden", elem_id="map-marker")
-        with gr.Row():
+        with gr.Row(elem_id="traversal-controls"):
             self.index = gr.Number(0, precision=0, minimum=0, label="Test image #", elem_id="traversal-index",
                                    min_width=90)
             self.index_btn = gr.Button("Start from image", size="sm", elem_id="traversal-index-btn")
             self.random_btn = gr.Button("Random prior sample", size="sm", elem_id="traversal-random-btn")
             self.reset_btn = gr.Button("Reset", size="sm", elem_id="traversal-reset")
-        with gr.Row():
+        with gr.Row(elem_id="traversal-range-row"):
             self.range = gr.Radio([("±3 prior sd", "prior"), ("data min–max", "data")], value="prior",
                                   label="Slider range", elem_id="traversal-range")
             self.cls = gr.Dropdown([], label="Decode as class", visible=False, elem_id="traversal-class")
         self.page = gr.Dropdown([("dims 1–16", 0)], value=0, label="Dimension page", visible=False,
                                 elem_id="dim-page")
         # no per-slider reset button: it would move the slider without decoding (Reset above does both)
-        self.sliders = [gr.Slider(-3, 3, value=0, step=0.03, label=f"z{i}", elem_id=f"dim-slider-{i}",
-                                  elem_classes="dim-slider", buttons=[]) for i in range(SLIDERS)]
+        with gr.Column(elem_id="sliders"):
+            self.sliders = [gr.Slider(-3, 3, value=0, step=0.03, label=f"z{i}", elem_id=f"dim-slider-{i}",
+                                      elem_classes="dim-slider", buttons=[]) for i in range(SLIDERS)]
         with gr.Accordion("Start from your own image or a drawing", open=False, elem_id="traversal-own"):
             self.upload = gr.File(label="Image (PNG / JPEG …); converted to the model's size", file_types=["image"],
                                   elem_id="traversal-upload", height=110)
@@ -103,19 +104,20 @@ class TraversalPanel:
     def build_grid(self) -> None:
         gr.Markdown(GRID_CAPTION, elem_classes="caption")
         with gr.Row():
-            self.grid_steps = gr.Slider(3, 15, value=9, step=1, label="Steps", elem_id="traversal-grid-steps")
+            self.grid_steps = gr.Slider(3, 15, value=9, step=1, label="Steps", elem_id="traversal-grid-steps", buttons=[])
             self.grid_btn = gr.Button("Make traversal grid", variant="primary", elem_id="traversal-grid-btn")
         self.grid_image = gr.Image(label="Traversal grid", format="png", interactive=False, height=520,
-                                   elem_id="traversal-grid", elem_classes="pixelated")
+                                   elem_id="traversal-grid", elem_classes="pixelated", buttons=["fullscreen"])
         self.grid_file = gr.File(label="PNG download", interactive=False, height=70, elem_id="traversal-grid-file")
 
     # -- the model changed --
     def start_outputs(self) -> list[Any]:
-        """What a new start code updates: the class dropdown, the images, the note, the sliders, the marker."""
-        return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker]
+        """What a new start code updates: the class dropdown, the images, the note, the sliders, the
+        marker, and the "Test image #" field (it names the image the code came from)."""
+        return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker, self.index]
 
     def model_outputs(self) -> list[Any]:
-        return [*self.start_outputs(), self.page, self.range, self.index, self.grid_image, self.grid_file]
+        return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         condition = entry.description.condition
@@ -126,9 +128,10 @@ class TraversalPanel:
         mode = default_range(entry)
         max_index = len(entry.latents) - 1 if entry.has_images else 0
         updates = {self.page: gr.Dropdown(choices=pages, value=0, visible=d > SLIDERS),
-                   self.range: mode, self.index: gr.Number(value=0, maximum=max_index),
+                   self.range: mode,
                    self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
         updates |= self.start(entry, code, session, session.version, page=0, range_mode=mode)
+        updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
         # the class list and the class the opening code decodes with, in one update
         updates[self.cls] = gr.Dropdown(choices=[(n, i) for i, n in enumerate(names[:condition.size])],
                                         value=code.y if condition.decodes_with_class else None,
@@ -145,6 +148,8 @@ class TraversalPanel:
         updates = self.view(entry, code, page, range_mode)
         updates[self.marker] = self._marker_json(session, entry, trail)
         updates[self.start_image] = None if code.image is None else big(code.image, 110)
+        if code.index is not None:
+            updates[self.index] = code.index
         if entry.description.condition.decodes_with_class:
             updates[self.cls] = gr.Dropdown(value=code.y)
         return updates
@@ -181,9 +186,7 @@ class TraversalPanel:
     def _marker_json(self, session: Session, entry: ModelEntry, trail: list[np.ndarray]) -> str:
         """The trail of codes placed on the current map, for the page's "you are here" marker."""
         view = session.view
-        if view is None or view.key != entry.key:
-            return json.dumps({"points": []})
-        return json.dumps({"points": np.round(project(view, trail), 4).tolist()})
+        return points_json(view if view is not None and view.key == entry.key else None, trail)
 
     # -- events --
     def wire(self) -> None:
@@ -327,11 +330,11 @@ class TraversalPanel:
         mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
         lo, hi = slider_bounds(entry, mode)
         images = decode(entry, traversal.traversal_codes(code.z, dims, lo, hi, n), code.y)
-        picture = grid(images, nrow=n, cell_px=GRID_PX)
+        picture = grid(images, nrow=n, cell_px=GRID_PX, row_labels=[f"z{d}" for d in dims])
         rows = ", ".join(f"z{d}" for d in dims)
         name = short_name(entry)
         label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high"
-        return {self.grid_image: gr.Image(value=picture, label=label),
+        return {self.grid_image: gr.Image(value=served(picture), label=label),
                 self.grid_file: self.ctx.downloads.write(f"{name.replace('/', '-')}-traversal-grid.png",
                                                          _png(picture))}
 

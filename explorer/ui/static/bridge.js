@@ -7,6 +7,8 @@
 //    the interpolation writes its path into #map-path; their values are placed into the map's
 //    "you are here", "trail" and "path" traces with Plotly.restyle, without resending the map.
 // 3. Plots drawn while their tab was hidden get a resize when the tab is shown.
+// 4. Hovering a map point shows its image beside the pointer (#hover-thumb, filled by the server).
+// 5. In dark mode the plots get dark backgrounds and light text, whatever the server drew.
 (() => {
   const send = (payload) => {
     window.__picked = JSON.stringify(payload);
@@ -19,6 +21,27 @@
     if (!gd || gd.__vaescopeBound || typeof gd.on !== 'function') return;
     gd.__vaescopeBound = true;
     let lastPoint = 0, down = null;
+    let hoverTimer = null, lastHover = null;
+    gd.on('plotly_hover', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      const thumb = document.querySelector('#hover-thumb');
+      if (!p || !thumb) return;
+      const cd = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+      if (cd === undefined || cd === null || cd === '') return;
+      const e = ev.event || {};
+      thumb.style.left = Math.min((e.clientX || 0) + 18, window.innerWidth - 130) + 'px';
+      thumb.style.top = Math.min((e.clientY || 0) + 18, window.innerHeight - 130) + 'px';
+      thumb.classList.add('shown');
+      if (String(cd) === lastHover) return;
+      lastHover = String(cd);
+      window.__hover = lastHover;
+      clearTimeout(hoverTimer);
+      hoverTimer = setTimeout(() => { const b = document.querySelector('#hover-btn'); if (b) b.click(); }, 60);
+    });
+    gd.on('plotly_unhover', () => {
+      const thumb = document.querySelector('#hover-thumb');
+      if (thumb) thumb.classList.remove('shown');
+    });
     gd.on('plotly_click', (ev) => {
       const p = ev && ev.points && ev.points[0];
       if (!p) return;
@@ -83,5 +106,31 @@
       });
     }, 60);
   };
-  setInterval(() => { bind(); overlays(); }, 100);
+  const isDark = () => document.body.classList.contains('dark') ||
+    !!document.querySelector('gradio-app.dark, .gradio-container.dark');
+  const DARK = {paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: '#1f2430', 'font.color': '#e6e6e6',
+                'xaxis.gridcolor': '#3a3f4b', 'yaxis.gridcolor': '#3a3f4b', 'xaxis.zerolinecolor': '#555b68',
+                'yaxis.zerolinecolor': '#555b68', 'scene.bgcolor': '#1f2430'};
+  const theme = () => {
+    if (!window.Plotly || !isDark()) return;
+    document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
+      if (!gd.data || gd.__vaescopeDark === gd.data) return;  // each drawing once (a redraw replaces gd.data)
+      gd.__vaescopeDark = gd.data;
+      window.Plotly.relayout(gd, DARK);
+    });
+  };
+  // Presenter layout: the map fills the window's height below its top edge, so nothing scrolls.
+  const fitMap = () => {
+    const gd = mapDiv();
+    if (!gd || !gd.layout || !window.Plotly) return;
+    if (gd.__vaescopeHeight === undefined) gd.__vaescopeHeight = gd.layout.height;
+    const present = document.body.classList.contains('present');
+    const top = gd.getBoundingClientRect().top + window.scrollY;
+    const target = present ? Math.max(300, Math.floor(window.innerHeight - top - 24)) : gd.__vaescopeHeight;
+    if (gd.__vaescopeFitted === gd.data && Math.abs((gd.layout.height || 0) - target) < 4) return;
+    gd.__vaescopeFitted = gd.data;
+    if (!present) gd.__vaescopeHeight = gd.layout.height;
+    if (target && Math.abs((gd.layout.height || 0) - target) >= 4) window.Plotly.relayout(gd, {height: target});
+  };
+  setInterval(() => { bind(); overlays(); theme(); fitMap(); }, 100);
 })();
