@@ -279,3 +279,28 @@ def test_request_values_from_outside_are_checked(app) -> None:
         app.panels["sampling"].sample_class(3, 10**9, 0, 1.0, session)
     with pytest.raises(gr.Error, match="Steps must be between 2 and 32"):
         app.panels["interpolation"].interpolate(10**6, "linear", session)
+
+
+def test_interpolation_never_waits_for_an_exact_umap_transform(app) -> None:
+    """On a fresh UMAP (or t-SNE) map, an exact transform of new codes first builds a search index
+    (over a minute on 70k codes): the path and the marker are placed by nearest fitted neighbours
+    instead, and the strip comes at once."""
+    import json as json_module
+
+    from vaescope.explorer.core.maps import MapView
+    from vaescope.explorer.core.projection import Projection, fit_projection
+
+    class SlowEstimator:
+        def transform(self, z: np.ndarray) -> np.ndarray:
+            raise AssertionError("an exact transform was asked for")
+
+    session, entry = switched(app, "tiny-vae.safetensors")
+    pca = fit_projection(entry.latents.mean, "pca", 2)
+    umap_like = Projection("umap", 2, pca.coords, entry.latents.mean, estimator=SlowEstimator())
+    session.update(session.version, view=MapView(entry.key, umap_like, np.arange(len(entry.latents)), "umap", "class"))
+    panel = app.panels["interpolation"]
+    out = panel.interpolate(6, "linear", session)
+    path = json_module.loads(out[panel.path_json])["points"]
+    assert len(path) == 6 and all(len(p) == 2 for p in path)
+    slid = app.panels["traversal"].slider_handler(0)(1.5, 0, session)
+    assert len(json_module.loads(slid[app.panels["traversal"].marker])["points"]) >= 1
