@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
-from vaescope.training.models import ae, cvae, gmvae, vae  # noqa: F401 - each registers its family
+from vaescope.training.models import (  # noqa: F401 - each registers its family
+    ae,
+    cvae,
+    gmvae,
+    linear_ae,
+    vae,
+)
 from vaescope.training.models.base import FAMILIES, LatentModel, family, register
 
 
