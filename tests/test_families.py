@@ -19,7 +19,8 @@ import torch
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
 
-from vaescope.training.config import ModelConfig
+from vaescope.training.config import ConfigError, ModelConfig
+from vaescope.training.corruption import CORRUPTIONS, corrupt
 from vaescope.training.data import load_digits
 from vaescope.training.models import LatentModel, build_model
 
@@ -77,6 +78,43 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean())
 
 
+# -- corruption --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_corruption_is_pure_seeded_and_stays_in_range(kind: str, digits) -> None:
+    x = digits["x_test"][:64]
+    before = x.clone()
+    a = corrupt(x, kind, 0.3, torch.Generator().manual_seed(1))
+    b = corrupt(x, kind, 0.3, torch.Generator().manual_seed(1))
+    c = corrupt(x, kind, 0.3, torch.Generator().manual_seed(2))
+    assert torch.equal(x, before)  # the input is never written
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.dtype == x.dtype and a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, x)
+    assert torch.equal(corrupt(x, kind, 0.0), x)
+
+
+def test_each_corruption_does_what_its_name_says() -> None:
+    x = torch.full((200, 1, 8, 8), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    noisy = corrupt(x, "gaussian", 0.1, gen)  # 5 sd from the clip bounds: the noise is seen unclipped
+    assert abs(float((noisy - x).std()) - 0.1) < 0.005 and abs(float((noisy - x).mean())) < 0.005
+    masked = corrupt(x, "mask", 0.3, gen)
+    assert set(masked.unique().tolist()) == {0.0, 0.5} and abs(float((masked == 0).float().mean()) - 0.3) < 0.02
+    salted = corrupt(x, "salt-pepper", 0.3, gen)
+    hit = salted != 0.5
+    assert abs(float(hit.float().mean()) - 0.3) < 0.02
+    assert set(salted[hit].unique().tolist()) == {0.0, 1.0} and abs(float(salted[hit].mean()) - 0.5) < 0.05
+
+
+def test_a_bad_corruption_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be one of"):
+        corrupt(torch.zeros(1, 1, 2, 2), "blur", 0.1)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        corrupt(torch.zeros(1, 1, 2, 2), "mask", 1.5)
+    with pytest.raises(ConfigError, match="corruption must be one of"):
+        config("dae", options={"corruption": "blur"})
+
+
 # -- linear AE ---------------------------------------------------------------------------------------
 def test_linear_ae_code_spans_the_pca_subspace(digits) -> None:
     """Principal angles between the decoder's column space and PCA's top-4 components, after 2,000
@@ -102,5 +140,35 @@ def test_linear_ae_code_spans_the_pca_subspace(digits) -> None:
     out = model.decode(model.encode(x[:4]).mean)
     assert out.min() >= 0 and out.max() <= 1
     assert model.describe().details == ("linear", "Gaussian likelihood (squared error)")
+
+
+# -- denoising AE ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, level", [("gaussian", 0.3), ("mask", 0.3), ("salt-pepper", 0.2)])
+def test_dae_reconstructs_the_clean_image_better_than_the_identity_and_a_plain_ae(kind, level, digits) -> None:
+    """Per-pixel MSE to the clean test image, 400 steps each (0.3 s). Measured (DAE / identity /
+    AE): gaussian 0.3: 0.025 / 0.052 / 0.050; mask 0.3: 0.026 / 0.070 / 0.039;
+    salt-pepper 0.2: 0.029 / 0.088 / 0.057."""
+    options = {"corruption": kind, "corruption_level": level}
+    dae = fit(config("dae", options=options), digits["x"], steps=400)
+    ae = fit(config("ae"), digits["x"], steps=400)
+    clean = digits["x_test"]
+    noisy = corrupt(clean, kind, level, torch.Generator().manual_seed(123))
+    dae_error, identity, ae_error = mse(reconstruct(dae, noisy), clean), mse(noisy, clean), mse(reconstruct(ae, noisy), clean)
+    assert dae_error < 0.6 * identity, (dae_error, identity)
+    assert dae_error < 0.85 * ae_error, (dae_error, ae_error)
+
+
+def test_dae_corrupts_only_while_training(digits) -> None:
+    """Like dropout: the training loss scores a corrupted input, eval scores the clean one."""
+    model = build_model(config("dae", options={"corruption": "mask", "corruption_level": 0.5}))
+    x = digits["x_test"][:32]
+    clean = model.recon_nll(model.decode_logits(model.encode(x).mean), x).mean()
+    torch.manual_seed(0)
+    trained_a = model.loss(x).recon
+    torch.manual_seed(0)
+    trained_b = model.loss(x).recon
+    assert torch.equal(trained_a, trained_b) and not torch.allclose(trained_a, clean)
+    torch.testing.assert_close(model.eval().loss(x).recon, clean)
+    assert "mask 0.5" in model.describe().title
 
 

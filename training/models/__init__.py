@@ -10,6 +10,7 @@ from vaescope.training.config import ModelConfig
 from vaescope.training.models import (  # noqa: F401 - each registers its family
     ae,
     cvae,
+    dae,
     gmvae,
     linear_ae,
     vae,
