@@ -172,3 +172,31 @@ def test_dae_corrupts_only_while_training(digits) -> None:
     assert "mask 0.5" in model.describe().title
 
 
+# -- sparse AE ---------------------------------------------------------------------------------------
+def test_sparsity_kl_is_the_bernoulli_kl() -> None:
+    from vaescope.training.models.sparse_ae import sparsity_kl
+
+    rho_hat = torch.tensor([0.05, 0.2, 0.5, 0.9])
+    expected = torch.distributions.kl_divergence(torch.distributions.Bernoulli(torch.full((4,), 0.05)),
+                                                 torch.distributions.Bernoulli(rho_hat))
+    torch.testing.assert_close(sparsity_kl(0.05, rho_hat), expected)
+    assert float(sparsity_kl(0.05, rho_hat)[0]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sparse_ae_mean_activations_reach_rho(digits) -> None:
+    """64 sigmoid units (overcomplete for 64 pixels), ρ = 0.05, 800 steps (0.7 s). Measured on the
+    test split: mean activation 0.0515, every unit within 0.043-0.070; without the penalty
+    (weight 0) the mean is 0.35 and the reconstruction error about the same (16.0 vs 16.7 nats)."""
+    x, x_test = digits["x"], digits["x_test"]
+    sparse = fit(config("sparse-ae", latent_dim=64, options={"sparsity_target": 0.05}), x, steps=800)
+    free = fit(config("sparse-ae", latent_dim=64, options={"sparsity_weight": 0.0}), x, steps=800)
+    rho_hat = sparse.mean_activations(x_test)
+    assert rho_hat.shape == (64,) and sparse.hidden_activations(x_test[:5]).shape == (5, 64)
+    assert abs(float(rho_hat.mean()) - 0.05) < 0.01, float(rho_hat.mean())
+    assert float(rho_hat.min()) > 0.025 and float(rho_hat.max()) < 0.1, (float(rho_hat.min()), float(rho_hat.max()))
+    assert float(free.mean_activations(x_test).mean()) > 0.2
+    with torch.no_grad():
+        assert float(sparse.loss(x_test).recon) < 1.15 * float(free.loss(x_test).recon)
+    torch.testing.assert_close(sparse.encode(x_test[:5]).mean, sparse.hidden_activations(x_test[:5]))
+
+

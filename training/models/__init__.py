@@ -13,6 +13,7 @@ from vaescope.training.models import (  # noqa: F401 - each registers its family
     dae,
     gmvae,
     linear_ae,
+    sparse_ae,
     vae,
 )
 from vaescope.training.models.base import FAMILIES, LatentModel, family, register
