@@ -9,6 +9,7 @@ from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
 from vaescope.training.models import (  # noqa: F401 - each registers its family
     ae,
+    contractive_ae,
     cvae,
     dae,
     gmvae,
