@@ -10,6 +10,7 @@ numbers in the comments were measured with exactly these settings; the threshold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +19,9 @@ import pytest
 import torch
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 
+from vaescope.contract import check_contract
 from vaescope.training.config import ConfigError, ModelConfig
 from vaescope.training.corruption import CORRUPTIONS, corrupt
 from vaescope.training.data import load_digits
@@ -248,5 +251,82 @@ def test_contractive_ae_codes_move_less_under_small_noise_than_a_plain_aes(digit
     assert moved_cae < 0.7 * moved_ae, (moved_cae, moved_ae)
     with torch.no_grad():
         assert float(cae.loss(digits["x_test"]).recon) < 1.1 * float(ae.loss(digits["x_test"]).recon)
+
+
+# -- adversarial AE ----------------------------------------------------------------------------------
+def test_each_aae_player_gets_only_its_own_gradient(digits) -> None:
+    """The discriminator's gradient does not depend on the encoder's adversarial term, and the
+    encoder's gradient gets nothing from the discriminator's loss."""
+    x = digits["x_test"][:64]
+
+    def grads(weight: float, term: str = "total") -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(config("aae", options={"adversarial_weight": weight}))
+        torch.manual_seed(1)  # the same prior draws in every call
+        getattr(model.loss(x), term).backward()
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in model.named_parameters()}
+
+    with_adversary, without = grads(1.0), grads(0.0)
+    recon_only = grads(0.0, "recon")
+    for name in with_adversary:
+        if name.startswith("discriminator."):
+            assert torch.equal(with_adversary[name], without[name]), name  # g_loss never reaches D
+            assert float(with_adversary[name].abs().sum()) > 0, name
+        else:
+            torch.testing.assert_close(without[name], recon_only[name])  # d_loss never reaches the encoder
+    assert not torch.equal(with_adversary["head.weight"], without["head.weight"])  # g_loss does reach it
+
+
+@pytest.fixture(scope="module")
+def digit_probe(digits) -> LogisticRegression:
+    """A logistic-regression digit classifier on raw pixels (test accuracy 0.96)."""
+    probe = LogisticRegression(max_iter=2000).fit(digits["x"].flatten(1).numpy(), digits["y"].numpy())
+    assert probe.score(digits["x_test"].flatten(1).numpy(), digits["y_test"].numpy()) > 0.9
+    return probe
+
+
+def probe_confidence(model: LatentModel, probe: LogisticRegression, n: int = 1000) -> tuple[float, float]:
+    """(mean max class probability, normalised entropy of the predicted-class histogram) of n
+    decoded prior samples: confident when they look like digits, near 1 when all ten appear."""
+    images = model.generate(n, generator=torch.Generator().manual_seed(3)).flatten(1).numpy()
+    probs = probe.predict_proba(images)
+    share = np.bincount(probs.argmax(1), minlength=10) / n
+    share = share[share > 0]
+    return float(probs.max(1).mean()), float(-(share * np.log(share)).sum() / math.log(10))
+
+
+def test_aae_prior_samples_are_digits_unlike_the_plain_aes(digits, digit_probe) -> None:
+    """8-d codes, 1,000 steps at lr 3e-3 (2 s). The probe's mean confidence on the test digits is
+    0.90. Measured on 1,000 prior samples, seeds 0 / 1 / 2: AAE 0.64 / 0.63 / 0.71 with all ten
+    digits present (histogram entropy 0.97 / 0.97 / 0.92); the AE's 0.41 / 0.39 / 0.43."""
+    aae = fit(config("aae"), digits["x"], steps=1000, lr=3e-3)
+    ae = fit(config("ae"), digits["x"], steps=1000, lr=3e-3)
+    aae_confidence, aae_spread = probe_confidence(aae, digit_probe)
+    ae_confidence, _ = probe_confidence(ae, digit_probe)
+    assert aae_confidence > ae_confidence + 0.12, (aae_confidence, ae_confidence)
+    assert aae_spread > 0.85, aae_spread
+
+
+def test_aae_mixture_prior_draws_each_component_and_reports_responsibilities(digits) -> None:
+    from vaescope.training.models.aae import MIXTURE_RADIUS, MIXTURE_SD, mixture_means
+
+    model = build_model(config("aae", latent_dim=2, options={"prior": "mixture", "prior_components": 6})).eval()
+    description = check_contract(model)
+    assert (description.condition.kind, description.condition.size, description.has_prior) == ("component", 6, True)
+    means = mixture_means(6, 2)
+    torch.testing.assert_close(means.norm(dim=-1), torch.full((6,), MIXTURE_RADIUS))
+    torch.testing.assert_close(model.prior_means, means)
+    for k in (0, 5):
+        z = model.sample(2000, k, generator=torch.Generator().manual_seed(k))
+        torch.testing.assert_close(z.mean(0), means[k], atol=0.05, rtol=0)
+        torch.testing.assert_close(z.std(0), torch.full((2,), MIXTURE_SD), atol=0.03, rtol=0)
+        assert (model._responsibilities(z).argmax(1) == k).float().mean() > 0.95
+    post = model.encode(digits["x_test"][:16])
+    assert post.component_probs is not None and post.component_probs.shape == (16, 6)
+    torch.testing.assert_close(post.component_probs.sum(-1), torch.ones(16))
+    wide = mixture_means(10, 5)
+    assert wide.shape == (10, 5) and torch.equal(wide, mixture_means(10, 5))  # fixed: no state of its own
+    with pytest.raises(ValueError, match="out of range"):
+        model.sample(1, condition=6)
 
 

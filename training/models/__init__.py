@@ -8,6 +8,7 @@ from __future__ import annotations
 from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
 from vaescope.training.models import (  # noqa: F401 - each registers its family
+    aae,
     ae,
     contractive_ae,
     cvae,
