@@ -25,6 +25,7 @@ from vaescope.contract import check_contract
 from vaescope.training.config import ConfigError, ModelConfig
 from vaescope.training.corruption import CORRUPTIONS, corrupt
 from vaescope.training.data import load_digits
+from vaescope.training.metrics import active_dims
 from vaescope.training.models import LatentModel, build_model
 
 NEW_FAMILIES = ("linear-ae", "dae", "sparse-ae", "contractive-ae", "aae", "hvae", "vrae")
@@ -328,5 +329,54 @@ def test_aae_mixture_prior_draws_each_component_and_reports_responsibilities(dig
     assert wide.shape == (10, 5) and torch.equal(wide, mixture_means(10, 5))  # fixed: no state of its own
     with pytest.raises(ValueError, match="out of range"):
         model.sample(1, condition=6)
+
+
+# -- hierarchical VAE --------------------------------------------------------------------------------
+def test_hvae_describes_its_two_layers_and_fills_one_from_the_other(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model(config("hvae", options={"top_dim": 3})).eval()
+    groups = model.describe().latent_groups
+    assert [(g.name, g.start, g.size) for g in groups] == [("z1", 0, 5), ("z2", 5, 3)]
+    assert [g.size for g in build_model(config("hvae")).describe().latent_groups] == [6, 2]  # default: a quarter
+    with torch.no_grad():
+        z = model.encode(digits["x_test"][:4]).mean
+        other = z.clone()
+        other[:, 5:] += 3.0
+        assert torch.equal(model.decode(z), model.decode(other))  # decode reads z1 only: p(x|z1)
+        top = model.fill_group(other, "z2")
+        torch.testing.assert_close(top[:, :5], model.p_z1(other[:, 5:])[0])
+        assert torch.equal(top[:, 5:], other[:, 5:])
+        bottom = model.fill_group(other, "z1")
+        torch.testing.assert_close(bottom[:, 5:], model.q_z2(other[:, :5]).mean)
+        assert model.sample(7).shape == (7, 8) and model.kl_per_dim(model.encode(digits["x_test"][:4])).shape == (4, 8)
+    with pytest.raises(ValueError, match="keep must be"):
+        model.fill_group(z, "z3")
+    with pytest.raises(ConfigError, match="latent_dim >= 2"):
+        config("hvae", latent_dim=1)
+
+
+def test_hvae_importance_weights_average_to_its_elbo(digits) -> None:
+    """E_q[log w] is the ELBO: the IWAE weights and the loss estimate the same terms."""
+    torch.manual_seed(0)
+    model = build_model(config("hvae")).eval()
+    x = digits["x_test"][:8]
+    with torch.no_grad():
+        log_w = model.log_importance_weights(x, None, 4000).mean(0)  # [8]
+        elbo = -torch.stack([model.loss(x[i:i + 1].expand(4000, -1, -1, -1)).total for i in range(8)])
+    torch.testing.assert_close(log_w, elbo, rtol=0, atol=0.1)
+
+
+def test_hvae_uses_both_layers(digits) -> None:
+    """latent 8 = z1 6 + z2 2, 1,000 steps at lr 3e-3 with a KL warm-up over the first 500 (1.2 s).
+    Measured on the test split, seeds 0 / 1 / 2: KL of z1 1.77 / 1.78 / 1.65 nats and of z2
+    1.59 / 1.56 / 1.56 nats; active units 6 of 6 and 2 of 2."""
+    model = fit(config("hvae"), digits["x"], steps=1000, lr=3e-3, warmup_steps=500)
+    x = digits["x_test"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        terms = model.loss(x).extras
+        active = active_dims(model.encode(x).mean.numpy())
+    assert float(terms["kl_z1"]) > 0.5 and float(terms["kl_z2"]) > 0.5, {k: float(v) for k, v in terms.items()}
+    assert active[:6].sum() >= 1 and active[6:].sum() >= 1, active
 
 

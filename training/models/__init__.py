@@ -14,6 +14,7 @@ from vaescope.training.models import (  # noqa: F401 - each registers its family
     cvae,
     dae,
     gmvae,
+    hvae,
     linear_ae,
     sparse_ae,
     vae,
