@@ -27,6 +27,7 @@ from vaescope.training.corruption import CORRUPTIONS, corrupt
 from vaescope.training.data import load_digits
 from vaescope.training.metrics import active_dims
 from vaescope.training.models import LatentModel, build_model
+from vaescope.training.waveforms import WAVE_SHAPES, load_waveforms, make_waveforms, render_waves
 
 NEW_FAMILIES = ("linear-ae", "dae", "sparse-ae", "contractive-ae", "aae", "hvae", "vrae")
 
@@ -378,5 +379,71 @@ def test_hvae_uses_both_layers(digits) -> None:
         active = active_dims(model.encode(x).mean.numpy())
     assert float(terms["kl_z1"]) > 0.5 and float(terms["kl_z2"]) > 0.5, {k: float(v) for k, v in terms.items()}
     assert active[:6].sum() >= 1 and active[6:].sum() >= 1, active
+
+
+# -- variational recurrent AE ------------------------------------------------------------------------
+def test_an_image_is_read_row_by_row() -> None:
+    from vaescope.training.models.vrae import as_image, as_sequence
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)  # [B, C, H, W]
+    seq = as_sequence(x)
+    assert seq.shape == (2, 4, 15)
+    torch.testing.assert_close(seq[1, 2], x[1, :, 2, :].flatten())  # step 2 = row 2 of every channel
+    assert torch.equal(as_image(seq, (3, 4, 5)), x)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_vrae_reconstructs_digit_rows(cell: str, digits) -> None:
+    """8 steps of 8 pixels; 600 steps (2-4 s). Measured per-pixel MSE as a share of predicting the
+    mean image's (0.074), seeds 0 / 1 / 2: GRU 0.53 / 0.59 / 0.56, LSTM 0.54 / 0.58 / 0.66."""
+    model = fit(config("vrae", options={"cell": cell}), digits["x"], steps=600, lr=5e-3)
+    baseline = mse(digits["x"].mean(0, keepdim=True).expand_as(digits["x_test"]), digits["x_test"])
+    error = mse(reconstruct(model, digits["x_test"]), digits["x_test"])
+    assert error < 0.75 * baseline, (error, baseline)
+    assert "8 steps of 8 features" in model.describe().details[0]
+
+
+def test_vrae_reconstructs_waveforms() -> None:
+    """The waveforms at 32 steps (the same generator, half the dataset's length, to keep this fast),
+    Gaussian likelihood with c = 0.005 (a Bernoulli or c = 0.05 likelihood pays too little for
+    the detail, and the code collapses), a 32-wide GRU and a KL warm-up; 500 steps of 64 sequences
+    (4-6 s). Measured MSE as a share of predicting the mean sequence's, seeds 0 / 1 / 2:
+    0.25 / 0.35 / 0.29."""
+    x, x_test = make_waveforms(4000, seed=0, steps=32).float_images(), make_waveforms(300, seed=1, steps=32).float_images()
+    cfg = config("vrae", image_shape=(1, 32, 1), hidden_dim=32, likelihood="gaussian", gaussian_c=0.005)
+    model = fit(cfg, x, steps=500, lr=5e-3, batch=64, warmup_steps=300)
+    baseline = mse(x.mean(0, keepdim=True).expand_as(x_test), x_test)
+    error = mse(reconstruct(model, x_test), x_test)
+    assert error < 0.5 * baseline, (error, baseline)
+
+
+# -- the waveform dataset ----------------------------------------------------------------------------
+def test_waveforms_hold_their_factors() -> None:
+    data = load_waveforms(seed=0)
+    assert data.info.image_shape == (1, 64, 1) and data.info.class_names == WAVE_SHAPES
+    assert data.info.factor_names == ("shape", "frequency", "phase", "amplitude")
+    assert (len(data.train), len(data.test)) == (8000, 2000)
+    for split in (data.train, data.test):
+        assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (1, 64, 1)
+        assert torch.equal(split.labels, split.factors[:, 0].long())
+    assert set(data.train.labels.tolist()) == {0, 1, 2, 3}
+    f = data.train.factors
+    assert f[:, 1].min() >= 1 and f[:, 1].max() <= 4 and f[:, 3].min() >= 0.2 and f[:, 3].max() <= 1
+    again = load_waveforms(seed=0)
+    assert torch.equal(again.train.images, data.train.images) and not torch.equal(
+        load_waveforms(seed=1).train.images, data.train.images)
+    # the stored sequence is the rendering of its factors, to the uint8 step
+    values = data.train.float_images()[:50, 0, :, 0].double().numpy()
+    np.testing.assert_allclose(values, render_waves(data.train.factors[:50].double().numpy()), atol=0.5 / 255 + 1e-6)
+
+
+def test_each_wave_shape_has_its_form() -> None:
+    factors = np.array([[s, 2.0, 0.0, 1.0] for s in range(4)])
+    waves = render_waves(factors, 64)  # [4, 64], two cycles from phase 0
+    t = np.arange(64) / 64
+    np.testing.assert_allclose(waves[0], 0.5 + 0.5 * np.sin(4 * np.pi * t), atol=1e-12)  # sine
+    assert set(np.round(waves[1], 6)) == {0.0, 1.0}  # square: two levels
+    assert waves[2].min() == pytest.approx(0.0) and waves[2][16] == pytest.approx(1.0)  # triangle peaks mid-period
+    assert np.all(np.diff(waves[3][:32]) > 0)  # sawtooth rises through each period
 
 

@@ -18,6 +18,7 @@ from vaescope.training.models import (  # noqa: F401 - each registers its family
     linear_ae,
     sparse_ae,
     vae,
+    vrae,
 )
 from vaescope.training.models.base import FAMILIES, LatentModel, family, register
 
