@@ -22,7 +22,8 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
 from vaescope.contract import check_contract
-from vaescope.training.config import ConfigError, ModelConfig
+from vaescope.training.checkpoint import load_checkpoint
+from vaescope.training.config import ConfigError, ModelConfig, TrainConfig
 from vaescope.training.corruption import CORRUPTIONS, corrupt
 from vaescope.training.data import load_digits
 from vaescope.training.metrics import active_dims
@@ -447,3 +448,69 @@ def test_each_wave_shape_has_its_form() -> None:
     assert np.all(np.diff(waves[3][:32]) > 0)  # sawtooth rises through each period
 
 
+# -- every new family through latent-train's options, the trainer, and the explorer ------------------
+def test_family_options_become_latent_train_flags() -> None:
+    from vaescope.training.cli import build_parser, configs_from_args
+
+    parser = build_parser()
+    cases = {
+        "dae": (["--corruption", "mask", "--corruption-level", "0.5"], {"corruption": "mask", "corruption_level": 0.5}),
+        "sparse-ae": (["--sparsity-target", "0.1", "--sparsity-weight", "3"], {"sparsity_target": 0.1, "sparsity_weight": 3.0}),
+        "contractive-ae": (["--contraction-weight", "0.5", "--exact-max-dim", "8", "--projections", "2"],
+                           {"contraction_weight": 0.5, "exact_max_dim": 8, "projections": 2}),
+        "aae": (["--prior", "mixture", "--prior-components", "4", "--adversarial-weight", "2"],
+                {"prior": "mixture", "prior_components": 4, "adversarial_weight": 2.0}),
+        "hvae": (["--top-dim", "3"], {"top_dim": 3}),
+        "vrae": (["--cell", "lstm"], {"cell": "lstm"}),
+    }
+    for family, (flags, expected) in cases.items():
+        model_kwargs, _ = configs_from_args(parser.parse_args(["--model", family, *flags]), parser)
+        assert model_kwargs["options"] == expected, family
+    help_text = parser.format_help()
+    assert "target mean activation ρ" in help_text and "default 0.05" in help_text
+
+
+VARIANTS = [(family, {}) for family in NEW_FAMILIES] + [("aae", {"prior": "mixture"}), ("vrae", {"cell": "lstm"})]
+
+
+@pytest.mark.parametrize("family, options", VARIANTS, ids=[f"{f}-{o.get('prior') or o.get('cell') or ''}".rstrip("-")
+                                                          for f, o in VARIANTS])
+def test_every_new_family_trains_saves_and_opens_in_the_explorer(family: str, options: dict, tmp_path) -> None:
+    """One epoch of the real trainer on digits (with bf16 autocast on the CPU for the first steps'
+    dtype paths), the metrics, the saved file, and the explorer's map and slider on it."""
+    from vaescope.explorer.core.dims import dim_info
+    from vaescope.explorer.core.maps import MapView, map_figure
+    from vaescope.explorer.core.projection import fit_projection
+    from vaescope.explorer.core.store import ModelStore
+    from vaescope.explorer.core.traversal import slider_ranges, traversal_codes
+    from vaescope.training.train import model_config_for, train
+
+    data = load_digits(seed=0)
+    cfg = model_config_for(data, model_type=family, arch="mlp", latent_dim=4, hidden_dim=32, options=options)
+    with one_thread():
+        result = train(cfg, TrainConfig(dataset="digits", epochs=1, eval_k=4, lr=3e-3), tmp_path / "run",
+                       dataset=data, show_progress=False)
+        model = build_model(cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.loss(data.test.float_images()[:32])
+        out.total.backward()
+    assert math.isfinite(out.total.item())
+    metrics = result.metrics
+    assert math.isfinite(metrics["recon"]) and metrics["latent_dim"] == 4 and 0 <= metrics["probe_accuracy"] <= 1
+    assert ("nll_iwae" in metrics) == (family in ("hvae", "vrae"))  # the families with a posterior spread
+    loaded, _ = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    x = data.test.float_images()[:8]
+    torch.testing.assert_close(reconstruct(loaded, x), reconstruct(result.model.eval(), x))
+
+    entry = ModelStore(tmp_path / "run", torch.device("cpu")).open_name("model.safetensors")
+    assert entry.description.family == family and entry.has_images and len(entry.latents) == 300
+    projection = fit_projection(entry.latents.mean, "pca", 2)
+    figure = map_figure(entry, MapView(entry.key, projection, np.arange(300), "pca", "class"), "prior")
+    assert sum(len(t.x) for t in figure.data if t.customdata is not None) == 300
+    order = dim_info(entry).order
+    lo, hi = slider_ranges("data", entry.latents.mean)
+    codes = traversal_codes(entry.latents.mean[0], order[:1], lo, hi, 5)
+    with torch.no_grad():
+        images = entry.model.decode(torch.from_numpy(codes).float())
+    assert images.shape == (5, 1, 8, 8) and torch.isfinite(images).all()
+    assert (images[0] - images[-1]).abs().max() > 1e-4  # the slider moves the picture
