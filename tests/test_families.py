@@ -204,6 +204,7 @@ def test_sparse_ae_mean_activations_reach_rho(digits) -> None:
     with torch.no_grad():
         assert float(sparse.loss(x_test).recon) < 1.15 * float(free.loss(x_test).recon)
     torch.testing.assert_close(sparse.encode(x_test[:5]).mean, sparse.hidden_activations(x_test[:5]))
+    assert "ρ = 0.05" in sparse.describe().details[-1]
 
 
 # -- contractive AE ----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``corrupt(x, kind, level, generator)`` is pure (it never writes into ``x``) and seeded (the same
 generator state gives the same corruption). The DAE family (``models/dae.py``) applies it to its
-input inside ``loss``; the trainer's ``--corrupt`` (any family) and the explorer's denoising view
-use the same function.
+input inside ``loss``; a trainer option that corrupts the inputs of any family (a denoising VAE)
+and the explorer's denoising view are meant to call this same function.
 
 Kinds, each with a ``level`` in [0, 1]:
 - ``gaussian``: additive N(0, level^2) noise per pixel, clipped back to [0, 1] so that the corrupted

@@ -8,17 +8,20 @@ unit's mean activation over the batch, ρ̂_l = mean_b h_l(x_b), near a small ta
 
 Each unit then fires for few images, so the code can be wider than the input (overcomplete,
 e.g. 64 or more units for 8x8 digits) without learning the identity. ``hidden_activations(x)``
-[B, D] and ``mean_activations(x)`` [D] are what a diagnostics panel plots against ρ.
+[B, D] and ``mean_activations(x)`` [D] are what a diagnostics panel plots against ρ; since the
+units are the code, ``encode(x).mean`` holds the same activations (so the explorer's encoded
+latents already have them) and ``describe().details`` names ρ.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from vaescope.contract import LossOutput, Posterior
+from vaescope.contract import Description, LossOutput, Posterior
 from vaescope.training.config import ConfigError, FamilyOptions
 from vaescope.training.models.ae import AE
 from vaescope.training.models.base import register
@@ -60,6 +63,13 @@ class SparseAE(AE):
                 f"A sparse autoencoder: the average activation of each of its {self.config.latent_dim} code units "
                 f"is held near a small target ({rho:g}), so each unit stays quiet for most images and the code "
                 "can be wider than the image without simply copying it.", SPARSE_PRIOR_NOTE)
+
+    def describe(self) -> Description:
+        """The base description; its details name the target ρ (the code is the units, so a panel
+        gets the activations from ``encode`` and ρ from here)."""
+        base = super().describe()
+        target = f"sigmoid code units, target mean activation ρ = {self.options.sparsity_target:g}"
+        return dataclasses.replace(base, details=(*base.details, target))
 
     def hidden_activations(self, x: Tensor) -> Tensor:
         """The code units' activations h(x) in (0, 1) for images x [B, C, H, W] -> [B, D]."""
