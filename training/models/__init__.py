@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from vaescope.contract import LossOutput, Posterior
 from vaescope.training.config import ModelConfig
-from vaescope.training.models import ae, cvae, gmvae, vae  # noqa: F401 - each registers its family
+from vaescope.training.models import (  # noqa: F401 - each registers its family
+    aae,
+    ae,
+    contractive_ae,
+    cvae,
+    dae,
+    gmvae,
+    hvae,
+    linear_ae,
+    sparse_ae,
+    vae,
+    vrae,
+)
 from vaescope.training.models.base import FAMILIES, LatentModel, family, register
 
 
