@@ -322,6 +322,8 @@ def test_choose_default_prefers_a_vae(tmp_path: Path, tiny_checkpoint_dir: Path)
     assert choose_default(tiny_checkpoint_dir, names) == "tiny-vae.safetensors"
     assert choose_default(tiny_checkpoint_dir, ["tiny-ae.safetensors", "tiny-cvae.safetensors"]) == \
         "tiny-cvae.safetensors"
+    assert choose_default(tiny_checkpoint_dir, ["tiny-ae.safetensors", "tiny-cvae.safetensors",
+                                                "tiny-gmvae.safetensors"]) == "tiny-gmvae.safetensors"
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     assert choose_default(tmp_path, ["junk.safetensors"]) == "junk.safetensors"
     assert choose_default(tmp_path, []) is None

@@ -38,7 +38,6 @@ PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to brea
 
 @dataclass
 class GMVAEOptions(FamilyOptions):
-    showcase_rank = 1
     components: int = field(default=0, metadata={"help": "mixture components K (default: the number of classes)"})
     # 1 is the plain ELBO; < 1 allows confident cluster assignments (see the module docstring)
     categorical_weight: float = field(default=1.0, metadata={
@@ -64,6 +63,7 @@ def categorical_kl_parts(log_q_y: Tensor) -> tuple[Tensor, Tensor]:
 @register("gmvae")
 class GMVAE(LatentModel):
     Options = GMVAEOptions
+    showcase_rank = 1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
