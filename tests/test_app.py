@@ -157,11 +157,11 @@ def test_traversal_start_points_and_grid(client: Client) -> None:
 
 def test_map_draws_and_clicks(client: Client) -> None:
     load(client)
-    fig, info = client.predict("pca", 2, "class", "prior", 0, api_name="/draw_map")
+    fig, info, *_ = client.predict("pca", 2, "class", "prior", 0, api_name="/draw_map")
     assert "300 of 300" in info and "tiny-vae" in info
     plot = json.loads(fig["plot"]) if isinstance(fig, dict) and "plot" in fig else fig
     assert plot["data"], "the map has traces"
-    fig, info = client.predict("pca", 2, "recon", "none", 50, api_name="/draw_map")
+    fig, info, *_ = client.predict("pca", 2, "recon", "none", 50, api_name="/draw_map")
     assert "50 of 300" in info
     original, recon, text = client.predict(json.dumps({"kind": "point", "index": 3}), api_name="/pick")[:3]
     assert original and recon and "Test image #3" in text
@@ -209,9 +209,9 @@ def test_the_class_dropdown_names_the_class_the_code_is_decoded_with(client: Cli
 
 def test_map_in_3d_and_tsne(client: Client) -> None:
     load(client, "tiny-gmvae.safetensors")
-    fig, info = client.predict("pca", 3, "component", "prior:1", 0, api_name="/draw_map")
+    fig, info, *_ = client.predict("pca", 3, "component", "prior:1", 0, api_name="/draw_map")
     assert "300 of 300" in info
-    fig, info = client.predict("tsne", 2, "kl", "none", 120, api_name="/draw_map")
+    fig, info, *_ = client.predict("tsne", 2, "kl", "none", 120, api_name="/draw_map")
     assert "120 of 300" in info
 
 
@@ -304,7 +304,7 @@ def test_uploaded_checkpoints(client: Client, app_root: Path, tmp_path: Path) ->
 def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Client, tmp_path: Path) -> None:
     out = load(client, NO_DATA)
     assert "reads image folders only inside" in find_text(out, "reads image folders only inside")
-    fig, info = client.predict("pca", 2, "recon", "none", 0, api_name="/draw_map")
+    fig, info, *_ = client.predict("pca", 2, "recon", "none", 0, api_name="/draw_map")
     assert "No map for no-data-vae" in json.dumps(fig)
     slide(client, 1.5)
     assert find_text(client.predict(None, api_name="/traverse_random"), "prior sample")

@@ -504,7 +504,7 @@ def test_every_new_family_trains_saves_and_opens_in_the_explorer(family: str, op
     torch.testing.assert_close(reconstruct(loaded, x), reconstruct(result.model.eval(), x))
 
     entry = ModelStore(tmp_path / "run", torch.device("cpu")).open_name("model.safetensors")
-    assert entry.description.family == family and entry.has_images and len(entry.latents) == 300
+    assert entry.description.family == family and entry.has_points and len(entry.latents) == 300
     projection = fit_projection(entry.latents.mean, "pca", 2)
     figure = map_figure(entry, MapView(entry.key, projection, np.arange(300), "pca", "class"), "prior")
     assert sum(len(t.x) for t in figure.data if t.customdata is not None) == 300

@@ -82,7 +82,7 @@ def test_every_panel_works_through_the_explorers_own_code_path(style: str, test_
     model = adapt(trained(style), x, class_names=CLASSES)
     store.add_model("mine", model, EvalData((x.numpy() * 255).round().astype(np.uint8), y.numpy(), "test digits"))
     entry = store.open_name("mine")
-    assert entry.has_images and len(entry.latents) == 300 and entry.description.class_names == CLASSES
+    assert entry.has_points and len(entry.latents) == 300 and entry.description.class_names == CLASSES
     projection = fit_projection(entry.latents.mean, "pca", 2)
     figure = map_figure(entry, MapView(entry.key, projection, np.arange(300), "pca", "class"), "prior")
     assert sum(len(t.x) for t in figure.data if t.customdata is not None) == 300
@@ -257,7 +257,7 @@ def test_a_new_family_is_one_class_and_a_decorator_and_the_explorer_needs_no_edi
     assert isinstance(result.model, tiny_linear_family) and result.metrics["active_units"] >= 1
     store = ModelStore(tmp_path / "run", torch.device("cpu"))
     entry = store.open_name("model.safetensors")  # the explorer opens it from the file alone
-    assert entry.description.title == "Tiny linear VAE" and entry.has_images
+    assert entry.description.title == "Tiny linear VAE" and entry.has_points
     images, _ = sample_class(entry, 4, 3, seed=0, temperature=1.0)
     assert images.shape == (3, 1, 8, 8)
     meta = CheckpointMeta(model_config=config, train_config={}, dataset=data.info.to_dict())
@@ -297,7 +297,7 @@ def test_vs_explore_serves_a_foreign_model_until_closed(style: str, test_images)
         out = client.predict("my-vae", api_name="/load_checkpoint")
         card = next(o for o in out if isinstance(o, str) and "### my-vae" in o)
         assert "your model" in card and "300 images given to vs.explore" in " ".join(o for o in out if isinstance(o, str))
-        figure, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+        figure, info, *_ = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
         assert _map_points(figure) == 300 and "my-vae" in info
         image, note, _ = client.predict(2.0, 0, api_name="/slider_0")
         assert Path(image).is_file() and "my-vae" in note

@@ -53,7 +53,7 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
         out = client.predict("VAE", api_name="/load_checkpoint")
         card = next(o for o in out if isinstance(o, str) and o.startswith("### VAE"))
         assert "your model" in card and "latent dim **4**" in card
-        _, info = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
+        _, info, *_ = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
         assert "1,797 of 1,797 images" in info
         _, note = client.predict(3, 9, 0, 1.0, api_name="/sample_class")
         assert note.startswith("**3** · VAE:")

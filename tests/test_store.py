@@ -247,7 +247,7 @@ def test_an_opened_checkpoint_fills_the_entry(tiny_checkpoint_dir: Path) -> None
     assert entry.name == "x" and entry.meta.model_type == "gmvae" and entry.description.family == "gmvae"
     assert len(entry.key) == 64 and entry.device == torch.device("cpu")
     assert not entry.model.training and entry.description.class_names[7] == "7"
-    assert entry.data_origin == "the 300 test images of digits" and entry.has_images
+    assert entry.data_origin == "the 300 test images of digits" and entry.has_points
 
 
 def test_load_eval_images_digits_and_unknown() -> None:

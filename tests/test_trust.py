@@ -72,7 +72,7 @@ def test_a_checkpoint_never_makes_the_server_read_a_folder(tiny_checkpoint_dir: 
     _pointing_at(tiny_checkpoint_dir, served / "missing.safetensors", {"name": f"folder:{secret}-gone"})
     store = ModelStore(served, torch.device("cpu"))
     existing, missing = (store.open_name(n) for n in ("existing.safetensors", "missing.safetensors"))
-    assert not existing.has_images and not missing.has_images
+    assert not existing.has_points and not missing.has_points
     assert "reads image folders only inside the folder given with --data-dir" in existing.data_note
     # the page cannot tell an existing folder from a missing one: the notes differ only by the name the file itself holds
     assert existing.data_note.replace(str(secret), "X") == missing.data_note.replace(f"{secret}-gone", "X")
@@ -93,10 +93,10 @@ def test_image_folders_are_read_only_inside_the_operators_data_dir(tiny_checkpoi
     _pointing_at(tiny_checkpoint_dir, served / "escape.safetensors", {"name": f"folder:{data_dir}/../elsewhere"})
     store = ModelStore(served, torch.device("cpu"), data_dir=data_dir)
     escape = store.open_name("escape.safetensors")
-    assert not escape.has_images and outside.is_dir()
+    assert not escape.has_points and outside.is_dir()
     inside = store.open_name("inside.safetensors")
     # the folder is RGB, the model greyscale: the shapes disagree, said plainly (read, but not used)
-    assert not inside.has_images and "shape" in inside.data_note
+    assert not inside.has_points and "shape" in inside.data_note
 
 
 def test_a_checkpoints_data_dir_is_never_used_and_nothing_is_downloaded(tiny_checkpoint_dir: Path, tmp_path: Path,
@@ -109,7 +109,7 @@ def test_a_checkpoints_data_dir_is_never_used_and_nothing_is_downloaded(tiny_che
                  {"data_dir": str(planted)})
     store = ModelStore(served, torch.device("cpu"), data_dir=tmp_path / "operator-data")
     entry = store.open_name("m.safetensors")
-    assert not entry.has_images and "is not on this server (no download is started" in entry.data_note
+    assert not entry.has_points and "is not on this server (no download is started" in entry.data_note
     assert guarded_loaders == [] and list(planted.iterdir()) == [] and not (tmp_path / "operator-data").exists()
 
 
@@ -157,7 +157,7 @@ def test_a_model_with_nan_weights_is_refused_by_name_and_the_rest_still_load(tin
     store = ModelStore(tmp_path, torch.device("cpu"))
     with pytest.raises(CheckpointError, match=r"nan\.safetensors.*(NaN|not finite)"):
         store.open_name("nan.safetensors")
-    assert store.open_name("good.safetensors").has_images
+    assert store.open_name("good.safetensors").has_points
 
 
 def test_lock_tables_forget_keys_once_done() -> None:

@@ -44,7 +44,8 @@ def load(path: str | os.PathLike, device: str = "auto") -> Any:
 
 
 def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: Sequence[str] | None = None, *,
-            name: str | None = None, device: str = "auto", image_shape: tuple[int, ...] | None = None,
+            latents: Any = None, name: str | None = None, device: str = "auto",
+            image_shape: tuple[int, ...] | None = None,
             input_shape: str = "auto", input_range: str = "auto", output: str = "auto", prior: str = "auto",
             encode_output: Callable[[Any], Any] | None = None, decode_output: Callable[[Any], Any] | None = None,
             **launch_options: Any) -> Any:
@@ -53,9 +54,11 @@ def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: 
     ``x`` is a model object (a vaescope model, or any object with ``encode`` and ``decode``, read
     through ``vaescope.adapter.adapt`` with the keywords ``image_shape``, ``input_shape``,
     ``input_range``, ``output``, ``prior``, ``encode_output``, ``decode_output``), a checkpoint
-    path, or a folder of checkpoints. ``images`` (numpy array, torch tensor or torch ``Dataset``;
-    uint8 or float in [0, 1]) are the evaluation images the map shows, with optional ``labels`` and
-    free-form ``class_names``.
+    path, a folder of checkpoints, or an embeddings file (.npz / .parquet). ``images`` (numpy
+    array, torch tensor or torch ``Dataset``; uint8 or float in [0, 1]) are the evaluation images
+    the map shows, with optional ``labels`` and free-form ``class_names``. Without a model,
+    ``latents=Z`` [N, D] maps precomputed codes from any encoder (with optional images as
+    thumbnails); the decoding panels then say there is no decoder.
 
     ``launch_options`` are Gradio's own ``launch()`` keywords (``server_name``, ``server_port``,
     ``prevent_thread_lock``, ``inbrowser``, ``share``, ...). The server binds 127.0.0.1 unless
@@ -65,7 +68,8 @@ def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: 
     from vaescope.devices import pick_device
     from vaescope.explorer.ui.app import build_app, prepare_process
 
-    store, default = _store_for(x, images, labels, class_names, name=name, device=pick_device(device),
+    store, default = _store_for(x, images, labels, class_names, latents=latents, name=name,
+                                device=pick_device(device),
                                 adapter_options={"image_shape": image_shape, "input_shape": input_shape,
                                                  "input_range": input_range, "output": output, "prior": prior,
                                                  "encode_output": encode_output, "decode_output": decode_output})
@@ -87,18 +91,36 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, name: str | None,
-               device: Any, adapter_options: dict[str, Any]) -> tuple[Any, str | None]:
+def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, latents: Any,
+               name: str | None, device: Any, adapter_options: dict[str, Any]) -> tuple[Any, str | None]:
     """A model store holding what ``explore`` was given, and the name to open first."""
     from vaescope.errors import InputError
+    from vaescope.explorer.core.embeddings import read_embeddings, table_from_arrays
     from vaescope.explorer.core.store import ModelStore
 
+    if latents is not None:
+        if x is not None:
+            raise InputError("give a model or latents=, not both")
+        store, label = ModelStore(None, device), name or "embeddings"
+        images_array = None
+        if images is not None:
+            from vaescope.adapter import images_as_tensor
+            from vaescope.limits import MAX_EMBEDDING_POINTS
+
+            images_array = images_as_tensor(images, limit=MAX_EMBEDDING_POINTS)[0].numpy()
+        store.add_embeddings(label, table_from_arrays(latents, images_array, labels, class_names,
+                                                      "the codes given to vs.explore"))
+        return store, label
     if isinstance(x, str | os.PathLike):
         path = Path(x).expanduser()
         if images is not None or labels is not None:
             raise InputError("images and labels go with a model object; a checkpoint brings its own data")
         if path.is_dir():
             return ModelStore(path, device), None
+        if path.suffix.lower() in (".npz", ".parquet"):
+            store = ModelStore(None, device)
+            store.add_embeddings(name or path.name, read_embeddings(path))
+            return store, name or path.name
         store = ModelStore(None, device)
         store.add_file(path, name or path.name)
         return store, name or path.name

@@ -109,6 +109,7 @@ class Description:
     class_names: tuple[str, ...] = ()
     condition: Condition = Condition()
     has_prior: bool = True  # False: codes drawn by ``sample`` are not where the model puts images
+    decodes: bool = True  # False: precomputed embeddings, no encoder or decoder to call
     prior_note: str = ""  # what the prior cannot do, in words (why an AE's prior samples are noise)
     details: tuple[str, ...] = ()  # short technical facts for the card: "conv", "Bernoulli likelihood"
     latent_groups: tuple[LatentGroup, ...] = ()  # empty: one group, the whole code

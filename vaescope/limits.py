@@ -20,3 +20,11 @@ MAX_PROJECTIONS_IN_MEMORY = 16
 MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
 MAX_PROJECTION_BYTES = 1 << 30  # ... and at most 1 GiB of them
 MAX_MODELS_KNOWN = 256  # evicted checkpoints remembered for reloading (their path and name only)
+
+# -- embeddings files (latent-explore --embeddings, vs.explore(latents=...)) ------------------------
+MAX_EMBEDDING_FILE_BYTES = 2 << 30  # 2 GiB
+MAX_EMBEDDING_POINTS = 2_000_000  # rows read; the map shows a seeded subset of MAX_MAP_POINTS
+MAX_EMBEDDING_DIM = 8192  # a CLIP ViT-L code is 768, a VAE's 2-512
+MAX_EMBEDDING_VALUES = 100_000_000  # points x dims (400 MB of float32)
+MAX_EMBEDDING_IMAGE_SIDE = 256  # thumbnails, not photographs
+MAX_EMBEDDING_IMAGE_BYTES = 1 << 30  # all thumbnails together, as uint8

@@ -78,7 +78,7 @@ def class_of(entry: ModelEntry, y: int | None) -> int | None:
 def index_code(entry: ModelEntry, index: int | None) -> Code:
     """The posterior mean of evaluation image ``index``; a class-conditional model decodes it
     under its own class."""
-    if not entry.has_images:
+    if not entry.has_points:
         raise InputError(f"No evaluation images: {entry.data_note}. Start from a prior sample or an upload.")
     latents = entry.latents
     n = len(latents)

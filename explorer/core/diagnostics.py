@@ -27,7 +27,7 @@ class Diagnostics:
     kl_figure: go.Figure
     curves: go.Figure
     reconstructions: np.ndarray | None  # uint8 grid [H, W, 3]; None without evaluation images
-    prior_grid: np.ndarray  # uint8 grid [H, W, 3]
+    prior_grid: np.ndarray | None  # uint8 grid [H, W, 3]; None without a decoder
 
 
 def grid_scale(images: np.ndarray, cell_px: int = GRID_PX) -> int:
@@ -36,6 +36,10 @@ def grid_scale(images: np.ndarray, cell_px: int = GRID_PX) -> int:
 
 
 def diagnostics(entry: ModelEntry) -> Diagnostics:
+    if not entry.description.decodes:
+        empty = message_figure("Precomputed embeddings: no model, so no KL to measure.")
+        return Diagnostics(entry.description.prior_note, empty,
+                           message_figure("Precomputed embeddings: no training history."), None, None)
     kl_fig, notes = kl_panel(entry)
     history = entry.history
     if not entry.description.condition.is_mixture:  # older checkpoints recorded the temperature for every model
@@ -56,7 +60,7 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
 
 def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     """The KL-per-dimension chart (or why there is none) and the note on which dimensions are used."""
-    if not entry.has_images:
+    if not entry.has_points:
         return message_figure("How much each dimension is used needs evaluation images."), []
     info = dim_info(entry)
     active = info.active
@@ -80,7 +84,7 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
 def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
     """Up to n evaluation images and their reconstructions from the posterior mean, as a uint8 grid
     [H, W, 3]: rows of originals, each followed by its row of reconstructions. None without images."""
-    if not entry.has_images:
+    if not entry.has_points:
         return None
     latents, model, description = entry.latents, entry.model, entry.description
     n = min(n, len(latents))

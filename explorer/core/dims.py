@@ -71,13 +71,13 @@ def page_dims(order: np.ndarray, page: int) -> np.ndarray:
 
 def default_range(entry: ModelEntry) -> str:
     """Slider range a model opens with: its prior's, or the data's when it has no prior (an AE)."""
-    return "prior" if entry.description.has_prior or not entry.has_images else "data"
+    return "prior" if entry.description.has_prior or not entry.has_points else "data"
 
 
 def slider_bounds(entry: ModelEntry, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-dim (lo, hi): the data's min-max, or the prior's 0.13 % / 99.87 % quantiles (± 3 sd of a
     standard normal). Computed once per entry and mode."""
-    mode = "data" if mode == "data" and entry.has_images else "prior"
+    mode = "data" if mode == "data" and entry.has_points else "prior"
     memo = entry.memo.get(("slider_bounds", mode))
     if memo is None:
         memo = entry.memo[("slider_bounds", mode)] = _slider_bounds(entry, mode)

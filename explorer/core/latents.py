@@ -30,14 +30,14 @@ class LatentsCache:
     kl: np.ndarray  # [N] KL(q(z|x) || p(z)) per image, nats (0 without a prior)
     kl_per_dim: np.ndarray  # [D] mean over images of the KL per dimension, nats
     component_probs: np.ndarray | None  # [N, K] a mixture's q(k|x); None for other models
-    images: np.ndarray  # [N, C, H, W] uint8 (a quarter of float32's memory)
+    images: np.ndarray | None  # [N, C, H, W] uint8 (a quarter of float32's memory); None: codes only
 
     def __len__(self) -> int:
         return len(self.mean)
 
-    def image(self, index: int) -> np.ndarray:
-        """Image ``index`` as float32 [C, H, W] in [0, 1]."""
-        return self.images[index].astype(np.float32) / 255.0
+    def image(self, index: int) -> np.ndarray | None:
+        """Image ``index`` as float32 [C, H, W] in [0, 1] (None for codes without images)."""
+        return None if self.images is None else self.images[index].astype(np.float32) / 255.0
 
     def float_images(self, indices: np.ndarray | slice) -> np.ndarray:
         """Images as float32 [K, C, H, W] in [0, 1]."""

@@ -22,7 +22,7 @@ from vaescope.explorer.core.store import ModelEntry
 PRIOR_OVERLAY_POINTS = 300
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 COLOR_LABELS = {"class": "class", "component": "mixture component", "recon": "reconstruction error",
-                "kl": "KL per image"}
+                "kl": "KL per image", "none": "one colour"}
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,21 @@ def subsample(n: int, max_points: int) -> np.ndarray:
 
 def color_choices(entry: ModelEntry) -> list[tuple[str, str]]:
     """(label, value) of the colourings this model's map offers."""
-    choices = [(COLOR_LABELS["class"], "class")] if entry.has_images and entry.latents.has_labels else []
+    choices = [(COLOR_LABELS["class"], "class")] if entry.has_points and entry.latents.has_labels else []
     if entry.latents is not None and entry.latents.component_probs is not None:
         choices.append((COLOR_LABELS["component"], "component"))
-    choices.append((COLOR_LABELS["recon"], "recon"))
+    if entry.description.decodes:
+        choices.append((COLOR_LABELS["recon"], "recon"))
     if entry.description.has_prior:
         choices.append((COLOR_LABELS["kl"], "kl"))
-    return choices
+    return choices or [(COLOR_LABELS["none"], "none")]
 
 
 def overlay_choices(entry: ModelEntry) -> list[tuple[str, str]]:
     """(label, value) of the prior overlays: none, the whole prior, and each mixture component."""
     condition = entry.description.condition
+    if not entry.description.decodes:  # precomputed codes: there is no prior to draw from
+        return [("none", "none")]
     choices = [("none", "none"), ("prior samples" + (" (whole mixture)" if condition.is_mixture else ""), "prior")]
     if condition.is_mixture:
         choices += [(f"prior of {name}", f"prior:{k}") for k, name in enumerate(component_names(entry))]
@@ -76,6 +79,8 @@ def map_colors(entry: ModelEntry, view: MapView) -> tuple[np.ndarray, str, list[
     description = entry.description
     if view.color_by == "component" and latents.component_probs is not None:
         return latents.component_probs[idx].argmax(1), "categorical", component_names(entry), "components"
+    if view.color_by == "none" or (view.color_by == "class" and not latents.has_labels):
+        return np.zeros(len(idx), np.int64), "categorical", ["items"], "classes"
     if view.color_by in ("recon", "kl"):
         color = (latents.recon_error if view.color_by == "recon" else latents.kl)[idx]
         hover = [f"class: {description.class_name(int(c))}" for c in labels]

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vaescope.contract import Description, ExplorableModel, check_contract
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
+from vaescope.explorer.core.embeddings import EmbeddingsModel, EmbeddingTable
 from vaescope.explorer.core.evaldata import EvalData, resolve_eval_data
 from vaescope.explorer.core.latents import LatentsCache, encode_dataset
 from vaescope.explorer.core.locks import KeyedLocks
@@ -73,7 +75,7 @@ class ModelEntry:
         return str((self.meta.dataset or {}).get("name", "")) if self.meta is not None else ""
 
     @property
-    def has_images(self) -> bool:
+    def has_points(self) -> bool:
         return self.latents is not None and len(self.latents) > 0
 
 
@@ -102,6 +104,7 @@ class ModelStore:
         self._entries: OrderedDict[str, ModelEntry] = OrderedDict()  # file-backed, evictable
         self._memory: dict[str, _MemorySource] = {}  # name -> in-process source, never evicted
         self._files: dict[str, Path] = {}  # name -> a checkpoint file named outside the folder
+        self._tables: dict[str, EmbeddingTable] = {}  # name -> precomputed codes
         self._pinned: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
         self._loading = KeyedLocks()  # single flight per file digest / in-process model
@@ -113,7 +116,7 @@ class ModelStore:
     def names(self) -> list[str]:
         """The dropdown's choices: in-process models first, then the folder's checkpoints."""
         folder = list_checkpoints(self.root) if self.root is not None else []
-        given = [*self._memory, *self._files]
+        given = [*self._memory, *self._tables, *self._files]
         return [*given, *(n for n in folder if n not in given)]
 
     def add_model(self, name: str, model: ExplorableModel, data: EvalData | None = None,
@@ -122,6 +125,12 @@ class ModelStore:
         check_contract(model)
         with self._lock:
             self._memory[name] = _MemorySource(name, model, data, meta)
+        return name
+
+    def add_embeddings(self, name: str, table: EmbeddingTable) -> str:
+        """Register precomputed codes (an embeddings file, or arrays given to vs.explore) under ``name``."""
+        with self._lock:
+            self._tables[name] = table
         return name
 
     def add_file(self, path: Path, name: str) -> str:
@@ -181,6 +190,8 @@ class ModelStore:
             return self._open_memory(source, progress)
         if name in self._files:
             return self.open_path(self._files[name], name, progress)
+        if name in self._tables:
+            return self._open_table(name, self._tables[name])
         if self.root is None:
             raise CheckpointError(name, "no such model in this explorer")
         return self.open_path(resolve_checkpoint(self.root, name), name, progress)
@@ -222,6 +233,29 @@ class ModelStore:
                 "no evaluation images were given with this model"
             data = data.subset(self.max_points) if isinstance(data, EvalData) else None
             entry = self._entry(key, source.name, source.model, source.meta, data, note, progress)
+            with self._lock:
+                self._pinned[key] = entry
+            return entry
+
+    def _open_table(self, name: str, table: EmbeddingTable) -> ModelEntry:
+        """Precomputed codes: the latents are the table itself (a seeded subset above max_points)."""
+        key = f"embeddings:{name}"
+        with self._loading.hold(key):
+            with self._lock:
+                if key in self._pinned:
+                    return self._pinned[key]
+            model = EmbeddingsModel(table, name)
+            n, d = table.latents.shape
+            index, origin = np.arange(n), table.origin
+            if n > self.max_points:  # the same seeded subset as evaluation images get
+                index = np.sort(np.random.default_rng(0).choice(n, self.max_points, replace=False))
+                origin = f"{table.origin} (a seeded subset of {self.max_points:,})"
+            zeros = np.zeros(len(index), np.float32)
+            latents = LatentsCache(table.latents[index], np.zeros((len(index), d), np.float32), table.labels[index],
+                                   zeros, zeros, np.zeros(d, np.float32), None,
+                                   None if table.images is None else table.images[index])
+            entry = ModelEntry(key, name, model, model.describe(), latents, "", origin, None,
+                               dataset_background(latents.images) if latents.images is not None else None)
             with self._lock:
                 self._pinned[key] = entry
             return entry

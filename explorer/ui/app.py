@@ -26,6 +26,7 @@ import torch
 
 from vaescope.devices import pick_device
 from vaescope.errors import InputError
+from vaescope.explorer.core.embeddings import read_embeddings
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelStore, default_cache_dir
 from vaescope.explorer.ui.common import Context, Downloads
@@ -168,7 +169,10 @@ def is_loopback(host: str) -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="latent-explore", description="Explore the latent space of vaescope "
                                 "checkpoints in the browser.")
-    p.add_argument("--checkpoints", required=True, type=Path, help="folder searched for *.safetensors")
+    p.add_argument("--checkpoints", type=Path, help="folder searched for *.safetensors")
+    p.add_argument("--embeddings", type=Path, action="append", default=[], metavar="FILE",
+                   help="a .npz or .parquet file of precomputed codes (and optional images, labels) to map; "
+                        "may be given several times")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps")
@@ -208,7 +212,9 @@ def prepare_process(torch_threads: int = DEFAULT_TORCH_THREADS) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `latent-explore`."""
     args = parse_args(argv)
-    if not args.checkpoints.is_dir():
+    if args.checkpoints is None and not args.embeddings:
+        sys.exit("latent-explore: give --checkpoints FOLDER, --embeddings FILE, or both")
+    if args.checkpoints is not None and not args.checkpoints.is_dir():
         sys.exit(f"latent-explore: {args.checkpoints} is not a folder")
     if args.torch_threads < 1 or args.max_upload_mb < 1:
         sys.exit("latent-explore: --torch-threads and --max-upload-mb must be at least 1")
@@ -222,8 +228,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(warning, file=sys.stderr)
     prepare_process(args.torch_threads)
     cache_dir = None if args.no_disk_cache else (args.cache_dir or default_cache_dir())
-    demo = build_app(args.checkpoints, args.device, cache_dir=cache_dir, data_dir=args.data_dir,
-                     default_checkpoint=args.default, max_upload_mb=args.max_upload_mb)
+    store = ModelStore(args.checkpoints, pick_device(args.device), data_dir=args.data_dir)
+    for path in args.embeddings:
+        try:
+            store.add_embeddings(path.name, read_embeddings(path))
+        except InputError as exc:
+            sys.exit(f"latent-explore: {exc}")
+    demo = build_app(store=store, cache_dir=cache_dir, default_checkpoint=args.default,
+                     max_upload_mb=args.max_upload_mb)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)
 
 

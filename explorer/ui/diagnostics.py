@@ -43,7 +43,8 @@ class DiagnosticsPanel:
         return {self.note: f"**{name}**\n\n{shown.notes}", self.kl: shown.kl_figure, self.curves: shown.curves,
                 self.recon: gr.Image(value=None if shown.reconstructions is None else served(shown.reconstructions),
                                      label=f"{name} · test images (rows 1, 3) and their reconstructions (rows 2, 4)"),
-                self.prior: gr.Image(value=served(shown.prior_grid), label=f"{name} · samples from the prior")}
+                self.prior: gr.Image(value=None if shown.prior_grid is None else served(shown.prior_grid),
+                                     label=f"{name} · samples from the prior")}
 
     def wire(self) -> None:
         """Nothing to wire: the panel is redrawn when the model changes."""

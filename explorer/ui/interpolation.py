@@ -17,6 +17,7 @@ import numpy as np
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures, interpolation
 from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
+from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.ui.common import (
@@ -98,8 +99,9 @@ class InterpolationPanel:
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         cleared: dict[Any, Any] = {c: None for c in [*self.original.values(), *self.recon.values(), self.gif_view,
                                                      self.gif]}
+        info = "" if entry.description.decodes else f"**{short_name(entry)}** · {NO_DECODER.format(what='interpolate')}."
         return cleared | {self.strip: gr.Image(value=None, label="Decoded path (A → B); the path is drawn on the map"),
-                          self.info: "", self.path_json: json.dumps({"points": []})}
+                          self.info: info, self.path_json: json.dumps({"points": []})}
 
     # -- events --
     def wire(self) -> None:
@@ -171,7 +173,7 @@ class InterpolationPanel:
         ends = {end: code for end, code in session.ends.items() if code.key == entry.key}
         for i, end in enumerate(ENDS):  # unset endpoints: test images 0 and 1, or prior samples
             if end not in ends:
-                ends[end] = index_code(entry, i) if entry.has_images else random_code(entry, None, seed=i)
+                ends[end] = index_code(entry, i) if entry.has_points else random_code(entry, None, seed=i)
         a, b = ends["a"], ends["b"]
         codes = interpolation.interpolate(a.z, b.z, n, method).astype(np.float32)
         images = decode(entry, codes, a.y)

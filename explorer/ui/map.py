@@ -83,7 +83,7 @@ class MapPanel:
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         colors = color_choices(entry)
-        waiting = (message_figure(f"Drawing the map of {short_name(entry)}…") if entry.has_images
+        waiting = (message_figure(f"Drawing the map of {short_name(entry)}…") if entry.has_points
                    else message_figure(f"No map for {short_name(entry)}: {entry.data_note}."))
         return {self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
                 self.overlay: gr.Dropdown(choices=overlay_choices(entry), value="none"),
@@ -112,7 +112,7 @@ class MapPanel:
     def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,
                  session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
-        if not entry.has_images:
+        if not entry.has_points:
             return {self.plot: message_figure(f"No map for {short_name(entry)}: {entry.data_note}."), self.info: ""}
         try:
             limit = int(max_points or 0)
@@ -149,6 +149,12 @@ class MapPanel:
         if data.get("kind") == "point":
             code = self._point(entry, data.get("index"))
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
+            if not entry.description.decodes:  # precomputed codes: the item itself, nothing to decode
+                session.update(version, picked=code)
+                return {self.picked_original: None if code.image is None else big(code.image, 150),
+                        self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct"}
+        elif not entry.description.decodes:
+            return {}
         elif view.projection.invertible and view.projection.dims == 2:
             x, y = _number(data.get("x")), _number(data.get("y"))
             z = view.projection.inverse_transform(np.array([[x, y]], np.float32))[0]
@@ -172,7 +178,7 @@ class MapPanel:
             i = int(str(payload or "")[:12])
         except ValueError:
             return gr.skip()
-        if entry is None or not entry.has_images or not 0 <= i < len(entry.latents):
+        if entry is None or not entry.has_points or not 0 <= i < len(entry.latents):
             return gr.skip()
         return big(entry.latents.image(i), HOVER_PX)
 
@@ -182,7 +188,7 @@ class MapPanel:
             i = int(index)
         except (TypeError, ValueError, OverflowError):
             raise InputError(f"Point {index!r} is not an image of this model.") from None
-        if not entry.has_images or not 0 <= i < len(entry.latents):
+        if not entry.has_points or not 0 <= i < len(entry.latents):
             raise InputError(f"Point {i} is not an image of this model.")
         return index_code(entry, i)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import index_code, random_code
+from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.sampling import decode_under_every_class, sample_class
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.ui.common import STRIP_PX, Context, grid, handler, served, short_name
@@ -53,8 +54,11 @@ class SamplingPanel:
         description = entry.description
         names = description.class_names or tuple(str(i) for i in range(description.condition.size))
         choices = [(name, i) for i, name in enumerate(names)]
+        note = "" if choices else f"**{short_name(entry)}** has no classes to sample from."
+        if not description.decodes:
+            note = f"**{short_name(entry)}** · {NO_DECODER.format(what='sample')}."
         return {self.cls: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
-                self.note: "" if choices else f"**{short_name(entry)}** has no classes to sample from.",
+                self.note: note,
                 self.grid: gr.Image(value=None, label="Samples"),
                 self.every_group: gr.Group(visible=description.condition.decodes_with_class),
                 self.every_image: gr.Image(value=None, label="One code, every class")}
@@ -90,7 +94,7 @@ class SamplingPanel:
         _, entry = self.ctx.current(session)
         code = session.code
         if code is None or code.key != entry.key:
-            code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+            code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
         images = decode_under_every_class(entry, code.z)
         names = [entry.description.class_name(c) for c in range(len(images))]
         picture = grid(images, nrow=len(images), cell_px=STRIP_PX, captions=names)

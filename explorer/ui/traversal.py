@@ -29,6 +29,7 @@ from vaescope.explorer.core.dims import (
     slider_bounds,
     slider_label,
 )
+from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.uploads import sketch_to_rgb
@@ -120,13 +121,15 @@ class TraversalPanel:
         return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
+        if not entry.description.decodes:
+            return self._no_decoder(entry, session)
         condition = entry.description.condition
         names = entry.description.class_names or tuple(str(i) for i in range(condition.size))
-        code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+        code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
         d = entry.description.latent_dim
         pages = [(f"dims {p * SLIDERS + 1}–{min(d, (p + 1) * SLIDERS)} of {d}", p) for p in range(-(-d // SLIDERS))]
         mode = default_range(entry)
-        max_index = len(entry.latents) - 1 if entry.has_images else 0
+        max_index = len(entry.latents) - 1 if entry.has_points else 0
         updates = {self.page: gr.Dropdown(choices=pages, value=0, visible=d > SLIDERS),
                    self.range: mode,
                    self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
@@ -137,6 +140,16 @@ class TraversalPanel:
                                         value=code.y if condition.decodes_with_class else None,
                                         visible=condition.decodes_with_class)
         return updates
+
+    def _no_decoder(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
+        """Precomputed codes: no sliders and no image, and a note that says why."""
+        session.update(session.version, code=None)
+        note = f"**{short_name(entry)}** · {NO_DECODER.format(what='traverse')}."
+        return {self.note: note, self.image: None, self.start_image: None, self.marker: points_json(None, None),
+                **{slider: gr.Slider(visible=False) for slider in self.sliders},
+                self.page: gr.Dropdown(visible=False), self.cls: gr.Dropdown(choices=[], value=None, visible=False),
+                self.index: gr.Number(value=0), self.range: "prior",
+                self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
 
     # -- shared by every start --
     def start(self, entry: ModelEntry, code: Code, session: Session, version: int, page: int | None = None,
@@ -237,7 +250,7 @@ class TraversalPanel:
                 return {self.note: f"**Cannot decode:** slider value {value!r} is not a number."}
             try:
                 if code is None or code.key != entry.key:  # a code of another model never reaches its decoder
-                    code = index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+                    code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
                 dims = page_dims(dim_info(entry).order, _page(page, entry))
                 if slot >= len(dims):
                     return {}
@@ -289,7 +302,7 @@ class TraversalPanel:
     def _current_code(self, session: Session, entry: ModelEntry) -> Code:
         code = session.code
         if code is None or code.key != entry.key:
-            return index_code(entry, 0) if entry.has_images else random_code(entry, None, seed=0)
+            return index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
         return code
 
     @handler
