@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["load", "explore", "__version__"]
+__all__ = ["load", "explore", "export", "__version__"]
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> Any:
@@ -35,12 +35,51 @@ def load(path: str | os.PathLike, device: str = "auto") -> Any:
         >>> model.describe().latent_dim, model.meta.dataset["name"]  # doctest: +SKIP
         (8, 'digits')
     """
+    from vaescope.bundle import is_bundle, load_bundle
     from vaescope.devices import pick_device
     from vaescope.training.checkpoint import load_checkpoint
 
+    if is_bundle(path):  # an ONNX bundle (vs.export): onnxruntime on the CPU, whatever the device
+        model, meta, _ = load_bundle(Path(path))
+        return model
     model, meta = load_checkpoint(Path(path), pick_device(device))
     model.meta = meta
     return model
+
+
+def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None,
+           class_names: Sequence[str] | None = None, **adapter_options: Any) -> Path:
+    """Write ``model`` as an ONNX bundle at ``path`` (a ``.safetensors`` file): its encoder, decoder,
+    prior and KL as ONNX graphs, its description and metadata, and ``images`` (with ``labels``) as
+    an embedded evaluation sample (at most 20,000). The explorer and ``vs.load`` open it with
+    onnxruntime; nothing in it can run Python.
+
+    ``model`` is a vaescope model (``vs.load``), a checkpoint path, or any object with ``encode``
+    and ``decode`` (read through ``vaescope.adapter.adapt`` with ``adapter_options``). Every graph
+    must reproduce PyTorch's outputs within 1e-4 on the sample (or on noise without one), or
+    nothing is written.
+    """
+    import numpy as np
+
+    from vaescope.adapter import adapt, images_as_tensor
+    from vaescope.bundle import export_bundle
+    from vaescope.limits import MAX_SAMPLE_IMAGES
+    from vaescope.training.models import LatentModel
+
+    if isinstance(model, str | os.PathLike):
+        model = load(model, device="cpu")
+    x, y = (None, None) if images is None else images_as_tensor(images, limit=MAX_SAMPLE_IMAGES)
+    if labels is not None:
+        y = np.asarray(labels).astype(np.int64).ravel()
+    meta = getattr(model, "meta", None)
+    if isinstance(model, LatentModel):
+        if class_names is not None:
+            model.class_names = tuple(str(c) for c in class_names)
+        contract_model = model
+    else:
+        contract_model = adapt(model, x, class_names=tuple(class_names or ()), **adapter_options)
+    sample = None if x is None else (x.numpy() * 255 + 0.5).astype(np.uint8)
+    return export_bundle(contract_model, Path(path), sample, None if y is None else np.asarray(y), meta)
 
 
 def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: Sequence[str] | None = None, *,

@@ -239,17 +239,18 @@ class ForeignModel:
     def _decode_raw(self, z: Tensor, reading: Reading | None = None) -> Tensor:
         reading = reading or self.reading
         z = z.to(self.device, torch.float32)
+        batch = z.shape[0]  # a SymInt when exported: len() would fix the batch size in the graph
         if reading.latent_shape and len(reading.latent_shape) > 1:
-            z = z.reshape(len(z), *reading.latent_shape)
+            z = z.reshape(batch, *reading.latent_shape)
         out = self._decode_fn(z)
         if self._decode_output is not None:
             out = self._decode_output(out)
         values, _ = pixels_from(out)
         c, h, w = reading.image_shape
-        if values.numel() != len(z) * c * h * w:
-            raise AdapterError(f"decode returned {list(values.shape)} for {len(z)} codes, which is not "
-                               f"{len(z)} images of shape {[c, h, w]}; pass image_shape=(C, H, W)")
-        return values.reshape(len(z), c, h, w)
+        if values.numel() != batch * c * h * w:
+            raise AdapterError(f"decode returned {list(values.shape)} for {batch} codes, which is not "
+                               f"{batch} images of shape {[c, h, w]}; pass image_shape=(C, H, W)")
+        return values.reshape(batch, c, h, w)
 
 
 def _methods(module: Any) -> tuple[Callable[[Tensor], Any], Callable[[Tensor], Any]]:

@@ -28,3 +28,10 @@ MAX_EMBEDDING_DIM = 8192  # a CLIP ViT-L code is 768, a VAE's 2-512
 MAX_EMBEDDING_VALUES = 100_000_000  # points x dims (400 MB of float32)
 MAX_EMBEDDING_IMAGE_SIDE = 256  # thumbnails, not photographs
 MAX_EMBEDDING_IMAGE_BYTES = 1 << 30  # all thumbnails together, as uint8
+
+# -- embedded evaluation samples and ONNX bundles ----------------------------------------------------
+MAX_SAMPLE_IMAGES = 20_000  # images a checkpoint or bundle may carry for its map
+MAX_SAMPLE_BYTES = 64 << 20  # ... as uint8, at most 64 MiB
+MAX_SAMPLE_SIDE = 256  # px a side
+MAX_GRAPH_BYTES = 512 << 20  # one ONNX graph (its weights inside it)
+MAX_BUNDLE_META_BYTES = 16 << 20  # the bundle's JSON (history included)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaescope.bundle import is_bundle, load_bundle
 from vaescope.contract import Description, ExplorableModel, check_contract
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
@@ -263,8 +264,12 @@ class ModelStore:
     def _build_file(self, path: Path, digest: str, name: str, progress: Progress | None) -> ModelEntry:
         if progress:
             progress(0.0, f"loading {name}")
-        model, meta = load_checkpoint(path, self.device)  # validates; CheckpointError names the file
-        data = self._eval_images(meta)
+        sample = None
+        if is_bundle(path):  # an ONNX bundle: graphs run by onnxruntime, never Python
+            model, meta, sample = load_bundle(path)
+        else:
+            model, meta = load_checkpoint(path, self.device)  # validates; CheckpointError names the file
+        data = self._eval_images(meta, sample)
         try:
             if isinstance(data, str):
                 return self._entry(digest, name, model, meta, None, data, progress)
@@ -282,11 +287,16 @@ class ModelStore:
         return ModelEntry(key, name, model, description, latents, note, data.origin if data else "", meta,
                           dataset_background(latents.images) if latents is not None else None)
 
-    def _eval_images(self, meta: CheckpointMeta) -> EvalData | str:
-        """The model's dataset, resolved among the datasets this server knows (a checkpoint's
-        dataset block is a hint from outside: see ``evaldata.resolve_eval_data``)."""
-        return resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
-                                 folders_allowed=self.data_dir is not None)
+    def _eval_images(self, meta: Any, sample: tuple[np.ndarray, np.ndarray] | None = None) -> EvalData | str:
+        """The model's dataset, resolved among the datasets this server knows (a file's dataset
+        block is a hint from outside: see ``evaldata.resolve_eval_data``); else the sample the file
+        carries; else why there are no evaluation images."""
+        found = resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
+                                  folders_allowed=self.data_dir is not None)
+        if isinstance(found, EvalData) or sample is None:
+            return found
+        images, labels = sample
+        return EvalData(images, labels, f"the {len(images):,} images embedded in the file ({found})")
 
 
 def default_cache_dir() -> Path:

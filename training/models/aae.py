@@ -106,21 +106,12 @@ class AAE(LatentModel):
     def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.decoder(z)
 
-    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """z ~ p(z) [n, D] with its sd scaled by ``temperature``; for the mixture, from component
-        ``condition`` (or a uniformly drawn one when None)."""
-        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+    def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
+        """N(0, I): the noise; the mixture: its component's mean plus MIXTURE_SD times the noise."""
         if not self.mixture:
-            return temperature * eps
-        k = self.options.prior_components
-        if condition is None:
-            comps = torch.randint(k, (n,), generator=generator, device=self.device)
-        else:
-            if not 0 <= int(condition) < k:
-                raise ValueError(f"component {condition} out of range 0..{k - 1}")
-            comps = torch.full((n,), int(condition), dtype=torch.long, device=self.device)
-        return self.prior_means[comps] + temperature * MIXTURE_SD * eps
+            return eps
+        assert components is not None, "a mixture prior needs the components"
+        return self.prior_means[components] + MIXTURE_SD * eps
 
     def kl_per_dim(self, posterior: Posterior) -> Tensor:
         """Zeros [B, D]: a point posterior has no density to compare with the prior."""

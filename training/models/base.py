@@ -103,8 +103,28 @@ class LatentModel(nn.Module):
 
     def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, temperature^2 I) [n, D]; a richer prior overrides this."""
-        return temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        """z ~ p(z) [n, D]: standard noise scaled by ``temperature`` through ``prior_transform``. A
+        mixture draws from component ``condition`` (a uniformly drawn one per code when None)."""
+        components = self._components(n, condition, generator)
+        eps = temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        return self.prior_transform(eps, components)
+
+    def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
+        """The prior as a deterministic function of noise eps [n, D] (standard normal, already scaled
+        by the temperature) and mixture components [n]: z [n, D]. N(0, I): the noise itself. This
+        half of sampling is what an ONNX bundle exports (vaescope/bundle.py)."""
+        return eps
+
+    def _components(self, n: int, condition: int | None, generator: torch.Generator | None) -> Tensor | None:
+        """Mixture components [n] for ``sample`` (None for a model without a mixture prior)."""
+        if not self.condition.is_mixture:
+            return None
+        k = self.condition.size
+        if condition is None:
+            return torch.randint(k, (n,), generator=generator, device=self.device)
+        if not 0 <= int(condition) < k:
+            raise ValueError(f"component {condition} out of range 0..{k - 1}")
+        return torch.full((n,), int(condition), dtype=torch.long, device=self.device)
 
     def kl_per_dim(self, posterior: Posterior) -> Tensor:
         """KL(q(z|x) || p(z)) per dimension [B, D] in nats, against N(0, I)."""

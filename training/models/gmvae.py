@@ -129,19 +129,10 @@ class GMVAE(LatentModel):
     def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.decoder(z)
 
-    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """z ~ p(z|y=condition) with its sd scaled by ``temperature``, or from the whole mixture when
-        condition is None. [n, D]"""
-        k = self.num_components
-        if condition is None:
-            comps = torch.randint(k, (n,), generator=generator, device=self.device)
-        else:
-            if not 0 <= int(condition) < k:
-                raise ValueError(f"component {condition} out of range 0..{k - 1}")
-            comps = torch.full((n,), int(condition), dtype=torch.long, device=self.device)
-        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-        return self.prior_mean[comps] + temperature * (0.5 * self.prior_logvar[comps]).exp() * eps
+    def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
+        """z = mu_k + sigma_k * eps for each code's component k, p(z|y=k) [n, D]."""
+        assert components is not None, "a mixture prior needs the components"
+        return self.prior_mean[components] + (0.5 * self.prior_logvar[components]).exp() * eps
 
     def generate(self, n: int, condition: int | None = None, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:

@@ -143,13 +143,12 @@ class HVAE(LatentModel):
         """p(x|z1) for codes [B, D1 + D2] (z2 is not read: it acts through z1)."""
         return self.decoder(self.split_code(z)[0])
 
-    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral draw [n, D1 + D2]: z2 ~ N(0, t^2 I), then z1 ~ p(z1|z2) with its sd scaled by t."""
-        z2 = temperature * torch.randn(n, self.top_dim, generator=generator, device=self.device)
+    def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
+        """Ancestral draw [n, D1 + D2] from noise: z2 = eps2 (N(0, t^2 I)), then z1 = mu(z2) +
+        sigma(z2) * eps1, so the temperature scales both layers' spread."""
+        z2 = eps[:, self.bottom_dim:]
         mean, logvar = self.p_z1(z2)
-        eps = torch.randn(n, self.bottom_dim, generator=generator, device=self.device)
-        return torch.cat([mean + temperature * (0.5 * logvar).exp() * eps, z2], -1)
+        return torch.cat([mean + (0.5 * logvar).exp() * eps[:, :self.bottom_dim], z2], -1)
 
     def kl_per_dim(self, posterior: Posterior) -> Tensor:
         """[B, D1 + D2]: KL(q(z1|x) || p(z1|z2)) at z2 = its posterior mean, then KL(q(z2|z1) || N(0, I))."""

@@ -1,0 +1,529 @@
+"""ONNX bundles: any model as a file that runs no code. ``vs.export`` writes one; the explorer and
+``vs.load`` open it with onnxruntime.
+
+A bundle is one ``.safetensors`` file (so it is listed beside checkpoints and parsed the same
+bounded way). Its tensors are four ONNX graphs stored as bytes, the contract's computations:
+
+- ``onnx.encoder``: x [B, C, H, W] in [0, 1], condition [B] int64 -> mean [B, D], logvar [B, D],
+  probs [B, K] (a mixture's responsibilities; zeros [B, 1] without one);
+- ``onnx.decoder``: z [B, D], condition [B] -> x [B, C, H, W] in [0, 1];
+- ``onnx.prior``: eps [n, D] (standard noise, scaled by the temperature), components [n] -> z [n, D];
+- ``onnx.kl``: mean, logvar, probs -> KL from the model's prior per dimension [B, D];
+
+plus an optional embedded evaluation sample (``sample.images`` uint8 [N, C, H, W],
+``sample.labels`` int64 [N]). The metadata (key ``vaescope_bundle``) holds the model's
+``Description`` and, for a vaescope model, its dataset block, history and metrics.
+
+Nothing in a bundle can run Python: onnxruntime executes standard operators only. A graph that
+names another operator domain (a custom op needs a compiled library) or keeps its weights in an
+external file (which would make the server read another path) is refused, as are graphs whose
+inputs and outputs do not match the metadata, and every size beyond ``vaescope.limits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vaescope.contract import Condition, Description, LatentGroup, Posterior, check_contract
+from vaescope.errors import InputError
+from vaescope.limits import (
+    MAX_BUNDLE_META_BYTES,
+    MAX_GRAPH_BYTES,
+    MAX_SAMPLE_BYTES,
+    MAX_SAMPLE_IMAGES,
+    MAX_SAMPLE_SIDE,
+)
+
+BUNDLE_KEY = "vaescope_bundle"
+BUNDLE_FORMAT = "vaescope-onnx-bundle"
+BUNDLE_VERSION = 1
+GRAPHS = ("encoder", "decoder", "prior", "kl")
+SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
+ALLOWED_DOMAINS = {"", "ai.onnx"}  # the standard operators; anything else needs code to run
+EXPORT_TOLERANCE = 1e-4  # ONNX outputs must match PyTorch's within this on the test inputs
+OPSET = 18
+
+
+class BundleError(InputError):
+    """A bundle cannot be written or read; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class BundleMeta:
+    """What a bundle carries besides its graphs (the fields a checkpoint's metadata has too)."""
+
+    description: Description
+    deterministic: bool  # the encoder gives points (zero spread), like an autoencoder
+    dataset: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    export_error: float = 0.0  # the largest |ONNX - PyTorch| measured when it was written
+
+
+# -- the graphs' modules ---------------------------------------------------------------------------
+class _Encoder(nn.Module):
+    def __init__(self, model: Any, description: Description) -> None:
+        super().__init__()
+        self.model, self.description = model, description
+
+    def forward(self, x: Tensor, condition: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        post = self.model.encode(x, self.description.condition.from_labels(condition))
+        probs = post.component_probs if post.component_probs is not None else torch.zeros_like(post.mean[:, :1])
+        logvar = torch.full_like(post.mean, -30.0) if post.deterministic else post.logvar
+        return post.mean, logvar, probs
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model: Any, description: Description) -> None:
+        super().__init__()
+        self.model, self.description = model, description
+
+    def forward(self, z: Tensor, condition: Tensor) -> Tensor:
+        return self.model.decode(z, self.description.condition.from_labels(condition))
+
+
+class _Prior(nn.Module):
+    def __init__(self, model: Any, description: Description) -> None:
+        super().__init__()
+        self.model, self.mixture = model, description.condition.is_mixture
+
+    def forward(self, eps: Tensor, components: Tensor) -> Tensor:
+        transform = getattr(self.model, "prior_transform", None)
+        if transform is None:  # a foreign model's prior is N(0, I): the noise itself
+            return eps + 0 * components[:, None].to(eps.dtype)
+        return transform(eps, components if self.mixture else None) + 0 * components[:, None].to(eps.dtype)
+
+
+class _KL(nn.Module):
+    def __init__(self, model: Any, description: Description, deterministic: bool) -> None:
+        super().__init__()
+        self.model, self.mixture, self.deterministic = model, description.condition.is_mixture, deterministic
+
+    def forward(self, mean: Tensor, logvar: Tensor, probs: Tensor) -> Tensor:
+        if self.deterministic:
+            return torch.zeros_like(mean) + 0 * (logvar + probs.sum(-1, keepdim=True))
+        post = Posterior(mean, logvar, probs if self.mixture else None)
+        return self.model.kl_per_dim(post) + 0 * probs.sum(-1, keepdim=True)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def export_bundle(model: Any, path: str | os.PathLike, images: np.ndarray | None = None,
+                  labels: np.ndarray | None = None, meta: Any = None) -> Path:
+    """Write ``model`` (answering the contract) as an ONNX bundle at ``path``, atomically.
+
+    ``images`` (uint8 [N, C, H, W], at most MAX_SAMPLE_IMAGES) and ``labels`` [N] are embedded as
+    its evaluation sample and are the test inputs on which the graphs must match PyTorch within
+    EXPORT_TOLERANCE (else BundleError). ``meta`` (a checkpoint's metadata) adds the dataset block,
+    history and metrics.
+    """
+    path = Path(path)
+    description = check_contract(model)
+    if not description.decodes:
+        raise BundleError(path, "precomputed embeddings have no model to export")
+    sample = _sample_tensors(path, images, labels, description)
+    was = _eval_cpu(model)
+    try:
+        x = _test_inputs(description, sample)
+        graphs, error, deterministic = _export_graphs(path, model, description, x)
+    finally:
+        _restore(model, was)
+    block = BundleMeta(description, deterministic, **_meta_fields(meta), export_error=error)
+    tensors = {f"onnx.{name}": torch.frombuffer(bytearray(data), dtype=torch.uint8) for name, data in graphs.items()}
+    tensors |= sample
+    _write(path, tensors, json.dumps(_meta_json(block)))
+    return path
+
+
+def _eval_cpu(model: Any) -> tuple[Any, Any]:
+    """Put a module on the CPU in eval mode for export; what to restore afterwards."""
+    if isinstance(model, nn.Module):
+        device, training = next(model.parameters(), torch.zeros(0)).device, model.training
+        model.cpu().eval()
+        return device, training
+    module = getattr(model, "module", None)
+    if isinstance(module, nn.Module):
+        device = next(module.parameters(), torch.zeros(0)).device
+        module.cpu().eval()
+        return device, False
+    return None, None
+
+
+def _restore(model: Any, was: tuple[Any, Any]) -> None:
+    device, training = was
+    target = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+    if isinstance(target, nn.Module) and device is not None:
+        target.to(device)
+        if training:
+            target.train()
+
+
+def _sample_tensors(path: Path, images: np.ndarray | None, labels: np.ndarray | None,
+                    description: Description) -> dict[str, Tensor]:
+    if images is None:
+        return {}
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != description.image_shape:
+        raise BundleError(path, f"the sample must be uint8 images [N, {', '.join(map(str, description.image_shape))}], "
+                                f"got {images.dtype} {list(images.shape)}")
+    if len(images) > MAX_SAMPLE_IMAGES or images.nbytes > MAX_SAMPLE_BYTES:
+        raise BundleError(path, f"a sample holds at most {MAX_SAMPLE_IMAGES:,} images and {MAX_SAMPLE_BYTES >> 20} MB")
+    labels = np.full(len(images), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+    if labels.shape != (len(images),):
+        raise BundleError(path, f"labels must be [N] = [{len(images)}], got {list(labels.shape)}")
+    return {SAMPLE_IMAGES: torch.from_numpy(np.ascontiguousarray(images)),
+            SAMPLE_LABELS: torch.from_numpy(np.ascontiguousarray(labels))}
+
+
+def _test_inputs(description: Description, sample: dict[str, Tensor]) -> Tensor:
+    """Images the export is checked on: the sample's first 16, or seeded noise in [0, 1]."""
+    if SAMPLE_IMAGES in sample:
+        return sample[SAMPLE_IMAGES][:16].float() / 255
+    return torch.rand(8, *description.image_shape, generator=torch.Generator().manual_seed(0))
+
+
+def _export_graphs(path: Path, model: Any, description: Description, x: Tensor
+                   ) -> tuple[dict[str, bytes], float, bool]:
+    """The four graphs as ONNX bytes, each checked against PyTorch on the test inputs."""
+    n, d = len(x), description.latent_dim
+    condition = torch.arange(n) % max(1, description.condition.size)
+    with torch.no_grad():
+        post = model.encode(x, description.condition.from_labels(condition))
+    deterministic = bool(post.deterministic)
+    encoder = _Encoder(model, description)
+    with torch.no_grad():
+        mean, logvar, probs = encoder(x, condition)
+    eps = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+    components = torch.arange(n) % max(1, description.condition.size)
+    modules = {"encoder": (encoder, (x, condition), ["x", "condition"], ["mean", "logvar", "probs"]),
+               "decoder": (_Decoder(model, description), (mean, condition), ["z", "condition"], ["x"]),
+               "prior": (_Prior(model, description), (eps, components), ["eps", "components"], ["z"]),
+               "kl": (_KL(model, description, deterministic), (mean, logvar, probs), ["mean", "logvar", "probs"],
+                      ["kl"])}
+    graphs, worst = {}, 0.0
+    for name, (module, args, inputs, outputs) in modules.items():
+        data = _to_onnx(path, name, module, args, inputs, outputs)
+        worst = max(worst, _check_against_torch(path, name, data, module, args, inputs))
+        graphs[name] = data
+    return graphs, worst, deterministic
+
+
+def _to_onnx(path: Path, name: str, module: nn.Module, args: tuple[Tensor, ...], inputs: list[str],
+             outputs: list[str]) -> bytes:
+    batch = torch.export.Dim("batch", min=1)
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, args, input_names=inputs, output_names=outputs, dynamo=True,
+                                        dynamic_shapes={k: {0: batch} for k in inputs}, opset_version=OPSET,
+                                        verbose=False, optimize=True)
+        program.save(buf, external_data=False)
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; say which graph failed
+        raise BundleError(path, f"the {name} could not be exported to ONNX ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:300]})") from None
+    return buf.getvalue()
+
+
+def _check_against_torch(path: Path, name: str, data: bytes, module: nn.Module, args: tuple[Tensor, ...],
+                         inputs: list[str]) -> float:
+    """The largest |ONNX - PyTorch| over the graph's outputs on ``args``; BundleError beyond tolerance."""
+    session = _session(data)
+    error = 0.0
+    for batch in (args, tuple(a[:3] for a in args)):  # a second batch size: the graph must not have fixed it
+        feeds = {i.name: batch[inputs.index(i.name)].numpy() for i in session.get_inputs()}
+        try:
+            got = session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise BundleError(path, f"the exported {name} fails on a batch of {len(batch[0])} ({str(exc)[:200]})") from None
+        with torch.no_grad():
+            want = module(*batch)
+        want = want if isinstance(want, tuple) else (want,)
+        error = max(error, *(float(np.abs(g - w.numpy()).max()) if g.size else 0.0
+                             for g, w in zip(got, want, strict=True)))
+    if not error <= EXPORT_TOLERANCE:
+        raise BundleError(path, f"the exported {name} differs from PyTorch by {error:.2e} (more than "
+                                f"{EXPORT_TOLERANCE:.0e}); not written")
+    return error
+
+
+def _meta_fields(meta: Any) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    return {"dataset": dict(getattr(meta, "dataset", {}) or {}), "train_config": dict(getattr(meta, "train_config", {}) or {}),
+            "history": list(getattr(meta, "history", []) or []), "metrics": dict(getattr(meta, "metrics", {}) or {})}
+
+
+def _meta_json(meta: BundleMeta) -> dict[str, Any]:
+    description = dataclasses.asdict(meta.description)
+    return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "description": description,
+            "deterministic": meta.deterministic, "dataset": meta.dataset, "train_config": meta.train_config,
+            "history": meta.history, "metrics": meta.metrics, "export_error": meta.export_error}
+
+
+def _write(path: Path, tensors: dict[str, Tensor], metadata: str) -> None:
+    """safetensors to a temporary file in the same folder, then an atomic rename."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={BUNDLE_KEY: metadata})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BundleError(path, f"cannot write the bundle ({exc.strerror or exc}); any earlier file is kept") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file whose metadata is a bundle's (reads the header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return BUNDLE_KEY in (fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - anything unreadable is not a bundle; the checkpoint reader says why
+        return False
+
+
+def _session(data: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # many small calls in parallel requests, like torch in the server
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple[np.ndarray, np.ndarray] | None]:
+    """(the model, its metadata, the embedded sample (images uint8 [N, C, H, W], labels [N]) or None).
+
+    Every size is checked before it is read, every graph before it is run; BundleError otherwise.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(BUNDLE_KEY)
+            if raw is None:
+                raise BundleError(path, "not a vaescope ONNX bundle")
+            if len(raw) > MAX_BUNDLE_META_BYTES:
+                raise BundleError(path, f"its metadata is over {MAX_BUNDLE_META_BYTES >> 20} MB")
+            meta = _parse_meta(path, raw)
+            names = set(fh.keys())
+            missing = [f"onnx.{g}" for g in GRAPHS if f"onnx.{g}" not in names]
+            if missing:
+                raise BundleError(path, f"it lacks the graph(s) {missing}")
+            graphs = {g: _graph_bytes(path, fh, f"onnx.{g}") for g in GRAPHS}
+            sample = _read_sample(path, fh, names, meta.description)
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(path, f"not a readable bundle (truncated or corrupt?): {exc}") from None
+    sessions = {name: _checked_session(path, name, data, meta.description) for name, data in graphs.items()}
+    return BundleModel(sessions, meta, path.name), meta, sample
+
+
+def _graph_bytes(path: Path, fh: Any, key: str) -> bytes:
+    view = fh.get_slice(key)
+    shape, dtype = view.get_shape(), view.get_dtype()
+    if dtype != "U8" or len(shape) != 1 or shape[0] > MAX_GRAPH_BYTES:
+        raise BundleError(path, f"{key} must be at most {MAX_GRAPH_BYTES >> 20} MB of bytes, got {dtype} {shape}")
+    return fh.get_tensor(key).numpy().tobytes()
+
+
+def _read_sample(path: Path, fh: Any, names: set[str], description: Description
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    if SAMPLE_IMAGES not in names:
+        return None
+    return read_sample(path, fh, description.image_shape)
+
+
+def read_sample(path: Path, fh: Any, image_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """An embedded evaluation sample from an open safetensors file, its shape and size checked first."""
+    images, labels = fh.get_slice(SAMPLE_IMAGES), fh.get_slice(SAMPLE_LABELS) if SAMPLE_LABELS in set(fh.keys()) else None
+    shape = images.get_shape()
+    n = shape[0] if shape else 0
+    if (images.get_dtype() != "U8" or len(shape) != 4 or tuple(shape[1:]) != tuple(image_shape)
+            or not 0 < n <= MAX_SAMPLE_IMAGES or max(shape[2:]) > MAX_SAMPLE_SIDE
+            or int(np.prod(shape)) > MAX_SAMPLE_BYTES):
+        raise BundleError(path, f"its embedded sample must be at most {MAX_SAMPLE_IMAGES:,} uint8 images "
+                                f"{list(image_shape)} ({MAX_SAMPLE_BYTES >> 20} MB), got {images.get_dtype()} {shape}")
+    if labels is not None and (labels.get_dtype() not in ("I64", "I32") or labels.get_shape() != [n]):
+        raise BundleError(path, f"its sample's labels must be integers [N] = [{n}], got {labels.get_dtype()} "
+                                f"{labels.get_shape()}")
+    label_array = (np.full(n, -1, np.int64) if labels is None
+                   else fh.get_tensor(SAMPLE_LABELS).numpy().astype(np.int64))
+    return fh.get_tensor(SAMPLE_IMAGES).numpy(), np.where(label_array < 0, -1, label_array)
+
+
+def _parse_meta(path: Path, raw: str) -> BundleMeta:
+    """The metadata JSON, every field's type checked (a file from outside)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(path, f"its metadata is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(path, "its metadata does not describe a vaescope ONNX bundle")
+    if data.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(path, f"bundle format_version {data.get('format_version')!r} is not supported (this "
+                                f"vaescope reads {BUNDLE_VERSION})")
+    try:
+        d = data["description"]
+        condition = Condition(str(d["condition"]["kind"]), int(d["condition"]["size"]))
+        groups = tuple(LatentGroup(str(g["name"])[:40], int(g["start"]), int(g["size"]))
+                       for g in d.get("latent_groups", [])[:16])
+        description = Description(
+            family=str(d["family"])[:40], title=str(d["title"])[:200], summary=str(d["summary"])[:1000],
+            image_shape=tuple(int(v) for v in d["image_shape"]), latent_dim=int(d["latent_dim"]),
+            class_names=tuple(str(c)[:200] for c in d.get("class_names", [])[:10_000]), condition=condition,
+            has_prior=bool(d["has_prior"]), decodes=True, prior_note=str(d.get("prior_note", ""))[:1000],
+            details=tuple(str(t)[:200] for t in d.get("details", [])[:16]), latent_groups=groups)
+        c, h, w = description.image_shape
+        if c not in (1, 3) or max(h, w) > 4096 or description.latent_dim > 65_536 or condition.size > 10_000:
+            raise BundleError(path, f"its shapes are beyond the limits: image {[c, h, w]}, latent dim "
+                                    f"{description.latent_dim}, condition size {condition.size}")
+        meta = BundleMeta(description, bool(data.get("deterministic", False)),
+                          dataset=dict(data.get("dataset") or {}), train_config=dict(data.get("train_config") or {}),
+                          history=[row for row in list(data.get("history") or [])[:100_000] if isinstance(row, dict)],
+                          metrics=dict(data.get("metrics") or {}), export_error=float(data.get("export_error", 0.0)))
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
+        raise BundleError(path, f"its metadata is malformed ({type(exc).__name__}: {exc})") from None
+    return meta
+
+
+def _checked_session(path: Path, name: str, data: bytes, description: Description) -> Any:
+    """An onnxruntime session for a graph that uses standard operators only, keeps its weights
+    inside itself, and has the inputs and outputs the metadata says."""
+    import onnx
+
+    try:
+        graph = onnx.load_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types
+        raise BundleError(path, f"its {name} graph is not ONNX ({type(exc).__name__})") from None
+    domains = {op.domain for op in graph.opset_import} | {node.domain for node in graph.graph.node}
+    if not domains <= ALLOWED_DOMAINS:
+        raise BundleError(path, f"its {name} graph uses operator domains {sorted(domains - ALLOWED_DOMAINS)}: only "
+                                "standard ONNX operators are run (custom operators would run code)")
+    if graph.functions:
+        for function in graph.functions:
+            if function.domain not in ALLOWED_DOMAINS | {"pkg.onnxscript.torch_lib", "pkg.onnxscript.torch_lib.common"}:
+                raise BundleError(path, f"its {name} graph defines functions in domain {function.domain!r}")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer):
+        raise BundleError(path, f"its {name} graph keeps weights in an external file, which is never read")
+    try:
+        session = _session(data)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise BundleError(path, f"onnxruntime cannot run its {name} graph ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})") from None
+    expected = _expected_io(description)[name]
+    got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if not set(got[0]) <= set(expected[0]) or got[1] != expected[1]:
+        raise BundleError(path, f"its {name} graph has inputs {got[0]} and outputs {got[1]}, but a bundle's "
+                                f"{name} takes {expected[0]} and gives {expected[1]}")
+    _check_shapes(path, name, session, description)
+    return session
+
+
+def _expected_io(description: Description) -> dict[str, tuple[list[str], list[str]]]:
+    return {"encoder": (["x", "condition"], ["mean", "logvar", "probs"]), "decoder": (["z", "condition"], ["x"]),
+            "prior": (["eps", "components"], ["z"]), "kl": (["mean", "logvar", "probs"], ["kl"])}
+
+
+def _check_shapes(path: Path, name: str, session: Any, description: Description) -> None:
+    """The graph's declared non-batch dimensions agree with the description."""
+    d, (c, h, w) = description.latent_dim, description.image_shape
+    wanted = {"x": [c, h, w], "z": [d], "mean": [d], "logvar": [d], "eps": [d], "kl": [d]}
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        want = wanted.get(arg.name)
+        shape = list(arg.shape[1:])
+        if want is not None and all(isinstance(v, int) for v in shape) and shape != want:
+            raise BundleError(path, f"its {name} graph's {arg.name} is {shape} per item, but the metadata says {want}")
+
+
+class BundleModel:
+    """An ONNX bundle behind the model contract: every call runs one onnxruntime session."""
+
+    def __init__(self, sessions: dict[str, Any], meta: BundleMeta, name: str) -> None:
+        self.sessions, self.meta, self.name = sessions, meta, name
+        self.class_names = meta.description.class_names
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def describe(self) -> Description:
+        return self.meta.description
+
+    def _run(self, graph: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        session = self.sessions[graph]
+        return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+
+    def _condition(self, condition: Tensor | None, n: int) -> np.ndarray:
+        return np.zeros(n, np.int64) if condition is None else condition.detach().cpu().numpy().astype(np.int64)
+
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
+        mean, logvar, probs = self._run("encoder", x=x.detach().cpu().float().numpy(),
+                                        condition=self._condition(condition, len(x)))
+        mean_t = torch.from_numpy(mean)
+        mixture = self.meta.description.condition.is_mixture
+        if self.meta.deterministic:
+            return Posterior.point(mean_t, torch.from_numpy(probs) if mixture else None)
+        return Posterior(mean_t, torch.from_numpy(logvar), torch.from_numpy(probs) if mixture else None)
+
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        (x,) = self._run("decoder", z=z.detach().cpu().float().numpy(), condition=self._condition(condition, len(z)))
+        return torch.from_numpy(x)
+
+    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """z from the exported prior: noise scaled by ``temperature``, a mixture's component
+        ``condition`` (or uniformly drawn ones)."""
+        description = self.meta.description
+        size = description.condition.size
+        if description.condition.is_mixture:
+            if condition is None:
+                components = torch.randint(size, (n,), generator=generator)
+            elif not 0 <= int(condition) < size:
+                raise ValueError(f"component {condition} out of range 0..{size - 1}")
+            else:
+                components = torch.full((n,), int(condition), dtype=torch.long)
+        else:
+            components = torch.zeros(n, dtype=torch.long)
+        eps = temperature * torch.randn(n, description.latent_dim, generator=generator)
+        (z,) = self._run("prior", eps=eps.numpy(), components=components.numpy())
+        return torch.from_numpy(z)
+
+    def kl_per_dim(self, posterior: Posterior) -> Tensor:
+        if posterior.deterministic:
+            return torch.zeros_like(posterior.mean)
+        probs = (posterior.component_probs if posterior.component_probs is not None
+                 else torch.zeros(len(posterior.mean), 1))
+        (kl,) = self._run("kl", mean=posterior.mean.detach().cpu().float().numpy(),
+                          logvar=posterior.logvar.detach().cpu().float().numpy(),
+                          probs=probs.detach().cpu().float().numpy())
+        return torch.from_numpy(kl)
