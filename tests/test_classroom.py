@@ -25,7 +25,7 @@ SHOTS = ROOT / "test-artifacts" / "classroom"
 SHIPPED = ROOT / "assets" / "checkpoints"
 FASHION = "fashion-mnist-vae.safetensors"
 DIGITS = ["tiny-vae.safetensors", "tiny-cvae.safetensors", "tiny-gmvae.safetensors", "tiny-ae.safetensors"]
-TABS = ["Traversal grid", "Interpolation", "Class sampling", "Diagnostics"]
+TABS = ["Traversal grid", "Interpolation", "Class sampling", "Diagnostics", "Denoising", "Anomalies"]
 MAP = "document.querySelector('#latent-map .js-plotly-plot')"
 # the map's title (a message figure has none)
 MAP_TITLE = (f"(({MAP} && {MAP}.layout && {MAP}.layout.title) ? "
@@ -104,6 +104,13 @@ def act_in_tab(page: object, tab: str) -> None:
         old = image_src(page, "sample-grid")
         page.locator("#sample-btn").click()  # type: ignore[attr-defined]
         wait_src(page, "sample-grid", old, timeout=30)
+    elif tab == "Denoising":
+        old = image_src(page, "denoise-rebuilt")
+        page.locator("#denoise-index-btn").click()  # type: ignore[attr-defined]
+        wait_src(page, "denoise-rebuilt", old, timeout=30)
+    elif tab == "Anomalies":
+        page.locator("#anomaly-score-btn").click()  # type: ignore[attr-defined]
+        page.wait_for_selector("#anomaly-histogram .js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
     else:
         page.wait_for_selector("#diag-kl .js-plotly-plot", timeout=30_000)  # type: ignore[attr-defined]
 
@@ -131,6 +138,9 @@ def assert_everything_names(page: object, short: str, other_names: list[str]) ->
                               ("interp-info", text(page, "#interp-info"))],
             "Class sampling": [("sample-grid", label(page, "sample-grid") if image_src(page, "sample-grid") else ""),
                                ("sample-note", text(page, "#sample-note"))],
+            "Denoising": [("denoise-note", text(page, "#denoise-note"))],
+            "Anomalies": [("anomaly-note", text(page, "#anomaly-note")),
+                          ("anomaly-unusual", label(page, "anomaly-unusual") if image_src(page, "anomaly-unusual") else "")],
             "Diagnostics": [("diag-note", text(page, "#diag-note")),
                             ("diag-kl", page.evaluate("() => { const gd = document.querySelector('#diag-kl .js-plotly-plot');"  # type: ignore[attr-defined]
                                                       " const t = gd && gd.layout && gd.layout.title;"
@@ -255,7 +265,8 @@ def test_mixture_components_are_named_by_their_classes(browser: object, url: str
 
 
 PANELS = {"map-and-traversal": None, "traversal-grid": "Traversal grid", "interpolation": "Interpolation",
-          "class-sampling": "Class sampling", "diagnostics": "Diagnostics"}
+          "class-sampling": "Class sampling", "diagnostics": "Diagnostics", "denoising": "Denoising",
+          "anomalies": "Anomalies"}
 
 
 @pytest.mark.parametrize("width, height", [(1280, 720), (1920, 1080)])
@@ -278,5 +289,32 @@ def test_screenshots_of_every_panel(browser: object, url: str, width: int, heigh
             background = page.evaluate("() => { const gd = document.querySelector('#diag-kl .js-plotly-plot');"
                                        " return gd && gd._fullLayout ? gd._fullLayout.plot_bgcolor : ''; }")
             assert background == "#1f2430"
+    finally:
+        page.close()
+
+
+def test_the_denoising_and_anomaly_views_in_the_browser(browser: object, url: str) -> None:
+    page = open_page(browser, url)
+    try:
+        choose_model(page, "tiny-vae.safetensors")
+        act_in_tab(page, "Denoising")
+        assert text(page, "#denoise-note").startswith("tiny-vae · test image #0")
+        before = image_src(page, "denoise-corrupted")
+        level = page.locator("#denoise-level input[type=range]")
+        level.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowRight")  # more noise: a new corrupted image and a new verdict
+        wait_src(page, "denoise-corrupted", before, timeout=30)
+        page.wait_for_function("() => document.querySelector('#denoise-note').innerText.includes('level 0.6')",
+                               timeout=30_000)
+        page.locator("#denoise-curve-btn").click()
+        page.wait_for_selector("#denoise-curve .js-plotly-plot", timeout=60_000)
+        page.screenshot(path=str(SHOTS / "denoising-view.png"), full_page=True)
+        act_in_tab(page, "Anomalies")
+        wait_src(page, "anomaly-unusual", "", timeout=30)
+        page.locator("#anomaly-compare-btn").click()
+        page.wait_for_function("() => document.querySelector('#anomaly-compare-note').innerText.includes('AUROC')",
+                               timeout=60_000)
+        page.screenshot(path=str(SHOTS / "anomaly-view.png"), full_page=True)
     finally:
         page.close()

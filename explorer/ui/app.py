@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from vaescope.errors import InputError
 from vaescope.explorer.core.embeddings import read_embeddings
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelStore, default_cache_dir
+from vaescope.explorer.ui.anomaly import AnomalyPanel
 from vaescope.explorer.ui.common import Context, Downloads
+from vaescope.explorer.ui.denoising import DenoisingPanel
 from vaescope.explorer.ui.diagnostics import DiagnosticsPanel
 from vaescope.explorer.ui.interpolation import InterpolationPanel
 from vaescope.explorer.ui.map import MapPanel
@@ -105,16 +107,20 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         interpolation = InterpolationPanel(ctx, session, traversal)
         sampling = SamplingPanel(ctx, session)
         diagnostics = DiagnosticsPanel(session)
-        panels = [latent_map, traversal, interpolation, sampling, diagnostics]
+        denoising, anomaly = DenoisingPanel(ctx, session), AnomalyPanel(ctx, session)
+        panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly]
         models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb)
-        _layout(models, latent_map, traversal, interpolation, sampling, diagnostics)
+        _layout(models, latent_map, traversal, {"Traversal grid": traversal.build_grid,
+                                                 "Interpolation": interpolation.build, "Class sampling": sampling.build,
+                                                 "Diagnostics": diagnostics.build, "Denoising": denoising.build,
+                                                 "Anomalies": anomaly.build})
         latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
         loads = models.wire(demo)
         latent_map.wire(loads)
         traversal.wire()
         interpolation.wire()
-        sampling.wire()
-        diagnostics.wire()
+        for panel in (sampling, diagnostics, denoising, anomaly):
+            panel.wire()
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
     demo.ctx = ctx  # type: ignore[attr-defined]  # tests and vs.explore reach the store through it
     demo.panels = {"models": models, **{p.__class__.__name__.removesuffix("Panel").lower(): p  # type: ignore[attr-defined]
@@ -123,9 +129,9 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
 
 
 def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel,
-            interpolation: InterpolationPanel, sampling: SamplingPanel, diagnostics: DiagnosticsPanel) -> None:
+            tabs: dict[str, Callable[[], None]]) -> None:
     """The page: the model and its card on top, the map beside the traversal (the core loop), then
-    a tab per other panel."""
+    a tab per other panel (``tabs``: title -> the function that builds it)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
             gr.Markdown("## vaescope — latent explorer", elem_id="page-title")
@@ -137,21 +143,13 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
             latent_map.build()
         with gr.Column(scale=2, min_width=320):
             traversal.build()
+    built = []
     with gr.Tabs(elem_id="main-tabs"):
-        tabs = []
-        with gr.Tab("Traversal grid", elem_id="tab-grid") as tab:
-            traversal.build_grid()
-            tabs.append(tab)
-        with gr.Tab("Interpolation", elem_id="tab-interpolation") as tab:
-            interpolation.build()
-            tabs.append(tab)
-        with gr.Tab("Class sampling", elem_id="tab-sampling") as tab:
-            sampling.build()
-            tabs.append(tab)
-        with gr.Tab("Diagnostics", elem_id="tab-diagnostics") as tab:
-            diagnostics.build()
-            tabs.append(tab)
-    for tab in tabs:  # a plot drawn while its tab was hidden is sized to nothing: resize on show
+        for title, build in tabs.items():
+            with gr.Tab(title, elem_id=f"tab-{title.split()[0].lower()}") as tab:
+                build()
+            built.append(tab)
+    for tab in built:  # a plot drawn while its tab was hidden is sized to nothing: resize on show
         tab.select(None, js="() => { window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
 
 

@@ -35,6 +35,7 @@ class Session:
     ends: dict[str, Code] = field(default_factory=dict)  # interpolation endpoints "a" / "b"
     path: np.ndarray | None = None  # the last interpolation path [S, D]
     trail: list[np.ndarray] = field(default_factory=list)  # codes of the current slider drag
+    denoise_source: Code | None = None  # the clean image the denoising panel corrupts
 
     def begin_switch(self) -> int:
         """A model switch starts: everything in flight becomes stale. Returns the switch's version."""
@@ -50,7 +51,7 @@ class Session:
                 return None
             self.version += 1
             self.key = key
-            self.code = self.view = self.picked = self.path = None
+            self.code = self.view = self.picked = self.path = self.denoise_source = None
             self.ends = {}
             self.trail = []
             return self.version

@@ -1,0 +1,181 @@
+"""The two applications the lectures teach, for any model through the contract.
+
+- Denoising: corrupt an image (``training/corruption.py``: Gaussian noise, masking, salt and
+  pepper), let the model rebuild it, and measure how far each is from the clean image.
+- Anomaly detection: data the model explains badly is unusual. The score per image is the
+  negative ELBO at the posterior mean (reconstruction cost under a Bernoulli likelihood of the
+  decoded pixels, plus the KL from the prior) for a model with a prior, and the reconstruction
+  error for one without. An out-of-distribution check scores a second dataset, resized to the
+  model's images, and reports how well the score separates the two (AUROC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaescope.errors import InputError
+from vaescope.explorer.core.store import ModelEntry
+from vaescope.training.corruption import CORRUPTIONS, check_corruption, corrupt
+
+PIXEL_EPS = 1e-6  # decoded pixels are clamped into (0, 1) before the Bernoulli log-likelihood
+OOD_IMAGES = 2_000  # images of the second dataset scored for the out-of-distribution check
+CURVE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+CURVE_IMAGES = 64  # test images averaged per point of the breakdown curve
+
+
+@dataclass(frozen=True)
+class ScoreKind:
+    name: str  # what the score is, for labels
+    higher: str  # what a high score means
+
+
+def score_kind(entry: ModelEntry) -> ScoreKind:
+    if entry.description.has_prior:
+        return ScoreKind("−ELBO (nats)", "the model explains the image badly")
+    return ScoreKind("reconstruction error", "the model rebuilds the image badly")
+
+
+@torch.inference_mode()
+def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None = None,
+                 batch_size: int = 512) -> np.ndarray:
+    """Anomaly scores [N] of images [N, C, H, W] (uint8, or float in [0, 1]); higher is more unusual."""
+    if not entry.description.decodes:
+        raise InputError("precomputed embeddings have no model to score images with")
+    model, description = entry.model, entry.description
+    x_all = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    scores = []
+    for start in range(0, len(x_all), batch_size):
+        x = torch.from_numpy(x_all[start:start + batch_size]).to(model.device)
+        y = None if labels is None else description.condition.from_labels(
+            torch.from_numpy(labels[start:start + batch_size]).to(model.device))
+        post = model.encode(x, y)
+        pixels = model.decode(post.mean, y).float()
+        if description.has_prior:
+            p = pixels.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
+            recon = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+            scores.append((recon + model.kl_per_dim(post).float().sum(1)).cpu().numpy())
+        else:
+            scores.append((pixels - x).pow(2).flatten(1).mean(1).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def test_scores(entry: ModelEntry) -> np.ndarray:
+    """Scores [N] of the model's evaluation images, computed once per model."""
+    memo = entry.memo.get("anomaly_scores")
+    if memo is None:
+        if not entry.has_points or entry.latents.images is None:
+            raise InputError(f"no evaluation images to score: {entry.data_note or 'none were given'}")
+        memo = entry.memo["anomaly_scores"] = score_images(entry, entry.latents.images, entry.latents.labels)
+    return memo
+
+
+def percentile(scores: np.ndarray, value: float) -> float:
+    """The share of ``scores`` (in %) below ``value``: 99 means more unusual than 99 % of them."""
+    return float((np.asarray(scores) < value).mean() * 100) if len(scores) else float("nan")
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """Area under the ROC curve of the score telling ``outside`` (positive) from ``inside``: 1 is a
+    perfect separation, 0.5 is chance (Mann-Whitney U, as sklearn's roc_auc_score)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(inside) == 0 or len(outside) == 0:
+        raise InputError("the out-of-distribution check needs scores of both datasets")
+    truth = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+    return float(roc_auc_score(truth, np.r_[inside, outside]))
+
+
+def resize_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 images [N, C, H, W] brought to ``shape`` [C, H, W] (greyscale / RGB, box or bilinear)."""
+    from PIL import Image
+
+    c, h, w = shape
+    out = np.empty((len(images), c, h, w), np.uint8)
+    for i, image in enumerate(images):
+        pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+        pil = pil.convert("L" if c == 1 else "RGB")
+        shrinking = pil.size[0] > w
+        pil = pil.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+        arr = np.asarray(pil)
+        out[i] = arr[None] if c == 1 else arr.transpose(2, 0, 1)
+    return out
+
+
+def ood_datasets(entry: ModelEntry, data_dir: object = None) -> list[str]:
+    """The datasets this server has on disk that can serve as out-of-distribution data (not the
+    model's own)."""
+    from vaescope.training import data
+
+    names = ["digits", "shapes"]
+    root = data.Path(data_dir or data.DEFAULT_DATA_DIR).expanduser()
+    names += [s.name for s in data.IDX_SOURCES if data._find_idx_files(s.search_dirs(root)) is not None]
+    return [n for n in names if n != entry.dataset_name]
+
+
+def ood_images(name: str, shape: tuple[int, int, int], data_dir: object = None) -> np.ndarray:
+    """Up to OOD_IMAGES test images of dataset ``name`` (one this server knows) resized to ``shape``."""
+    from vaescope.training import data
+
+    if name not in data.DATASETS:
+        raise InputError(f"{name!r} is not a dataset this server knows")
+    try:
+        found = data.load_dataset(name, data_dir=data_dir)
+    except data.DatasetError as exc:
+        raise InputError(f"{name} is not on this server: {exc}") from None
+    images = found.test.images.numpy()
+    if len(images) > OOD_IMAGES:
+        images = images[np.sort(np.random.default_rng(0).choice(len(images), OOD_IMAGES, replace=False))]
+    return resize_images(images, shape)
+
+
+# -- denoising ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Denoised:
+    clean: np.ndarray  # [C, H, W] in [0, 1]
+    corrupted: np.ndarray
+    rebuilt: np.ndarray
+    corrupted_error: float  # mean squared error per pixel, to the clean image
+    rebuilt_error: float
+
+
+@torch.inference_mode()
+def denoise(entry: ModelEntry, clean: np.ndarray, kind: str, level: float, seed: int = 0,
+            label: int | None = None) -> Denoised:
+    """Corrupt one clean image [C, H, W] in [0, 1], rebuild it from its code, and measure both."""
+    try:
+        check_corruption(kind, level)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not entry.description.decodes:
+        raise InputError("precomputed embeddings have no model to denoise with")
+    model, description = entry.model, entry.description
+    x = torch.from_numpy(np.asarray(clean, np.float32)[None]).to(model.device)
+    noisy = corrupt(x, kind, float(level), torch.Generator(model.device).manual_seed(int(seed)))
+    y = description.condition.for_class(label, 1, model.device) if description.condition.decodes_with_class else None
+    rebuilt = model.decode(model.encode(noisy, y).mean, y).float()
+    error = lambda a: float((a - x).pow(2).mean())  # noqa: E731
+    return Denoised(clean, noisy[0].cpu().numpy(), rebuilt[0].cpu().numpy(), error(noisy), error(rebuilt))
+
+
+@torch.inference_mode()
+def breakdown_curve(entry: ModelEntry, kind: str, seed: int = 0) -> tuple[list[float], list[float], list[float]]:
+    """Over CURVE_LEVELS: (levels, mean error of the corrupted images, mean error of the model's
+    rebuilds) on up to CURVE_IMAGES evaluation images: where the model stops helping."""
+    if kind not in CORRUPTIONS:
+        raise InputError(f"corruption must be one of {CORRUPTIONS}")
+    if not entry.has_points or entry.latents.images is None:
+        raise InputError("the breakdown curve needs evaluation images")
+    model, description = entry.model, entry.description
+    n = min(CURVE_IMAGES, len(entry.latents))
+    x = torch.from_numpy(entry.latents.float_images(slice(0, n))).to(model.device)
+    y = description.condition.from_labels(torch.from_numpy(entry.latents.labels[:n]).to(model.device))
+    corrupted, rebuilt = [], []
+    for level in CURVE_LEVELS:
+        noisy = corrupt(x, kind, level, torch.Generator(model.device).manual_seed(int(seed)))
+        out = model.decode(model.encode(noisy, y).mean, y).float()
+        corrupted.append(float((noisy - x).pow(2).mean()))
+        rebuilt.append(float((out - x).pow(2).mean()))
+    return list(CURVE_LEVELS), corrupted, rebuilt
