@@ -515,3 +515,47 @@ def test_every_new_family_trains_saves_and_opens_in_the_explorer(family: str, op
         images = entry.model.decode(torch.from_numpy(codes).float())
     assert images.shape == (5, 1, 8, 8) and torch.isfinite(images).all()
     assert (images[0] - images[-1]).abs().max() > 1e-4  # the slider moves the picture
+
+
+def test_the_explorer_maps_and_moves_one_hvae_layer_at_a_time(tmp_path) -> None:
+    """The page picker lists both layers; the map of layer z2 projects only z2's coordinates; a
+    slider of z2 moves z2 and refills z1 with E[z1|z2] (the picture follows the top layer), while a
+    slider of z1 leaves z1's other coordinates alone and refills z2."""
+    from vaescope.explorer.core.dims import page_choices, page_dims
+    from vaescope.explorer.ui.app import build_app
+    from vaescope.explorer.ui.state import Session
+    from vaescope.explorer.ui.traversal import moved_in_group
+    from vaescope.training.train import model_config_for, train
+
+    data = load_digits(seed=0)
+    cfg = model_config_for(data, model_type="hvae", arch="mlp", latent_dim=6, hidden_dim=32, options={"top_dim": 2})
+    with one_thread():
+        train(cfg, TrainConfig(dataset="digits", epochs=1, eval_k=4, lr=3e-3), tmp_path / "run", dataset=data,
+              show_progress=False)
+    app = build_app(tmp_path / "run", device="cpu")
+    session = Session()
+    app.panels["models"].load_checkpoint("model.safetensors", session)
+    entry = app.ctx.store.open_name("model.safetensors")
+    choices = page_choices(entry)
+    assert [value for _, value in choices] == ["z1:0", "z2:0"] and choices[1][0].startswith("layer z2")
+    assert sorted(page_dims(entry, "z2:0").tolist()) == [4, 5] and sorted(page_dims(entry, "z1:0").tolist()) == [0, 1, 2, 3]
+    assert sorted(page_dims(entry, "nonsense").tolist()) == [0, 1, 2, 3]  # a request value from outside
+
+    out = app.panels["map"].draw_map("pca", 2, "class", "none", 0, "z2:0", session)
+    view = session.view
+    assert view.group.name == "z2" and "layer z2" in view.title
+    expected = PCA(2).fit_transform(entry.latents.mean[:, 4:])  # the map of z2 alone (axes up to sign)
+    np.testing.assert_allclose(np.abs(view.projection.coords), np.abs(expected), atol=1e-3)
+    assert app.panels["map"].plot in out
+
+    z = entry.latents.mean[0].copy()
+    top = moved_in_group(entry, z, 4, 2.5, "z2:0")
+    with torch.no_grad():
+        expected_z1 = entry.model.p_z1(torch.from_numpy(top[None, 4:]))[0][0].numpy()
+    assert top[4] == 2.5 and top[5] == pytest.approx(z[5])
+    np.testing.assert_allclose(top[:4], expected_z1, atol=1e-5)
+    bottom = moved_in_group(entry, z, 1, -2.0, "z1:0")
+    assert bottom[1] == -2.0 and np.allclose(bottom[[0, 2, 3]], z[[0, 2, 3]])
+    with torch.no_grad():
+        expected_z2 = entry.model.q_z2(torch.from_numpy(bottom[None, :4])).mean[0].numpy()
+    np.testing.assert_allclose(bottom[4:], expected_z2, atol=1e-5)

@@ -271,7 +271,7 @@ def test_a_slider_never_waits_for_an_evicted_model(tiny_checkpoint_dir: Path) ->
 def test_request_values_from_outside_are_checked(app) -> None:
     session, _ = switched(app, "tiny-vae.safetensors")
     with pytest.raises(gr.Error, match="Max points must be 0"):
-        app.panels["map"].draw_map("pca", 2, "class", "none", -5, session)
+        app.panels["map"].draw_map("pca", 2, "class", "none", -5, "z:0", session)
     assert app.panels["map"].pick("[" * 100_000, session) == gr.skip()  # no RecursionError, no update
     with pytest.raises(gr.Error, match="Steps must be between 3 and 15"):
         app.panels["traversal"].traversal_grid(10_000, 0, "prior", session)

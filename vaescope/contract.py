@@ -112,7 +112,11 @@ class Description:
     decodes: bool = True  # False: precomputed embeddings, no encoder or decoder to call
     prior_note: str = ""  # what the prior cannot do, in words (why an AE's prior samples are noise)
     details: tuple[str, ...] = ()  # short technical facts for the card: "conv", "Bernoulli likelihood"
-    latent_groups: tuple[LatentGroup, ...] = ()  # empty: one group, the whole code
+    # Named slices of the code (a hierarchical model's layers); the first is the default for maps and
+    # sliders. Empty: one group, the whole code. A model with several may offer
+    # ``fill_group(z [B, D], keep: str) -> z``: the other groups set to their conditional means given
+    # group ``keep``, which the explorer calls after moving a slider of that group.
+    latent_groups: tuple[LatentGroup, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
@@ -219,6 +223,13 @@ class ExplorableModel(Protocol):
 
 
 CONTRACT_METHODS = ("describe", "encode", "decode", "sample", "kl_per_dim")
+
+
+def fill_other_groups(model: object, z: Tensor, group: str) -> Tensor:
+    """z [B, D] with the groups other than ``group`` set to their conditional means, when the model
+    says how (its optional ``fill_group``); else z unchanged."""
+    fill = getattr(model, "fill_group", None)
+    return fill(z, group) if callable(fill) and len(model.describe().latent_groups) > 1 else z
 
 
 def check_contract(model: object) -> Description:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vaescope.contract import LatentGroup
 from vaescope.explorer.core import traversal
 from vaescope.explorer.core.codes import prior_codes
 from vaescope.explorer.core.store import ModelEntry
@@ -64,9 +65,37 @@ def _dim_info(entry: ModelEntry) -> DimInfo:
     return DimInfo(traversal.dimension_order(spread), None, spread, active)  # no prior: order by spread
 
 
-def page_dims(order: np.ndarray, page: int) -> np.ndarray:
-    """The dims shown on slider page ``page`` (SLIDERS per page)."""
-    return order[page * SLIDERS:(page + 1) * SLIDERS]
+def page_choices(entry: ModelEntry) -> list[tuple[str, str]]:
+    """The slider pages, as (label, value): SLIDERS dims a page, within each latent group (a
+    hierarchical model's layers), most used first. The value is "group:page"."""
+    choices = []
+    groups = entry.description.latent_groups
+    for group in groups:
+        for page in range(-(-group.size // SLIDERS)):
+            dims = f"dims {page * SLIDERS + 1}–{min(group.size, (page + 1) * SLIDERS)} of {group.size}"
+            choices.append((f"layer {group.name} · {dims}" if len(groups) > 1 else dims, f"{group.name}:{page}"))
+    return choices
+
+
+def parse_page(value: object, entry: ModelEntry) -> tuple[LatentGroup, int]:
+    """(the latent group, the page number) a page value names; the first group's first page for
+    anything else (a request value from outside)."""
+    groups = entry.description.latent_groups
+    name, _, page = str(value or "").partition(":")
+    group = next((g for g in groups if g.name == name), groups[0])
+    try:
+        number = int(page)
+    except ValueError:
+        number = 0
+    return group, min(max(number, 0), (group.size - 1) // SLIDERS)
+
+
+def page_dims(entry: ModelEntry, value: object) -> np.ndarray:
+    """The dims shown on a slider page: the group's dims in the model's order, SLIDERS a page."""
+    group, page = parse_page(value, entry)
+    order = dim_info(entry).order
+    inside = order[(order >= group.start) & (order < group.start + group.size)]
+    return inside[page * SLIDERS:(page + 1) * SLIDERS]
 
 
 def default_range(entry: ModelEntry) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
+from vaescope.contract import LatentGroup
 from vaescope.explorer.core import figures
 from vaescope.explorer.core.codes import prior_codes
 from vaescope.explorer.core.projection import Projection
@@ -34,10 +35,16 @@ class MapView:
     indices: np.ndarray  # [M] evaluation-image index of each plotted row
     method: str
     color_by: str
+    group: LatentGroup | None = None  # the slice of the code the map shows (None: the whole code)
 
     @property
     def title(self) -> str:
-        return f"{METHOD_NAMES.get(self.method, self.method)} {self.projection.dims}D · {len(self.indices)} images"
+        layer = f" · layer {self.group.name}" if self.group is not None else ""
+        return f"{METHOD_NAMES.get(self.method, self.method)} {self.projection.dims}D{layer} · {len(self.indices)} images"
+
+    def slice(self, codes: np.ndarray) -> np.ndarray:
+        """The part of codes [..., D] this map shows."""
+        return codes if self.group is None else codes[..., self.group.start:self.group.start + self.group.size]
 
 
 def subsample(n: int, max_points: int) -> np.ndarray:
@@ -100,7 +107,7 @@ def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.nd
             return None, ""
     z = prior_codes(entry, PRIOR_OVERLAY_POINTS, seed=0, condition=comp)
     name = "prior samples" if comp is None else f"prior of {component_names(entry)[comp]}"
-    return view.projection.transform(z), name
+    return view.projection.transform(view.slice(z)), name
 
 
 def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray | None = None,
@@ -139,7 +146,7 @@ def project(view: MapView, codes: np.ndarray | list[np.ndarray] | None) -> np.nd
     build a search index, a minute on 70k codes)."""
     if codes is None or len(codes) == 0:
         return np.zeros((0, view.projection.dims), np.float32)
-    return view.projection.transform(np.asarray(np.stack(list(codes)), np.float32), exact=False)
+    return view.projection.transform(view.slice(np.asarray(np.stack(list(codes)), np.float32)), exact=False)
 
 
 def message_figure(text: str, width: int = 70) -> go.Figure:

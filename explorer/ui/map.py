@@ -8,14 +8,18 @@ listener reads it with a ``js`` function.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import gradio as gr
 import numpy as np
+import torch
 
+from vaescope.contract import fill_other_groups
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import Code, decode, index_code
+from vaescope.explorer.core.dims import parse_page
 from vaescope.explorer.core.maps import (
     METHOD_NAMES,
     MapView,
@@ -92,14 +96,15 @@ class MapPanel:
 
     # -- events --
     def wire(self, after_load: list[Any]) -> None:
-        inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.session]
+        inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
         heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
         # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
         outputs = [self.plot, self.info, self.traversal.marker, self.path_box]
         for i, event in enumerate(after_load):  # draw the map once a model has loaded
             event.success(self.draw_map, inputs, outputs, api_name=f"map_after_load_{i}",
                           api_visibility="private", **heavy)
-        gr.on([self.draw_btn.click, self.method.select, self.dims.select, self.color.select, self.overlay.select],
+        gr.on([self.draw_btn.click, self.method.select, self.dims.select, self.color.select, self.overlay.select,
+               self.traversal.page.select],  # a hierarchical model: the map shows the chosen layer
               self.draw_map, inputs, outputs, api_name="draw_map", **heavy)
         pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs()]
         self.pick_btn.click(self.pick, [self.pick_data, self.session], pick_out,
@@ -110,7 +115,7 @@ class MapPanel:
 
     @handler
     def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,
-                 session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+                 page: Any, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
         if not entry.has_points:
             return {self.plot: message_figure(f"No map for {short_name(entry)}: {entry.data_note}."), self.info: ""}
@@ -121,12 +126,16 @@ class MapPanel:
         if limit < 0:
             raise InputError(f"Max points must be 0 (all) or more, got {limit}.")
         idx = subsample(len(entry.latents), limit)
-        try:  # single-flight per (model, method, dims, points): a second caller waits for the first
-            projection = self.ctx.projections.get(entry.key, entry.latents.mean[idx], method, int(dims),
+        groups = entry.description.latent_groups
+        group = parse_page(page, entry)[0] if len(groups) > 1 else None
+        view = MapView(entry.key, None, idx, method, color_by, group)  # type: ignore[arg-type]
+        try:  # single-flight per (model, layer, method, dims, points): a second caller waits for the first
+            projection = self.ctx.projections.get(f"{entry.key}:{group.name if group else ''}",
+                                                  view.slice(entry.latents.mean[idx]), method, int(dims),
                                                   progress=lambda f, d: progress(f, desc=d))
         except ValueError as exc:
             raise InputError(f"Cannot project: {exc}") from None
-        view = MapView(entry.key, projection, idx, method, color_by)
+        view = dataclasses.replace(view, projection=projection)
         session.update(version, view=view)
         figure = map_figure(entry, view, overlay, session.path, session.trail)
         clickable = "; click empty space to decode that spot" if projection.invertible and int(dims) == 2 else ""
@@ -157,9 +166,9 @@ class MapPanel:
             return {}
         elif view.projection.invertible and view.projection.dims == 2:
             x, y = _number(data.get("x")), _number(data.get("y"))
-            z = view.projection.inverse_transform(np.array([[x, y]], np.float32))[0]
-            current = session.code
-            code = Code(entry.key, z, z, current.y if current is not None and current.key == entry.key else None,
+            current = session.code if session.code is not None and session.code.key == entry.key else None
+            z = place_on_map(entry, view, np.array([x, y], np.float32), current)
+            code = Code(entry.key, z, z, current.y if current is not None else None,
                         f"the map spot ({x:.2f}, {y:.2f})")
             info = f"**{short_name(entry)}** · decoded the map spot ({x:.2f}, {y:.2f}) (PCA inverse)"
         else:
@@ -191,6 +200,19 @@ class MapPanel:
         if not entry.has_points or not 0 <= i < len(entry.latents):
             raise InputError(f"Point {i} is not an image of this model.")
         return index_code(entry, i)
+
+
+def place_on_map(entry: ModelEntry, view: MapView, xy: np.ndarray, current: Code | None) -> np.ndarray:
+    """The code [D] under a spot of an invertible (PCA) map: the map's slice from the inverse, the
+    rest of the code from the current one (a hierarchical model then fills its other layers)."""
+    spot = view.projection.inverse_transform(xy[None])[0]
+    if view.group is None:
+        return spot
+    z = (current.z.copy() if current is not None else entry.latents.mean.mean(0)).astype(np.float32)
+    z[view.group.start:view.group.start + view.group.size] = spot
+    with torch.inference_mode():
+        filled = fill_other_groups(entry.model, torch.from_numpy(z[None]).to(entry.model.device), view.group.name)
+    return filled[0].float().cpu().numpy()
 
 
 def _number(value: Any) -> float:

@@ -15,8 +15,10 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import torch
 from PIL import Image
 
+from vaescope.contract import fill_other_groups
 from vaescope.errors import InputError
 from vaescope.explorer.core import traversal
 from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
@@ -25,7 +27,9 @@ from vaescope.explorer.core.dims import (
     default_range,
     dim_info,
     nice_bounds,
+    page_choices,
     page_dims,
+    parse_page,
     slider_bounds,
     slider_label,
 )
@@ -88,7 +92,7 @@ class TraversalPanel:
             self.range = gr.Radio([("±3 prior sd", "prior"), ("data min–max", "data")], value="prior",
                                   label="Slider range", elem_id="traversal-range")
             self.cls = gr.Dropdown([], label="Decode as class", visible=False, elem_id="traversal-class")
-        self.page = gr.Dropdown([("dims 1–16", 0)], value=0, label="Dimension page", visible=False,
+        self.page = gr.Dropdown([("dims 1–16", "z:0")], value="z:0", label="Latent layer / dimensions", visible=False,
                                 elem_id="dim-page")
         # no per-slider reset button: it would move the slider without decoding (Reset above does both)
         with gr.Column(elem_id="sliders"):
@@ -126,14 +130,13 @@ class TraversalPanel:
         condition = entry.description.condition
         names = entry.description.class_names or tuple(str(i) for i in range(condition.size))
         code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
-        d = entry.description.latent_dim
-        pages = [(f"dims {p * SLIDERS + 1}–{min(d, (p + 1) * SLIDERS)} of {d}", p) for p in range(-(-d // SLIDERS))]
+        pages = page_choices(entry)
         mode = default_range(entry)
         max_index = len(entry.latents) - 1 if entry.has_points else 0
-        updates = {self.page: gr.Dropdown(choices=pages, value=0, visible=d > SLIDERS),
+        updates = {self.page: gr.Dropdown(choices=pages, value=pages[0][1], visible=len(pages) > 1),
                    self.range: mode,
                    self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
-        updates |= self.start(entry, code, session, session.version, page=0, range_mode=mode)
+        updates |= self.start(entry, code, session, session.version, page=pages[0][1], range_mode=mode)
         updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
         # the class list and the class the opening code decodes with, in one update
         updates[self.cls] = gr.Dropdown(choices=[(n, i) for i, n in enumerate(names[:condition.size])],
@@ -167,11 +170,10 @@ class TraversalPanel:
             updates[self.cls] = gr.Dropdown(value=code.y)
         return updates
 
-    def view(self, entry: ModelEntry, code: Code, page: int | None, range_mode: str | None) -> dict[Any, Any]:
+    def view(self, entry: ModelEntry, code: Code, page: Any, range_mode: str | None) -> dict[Any, Any]:
         """The sliders, decoded image and note for ``code`` on dimension page ``page``."""
         info = dim_info(entry)
-        page = _page(page, entry)
-        dims = page_dims(info.order, page)
+        dims = page_dims(entry, page)
         lo, hi = slider_bounds(entry, range_mode or default_range(entry))
         updates: dict[Any, Any] = {}
         for slot, slider in enumerate(self.sliders):
@@ -251,10 +253,10 @@ class TraversalPanel:
             try:
                 if code is None or code.key != entry.key:  # a code of another model never reaches its decoder
                     code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
-                dims = page_dims(dim_info(entry).order, _page(page, entry))
+                dims = page_dims(entry, page)
                 if slot >= len(dims):
                     return {}
-                new = code.moved(traversal.set_coordinate(code.z, int(dims[slot]), x))
+                new = code.moved(moved_in_group(entry, code.z, int(dims[slot]), x, page))
                 image = decode(entry, new.z, new.y)[0]
             except InputError as exc:
                 return {self.note: f"**Cannot decode:** {exc}"}
@@ -339,10 +341,15 @@ class TraversalPanel:
             raise InputError(f"Steps must be a whole number, got {steps!r}.") from None
         if not 3 <= n <= 15:
             raise InputError(f"Steps must be between 3 and 15, got {n}.")
-        dims = page_dims(dim_info(entry).order, _page(page, entry))
+        dims = page_dims(entry, page)
         mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
         lo, hi = slider_bounds(entry, mode)
-        images = decode(entry, traversal.traversal_codes(code.z, dims, lo, hi, n), code.y)
+        codes = traversal.traversal_codes(code.z, dims, lo, hi, n)
+        group, _ = parse_page(page, entry)
+        with torch.inference_mode():  # the other layers follow each moved one (a hierarchical model)
+            codes = fill_other_groups(entry.model, torch.from_numpy(codes).to(entry.model.device),
+                                      group.name).float().cpu().numpy()
+        images = decode(entry, codes, code.y)
         picture = grid(images, nrow=n, cell_px=GRID_PX, row_labels=[f"z{d}" for d in dims])
         rows = ", ".join(f"z{d}" for d in dims)
         name = short_name(entry)
@@ -352,13 +359,16 @@ class TraversalPanel:
                                                          _png(picture))}
 
 
-def _page(page: Any, entry: ModelEntry) -> int:
-    """A dimension page from a request value, clamped to the model's pages."""
-    try:
-        p = int(page or 0)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    return min(max(p, 0), (entry.description.latent_dim - 1) // SLIDERS)
+def moved_in_group(entry: ModelEntry, z: np.ndarray, dim: int, value: float, page: Any) -> np.ndarray:
+    """z [D] with dimension ``dim`` set to ``value``, and the latent groups other than the page's
+    filled with their conditional means (a hierarchical model; otherwise nothing else changes)."""
+    moved = traversal.set_coordinate(z, dim, value)
+    if len(entry.description.latent_groups) < 2:
+        return moved
+    group, _ = parse_page(page, entry)
+    with torch.inference_mode():
+        filled = fill_other_groups(entry.model, torch.from_numpy(moved[None]).to(entry.model.device), group.name)
+    return filled[0].float().cpu().numpy()
 
 
 def _class(y: Any, entry: ModelEntry) -> int | None:
