@@ -70,7 +70,7 @@ def test_dataset_errors_are_one_line_not_a_traceback(tmp_path, capsys) -> None:
 
 def test_resume_a_missing_run(tmp_path, capsys) -> None:
     assert main(["--resume", str(tmp_path / "nothing"), "--quiet"]) == 1
-    assert "file not found" in capsys.readouterr().err
+    assert "holds no resume state from an earlier run" in capsys.readouterr().err
 
 
 def test_evaluate_a_checkpoint_with_more_importance_samples(capsys) -> None:

@@ -24,6 +24,7 @@ from vaescope.training.train import (
     temperature_at,
     train,
 )
+from vaescope.training.train_state import TrainStateError
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_resume_reaches_the_uninterrupted_result(digits, tmp_path, model_type, m
 
 def test_resume_without_a_previous_run_is_a_clear_error(digits, tmp_path) -> None:
     mcfg, tcfg = tiny(digits)
-    with pytest.raises(FileNotFoundError, match="cannot resume"):
+    with pytest.raises(TrainStateError, match="cannot resume: .* holds no resume state from an earlier run"):
         train(mcfg, tcfg, tmp_path, dataset=digits, resume=True)
 
 
