@@ -106,7 +106,7 @@ BAD_VALUES = [
     (("metrics", "deep"), json.loads("[" * 20 + "]" * 20), "metadata is nested 22 levels deep; the limit is 8"),
     (("dataset",), None, "dataset must be a JSON object"),
     (("dataset", "class_names"), [1, 2], "dataset.class_names[0] must be a string"),
-    (("dataset", "class_names"), ["x" * 1000] * 10, "dataset.class_names[0] is 1000 characters long; the limit is 200"),
+    (("dataset", "class_names"), ["x" * 1000] * 10, "dataset.class_names[0] is 1000 characters long; the limit is 256"),
     (("dataset", "class_names"), ["c"] * 20_000, "dataset.class_names has 20000 entries; the limit is 1000"),
     (("dataset", "image_shape"), [3, 8, 8], "dataset.image_shape [3, 8, 8] differs from model_config's [1, 8, 8]"),
     (("dataset", "value_range"), [1.0, 0.0], "dataset.value_range must be [low, high] with low < high"),

@@ -53,6 +53,7 @@ from vaescope.training.checks import (
 from vaescope.training.config import ModelConfig, TrainConfig
 from vaescope.training.models import LatentModel, build_model
 from vaescope.training.tensorfile import (
+    Header,
     TensorFileError,
     TensorSpec,
     WriteError,
@@ -183,9 +184,14 @@ def expected_tensors(planned: LatentModel) -> dict[str, TensorSpec]:
 
 # -- reading ------------------------------------------------------------------------------------
 def _check_file(path: Path) -> None:
-    if not path.exists():
+    try:
+        exists, regular = path.exists(), path.is_file()
+        size = path.stat().st_size if regular else 0
+    except (OSError, ValueError) as exc:  # no permission, a name too long, a NUL byte in the name
+        raise CheckpointError(path, f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+    if not exists:
         raise CheckpointError(path, "file not found")
-    if not path.is_file():
+    if not regular:
         raise CheckpointError(path, "not a regular file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(path, (
@@ -193,16 +199,15 @@ def _check_file(path: Path) -> None:
             "when loaded, so vaescope refuses them. Checkpoints are '.safetensors' files: tensors "
             "plus JSON metadata. Re-train with latent-train, or convert a state dict you trust "
             "with safetensors.torch.save_file."))
-    size = path.stat().st_size
     if size == 0:
         raise CheckpointError(path, "the file is empty (0 bytes); the write that made it did not finish")
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(path, f"the file is {size:,} bytes; the limit is {MAX_CHECKPOINT_BYTES:,}")
 
 
-def _open(path: Path) -> tuple[CheckpointMeta, LatentModel]:
-    """Check the file, its header, its metadata and its tensor table; returns the metadata and
-    the planned (meta-device) model. Raises CheckpointError for any problem."""
+def _open(path: Path) -> tuple[CheckpointMeta, LatentModel, Header]:
+    """Check the file, its header, its metadata and its tensor table; returns the metadata, the
+    planned (meta-device) model and the header. Raises CheckpointError for any problem."""
     _check_file(path)
     try:
         header = read_header(path)
@@ -223,7 +228,7 @@ def _open(path: Path) -> tuple[CheckpointMeta, LatentModel]:
         check_tensors(header, expected_tensors(planned), "the config")
     except InputError as exc:
         raise CheckpointError(path, str(exc)) from None
-    return meta, planned
+    return meta, planned, header
 
 
 def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
@@ -234,12 +239,14 @@ def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[LatentModel, CheckpointMeta]:
     """Rebuild the model from the file alone. Raises ``CheckpointError`` on any problem."""
     path = Path(path)
-    meta, planned = _open(path)
+    meta, planned, header = _open(path)
     model = build_model(meta.model_config, meta.dataset.get("class_names", ()))
     try:
-        state = read_tensors(path, list(planned.state_dict()))
+        state = read_tensors(path, header, list(planned.state_dict()))
     except TensorFileError as exc:
         raise CheckpointError(path, f"{exc} (truncated or corrupt?)") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read the file: {exc.strerror or exc}") from None
     broken = nonfinite(state)
     if broken:
         raise CheckpointError(path, f"tensor(s) {broken[:5]} hold NaN or infinite values: the weights are broken "

@@ -52,7 +52,7 @@ RESUME_FLAGS = ("resume", "epochs", "device", "data_dir", "quiet")
 DEBUG_ENV = "VAESCOPE_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
-def _number(kind: type, bounds: Range) -> Callable[[str], Any]:
+def number_flag(kind: type, bounds: Range) -> Callable[[str], Any]:
     """An argparse type: ``kind`` (int or float) parsed from the text, finite, within ``bounds``."""
     def parse(text: str) -> Any:
         try:
@@ -94,36 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=_dataset_name, help=f"{', '.join(sorted(DATASETS))} or folder:PATH")
     p.add_argument("--model", choices=sorted(FAMILIES), help="model family (default vae)")
-    p.add_argument("--latent-dim", type=_number(int, _model_range("latent_dim")), help="latent dimensions (default 16)")
-    p.add_argument("--epochs", type=_number(int, _train_range("epochs")), help="epochs (default 30)")
+    p.add_argument("--latent-dim", type=number_flag(int, _model_range("latent_dim")), help="latent dimensions (default 16)")
+    p.add_argument("--epochs", type=number_flag(int, _train_range("epochs")), help="epochs (default 30)")
     p.add_argument("--out", type=Path, help="run folder to write (default runs/DATASET-MODEL)")
-    p.add_argument("--beta", type=_number(float, _model_range("beta")), help="KL weight; != 1 gives a beta-VAE")
-    p.add_argument("--warmup-epochs", type=_number(int, _train_range("warmup_epochs")), help="linear KL warm-up epochs")
+    p.add_argument("--beta", type=number_flag(float, _model_range("beta")), help="KL weight; != 1 gives a beta-VAE")
+    p.add_argument("--warmup-epochs", type=number_flag(int, _train_range("warmup_epochs")), help="linear KL warm-up epochs")
     p.add_argument("--component-init", choices=COMPONENT_INITS,
                    help="GMVAE: 'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes "
                         "(needs --z-given-y no); default random")
-    p.add_argument("--component-init-epoch", type=_number(int, _train_range("component_init_epoch")),
+    p.add_argument("--component-init-epoch", type=number_flag(int, _train_range("component_init_epoch")),
                    help="GMVAE: epochs trained before --component-init umap runs (default 3)")
     p.add_argument("--component-refit-at-end", action="store_true", default=None,
                    help="GMVAE with --component-init umap: after the last epoch, set the mixture once more "
                         "from a clustering of the trained codes")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
-    p.add_argument("--gaussian-c", type=_number(float, _model_range("gaussian_c")), help="Gaussian likelihood variance c")
+    p.add_argument("--gaussian-c", type=number_flag(float, _model_range("gaussian_c")), help="Gaussian likelihood variance c")
     p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")
-    p.add_argument("--hidden-dim", type=_number(int, _model_range("hidden_dim")))
-    p.add_argument("--base-channels", type=_number(int, _model_range("base_channels")))
-    p.add_argument("--batch-size", type=_number(int, _train_range("batch_size")))
-    p.add_argument("--lr", type=_number(float, _train_range("lr")))
-    p.add_argument("--seed", type=_number(int, _train_range("seed")))
+    p.add_argument("--hidden-dim", type=number_flag(int, _model_range("hidden_dim")))
+    p.add_argument("--base-channels", type=number_flag(int, _model_range("base_channels")))
+    p.add_argument("--batch-size", type=number_flag(int, _train_range("batch_size")))
+    p.add_argument("--lr", type=number_flag(float, _train_range("lr")))
+    p.add_argument("--seed", type=number_flag(int, _train_range("seed")))
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--eval-k", type=_number(int, _train_range("eval_k")), help="importance samples for the IWAE NLL")
-    p.add_argument("--nll-images", type=_number(int, TrainConfig.NLL_IMAGES), help="test images for the NLL (default 1000)")
-    p.add_argument("--temperature-start", type=_number(float, _train_range("temperature_start")))
-    p.add_argument("--temperature-end", type=_number(float, _train_range("temperature_end")))
+    p.add_argument("--eval-k", type=number_flag(int, _train_range("eval_k")), help="importance samples for the IWAE NLL")
+    p.add_argument("--nll-images", type=number_flag(int, TrainConfig.NLL_IMAGES), help="test images for the NLL (default 1000)")
+    p.add_argument("--temperature-start", type=number_flag(float, _train_range("temperature_start")))
+    p.add_argument("--temperature-end", type=number_flag(float, _train_range("temperature_end")))
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (meant for GPUs: on the 2-core CPU it ran at 0.8x the eager speed)")
     p.add_argument("--data-dir", help="where datasets are read / downloaded")
-    p.add_argument("--image-size", type=_number(int, _train_range("image_size")), choices=IMAGE_SIZES,
+    p.add_argument("--image-size", type=number_flag(int, _train_range("image_size")), choices=IMAGE_SIZES,
                    metavar="{" + ",".join(map(str, IMAGE_SIZES)) + "}", help="folder: datasets are resized to this")
     p.add_argument("--config", type=Path, help="JSON file with 'model' and 'train' sections; flags override it")
     p.add_argument("--resume", type=Path, metavar="OUT",
@@ -147,7 +147,7 @@ def _add_family_options(p: argparse.ArgumentParser) -> None:
     """One flag per family option, typed from its annotation, its help from its metadata."""
     group = p.add_argument_group("family options", "each applies to the families named in its help")
     bounds = Range(-MAX_OPTION_MAGNITUDE, MAX_OPTION_MAGNITUDE)  # the family's own check says more
-    parse = {"int": _number(int, bounds), "float": _number(float, bounds), "str": str, "bool": _yes_no}
+    parse = {"int": number_flag(int, bounds), "float": number_flag(float, bounds), "str": str, "bool": _yes_no}
     for name, (f, owners) in family_options().items():
         kind = str(f.type)
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=parse.get(kind, str),

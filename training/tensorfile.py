@@ -4,9 +4,9 @@ A safetensors file is an 8-byte little-endian header length, a JSON header (a ta
 each with a dtype, a shape and a byte range, plus a string-to-string ``__metadata__`` map), then
 the tensor bytes. ``read_header`` parses that header itself, with a size cap and a depth cap, and
 checks that the byte ranges tile the rest of the file exactly; ``check_tensors`` compares the
-declared dtypes and shapes with what the caller needs. Only then does ``read_tensors`` hand the
-file to the safetensors library, so no declared size can make it allocate more than the file holds
-and the caller allows.
+declared dtypes and shapes with what the caller needs. Only then does ``read_tensors`` read each
+tensor at its checked byte range, so no declared size can make a reader allocate more than the
+file holds and the caller allows, and no second parser can read the header differently.
 
 ``write_atomically`` writes to a temporary file in the same folder, fsyncs it and renames it into
 place, so a crash or a full disk never leaves a half-written file where a good one was.
@@ -19,12 +19,13 @@ import errno
 import hashlib
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as encode_safetensors
 
 from vaescope.errors import InputError
@@ -42,9 +43,10 @@ from vaescope.training.checks import (
 
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
                "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-TORCH_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.float16: "F16",
-                torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32", torch.int64: "I64",
-                torch.float64: "F64"}
+TORCH_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.uint16: "U16",
+                torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32", torch.uint32: "U32",
+                torch.float32: "F32", torch.int64: "I64", torch.uint64: "U64", torch.float64: "F64"}
+TORCH_BY_NAME = {name: dtype for dtype, name in TORCH_DTYPES.items()}
 # What a float tensor may be stored as: the shipped checkpoints are float16 copies.
 STORED_FLOATS = ("F32", "F16", "BF16")
 HEADER_LENGTH_BYTES = 8
@@ -81,10 +83,11 @@ class TensorEntry:
 
 @dataclass(frozen=True)
 class Header:
-    """A checked safetensors header: the tensor table and the metadata map."""
+    """A checked safetensors header: the tensor table, the metadata map, and the JSON's length."""
 
     tensors: dict[str, TensorEntry]
     metadata: dict[str, str]
+    length: int
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def read_header(path: Path) -> Header:
     except ConfigError as exc:
         raise TensorFileError(str(exc)) from None
     _check_layout(tensors, size - HEADER_LENGTH_BYTES - length)
-    return Header(tensors, metadata)
+    return Header(tensors, metadata, length)
 
 
 def _entry(name: str, value: object) -> TensorEntry:
@@ -182,14 +185,34 @@ def check_tensors(header: Header, expected: dict[str, TensorSpec], what: str) ->
             raise TensorFileError(f"tensor '{name}' is {entry.dtype} but {what} needs one of {list(spec.dtypes)}")
 
 
-def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
-    """The named tensors, on the CPU. Call ``read_header`` and ``check_tensors`` first: they bound
-    what this allocates."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            return {name: fh.get_tensor(name) for name in names}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise TensorFileError(f"cannot read the tensors: {shown(str(exc), 160)}") from None
+def read_tensors(path: Path, header: Header, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named tensors, on the CPU, read at the byte ranges of ``header`` (which
+    ``read_header`` and ``check_tensors`` have checked): each allocation is the size the checked
+    header declares, whatever the file holds by now. A file whose size changed since its header
+    was read is refused."""
+    expected_size = HEADER_LENGTH_BYTES + header.length + sum(e.nbytes for e in header.tensors.values())
+    tensors = {}
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size != expected_size:
+            raise TensorFileError(f"the file changed while it was read ({size:,} bytes, {expected_size:,} expected)")
+        data_start = HEADER_LENGTH_BYTES + header.length
+        for name in names:
+            entry = header.tensors[name]
+            tensors[name] = _read_one(fh, data_start + entry.start, entry, name)
+    return tensors
+
+
+def _read_one(fh: BinaryIO, offset: int, entry: TensorEntry, name: str) -> torch.Tensor:
+    dtype = TORCH_BY_NAME[entry.dtype]
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=dtype)
+    buffer = bytearray(entry.nbytes)
+    fh.seek(offset)
+    if fh.readinto(buffer) != entry.nbytes:
+        raise TensorFileError(f"tensor {shown(name)} is cut short (truncated?)")
+    tensor = torch.frombuffer(buffer, dtype=dtype).reshape(entry.shape)
+    return tensor if sys.byteorder == "little" else tensor.byteswap()  # safetensors stores little-endian
 
 
 def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:

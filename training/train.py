@@ -31,6 +31,7 @@ from vaescope.training.checkpoint import (
     TRAIN_STATE_NAME,
     CheckpointMeta,
     checkpoint_bytes,
+    parse_dataset_block,
     plan_model,
 )
 from vaescope.training.config import ConfigError, ModelConfig, TrainConfig
@@ -232,16 +233,21 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
 
 
 def _check_data(model_config: ModelConfig, data: Dataset) -> None:
-    """The dataset fits the model and has images to train on and to validate on."""
+    """The dataset fits the model, has images to train on and to validate on, and can be
+    described in the checkpoint (latent-train never writes one its own loader would refuse)."""
     if len(data.train) == 0 or len(data.test) == 0:
         raise ConfigError(f"dataset {data.info.name!r} has {len(data.train)} training and {len(data.test)} test "
                           "images; training needs at least one of each (validation runs every epoch)")
     if tuple(model_config.image_shape) != tuple(data.info.image_shape):
         raise ConfigError(f"model image_shape {list(model_config.image_shape)} does not match dataset "
-                         f"{data.info.name!r} {list(data.info.image_shape)}")
+                          f"{data.info.name!r} {list(data.info.image_shape)}")
     if model_config.num_classes and model_config.num_classes != len(data.info.class_names):
         raise ConfigError(f"the model config has num_classes={model_config.num_classes} but the dataset has "
-                         f"{len(data.info.class_names)} classes")
+                          f"{len(data.info.class_names)} classes")
+    try:
+        parse_dataset_block(data.info.to_dict(), model_config)
+    except ConfigError as exc:
+        raise ConfigError(f"dataset {data.info.name[:200]!r} cannot be described in a checkpoint: {exc}") from None
 
 
 def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:

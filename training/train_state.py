@@ -186,7 +186,7 @@ def _load(path: Path) -> TrainState:
     header, meta = _read_meta(path)
     planned = plan_model(meta.model_config)
     check_tensors(header, _expected(planned, header.tensors), "the model_config")
-    tensors = read_tensors(path, list(header.tensors))
+    tensors = read_tensors(path, header, list(header.tensors))
     if tensors_digest(tensors) != meta.tensors_sha256:
         raise ConfigError("the tensors differ from the digest recorded when the state was written: "
                           "the file was altered or damaged")

@@ -37,7 +37,7 @@ MAX_HIDDEN_DIM = 4096
 MAX_BASE_CHANNELS = 256  # the conv nets cap their width at 256 channels anyway
 MAX_IMAGE_SIDE = 256  # model image height / width; latent-train's folder datasets go up to 128
 MAX_CLASSES = 1000  # class names, and the classes or mixture components a model is conditioned on
-MAX_CLASS_NAME_CHARS = 200
+MAX_CLASS_NAME_CHARS = 256  # a folder: dataset's class names are folder names (at most 255 bytes)
 MAX_HISTORY_EPOCHS = 5000  # per-epoch history records, and so the most epochs one run may train
 
 # -- latent-train's flags and config file (training/config.py, training/cli.py) -------------------
