@@ -30,7 +30,10 @@ class ConfigError(InputError):
 
 def shown(value: Any, limit: int = 60) -> str:
     """A short ``repr`` of a refused value, so that a 4 KB string never fills an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of over 4300 digits
+        return "a number too large to show"
     return text if len(text) <= limit else f"{text[:limit]}... ({type(value).__name__})"
 
 

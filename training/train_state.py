@@ -93,6 +93,11 @@ def tensors_digest(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _stored(t: Tensor) -> Tensor:
+    """A contiguous CPU copy, in the tensor's own dtype (the model's are what a fresh build holds)."""
+    return t.detach().cpu().contiguous()
+
+
 def _rng_tensors(device: torch.device) -> dict[str, Tensor]:
     rng = {"rng.torch": torch.get_rng_state()}
     if device.type == "cuda":  # the model's sampling on a GPU draws from the GPU's generator
@@ -105,13 +110,13 @@ def save_train_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
                      model_file_sha256: str, device: torch.device) -> None:
     """Write the resume state after ``epoch`` finished epochs, atomically (WriteError on failure,
     with the previous state left as it was)."""
-    tensors = {f"model.{k}": v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": _stored(v) for k, v in model.state_dict().items()}
     index = {p: i for i, p in enumerate(model.parameters())}
     for param, values in opt.state.items():
         if not values:  # a parameter the optimizer has not stepped yet
             continue
         for name in ADAM_STATE:
-            tensors[f"optim.{index[param]}.{name}"] = torch.as_tensor(values[name]).detach().cpu().float().contiguous()
+            tensors[f"optim.{index[param]}.{name}"] = _stored(torch.as_tensor(values[name]))
     tensors |= _rng_tensors(device)
     meta = {"state_version": STATE_VERSION, "epoch": epoch, "history": history,
             "model_config": model_config.to_dict(), "train_config": train_config.to_dict(),
@@ -213,7 +218,7 @@ def _expected(planned: torch.nn.Module, present: dict[str, Any]) -> dict[str, Te
     for i, param in enumerate(planned.parameters()):
         if any(f"optim.{i}.{name}" in present for name in ADAM_STATE):
             expected[f"optim.{i}.step"] = TensorSpec((), ("F32",))
-            expected |= {f"optim.{i}.{name}": TensorSpec(tuple(param.shape), ("F32",)) for name in ADAM_STATE[1:]}
+            expected |= {f"optim.{i}.{name}": TensorSpec.like(param, exact=True) for name in ADAM_STATE[1:]}
     expected["rng.torch"] = TensorSpec(tuple(torch.get_rng_state().shape), ("U8",))
     cuda = present.get("rng.cuda")
     if cuda is not None:
