@@ -317,3 +317,12 @@ def test_kills_at_random_moments_resume_to_the_uninterrupted_weights(tmp_path) -
         code, err = _finish(subprocess.Popen([sys.executable, "-m", "vaescope.training.cli", "--resume", str(out)],
                                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         assert code == 1 and err.count("\n") == 1 and "holds no resume state" in err, (i, err)
+
+
+def test_a_missing_model_file_is_rebuilt_from_the_resume_state(finished_run, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / MODEL).unlink()
+    assert main(["--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert f"note: {out / MODEL} is missing" in capsys.readouterr().err
+    assert [h["epoch"] for h in read_metadata(out / MODEL).history] == [1, 2, 3]
