@@ -6,6 +6,7 @@ reconstructions to resemble digits and for the explorer's code paths to see real
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,32 @@ def digits_test() -> tuple[np.ndarray, np.ndarray]:
     """The digits test split as (float32 images [300, 1, 8, 8], labels [300])."""
     data = load_digits(seed=0)
     return data.test.float_images().numpy(), data.test.labels.numpy()
+
+
+# -- crafted safetensors files (checkpoints and resume states from outside) -------------------------
+def read_safetensors_raw(path: Path) -> tuple[dict, dict, bytes]:
+    """A safetensors file's (tensor table, metadata, data bytes), read without safetensors."""
+    raw = Path(path).read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    table = json.loads(raw[8:8 + length])
+    return table, table.pop("__metadata__", {}), raw[8 + length:]
+
+
+def write_safetensors_raw(path: Path, table: dict, metadata: dict | None, data: bytes,
+                          header_text: str | None = None) -> Path:
+    """Write a safetensors file byte by byte: any table, metadata and data, valid or not.
+    ``header_text`` replaces the JSON header entirely."""
+    header = dict(table) if metadata is None else {"__metadata__": metadata, **table}
+    text = (header_text if header_text is not None else json.dumps(header)).encode()
+    Path(path).write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return Path(path)
+
+
+def rewrite_metadata_json(path: Path, key: str, edit) -> Path:  # noqa: ANN001 - edit(dict) -> dict | None
+    """Parse the JSON string under metadata ``key``, let ``edit`` change it (in place or by returning
+    a new value), and write the file back with the same tensors."""
+    table, metadata, data = read_safetensors_raw(path)
+    value = json.loads(metadata[key])
+    edited = edit(value)
+    metadata[key] = json.dumps(value if edited is None else edited, allow_nan=True)
+    return write_safetensors_raw(path, table, metadata, data)

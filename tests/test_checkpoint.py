@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -10,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaescope.training import checkpoint as ckpt_mod
+from vaescope.training import tensorfile
 from vaescope.training.checkpoint import (
     CheckpointError,
     CheckpointMeta,
+    WriteError,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
@@ -51,16 +53,23 @@ def test_metadata_round_trip_is_self_describing(good) -> None:
     assert raw["format_version"] == 2 and raw["train_config"] == {"epochs": 1}
 
 
-def test_failed_write_keeps_the_previous_checkpoint(good, monkeypatch) -> None:
+def _full_disk_after(monkeypatch, fraction: float) -> None:
+    """The disk fills up after ``fraction`` of a file's bytes are written: the write raises ENOSPC."""
+    def write_part(fh, data: bytes) -> None:
+        fh.write(data[: int(len(data) * fraction)])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tensorfile, "_write_all", write_part)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99])
+def test_a_full_disk_keeps_the_previous_checkpoint(good, monkeypatch, fraction) -> None:
     path, model = good
     before = path.read_bytes()
-
-    def broken_save(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(ckpt_mod, "save_file", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    _full_disk_after(monkeypatch, fraction)
+    with pytest.raises(WriteError, match="no space left on the disk; the file that was there is kept") as info:
         save_checkpoint(path, model, read_metadata(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
 

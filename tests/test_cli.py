@@ -70,7 +70,7 @@ def test_dataset_errors_are_one_line_not_a_traceback(tmp_path, capsys) -> None:
 
 def test_resume_a_missing_run(tmp_path, capsys) -> None:
     assert main(["--resume", str(tmp_path / "nothing"), "--quiet"]) == 1
-    assert "file not found" in capsys.readouterr().err
+    assert "holds no resume state from an earlier run" in capsys.readouterr().err
 
 
 def test_evaluate_a_checkpoint_with_more_importance_samples(capsys) -> None:
@@ -123,3 +123,105 @@ def test_bad_checkpoints_give_one_clear_line_in_the_cli(kind, tmp_path, capsys) 
     assert evaluate_main([path, "--eval-k", "2", "--nll-images", "2"]) == 1
     err = capsys.readouterr().err
     assert fragment in err and path in err and "Traceback" not in err
+
+
+# -- absurd flags and config values: one argparse-style line, never a traceback --------------------
+def _one_line_exit(argv: list[str], capsys, code: int = 2) -> str:
+    """Run latent-train; it must exit with ``code`` and print no traceback. Returns the error line."""
+    try:
+        result = main(argv)
+    except SystemExit as exc:
+        result = exc.code
+    assert result == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("latent-train: error: "), err
+    return line
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--lr", "nan"], "--lr: must be a finite number, got 'nan'"),
+    (["--beta", "1e400"], "--beta: must be a finite number, got '1e400'"),
+    (["--temperature-end=-inf"], "--temperature-end: must be a finite number, got '-inf'"),
+    (["--epochs", "100000"], "--epochs: must be <= 5000 (a documented limit), got 100000"),
+    (["--epochs", "1.5"], "--epochs: expected an integer, got '1.5'"),
+    (["--epochs", "9" * 5000], "--epochs: expected an integer"),
+    (["--batch-size", "10000000"], "--batch-size: must be <= 65536"),
+    (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["--seed", str(2**40)], "--seed: must be <= 4294967295"),
+    (["--eval-k", "1000000"], "--eval-k: must be <= 5000"),
+    (["--temperature-end", "0"], "--temperature-end: must be >= 0.001, got 0"),
+    (["--gaussian-c", "1e-30"], "--gaussian-c: must be >= 1e-06"),
+    (["--hidden-dim", "100000"], "--hidden-dim: must be <= 4096"),
+    (["--image-size", "7"], "--image-size: invalid choice: 7"),
+    (["--components", "nan"], "--components: expected an integer, got 'nan'"),
+    (["--categorical-weight", "inf"], "--categorical-weight: must be a finite number"),
+    (["--device", "cuda:abc"], "device must be auto, cpu, cuda[:N] or mps, got 'cuda:abc'"),
+    (["--model", "gmvae", "--components", "2000000"], "--components: must be <= 1000000"),
+    (["--model", "vae", "--components", "3"], "--components is an option of gmvae; --model vae has no such option"),
+])
+def test_absurd_flags_give_one_line(argv, message, capsys) -> None:
+    assert message in _one_line_exit(argv, capsys)
+
+
+BAD_CONFIGS = {
+    "NaN": ('{"train": {"lr": NaN}}', "lr must be a finite number, got nan"),
+    "bool for int": ({"train": {"epochs": True}}, "epochs must be an integer, got True"),
+    "fraction for int": ({"train": {"epochs": 2.5}}, "epochs must be an integer, got 2.5"),
+    "text for int": ({"model": {"latent_dim": "8"}}, "latent_dim must be an integer, got '8'"),
+    "null": ({"train": {"lr": None}}, "lr must be a float, got None"),
+    "huge batch": ({"train": {"batch_size": 10**12}}, "batch_size must be <= 65536"),
+    "list for section": ({"model": [1, 2]}, "section 'model' must be a JSON object"),
+    "list for file": ([1, 2], "the file must be a JSON object"),
+    "unknown section": ({"eval": {}}, "unknown key(s) ['eval']"),
+    "unknown model key": ({"model": {"latent_dims": 3}}, "model: unknown key(s) ['latent_dims']"),
+    "text for options": ({"model": {"options": "x"}}, "options must be a JSON object"),
+    "unknown family": ({"model": {"model_type": "diffusion"}}, "model_type must be one of"),
+    "int for device": ({"train": {"device": 0}}, "device must be a string, got 0"),
+    "huge option": ({"model": {"model_type": "gmvae", "options": {"components": 10**6}}},
+                    "the config describes a model of"),
+    "deep": ("[" * 100_000 + "]" * 100_000, "is nested 100000 levels deep; the limit is 8"),
+    "huge int": ('{"train": {"epochs": ' + "9" * 5000 + "}}", "is not valid JSON"),
+    "not UTF-8": (b"\xff\xfe\x00", "is not UTF-8 text"),
+    "not JSON": ("epochs = 3", "is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_values_give_one_line(case, tmp_path, capsys) -> None:
+    content, message = BAD_CONFIGS[case]
+    path = tmp_path / "run.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    argv = ["--config", str(path), "--dataset", "digits", "--arch", "mlp", "--out", str(tmp_path / "o")]
+    assert message in _one_line_exit(argv, capsys)
+
+
+def test_a_config_file_that_cannot_be_read(tmp_path, capsys) -> None:
+    assert "cannot read it" in _one_line_exit(["--config", str(tmp_path)], capsys)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20) + "{}")
+    assert "the limit is 1,048,576" in _one_line_exit(["--config", str(big)], capsys)
+
+
+def test_an_out_folder_that_is_a_file(tmp_path, capsys) -> None:
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert f"--out {target} is a file, not a folder" in _one_line_exit(["--out", str(target)], capsys)
+
+
+def test_an_unexpected_failure_is_still_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from vaescope.training import cli
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "load_dataset", broken)
+    line = _one_line_exit(["--dataset", "digits", "--out", str(tmp_path / "o")], capsys, code=1)
+    assert line == ("latent-train: error: unexpected ZeroDivisionError: a bug (set VAESCOPE_DEBUG=1 to see where)")
+    monkeypatch.setenv("VAESCOPE_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["--dataset", "digits", "--out", str(tmp_path / "o")])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import struct
+import time
+import zlib
 from pathlib import Path
 from urllib.error import URLError
 
@@ -383,3 +386,79 @@ def test_to_float_and_split_checks() -> None:
         Split(images.float(), torch.zeros(3))
     with pytest.raises(DatasetError, match="labels"):
         Split(images, torch.zeros(2))
+
+
+# -- hostile and tiny folders ------------------------------------------------------------------
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` pixels but holds no image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    return path
+
+
+class _OddDecoderError(Exception):
+    """Not one of Pillow's usual errors: what a crafted file may make a decoder plugin raise."""
+
+
+def test_files_pillow_chokes_on_are_skipped_and_counted(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cats = image_folder / "cats"
+    _png_header(cats / "bomb.png", 100_000, 100_000)  # 10^10 pixels declared: a decompression bomb
+    _png_header(cats / "thin.png", 1, 30_000_000)  # over the pixel limit in one very thin row
+    (cats / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2)
+    errors = {"odd.png": _OddDecoderError("crafted"), "struct.png": struct.error("unpack"),
+              "index.png": IndexError("tile"), "memory.png": MemoryError()}
+    for name in errors:
+        Image.new("RGB", (8, 8)).save(cats / name)
+    real_open = Image.open
+
+    def hostile_open(fp, *args, **kwargs):  # noqa: ANN001, ANN202 - Image.open's signature
+        if Path(fp).name in errors:
+            raise errors[Path(fp).name]
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", hostile_open)
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match=r"skipped 8 unreadable image file\(s\) \(e\.g\. "):
+        ds = load_dataset(f"folder:{image_folder}", image_size=16)
+    assert time.perf_counter() - started < 10  # the bombs' pixels were never decoded
+    assert len(ds.train) + len(ds.test) == 10 and ds.info.class_names == ("cats", "dogs")
+
+
+def test_a_folder_with_one_image_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "all").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "all" / "only.png")
+    with pytest.raises(DatasetError, match="only 1 readable image .* at least 2 are needed, one to train on and one to test on"):
+        load_dataset(f"folder:{tmp_path}")
+
+
+def test_one_image_per_class_still_leaves_a_test_image(tmp_path: Path) -> None:
+    for i, name in enumerate(("a", "b", "c")):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8), (80 * i, 0, 0)).save(tmp_path / name / "x.png")
+    for seed in range(4):
+        ds = load_dataset(f"folder:{tmp_path}", image_size=8, seed=seed)
+        assert (len(ds.train), len(ds.test)) == (2, 1)
+        assert sorted(ds.train.labels.tolist() + ds.test.labels.tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("layout", ["one-subfolder", "one-per-class"])
+def test_tiny_and_unlabelled_folders_train_and_evaluate_end_to_end(tmp_path: Path, layout: str, capsys) -> None:
+    """The unlabelled layout latent-train recommends (one subfolder) and one image per class both
+    train, validate every epoch and evaluate at the end. A probe needs two classes in the training
+    split, which neither has (the second class's only image is the test image), so neither
+    reports a probe accuracy."""
+    from vaescope.training.cli import main
+
+    root = tmp_path / "images"
+    names = ["all"] * 6 if layout == "one-subfolder" else ["a", "b"]
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (12, 12), (40 * i, 200 - 30 * i, 90)).save(root / name / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["--dataset", f"folder:{root}", "--image-size", "8", "--epochs", "2", "--eval-k", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["test_images"] == 1 and math.isfinite(line["elbo"]) and math.isfinite(line["nll_iwae"])
+    assert "probe_accuracy" not in line
+    assert (out / "reconstructions.png").stat().st_size > 0

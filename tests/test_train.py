@@ -24,6 +24,7 @@ from vaescope.training.train import (
     temperature_at,
     train,
 )
+from vaescope.training.train_state import TrainStateError
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_resume_reaches_the_uninterrupted_result(digits, tmp_path, model_type, m
 
 def test_resume_without_a_previous_run_is_a_clear_error(digits, tmp_path) -> None:
     mcfg, tcfg = tiny(digits)
-    with pytest.raises(FileNotFoundError, match="cannot resume"):
+    with pytest.raises(TrainStateError, match="cannot resume: .* holds no resume state from an earlier run"):
         train(mcfg, tcfg, tmp_path, dataset=digits, resume=True)
 
 
@@ -249,3 +250,21 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path) -> None:
     initial = train_mod.build_model(tiny(load_dataset("digits"))[0]).state_dict()
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # it did train
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_data_no_checkpoint_could_describe_is_refused_before_training(digits, tmp_path) -> None:
+    """latent-train never writes a checkpoint its own loader would refuse: it checks first."""
+    import dataclasses
+
+    from vaescope.training.config import ConfigError
+    from vaescope.training.data import Dataset, Split
+
+    long_names = Dataset(dataclasses.replace(digits.info, class_names=tuple("x" * 300 for _ in range(10))),
+                         digits.train, digits.test)
+    mcfg, tcfg = tiny(long_names)
+    with pytest.raises(ConfigError, match=r"cannot be described in a checkpoint: dataset.class_names\[0\] is 300 "):
+        train(mcfg, tcfg, tmp_path, dataset=long_names, show_progress=False)
+    no_test = Dataset(digits.info, digits.train, Split(digits.test.images[:0], digits.test.labels[:0]))
+    with pytest.raises(ConfigError, match="has 1497 training and 0 test images; training needs at least one of each"):
+        train(*tiny(no_test), tmp_path, dataset=no_test, show_progress=False)
+    assert not any(tmp_path.iterdir())

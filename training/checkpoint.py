@@ -3,24 +3,71 @@
 The tensors are the model's state dict. The header's metadata holds one JSON string under the key
 ``vaescope`` with the format version, the model config, the train config, the dataset block, the
 training history and the final metrics, so a model can be rebuilt from the file alone.
+
+A checkpoint comes from outside, so reading one checks everything before anything is built or
+allocated (the limits are in ``vaescope.limits``):
+1. the file: a regular ``.safetensors`` file, not empty, at most ``MAX_CHECKPOINT_BYTES``;
+2. the safetensors header: at most ``MAX_HEADER_BYTES``, and its byte ranges tile the file
+   (``tensorfile.read_header``);
+3. the metadata: parsed with a depth cap, every value of the expected type and within its limit
+   (``ModelConfig`` / ``TrainConfig`` for the configs, the schemas below for the rest);
+4. the model: built on the ``meta`` device, which gives every parameter its shape but no memory,
+   to count its parameters against ``MAX_PARAMETERS`` and its condition against ``MAX_CLASSES``;
+5. the tensors: the header's names, shapes and dtypes against that model's, before any is read;
+6. the weights, once read: NaN or infinite values are refused.
+Every refusal is a ``CheckpointError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from vaescope.errors import InputError
-from vaescope.training.config import ConfigError, ModelConfig
+from vaescope.limits import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_CLASS_NAME_CHARS,
+    MAX_CLASSES,
+    MAX_HISTORY_EPOCHS,
+    MAX_LATENT_DIM,
+    MAX_PARAMETERS,
+)
+from vaescope.training.checks import (
+    ConfigError,
+    Range,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    check_json,
+    only_keys,
+    parse_json,
+    shown,
+)
+from vaescope.training.config import ModelConfig, TrainConfig
 from vaescope.training.models import LatentModel, build_model
+from vaescope.training.tensorfile import (
+    Header,
+    TensorFileError,
+    TensorSpec,
+    WriteError,
+    check_tensors,
+    encode,
+    nonfinite,
+    read_header,
+    read_tensors,
+    write_atomically,
+)
+
+__all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION", "META_KEY", "TRAIN_STATE_KEY", "TRAIN_STATE_NAME", "CheckpointError",
+           "CheckpointMeta", "WriteError", "load_checkpoint", "parse_history", "plan_model", "read_metadata",
+           "save_checkpoint"]
 
 FORMAT_VERSION = 2  # 2: a family's own hyper-parameters live in model_config["options"]
 READABLE_VERSIONS = (1, 2)  # a format-1 model_config is upgraded on read (ModelConfig.from_dict)
@@ -32,6 +79,14 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 CHECKPOINT_NAME = "model.safetensors"
 TRAIN_STATE_NAME = "train_state.safetensors"
 TRAIN_STATE_KEY = "train_state"  # the resume state's metadata key (a checkpoint's is META_KEY)
+
+DATASET_KEYS = ("name", "image_shape", "class_names", "value_range", "factor_names")
+# Numbers latent-train writes into a history record and into the final metrics; a file may leave
+# any out, or hold null (an autoencoder has no ELBO), but never another type.
+HISTORY_NUMBERS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "kl_weight",
+                   "temperature", "seconds", "val_cluster_accuracy")
+METRIC_NUMBERS = ("elbo", "recon", "kl", "nll_iwae", "probe_accuracy", "cluster_accuracy", "nmi")
+METRIC_COUNTS = ("active_units", "latent_dim", "test_images", "nll_k", "nll_images")
 
 
 class CheckpointError(InputError):
@@ -73,34 +128,70 @@ class CheckpointMeta:
         }, allow_nan=True)
 
 
+# -- writing ------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, model: LatentModel, meta: CheckpointMeta,
                     dtype: torch.dtype | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically (temp file in the same folder + rename).
 
-    A crash mid-write leaves any earlier file at ``path`` untouched. ``dtype=torch.float16`` halves
-    the file (used for the shipped models); loading casts back to the model's float32 parameters.
+    A crash or a full disk mid-write leaves any earlier file at ``path`` untouched and raises
+    ``WriteError`` (an OSError) in one line. ``dtype=torch.float16`` halves the file (used for the
+    shipped models); loading casts back to the model's float32 parameters.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-               for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: meta.to_json()})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, checkpoint_bytes(model, meta, dtype))
     return path
 
 
+def checkpoint_bytes(model: LatentModel, meta: CheckpointMeta, dtype: torch.dtype | None = None) -> bytes:
+    """The bytes of the checkpoint file of ``model`` and ``meta`` (what ``save_checkpoint`` writes)."""
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    return encode(tensors, {META_KEY: meta.to_json()})
+
+
+# -- the model a config describes ---------------------------------------------------------------
+def plan_model(config: ModelConfig, class_names: tuple[str, ...] | list[str] = ()) -> LatentModel:
+    """The model ``config`` describes, built on the ``meta`` device: every parameter has its shape
+    but no memory. Raises ConfigError when it has more than ``MAX_PARAMETERS`` parameters or a
+    condition (classes, components) larger than ``MAX_CLASSES``, or when its family cannot build it.
+
+    latent-train calls it before training and the loader before reading any tensor, so no config
+    can make either allocate beyond the limits.
+    """
+    try:
+        with torch.device("meta"):
+            model = build_model(config, class_names)
+        condition_size = model.describe().condition.size
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a family's code run on a config from outside: any failure is a refusal
+        raise ConfigError(f"the {config.model_type} family cannot be built from this config "
+                          f"({type(exc).__name__}: {shown(str(exc), 120)})") from None
+    count = sum(t.numel() for t in model.state_dict().values())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"the config describes a model of {count:,} parameters; the limit is {MAX_PARAMETERS:,} "
+                          "(vaescope.limits.MAX_PARAMETERS): make the model smaller")
+    if condition_size > MAX_CLASSES:
+        raise ConfigError(f"the model is conditioned on {condition_size:,} classes or components; "
+                          f"the limit is {MAX_CLASSES}")
+    return model
+
+
+def expected_tensors(planned: LatentModel) -> dict[str, TensorSpec]:
+    """Name -> spec of every tensor a checkpoint of ``planned`` holds (floats in any stored precision)."""
+    return {name: TensorSpec.like(t) for name, t in planned.state_dict().items()}
+
+
+# -- reading ------------------------------------------------------------------------------------
 def _check_file(path: Path) -> None:
-    if not path.exists():
+    try:
+        exists, regular = path.exists(), path.is_file()
+        size = path.stat().st_size if regular else 0
+    except (OSError, ValueError) as exc:  # no permission, a name too long, a NUL byte in the name
+        raise CheckpointError(path, f"cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+    if not exists:
         raise CheckpointError(path, "file not found")
-    if not path.is_file():
+    if not regular:
         raise CheckpointError(path, "not a regular file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(path, (
@@ -108,68 +199,150 @@ def _check_file(path: Path) -> None:
             "when loaded, so vaescope refuses them. Checkpoints are '.safetensors' files: tensors "
             "plus JSON metadata. Re-train with latent-train, or convert a state dict you trust "
             "with safetensors.torch.save_file."))
-    if path.stat().st_size == 0:
+    if size == 0:
         raise CheckpointError(path, "the file is empty (0 bytes); the write that made it did not finish")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(path, f"the file is {size:,} bytes; the limit is {MAX_CHECKPOINT_BYTES:,}")
 
 
-def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
-    """Parse and validate a checkpoint's metadata without loading its weights."""
-    path = Path(path)
+def _open(path: Path) -> tuple[CheckpointMeta, LatentModel, Header]:
+    """Check the file, its header, its metadata and its tensor table; returns the metadata, the
+    planned (meta-device) model and the header. Raises CheckpointError for any problem."""
     _check_file(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
+        header = read_header(path)
+    except TensorFileError as exc:
         raise CheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {exc}") from None
-    raw = header.get(META_KEY)
-    if raw is None and TRAIN_STATE_KEY in header:
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    raw = header.metadata.get(META_KEY)
+    if raw is None and TRAIN_STATE_KEY in header.metadata:
         raise CheckpointError(path, "this is latent-train's resume state (optimizer and RNG state for "
                                     f"--resume), not a model; open {CHECKPOINT_NAME} in the same run folder")
     if raw is None:
         raise CheckpointError(path, f"a safetensors file without vaescope metadata (no '{META_KEY}' key); "
                                     "it was not written by latent-train")
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(path, f"metadata is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(path, "metadata JSON is not an object")
-    version = data.get("format_version")
-    if version not in READABLE_VERSIONS:
-        raise CheckpointError(path, f"format_version {version!r} is not supported (this vaescope reads "
-                                    f"versions {list(READABLE_VERSIONS)}); upgrade vaescope or re-train")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise CheckpointError(path, f"metadata lacks key(s) {missing}")
-    try:
-        config = ModelConfig.from_dict(data["model_config"])
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(path, f"invalid model_config: {exc}") from None
-    return CheckpointMeta(model_config=config, train_config=data["train_config"], dataset=data["dataset"],
-                          history=data["history"], metrics=data["metrics"])
+        meta = parse_meta(parse_json(raw, "metadata"))
+        planned = plan_model(meta.model_config, meta.dataset.get("class_names", ()))
+        check_tensors(header, expected_tensors(planned), "the config")
+    except InputError as exc:
+        raise CheckpointError(path, str(exc)) from None
+    return meta, planned, header
+
+
+def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
+    """Parse and validate a checkpoint's metadata and tensor table without loading its weights."""
+    return _open(Path(path))[0]
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[LatentModel, CheckpointMeta]:
     """Rebuild the model from the file alone. Raises ``CheckpointError`` on any problem."""
     path = Path(path)
-    meta = read_metadata(path)
-    model = build_model(meta.model_config, (meta.dataset or {}).get("class_names") or ())
-    expected = model.state_dict()
+    meta, planned, header = _open(path)
+    model = build_model(meta.model_config, meta.dataset.get("class_names", ()))
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            keys = set(fh.keys())
-            missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
-            if missing or unexpected:
-                raise CheckpointError(path, f"tensors do not match the {meta.model_type} config: "
-                                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-            state = {}
-            for key, ref in expected.items():
-                tensor = fh.get_tensor(key)
-                if tensor.shape != ref.shape:
-                    raise CheckpointError(path, f"tensor '{key}' has shape {list(tensor.shape)} but the "
-                                                f"config needs {list(ref.shape)}")
-                state[key] = tensor
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise CheckpointError(path, f"cannot read tensors (truncated or corrupt?): {exc}") from None
+        state = read_tensors(path, header, list(planned.state_dict()))
+    except TensorFileError as exc:
+        raise CheckpointError(path, f"{exc} (truncated or corrupt?)") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    broken = nonfinite(state)
+    if broken:
+        raise CheckpointError(path, f"tensor(s) {broken[:5]} hold NaN or infinite values: the weights are broken "
+                                    "(did training diverge?); use an earlier checkpoint or re-train")
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+# -- the metadata's schema ----------------------------------------------------------------------
+def parse_meta(data: Any) -> CheckpointMeta:
+    """The checkpoint metadata JSON (already parsed) as a CheckpointMeta; every value type-checked.
+    Raises ConfigError naming the first bad value."""
+    data = as_dict(data, "metadata", 50)
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_VERSIONS:
+        raise ConfigError(f"format_version {shown(version)} is not supported (this vaescope reads versions "
+                          f"{list(READABLE_VERSIONS)}); upgrade vaescope or re-train")
+    only_keys(data, "metadata", REQUIRED_KEYS, REQUIRED_KEYS)
+    model_type = as_str(data["model_type"], "model_type", 100)
+    try:
+        config = ModelConfig.from_dict(data["model_config"])
+    except ConfigError as exc:
+        raise ConfigError(f"invalid model_config: {exc}") from None
+    if model_type != config.model_type:
+        raise ConfigError(f"model_type {shown(model_type)} differs from model_config's {config.model_type!r}")
+    return CheckpointMeta(model_config=config, train_config=parse_train_config(data["train_config"]),
+                          dataset=parse_dataset_block(data["dataset"], config), history=parse_history(data["history"]),
+                          metrics=parse_metrics(data["metrics"]), format_version=version)
+
+
+def parse_train_config(value: Any) -> dict[str, Any]:
+    """A stored train config: checked as a TrainConfig (types, ranges, no unknown keys), kept as given."""
+    try:
+        TrainConfig.from_dict(value)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid train_config: {exc}") from None
+    return value
+
+
+def parse_dataset_block(value: Any, config: ModelConfig) -> dict[str, Any]:
+    """The dataset block: a name, and optionally the image shape (which must be the model's), class
+    names (as many as the model's classes, when it has any), value range and factor names."""
+    block = as_dict(value, "dataset", 50)
+    only_keys(block, "dataset", DATASET_KEYS, ("name",))
+    as_str(block["name"], "dataset.name")
+    if "image_shape" in block:
+        shape = [as_int(v, "dataset.image_shape", Range(1, 2**31)) for v in as_list(block["image_shape"], "dataset.image_shape", 3)]
+        if shape != list(config.image_shape):
+            raise ConfigError(f"dataset.image_shape {shape} differs from model_config's {list(config.image_shape)}")
+    if "class_names" in block:
+        names = as_list(block["class_names"], "dataset.class_names", MAX_CLASSES)
+        for i, name in enumerate(names):
+            as_str(name, f"dataset.class_names[{i}]", MAX_CLASS_NAME_CHARS)
+        if config.num_classes and len(names) != config.num_classes:
+            raise ConfigError(f"dataset.class_names has {len(names)} names but the model has "
+                              f"{config.num_classes} classes")
+    if "value_range" in block:
+        bounds = [as_float(v, "dataset.value_range") for v in as_list(block["value_range"], "dataset.value_range", 2)]
+        if len(bounds) != 2 or bounds[0] >= bounds[1]:
+            raise ConfigError(f"dataset.value_range must be [low, high] with low < high, got {bounds}")
+    if "factor_names" in block:
+        for i, name in enumerate(as_list(block["factor_names"], "dataset.factor_names", 64)):
+            as_str(name, f"dataset.factor_names[{i}]", MAX_CLASS_NAME_CHARS)
+    return block
+
+
+def _optional_number(record: dict[str, Any], key: str, where: str) -> None:
+    if record.get(key) is not None:
+        as_float(record[key], f"{where}.{key}", finite=False)  # a diverged value is still a number
+
+
+def parse_history(value: Any, where: str = "history") -> list[dict[str, Any]]:
+    """Per-epoch records: at most ``MAX_HISTORY_EPOCHS`` JSON objects, each epoch a positive int
+    and each known loss a number (or null); other keys are free-form but bounded JSON."""
+    records = as_list(value, where, MAX_HISTORY_EPOCHS)
+    for i, record in enumerate(records):
+        at = f"{where}[{i}]"
+        check_json(as_dict(record, at, 100), at, depth=1)
+        if "epoch" in record:
+            as_int(record["epoch"], f"{at}.epoch", Range(1, MAX_HISTORY_EPOCHS))
+        for key in HISTORY_NUMBERS:
+            _optional_number(record, key, at)
+    return records
+
+
+def parse_metrics(value: Any) -> dict[str, Any]:
+    """Final metrics: a JSON object whose known numbers are numbers (or null), counts are
+    non-negative ints and ``kl_per_dim`` is a list of at most ``MAX_LATENT_DIM`` numbers."""
+    metrics = as_dict(value, "metrics", 200)
+    check_json(metrics, "metrics", depth=1)
+    for key in METRIC_NUMBERS:
+        _optional_number(metrics, key, "metrics")
+    for key in METRIC_COUNTS:
+        if metrics.get(key) is not None:
+            as_int(metrics[key], f"metrics.{key}", Range(0, 2**40))
+    if metrics.get("kl_per_dim") is not None:
+        for i, v in enumerate(as_list(metrics["kl_per_dim"], "metrics.kl_per_dim", MAX_LATENT_DIM)):
+            as_float(v, f"metrics.kl_per_dim[{i}]", finite=False)
+    return metrics

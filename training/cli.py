@@ -1,28 +1,41 @@
 """`latent-train`: train one autoencoder-family model and write a self-describing run folder.
 
 Example: latent-train --dataset digits --model vae --latent-dim 8 --epochs 30 --out runs/digits-vae
+
+Every flag and every value of a --config file is checked (type, range, known key) before the
+dataset is loaded; a refusal is one argparse-style line, never a traceback (the limits are in
+vaescope.limits).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import sys
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vaescope.training.checkpoint import CheckpointError
+from vaescope.errors import InputError
+from vaescope.limits import MAX_CONFIG_BYTES, MAX_OPTION_MAGNITUDE
+from vaescope.training.checks import ConfigError, Range, as_dict, only_keys, parse_json
 from vaescope.training.config import (
     ARCHS,
     COMPONENT_INITS,
+    IMAGE_SIZES,
     LIKELIHOODS,
-    ConfigError,
+    ModelConfig,
     TrainConfig,
 )
-from vaescope.training.data import DATASETS, DatasetError, load_dataset
+from vaescope.training.data import DATASETS, load_dataset
 from vaescope.training.models import FAMILIES
 
+PROG = "latent-train"
 # CLI flag -> (config section, field). Flags left unset fall back to --config, then to defaults.
 # A family's own options (models/<family>.py, its Options dataclass) become flags of their own name.
 MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch", "beta": "beta",
@@ -34,69 +47,88 @@ TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_si
                "temperature_end": "temperature_end", "component_init": "component_init",
                "component_init_epoch": "component_init_epoch",
                "component_refit_at_end": "component_refit_at_end", "compile": "compile"}
+# What --resume may be given with: the run's own configs decide everything else.
+RESUME_FLAGS = ("resume", "epochs", "device", "data_dir", "quiet")
+DEBUG_ENV = "VAESCOPE_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
-def _typed(kind: type, minimum: float, strict: bool):  # noqa: ANN202 - argparse type factory
-    def parse(text: str):  # noqa: ANN202
+def number_flag(kind: type, bounds: Range) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` (int or float) parsed from the text, finite, within ``bounds``."""
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {value}")
+        except ValueError:  # also an int of over 4300 digits
+            article = "an integer" if kind is int else "a float"
+            raise argparse.ArgumentTypeError(f"expected {article}, got {text[:40]!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:40]!r}")
+        try:
+            bounds.check(value, "")
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return value
     return parse
+
+
+def _model_range(name: str) -> Range:
+    return ModelConfig.RANGES[name]
+
+
+def _train_range(name: str) -> Range:
+    return TrainConfig.RANGES[name]
 
 
 def _yes_no(text: str) -> bool:
     if text.lower() in ("yes", "no"):
         return text.lower() == "yes"
-    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text[:40]!r}")
 
 
 def _dataset_name(text: str) -> str:
     if text in DATASETS or text.startswith("folder:"):
         return text
-    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose from {sorted(DATASETS)} or folder:PATH")
+    raise argparse.ArgumentTypeError(f"unknown dataset {text[:60]!r}; choose from {sorted(DATASETS)} or folder:PATH")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latent-train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", type=_dataset_name, help=f"{', '.join(sorted(DATASETS))} or folder:PATH")
     p.add_argument("--model", choices=sorted(FAMILIES), help="model family (default vae)")
-    p.add_argument("--latent-dim", type=_typed(int, 1, False), help="latent dimensions (default 16)")
-    p.add_argument("--epochs", type=_typed(int, 1, False), help="epochs (default 30)")
+    p.add_argument("--latent-dim", type=number_flag(int, _model_range("latent_dim")), help="latent dimensions (default 16)")
+    p.add_argument("--epochs", type=number_flag(int, _train_range("epochs")), help="epochs (default 30)")
     p.add_argument("--out", type=Path, help="run folder to write (default runs/DATASET-MODEL)")
-    p.add_argument("--beta", type=_typed(float, 0, False), help="KL weight; != 1 gives a beta-VAE")
-    p.add_argument("--warmup-epochs", type=_typed(int, 0, False), help="linear KL warm-up epochs")
+    p.add_argument("--beta", type=number_flag(float, _model_range("beta")), help="KL weight; != 1 gives a beta-VAE")
+    p.add_argument("--warmup-epochs", type=number_flag(int, _train_range("warmup_epochs")), help="linear KL warm-up epochs")
     p.add_argument("--component-init", choices=COMPONENT_INITS,
                    help="GMVAE: 'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes "
                         "(needs --z-given-y no); default random")
-    p.add_argument("--component-init-epoch", type=_typed(int, 1, False),
+    p.add_argument("--component-init-epoch", type=number_flag(int, _train_range("component_init_epoch")),
                    help="GMVAE: epochs trained before --component-init umap runs (default 3)")
     p.add_argument("--component-refit-at-end", action="store_true", default=None,
                    help="GMVAE with --component-init umap: after the last epoch, set the mixture once more "
                         "from a clustering of the trained codes")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
-    p.add_argument("--gaussian-c", type=_typed(float, 0, True), help="Gaussian likelihood variance c")
+    p.add_argument("--gaussian-c", type=number_flag(float, _model_range("gaussian_c")), help="Gaussian likelihood variance c")
     p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")
-    p.add_argument("--hidden-dim", type=_typed(int, 1, False))
-    p.add_argument("--base-channels", type=_typed(int, 1, False))
-    p.add_argument("--batch-size", type=_typed(int, 1, False))
-    p.add_argument("--lr", type=_typed(float, 0, True))
-    p.add_argument("--seed", type=int)
+    p.add_argument("--hidden-dim", type=number_flag(int, _model_range("hidden_dim")))
+    p.add_argument("--base-channels", type=number_flag(int, _model_range("base_channels")))
+    p.add_argument("--batch-size", type=number_flag(int, _train_range("batch_size")))
+    p.add_argument("--lr", type=number_flag(float, _train_range("lr")))
+    p.add_argument("--seed", type=number_flag(int, _train_range("seed")))
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--eval-k", type=_typed(int, 1, False), help="importance samples for the IWAE NLL")
-    p.add_argument("--nll-images", type=_typed(int, 1, False), help="test images for the NLL (default 1000)")
-    p.add_argument("--temperature-start", type=_typed(float, 0, True))
-    p.add_argument("--temperature-end", type=_typed(float, 0, True))
+    p.add_argument("--eval-k", type=number_flag(int, _train_range("eval_k")), help="importance samples for the IWAE NLL")
+    p.add_argument("--nll-images", type=number_flag(int, TrainConfig.NLL_IMAGES), help="test images for the NLL (default 1000)")
+    p.add_argument("--temperature-start", type=number_flag(float, _train_range("temperature_start")))
+    p.add_argument("--temperature-end", type=number_flag(float, _train_range("temperature_end")))
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (meant for GPUs: on the 2-core CPU it ran at 0.8x the eager speed)")
     p.add_argument("--data-dir", help="where datasets are read / downloaded")
-    p.add_argument("--image-size", type=int, help="folder: datasets are resized to this (64 or 128)")
+    p.add_argument("--image-size", type=number_flag(int, _train_range("image_size")), choices=IMAGE_SIZES,
+                   metavar="{" + ",".join(map(str, IMAGE_SIZES)) + "}", help="folder: datasets are resized to this")
     p.add_argument("--config", type=Path, help="JSON file with 'model' and 'train' sections; flags override it")
-    p.add_argument("--resume", type=Path, metavar="OUT", help="continue the stopped run in OUT")
+    p.add_argument("--resume", type=Path, metavar="OUT",
+                   help="continue the stopped run in OUT with its own settings (only --epochs, --device, --data-dir "
+                        "and --quiet may be given with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_family_options(p)
     return p
@@ -114,7 +146,8 @@ def family_options() -> dict[str, tuple[dataclasses.Field, list[str]]]:
 def _add_family_options(p: argparse.ArgumentParser) -> None:
     """One flag per family option, typed from its annotation, its help from its metadata."""
     group = p.add_argument_group("family options", "each applies to the families named in its help")
-    parse = {"int": int, "float": float, "str": str, "bool": _yes_no}
+    bounds = Range(-MAX_OPTION_MAGNITUDE, MAX_OPTION_MAGNITUDE)  # the family's own check says more
+    parse = {"int": number_flag(int, bounds), "float": number_flag(float, bounds), "str": str, "bool": _yes_no}
     for name, (f, owners) in family_options().items():
         kind = str(f.type)
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=parse.get(kind, str),
@@ -122,21 +155,36 @@ def _add_family_options(p: argparse.ArgumentParser) -> None:
                            help=f"{f.metadata.get('help', name)} [{', '.join(owners)}; default {f.default!r}]")
 
 
-def _load_config_file(path: Path | None, parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+# -- configs ------------------------------------------------------------------------------------
+def _load_config_file(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The 'model' and 'train' sections of a --config JSON file (each a JSON object)."""
     if path is None:
         return {"model": {}, "train": {}}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        parser.error(f"--config {path}: {exc}")
-    if not isinstance(data, dict) or not set(data) <= {"model", "train"}:
-        parser.error(f"--config {path}: expected a JSON object with 'model' and/or 'train' sections")
-    return {"model": dict(data.get("model", {})), "train": dict(data.get("train", {}))}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the file is {path.stat().st_size:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
+        data = as_dict(parse_json(path.read_bytes(), "the file"), "the file", 2)
+        only_keys(data, "the file", ("model", "train"))
+        sections = {key: dict(as_dict(data.get(key, {}), f"section {key!r}")) for key in ("model", "train")}
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror or exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc} (expected a JSON object with 'model' and/or 'train' "
+                          "sections)") from None
+    return sections
 
 
 def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict, TrainConfig]:
-    """Merge defaults < --config file < explicit flags. Returns (model kwargs, TrainConfig)."""
-    sections = _load_config_file(args.config, parser)
+    """Merge defaults < --config file < explicit flags. Returns (model kwargs, TrainConfig); the
+    model kwargs are checked as far as they can be before the dataset fixes the image shape."""
+    try:
+        return _merged_configs(args)
+    except ConfigError as exc:
+        parser.error(_line(exc))
+
+
+def _merged_configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
+    sections = _load_config_file(args.config)
     for flags, section in ((MODEL_FLAGS, "model"), (TRAIN_FLAGS, "train")):
         for flag, key in flags.items():
             if getattr(args, flag) is not None:
@@ -147,53 +195,107 @@ def configs_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         if value is None:
             continue
         if model_type not in owners:
-            parser.error(f"--{name.replace('_', '-')} is an option of {', '.join(owners)}; "
-                         f"--model {model_type} has no such option")
-        sections["model"].setdefault("options", {})[name] = value
+            raise ConfigError(f"--{name.replace('_', '-')} is an option of {', '.join(owners)}; "
+                              f"--model {model_type} has no such option")
+        sections["model"]["options"] = {**as_dict(sections["model"].get("options", {}), "options"), name: value}
     if args.nll_images is not None:
-        sections["train"].setdefault("extra", {})["nll_images"] = args.nll_images
+        sections["train"]["extra"] = {**as_dict(sections["train"].get("extra", {}), "extra"),
+                                      "nll_images": args.nll_images}
+    ModelConfig.check_partial(sections["model"])
+    return sections["model"], TrainConfig.from_dict(sections["train"])
+
+
+# -- running ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings (skipped image files, ...) as one 'latent-train: warning:' line each."""
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    original = warnings.showwarning
+    warnings.showwarning = show  # type: ignore[assignment]
     try:
-        train_cfg = TrainConfig.from_dict(sections["train"])
-    except (ConfigError, TypeError) as exc:
-        parser.error(str(exc))
-    return sections["model"], train_cfg
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run latent-train; returns the exit status (1: refused or failed, 2: a bad flag, 130: interrupted).
+    Whatever goes wrong is reported in one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from vaescope.training.checkpoint import CHECKPOINT_NAME
-    from vaescope.training.train import TrainingDiverged, model_config_for, train
+    from vaescope.training.train import TrainingDiverged
 
-    try:
-        if args.resume is not None:
-            return _resume(args.resume, args, parser)
-        model_kwargs, train_cfg = configs_from_args(args, parser)
-        data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
-        if model_kwargs.get("arch", "auto") == "auto":
-            model_kwargs["arch"] = "conv" if data.info.image_shape[1] >= 16 else "mlp"
-        model_cfg = model_config_for(data, **model_kwargs)
-        out = args.out or Path("runs") / f"{train_cfg.dataset.replace(':', '-').replace('/', '_')}-{model_cfg.model_type}"
-        result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
-    except (DatasetError, CheckpointError, TrainingDiverged, FileNotFoundError) as exc:
-        print(f"latent-train: error: {exc}", file=sys.stderr)
-        return 1
-    except (ConfigError, ValueError) as exc:
-        parser.error(str(exc))
+    with _one_line_warnings():
+        try:
+            return _resume(args, parser) if args.resume is not None else _train(args, parser)
+        except ConfigError as exc:
+            parser.error(_line(exc))
+        except (InputError, TrainingDiverged, OSError) as exc:  # OSError: a full disk, no permission
+            print(f"{PROG}: error: {_line(exc)}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - the command line shows one line, never a traceback
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            print(f"{PROG}: error: unexpected {type(exc).__name__}: {_line(exc)[:300]} "
+                  f"(set {DEBUG_ENV}=1 to see where)", file=sys.stderr)
+    return 1
+
+
+def _line(exc: BaseException) -> str:
+    """The exception's message on one line."""
+    return " ".join(str(exc).split())
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from vaescope.training.checkpoint import CHECKPOINT_NAME
+    from vaescope.training.train import model_config_for, train
+
+    model_kwargs, train_cfg = configs_from_args(args, parser)
+    out = args.out or Path("runs") / f"{train_cfg.dataset.replace(':', '-').replace('/', '_')}-{model_kwargs.get('model_type', 'vae')}"
+    _check_out(out)
+    data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
+    if model_kwargs.get("arch", "auto") == "auto":
+        model_kwargs["arch"] = "conv" if data.info.image_shape[1] >= 16 else "mlp"
+    model_cfg = model_config_for(data, **model_kwargs)
+    result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
     return _report(result, out / CHECKPOINT_NAME)
 
 
-def _resume(out: Path, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Continue a stopped run with the configs stored in its own checkpoint."""
-    from vaescope.training.checkpoint import CHECKPOINT_NAME, read_metadata
-    from vaescope.training.train import train
+def _check_out(out: Path) -> None:
+    """The run folder exists or can be made, before any time is spent on data or training."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the folder: {exc.strerror or exc}") from None
 
-    meta = read_metadata(out / CHECKPOINT_NAME)
-    train_cfg = TrainConfig.from_dict(meta.train_config)
-    if args.epochs is not None:
-        train_cfg.epochs = args.epochs
+
+def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Continue a stopped run with the configs stored in its own resume state."""
+    from vaescope.training.checkpoint import CHECKPOINT_NAME, TRAIN_STATE_NAME
+    from vaescope.training.train import train
+    from vaescope.training.train_state import TrainStateError, peek_train_state
+
+    given = sorted(k for k, v in vars(args).items() if k not in RESUME_FLAGS and v not in (None, False))
+    if given:
+        flags = ", ".join(f"--{k.removeprefix('opt_').replace('_', '-')}" for k in given)
+        parser.error(f"--resume continues a run with its own settings; only --epochs, --device, --data-dir and "
+                     f"--quiet may be given with it, not {flags}")
+    out: Path = args.resume
+    state = out / TRAIN_STATE_NAME
+    if not state.is_file():
+        raise TrainStateError(state, f"cannot resume: {out} holds no resume state from an earlier run (a run "
+                                     "writes it when its first epoch ends); start without --resume")
+    model_cfg, train_cfg, _ = peek_train_state(state)
+    overrides = {k: getattr(args, k) for k in ("epochs", "device", "data_dir") if getattr(args, k) is not None}
+    train_cfg = TrainConfig.from_dict(train_cfg.to_dict() | overrides)
     data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
-    result = train(meta.model_config, train_cfg, out, dataset=data, resume=True, show_progress=not args.quiet)
+    result = train(model_cfg, train_cfg, out, dataset=data, resume=True, show_progress=not args.quiet)
     return _report(result, out / CHECKPOINT_NAME)
 
 

@@ -8,18 +8,32 @@ made, with a message that names the field.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from vaescope.errors import InputError
+from vaescope import limits
+from vaescope.training.checks import (
+    ConfigError,
+    Range,
+    as_bool,
+    as_choice,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    check_json,
+    only_keys,
+)
+
+__all__ = ["ARCHS", "COMPONENT_INITS", "LIKELIHOODS", "ConfigError", "FamilyOptions", "ModelConfig", "TrainConfig"]
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 COMPONENT_INITS = ("random", "umap")
-
-
-class ConfigError(InputError):
-    """A config value is out of range or unknown; the message names the field."""
+IMAGE_SIZES = (8, 16, 28, 32, 64, 128)  # folder: datasets are resized to one of these
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 def _check(cond: bool, message: str) -> None:
@@ -27,35 +41,63 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def typed_value(value: Any, kind: str, where: str, bounds: Range | None) -> Any:
+    """``value`` checked against a dataclass field's annotation ``kind`` (and ``bounds`` for a
+    number); ints given for a float become floats. Raises ConfigError naming ``where``."""
+    if kind == "int":
+        return as_int(value, where, bounds)
+    if kind == "float":
+        return as_float(value, where, bounds)
+    if kind == "bool":
+        return as_bool(value, where)
+    if kind == "str":
+        return as_str(value, where)
+    if kind.startswith("tuple[int"):
+        items = as_list(value, where, kind.count("int"))
+        return tuple(as_int(v, f"{where}[{i}]", bounds) for i, v in enumerate(items))
+    if kind.startswith("dict"):
+        check_json(as_dict(value, where), where, finite=True)
+        return value
+    return value
+
+
 class _DictMixin:
+    """Round trip through plain dicts, with every field's type and range checked on creation."""
+
+    RANGES: ClassVar[dict[str, Range]] = {}  # a number field's bounds (each names its limit)
+    DEFAULT_RANGE: ClassVar[Range | None] = None  # the bounds of a number field not in RANGES
+    PREFIX: ClassVar[str] = ""  # put before a field's name in messages
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        """Inverse of ``to_dict``: a JSON object whose keys are this class's fields (unknown keys are
+        refused, missing ones take their defaults)."""
+        data = as_dict(data, cls.__name__)
+        only_keys(data, cls.__name__, (f.name for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
         return cls(**data)
 
-
-_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+    def _check_fields(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            bounds = self.RANGES.get(f.name, self.DEFAULT_RANGE)
+            setattr(self, f.name, typed_value(getattr(self, f.name), str(f.type), self.PREFIX + f.name, bounds))
 
 
 @dataclass
 class FamilyOptions(_DictMixin):
     """Base of a family's own hyper-parameters (its ``Options``): a dataclass whose fields are
     scalars (int / float / bool / str) with a comment-like ``metadata={"help": ...}``, which also
-    becomes the help of the field's ``latent-train`` flag. Values are type-checked on creation and
+    becomes the help of the field's ``latent-train`` flag. Values are type-checked on creation (and
+    numbers bounded by ``limits.MAX_OPTION_MAGNITUDE`` unless the family's ``RANGES`` say more),
     then by the subclass's ``check``, which raises ConfigError naming the option."""
 
+    DEFAULT_RANGE: ClassVar[Range | None] = Range(-limits.MAX_OPTION_MAGNITUDE, limits.MAX_OPTION_MAGNITUDE)
+    PREFIX: ClassVar[str] = "option "
+
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            kind, value = _SCALARS.get(str(f.type)), getattr(self, f.name)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, f.name, float(value))
-            elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-                raise ConfigError(f"option {f.name} must be a {kind.__name__}, got {value!r}")
+        self._check_fields()
         self.check()
 
     def check(self) -> None:
@@ -71,7 +113,8 @@ LEGACY_GMVAE_KEYS = {"num_components": "components", "categorical_weight": "cate
 @dataclass
 class ModelConfig(_DictMixin):
     """What every family shares; a family's own hyper-parameters live in ``options``, checked by
-    its ``Options`` dataclass (``models/<family>.py``), so adding a family never edits this file."""
+    its ``Options`` dataclass (``models/<family>.py``), so adding a family never edits this file.
+    Every size is bounded by ``vaescope.limits``, so a config read from a file cannot ask for more."""
 
     model_type: str = "vae"  # a registered family (training/models/__init__.py lists them)
     image_shape: tuple[int, int, int] = (1, 28, 28)  # [C, H, W] of the data, fixed by the dataset
@@ -85,23 +128,26 @@ class ModelConfig(_DictMixin):
     beta: float = 1.0  # KL weight (Higgins et al. 2017); 1 is the plain ELBO; families without a KL ignore it
     options: dict[str, Any] = field(default_factory=dict)  # the family's own, see its Options
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "image_shape": Range(1, limits.MAX_IMAGE_SIDE), "latent_dim": Range(1, limits.MAX_LATENT_DIM),
+        "hidden_dim": Range(1, limits.MAX_HIDDEN_DIM), "base_channels": Range(1, limits.MAX_BASE_CHANNELS),
+        "num_classes": Range(0, limits.MAX_CLASSES), "gaussian_c": Range(*limits.GAUSSIAN_C_RANGE),
+        "beta": Range(0, limits.MAX_WEIGHT),
+    }
+
     def __post_init__(self) -> None:
         from vaescope.training.models import family  # the registry imports this module: import late
 
-        self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
-        _check(isinstance(self.model_type, str), f"model_type must be a string, got {self.model_type!r}")
+        self._check_fields()
+        as_str(self.model_type, "model_type", 100)
         cls = family(self.model_type)  # raises ConfigError naming the registered families
-        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
-        _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        _check(len(self.image_shape) == 3 and all(v > 0 for v in self.image_shape),
-               f"image_shape must be [C, H, W] with positive sizes, got {list(self.image_shape)}")
-        _check(self.image_shape[0] in (1, 3), f"images must have 1 or 3 channels, got {self.image_shape[0]}")
-        _check(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}")
-        _check(self.hidden_dim >= 1 and self.base_channels >= 1, "hidden_dim and base_channels must be >= 1")
-        _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        _check(self.gaussian_c > 0, f"gaussian_c must be > 0, got {self.gaussian_c}")
-        _check(self.num_classes >= 0, f"num_classes must be >= 0, got {self.num_classes}")
-        _check(isinstance(self.options, dict), f"options must be a JSON object, got {type(self.options).__name__}")
+        as_choice(self.arch, "arch", ARCHS)
+        as_choice(self.likelihood, "likelihood", LIKELIHOODS)
+        _check(len(self.image_shape) == 3, f"image_shape must be [C, H, W], got {list(self.image_shape)}")
+        c, h, w = self.image_shape
+        _check(c in (1, 3), f"images must have 1 or 3 channels, got {c}")
+        # The conv nets mirror a square grid (models/nets.py); an MLP takes any shape.
+        _check(self.arch == "mlp" or h == w, f"arch conv needs square images, got {h}x{w}; use arch mlp")
         self.options = cls.Options.from_dict(self.options).to_dict()  # defaults filled, values checked
         cls.check_config(self)
 
@@ -114,11 +160,33 @@ class ModelConfig(_DictMixin):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; a format-1 dict (the GMVAE's keys at the top) is upgraded."""
-        data = dict(data)
+        return super().from_dict(cls._upgraded(data))
+
+    @staticmethod
+    def _upgraded(data: Any) -> dict[str, Any]:
+        data = dict(as_dict(data, "model_config"))
         legacy = {LEGACY_GMVAE_KEYS[k]: data.pop(k) for k in list(data) if k in LEGACY_GMVAE_KEYS}
         if data.get("model_type") == "gmvae" and legacy:
-            data["options"] = {**legacy, **data.get("options", {})}
-        return super().from_dict(data)
+            data["options"] = {**legacy, **as_dict(data.get("options", {}), "options")}
+        return data
+
+    @classmethod
+    def check_partial(cls, data: dict[str, Any]) -> None:
+        """Check a model config that lacks what the dataset decides (image shape, classes): every
+        key known, every value of its type and range, the family registered and its options valid.
+        latent-train runs this before it spends time loading the dataset. ``arch`` may be "auto"."""
+        from vaescope.training.models import family
+
+        data = cls._upgraded(data)
+        only_keys(data, "model", (f.name for f in dataclasses.fields(cls)))
+        kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if not (key == "arch" and value == "auto"):
+                typed_value(value, kinds[key], key, cls.RANGES.get(key))
+        choices = {"arch": (*ARCHS, "auto"), "likelihood": LIKELIHOODS}
+        for key in choices.keys() & data.keys():
+            as_choice(data[key], key, choices[key])
+        family(as_str(data.get("model_type", "vae"), "model_type", 100)).Options.from_dict(data.get("options", {}))
 
 
 @dataclass
@@ -151,19 +219,25 @@ class TrainConfig(_DictMixin):
     compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": Range(1, limits.MAX_EPOCHS), "batch_size": Range(1, limits.MAX_BATCH_SIZE),
+        "lr": Range(0, limits.MAX_LR, lo_open=True), "seed": Range(0, limits.MAX_SEED),
+        "warmup_epochs": Range(0, limits.MAX_EPOCHS), "temperature_start": Range(*limits.TEMPERATURE_RANGE),
+        "temperature_end": Range(*limits.TEMPERATURE_RANGE), "component_init_epoch": Range(1, limits.MAX_EPOCHS),
+        "eval_k": Range(1, limits.MAX_EVAL_K), "image_size": Range(1, limits.MAX_IMAGE_SIDE),
+    }
+    NLL_IMAGES: ClassVar[Range] = Range(1, limits.MAX_NLL_IMAGES)  # extra["nll_images"], --nll-images
+
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        _check(self.temperature_start > 0 and self.temperature_end > 0, "temperatures must be > 0")
+        self._check_fields()
         _check(self.component_init in COMPONENT_INITS,
                f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
-        _check(self.component_init_epoch >= 1, f"component_init_epoch must be >= 1, got {self.component_init_epoch}")
         _check(not self.component_refit_at_end or self.component_init != "random",
                "component_refit_at_end (--component-refit-at-end) re-runs the component initialisation: "
                "also set component_init to umap (--component-init umap)")
-        _check(self.eval_k >= 1, f"eval_k must be >= 1, got {self.eval_k}")
-        _check(self.image_size in (8, 16, 28, 32, 64, 128), f"image_size must be one of 8, 16, 28, 32, 64, 128, got {self.image_size}")
-        _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
-               f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        _check(self.image_size in IMAGE_SIZES,
+               f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {self.image_size}")
+        _check(DEVICE_PATTERN.fullmatch(self.device) is not None,
+               f"device must be auto, cpu, cuda[:N] or mps, got {self.device[:40]!r}")
+        if "nll_images" in self.extra:
+            as_int(self.extra["nll_images"], "extra.nll_images", self.NLL_IMAGES)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vaescope.errors import InputError
+from vaescope.limits import MAX_IMAGE_PIXELS
 
 DEFAULT_DATA_DIR = "~/.cache/vaescope/data"
 # Debian's dataset-fashion-mnist package; the environment variable overrides it (tests use this).
@@ -143,7 +144,11 @@ def _split(images: np.ndarray, labels: np.ndarray, factors: np.ndarray | None = 
 
 def _shuffled_stratified_split(labels: np.ndarray, test_fraction: float,
                                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test), shuffled, with ~test_fraction of each class (>= 1 if it has >= 2)."""
+    """Indices (train, test), shuffled, with ~test_fraction of each class (>= 1 if it has >= 2).
+
+    With two images or more the test split is never empty: when every class has a single image,
+    one of them (a seeded choice) is moved to the test split, so evaluation always has an image.
+    """
     rng = np.random.default_rng(seed)
     train, test = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for c in np.unique(labels):
@@ -151,7 +156,11 @@ def _shuffled_stratified_split(labels: np.ndarray, test_fraction: float,
         n_test = max(1, round(test_fraction * len(idx))) if len(idx) >= 2 else 0
         test.append(idx[:n_test])
         train.append(idx[n_test:])
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+    train_idx, test_idx = np.concatenate(train), np.concatenate(test)
+    if len(test_idx) == 0 and len(train_idx) >= 2:
+        moved = rng.integers(len(train_idx))
+        test_idx, train_idx = train_idx[moved:moved + 1], np.delete(train_idx, moved)
+    return rng.permutation(train_idx), rng.permutation(test_idx)
 
 
 # -- IDX files (MNIST, Fashion-MNIST, KMNIST) ---------------------------------------------------
@@ -392,16 +401,23 @@ def _to_rgb(img: Any) -> Any:
 
 
 def _load_image(path: Path, size: int) -> np.ndarray | None:
-    """One image as uint8 [size, size, 3], centre-cropped to a square then resized; None if unreadable."""
+    """One image as uint8 [size, size, 3], centre-cropped to a square then resized; None if the
+    file is not an image Pillow can decode, or declares more than ``MAX_IMAGE_PIXELS`` pixels."""
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
-            square = ImageOps.fit(_to_rgb(ImageOps.exif_transpose(img)), (size, size),
-                                  Image.Resampling.LANCZOS)
-            return np.asarray(square, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None  # counted and reported by the caller
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow only warns below 2x its limit
+            with Image.open(path) as img:
+                width, height = img.size  # from the header: nothing decoded yet
+                if min(width, height) < 1 or width * height > MAX_IMAGE_PIXELS:
+                    return None
+                square = ImageOps.fit(_to_rgb(ImageOps.exif_transpose(img)), (size, size),
+                                      Image.Resampling.LANCZOS)
+                array = np.asarray(square, dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - a decoder fed a file from outside may raise anything; the caller counts the file as skipped
+        return None
+    return array if array.shape == (size, size, 3) else None
 
 
 def _folder_root(path: str) -> tuple[Path, list[Path]]:
@@ -421,26 +437,45 @@ def _folder_root(path: str) -> tuple[Path, list[Path]]:
     return root, class_dirs
 
 
-def _read_class_dir(folder: Path, size: int) -> tuple[list[np.ndarray], int]:
-    """Images [size, size, 3] of one class folder and the count of unreadable image files."""
+def _image_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` with an image suffix Pillow knows, hidden ones left out, sorted."""
     from PIL import Image
 
     suffixes = Image.registered_extensions()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                   and not p.name.startswith("."))
+    found = []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in suffixes or p.name.startswith("."):
+            continue
+        try:
+            if p.is_file():  # follows a symlink; a FIFO or a device is not a file
+                found.append(p)
+        except OSError:  # unreadable: counted as skipped by the caller
+            found.append(p)
+    return sorted(found)
+
+
+def _read_class_dir(folder: Path, size: int) -> tuple[list[np.ndarray], list[Path]]:
+    """Images [size, size, 3] of one class folder and the image files that could not be read."""
+    files = _image_files(folder)
     images = [_load_image(p, size) for p in files]
-    return [im for im in images if im is not None], sum(im is None for im in images)
+    return [im for im in images if im is not None], [p for p, im in zip(files, images, strict=True) if im is None]
 
 
 def load_folder(path: str, image_size: int = 64, seed: int = 0) -> Dataset:
-    """Class-per-subfolder images as RGB uint8 [N, 3, S, S]; seeded ~10% per-class test split."""
+    """Class-per-subfolder images as RGB uint8 [N, 3, S, S]; seeded ~10% per-class test split.
+
+    A single subfolder holds unlabelled images (one class). Files that Pillow cannot decode, or
+    that declare more than ``MAX_IMAGE_PIXELS`` pixels, are skipped and counted in a warning. At
+    least two readable images are needed: one to train on and one to test on.
+    """
     if image_size < 4:
         raise DatasetError(f"image_size must be >= 4 pixels, got {image_size}")
     root, class_dirs = _folder_root(path)
     images: list[np.ndarray] = []
     labels: list[int] = []
     names: list[str] = []
-    skipped, empty = 0, []
+    skipped: list[Path] = []
+    empty = []
     for folder in class_dirs:
         found, bad = _read_class_dir(folder, image_size)
         skipped += bad
@@ -450,12 +485,15 @@ def load_folder(path: str, image_size: int = 64, seed: int = 0) -> Dataset:
         labels += [len(names)] * len(found)
         names.append(folder.name)
         images += found
-    if not images:
-        raise DatasetError(f"folder dataset {root}: no readable images in {[d.name for d in class_dirs]} "
-                           f"({skipped} unreadable); put PNG / JPEG files in one subfolder per class")
+    if len(images) < 2:
+        found = "no readable images" if not images else "only 1 readable image"
+        raise DatasetError(f"folder dataset {root}: {found} in {[d.name for d in class_dirs][:10]} "
+                           f"({len(skipped)} unreadable); at least 2 are needed, one to train on and one to test "
+                           "on; put PNG / JPEG files in one subfolder per class")
     if skipped or empty:
-        warnings.warn(f"folder dataset {root}: skipped {skipped} unreadable image file(s) and "
-                      f"{len(empty)} class folder(s) with no readable images {empty}", stacklevel=3)
+        parts = [f"{len(skipped)} unreadable image file(s) (e.g. {', '.join(p.name for p in skipped[:3])})"] if skipped else []
+        parts += [f"{len(empty)} class folder(s) with no readable images {empty[:10]}"] if empty else []
+        warnings.warn(f"folder dataset {root}: skipped {' and '.join(parts)}", stacklevel=3)
     array, label_array = np.stack(images).transpose(0, 3, 1, 2), np.array(labels, np.int64)
     train, test = _shuffled_stratified_split(label_array, FOLDER_TEST_FRACTION, seed)
     info = DatasetInfo(f"{FOLDER_PREFIX}{root}", (3, image_size, image_size), tuple(names))

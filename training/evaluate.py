@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from vaescope.training.checkpoint import CheckpointError, load_checkpoint
+from vaescope.training.cli import number_flag
+from vaescope.training.config import TrainConfig
 from vaescope.training.data import DatasetError, load_dataset
 from vaescope.training.metrics import iwae_nll
 from vaescope.training.train import resolve_device
@@ -21,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaescope.training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--eval-k", type=int, default=1000, help="importance samples per image")
-    parser.add_argument("--nll-images", type=int, default=10000, help="test images to average over")
+    parser.add_argument("--eval-k", type=number_flag(int, TrainConfig.RANGES["eval_k"]), default=1000,
+                        help="importance samples per image")
+    parser.add_argument("--nll-images", type=number_flag(int, TrainConfig.NLL_IMAGES), default=10000,
+                        help="test images to average over")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=number_flag(int, TrainConfig.RANGES["seed"]), default=0)
     args = parser.parse_args(argv)
-    if args.eval_k < 1 or args.nll_images < 1:
-        parser.error("--eval-k and --nll-images must be >= 1")
     try:
         model, meta = load_checkpoint(args.checkpoint, resolve_device(args.device))
         data = load_dataset(meta.dataset["name"], seed=meta.train_config.get("seed", 0))

@@ -167,7 +167,8 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
         metrics["nll_iwae"] = iwae_nll(model, test_images[:n], None if cond is None else cond[:n], eval_k)
         metrics["nll_k"], metrics["nll_images"] = eval_k, n
     labels = test_labels.cpu().numpy()
-    if labelled and train_images is not None and train_labels is not None:
+    # A probe needs two classes to tell apart: an unlabelled folder (one subfolder) has one.
+    if labelled and train_images is not None and train_labels is not None and len(train_labels[:probe_images].unique()) >= 2:
         n = min(probe_images, len(train_images))
         tr = encode_split(model, train_images[:n], model.condition.from_labels(train_labels[:n]))
         metrics["probe_accuracy"] = probe_accuracy(tr.mean, train_labels[:n].cpu().numpy(), enc.mean, labels)

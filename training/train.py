@@ -1,8 +1,9 @@
 """The training loop: seeded, resumable, atomic per-epoch checkpoints, DDP-ready.
 
 ``train(model_config, train_config, out_dir)`` writes into ``out_dir``:
-model.safetensors (the checkpoint), train_state.safetensors (optimizer + RNG state for --resume),
-history.json, samples.png, reconstructions.png and loss.png.
+model.safetensors (the checkpoint), train_state.safetensors (weights, optimizer and RNG state for
+--resume; see train_state.py), history.json, samples.png, reconstructions.png and loss.png.
+Both safetensors files are rewritten atomically after every epoch, the model first.
 Under ``torchrun`` it runs DistributedDataParallel, each rank on its shard of every epoch.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
@@ -28,15 +28,22 @@ from vaescope.devices import pick_device
 from vaescope.training import metrics as metrics_mod
 from vaescope.training.checkpoint import (
     CHECKPOINT_NAME,
-    TRAIN_STATE_KEY,
     TRAIN_STATE_NAME,
     CheckpointMeta,
-    load_checkpoint,
-    save_checkpoint,
+    checkpoint_bytes,
+    parse_dataset_block,
+    plan_model,
 )
-from vaescope.training.config import ModelConfig, TrainConfig
+from vaescope.training.config import ConfigError, ModelConfig, TrainConfig
 from vaescope.training.data import Dataset, load_dataset
 from vaescope.training.models import LatentModel, build_model
+from vaescope.training.tensorfile import file_sha256, stale_temporaries, write_atomically
+from vaescope.training.train_state import (
+    TrainStateError,
+    load_train_state,
+    restore,
+    save_train_state,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -167,41 +174,6 @@ def _unwrap(net: torch.nn.Module) -> LatentModel:
     return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net  # type: ignore[return-value]
 
 
-# -- resume state -------------------------------------------------------------------------------
-def save_train_state(path: Path, opt: torch.optim.Optimizer, epoch: int, history: list[dict]) -> None:
-    """Optimizer tensors + RNG state + history, as safetensors (no pickle), written atomically."""
-    state = opt.state_dict()
-    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
-    scalars: dict[str, dict[str, float]] = {}
-    for pid, pstate in state["state"].items():
-        for name, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[name] = value
-    meta = {"epoch": epoch, "history": history, "param_groups": state["param_groups"], "scalars": scalars}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={TRAIN_STATE_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
-
-
-def load_train_state(path: Path, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
-    """Restore what ``save_train_state`` wrote; returns (epochs done, history)."""
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads(fh.metadata()[TRAIN_STATE_KEY])
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["epoch"]), list(meta["history"])
-
-
 # -- public entry point -------------------------------------------------------------------------
 def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | Path, *,
           dataset: Dataset | None = None, resume: bool = False, show_progress: bool = True,
@@ -213,14 +185,17 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     if ctx.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
-    _check_shapes(model_config, data)
+    _check_data(model_config, data)
     _check_component_init(model_config, cfg)
+    plan_model(model_config, data.info.class_names)  # refuses a model beyond the limits before allocating it
+    if ctx.main:
+        _remove_stale_temporaries(out_dir)
     seed_everything(cfg.seed)
     model = build_model(model_config, data.info.class_names).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, history = 0, []
     if resume:
-        start_epoch, history = _resume(model, opt, out_dir, device)
+        start_epoch, history = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
     net: torch.nn.Module = model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -257,23 +232,32 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     return result
 
 
-def _check_shapes(model_config: ModelConfig, data: Dataset) -> None:
+def _check_data(model_config: ModelConfig, data: Dataset) -> None:
+    """The dataset fits the model, has images to train on and to validate on, and can be
+    described in the checkpoint (latent-train never writes one its own loader would refuse)."""
+    if len(data.train) == 0 or len(data.test) == 0:
+        raise ConfigError(f"dataset {data.info.name!r} has {len(data.train)} training and {len(data.test)} test "
+                          "images; training needs at least one of each (validation runs every epoch)")
     if tuple(model_config.image_shape) != tuple(data.info.image_shape):
-        raise ValueError(f"model image_shape {list(model_config.image_shape)} does not match dataset "
-                         f"{data.info.name!r} {list(data.info.image_shape)}")
+        raise ConfigError(f"model image_shape {list(model_config.image_shape)} does not match dataset "
+                          f"{data.info.name!r} {list(data.info.image_shape)}")
     if model_config.num_classes and model_config.num_classes != len(data.info.class_names):
-        raise ValueError(f"the model config has num_classes={model_config.num_classes} but the dataset has "
-                         f"{len(data.info.class_names)} classes")
+        raise ConfigError(f"the model config has num_classes={model_config.num_classes} but the dataset has "
+                          f"{len(data.info.class_names)} classes")
+    try:
+        parse_dataset_block(data.info.to_dict(), model_config)
+    except ConfigError as exc:
+        raise ConfigError(f"dataset {data.info.name[:200]!r} cannot be described in a checkpoint: {exc}") from None
 
 
 def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
     if cfg.component_init == "random":
         return
     if model_config.model_type != "gmvae" or model_config.options.get("z_given_y", True):
-        raise ValueError(f"component_init={cfg.component_init!r} is for the mean-field GMVAE: use --model gmvae "
+        raise ConfigError(f"component_init={cfg.component_init!r} is for the mean-field GMVAE: use --model gmvae "
                          "--z-given-y no, or leave --component-init at random")
     if cfg.component_init_epoch >= cfg.epochs:
-        raise ValueError(f"component_init_epoch={cfg.component_init_epoch} must be below epochs={cfg.epochs}: "
+        raise ConfigError(f"component_init_epoch={cfg.component_init_epoch} must be below epochs={cfg.epochs}: "
                          "the mixture is initialised after that many epochs and then trained")
 
 
@@ -306,14 +290,57 @@ def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: 
         "sizes": done.sizes, "head_agreement": round(done.head_agreement, 4), "seconds": round(seconds, 1)}}
 
 
-def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, device: torch.device) -> tuple[int, list]:
-    ckpt, state = out_dir / CHECKPOINT_NAME, out_dir / TRAIN_STATE_NAME
-    if not ckpt.exists() or not state.exists():
-        raise FileNotFoundError(f"cannot resume: {out_dir} has no {CHECKPOINT_NAME} and {TRAIN_STATE_NAME} "
-                                "from an earlier run")
-    saved, _ = load_checkpoint(ckpt, device)
-    model.load_state_dict(saved.state_dict())
-    return load_train_state(state, opt)
+# -- resume -------------------------------------------------------------------------------------
+# What a resumed run may change: how long it runs, where, and how it is evaluated. Everything else
+# would make it a different run from the one whose state it continues.
+RESUME_MAY_CHANGE = ("epochs", "device", "compile", "data_dir", "eval_k", "extra")
+
+
+def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model_config: ModelConfig,
+            cfg: TrainConfig, report: bool) -> tuple[int, list]:
+    """Load and check the resume state in ``out_dir``, put it into ``model`` and ``opt``; returns
+    (epochs done, history). Raises TrainStateError saying why a resume is impossible."""
+    state_path = out_dir / TRAIN_STATE_NAME
+    if not state_path.exists():
+        raise TrainStateError(state_path, f"cannot resume: {out_dir} holds no resume state from an earlier run "
+                                          "(a run writes it when its first epoch ends); start without --resume")
+    state = load_train_state(state_path)
+    _check_same_run(state_path, state.model_config, state.train_config, model_config, cfg)
+    if state.epoch > cfg.epochs:
+        raise TrainStateError(state_path, f"cannot resume: the run has already finished {state.epoch} epochs, "
+                                          f"more than the {cfg.epochs} asked for")
+    restore(state, model, opt, model.device)
+    note = _pairing_note(out_dir / CHECKPOINT_NAME, state.model_file_sha256, state.epoch)
+    if note and report:
+        tqdm.write(note, file=sys.stderr)
+    return state.epoch, state.history
+
+
+def _check_same_run(state_path: Path, saved_model: ModelConfig, saved_train: TrainConfig, model_config: ModelConfig,
+                    cfg: TrainConfig) -> None:
+    if saved_model.to_dict() != model_config.to_dict():
+        raise TrainStateError(state_path, "cannot resume: the resume state was made for another model config")
+    changed = sorted(k for k, v in saved_train.to_dict().items()
+                     if k not in RESUME_MAY_CHANGE and getattr(cfg, k) != v)
+    if changed:
+        raise TrainStateError(state_path, f"cannot resume: the train config differs from the resume state's in {changed}")
+
+
+def _pairing_note(model_path: Path, recorded_sha256: str, epoch: int) -> str | None:
+    """A note when the model file is not the one written with the resume state: the run stopped
+    between the two writes (the model file is then one epoch ahead) or the file was replaced."""
+    if model_path.is_file() and file_sha256(model_path) == recorded_sha256:
+        return None
+    found = "is missing" if not model_path.is_file() else "is not the one saved with the resume state"
+    return (f"note: {model_path} {found} (the run stopped between its two writes?); continuing from the "
+            f"resume state after epoch {epoch}, which reaches the same weights")
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of writes that a kill interrupted; never read, so safe to delete."""
+    for name in (CHECKPOINT_NAME, TRAIN_STATE_NAME):
+        for path in stale_temporaries(out_dir, name):
+            path.unlink(missing_ok=True)
 
 
 def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: int, stats: dict,
@@ -342,10 +369,14 @@ def _epoch_line(rec: dict) -> str:
 
 def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig,
                 data: Dataset, history: list, out_dir: Path, epochs_done: int, metrics: dict | None = None) -> None:
+    """Write the checkpoint, then the resume state that records its digest. Each write is atomic;
+    a stop between them leaves the resume state one epoch behind, which resumes exactly (the
+    module docstring of train_state.py says why)."""
     meta = CheckpointMeta(model_config=model_config, train_config=cfg.to_dict(), dataset=data.info.to_dict(),
                           history=history, metrics=metrics or {})
-    save_checkpoint(out_dir / CHECKPOINT_NAME, model, meta)
-    save_train_state(out_dir / TRAIN_STATE_NAME, opt, epochs_done, history)
+    digest = write_atomically(out_dir / CHECKPOINT_NAME, checkpoint_bytes(model, meta))
+    save_train_state(out_dir / TRAIN_STATE_NAME, model, opt, epochs_done, history, model_config, cfg, digest,
+                     model.device)
 
 
 def write_artifacts(model: LatentModel, data: Dataset, history: list, out_dir: Path) -> dict[str, Path]:

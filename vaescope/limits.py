@@ -35,3 +35,39 @@ MAX_SAMPLE_BYTES = 64 << 20  # ... as uint8, at most 64 MiB
 MAX_SAMPLE_SIDE = 256  # px a side
 MAX_GRAPH_BYTES = 512 << 20  # one ONNX graph (its weights inside it)
 MAX_BUNDLE_META_BYTES = 16 << 20  # the bundle's JSON (history included)
+
+# -- checkpoints and resume states (training/checkpoint.py, training/train_state.py) ---------------
+# A file is checked against these before anything is built or allocated from it: the header is read
+# with a size cap, the metadata is parsed with a depth cap, the model is first built on the "meta"
+# device (no memory) to count its parameters, and every tensor's declared shape, dtype and byte size
+# is compared with what the config needs before any tensor is read. So a file of a few hundred
+# bytes can cost at most a few megabytes, and a file's real cost is bounded by MAX_PARAMETERS.
+MAX_CHECKPOINT_BYTES = 1 << 30  # whole file; a model at MAX_PARAMETERS plus Adam's state stays below
+MAX_HEADER_BYTES = 4 << 20  # safetensors' JSON header; 150 epochs of history take 42 KB
+MAX_JSON_DEPTH = 8  # nesting of the metadata JSON; latent-train writes 5 levels
+MAX_JSON_ITEMS = 10_000  # entries of any one list or object in the metadata
+MAX_STRING_CHARS = 4096  # any string in the metadata (a folder: dataset's path is the longest)
+MAX_TENSORS = 1024  # tensors in one file: a model has about 20, a resume state 4 per parameter
+MAX_TENSOR_RANK = 8
+MAX_PARAMETERS = 50_000_000  # 200 MB as float32; the largest shipped model has 1.8 M
+MAX_LATENT_DIM = 1024
+MAX_HIDDEN_DIM = 4096
+MAX_BASE_CHANNELS = 256  # the conv nets cap their width at 256 channels anyway
+MAX_IMAGE_SIDE = 256  # model image height / width; latent-train's folder datasets go up to 128
+MAX_CLASSES = 1000  # class names, and the classes or mixture components a model is conditioned on
+MAX_CLASS_NAME_CHARS = 256  # a folder: dataset's class names are folder names (at most 255 bytes)
+MAX_HISTORY_EPOCHS = 5000  # per-epoch history records, and so the most epochs one run may train
+
+# -- latent-train's flags and config file (training/config.py, training/cli.py) -------------------
+# Past these a run is absurd rather than ambitious; each refusal is one argparse-style line.
+MAX_EPOCHS = MAX_HISTORY_EPOCHS
+MAX_BATCH_SIZE = 65_536
+MAX_EVAL_K = 5000  # IWAE importance samples; the decoder runs on all k of one image at once
+MAX_NLL_IMAGES = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's seeds stop here
+MAX_LR = 10.0
+MAX_WEIGHT = 10_000.0  # beta and any other loss weight
+TEMPERATURE_RANGE = (1e-3, 100.0)  # Gumbel-softmax temperatures; below 1e-3 the relaxation gives NaN
+GAUSSIAN_C_RANGE = (1e-6, 1e6)  # variance of the Gaussian likelihood
+MAX_OPTION_MAGNITUDE = 1_000_000  # any number among a family's options (the parameter count bounds them further)
+MAX_CONFIG_BYTES = 1 << 20  # a --config JSON file
