@@ -14,7 +14,10 @@ allocated (the limits are in ``vaescope.limits``):
 4. the model: built on the ``meta`` device, which gives every parameter its shape but no memory,
    to count its parameters against ``MAX_PARAMETERS`` and its condition against ``MAX_CLASSES``;
 5. the tensors: the header's names, shapes and dtypes against that model's, before any is read;
-6. the weights, once read: NaN or infinite values are refused.
+   the optional embedded sample and training record (``sample.*``, ``record.*``; see
+   ``embedded.py``) against the limits, the model's image shape and latent size, and each other;
+6. the weights, once read: NaN or infinite values are refused (and bad sample or record values,
+   when those are read: ``read_sample``, ``read_record``).
 Every refusal is a ``CheckpointError`` naming the file and the problem.
 """
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vaescope.errors import InputError
@@ -40,6 +44,7 @@ from vaescope.limits import (
 from vaescope.training.checks import (
     ConfigError,
     Range,
+    as_choice,
     as_dict,
     as_float,
     as_int,
@@ -51,6 +56,18 @@ from vaescope.training.checks import (
     shown,
 )
 from vaescope.training.config import ModelConfig, TrainConfig
+from vaescope.training.embedded import (
+    RECORD_CODES,
+    RECORD_NAMES,
+    SAMPLE_IMAGES,
+    SAMPLE_NAMES,
+    Record,
+    check_record_values,
+    check_sample_values,
+    extra_specs,
+    is_extra,
+    sample_tensors,
+)
 from vaescope.training.models import LatentModel, build_model
 from vaescope.training.tensorfile import (
     Header,
@@ -66,8 +83,8 @@ from vaescope.training.tensorfile import (
 )
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION", "META_KEY", "TRAIN_STATE_KEY", "TRAIN_STATE_NAME", "CheckpointError",
-           "CheckpointMeta", "WriteError", "load_checkpoint", "parse_history", "plan_model", "read_metadata",
-           "save_checkpoint"]
+           "CheckpointMeta", "Record", "WriteError", "embed_sample", "load_checkpoint", "parse_history", "plan_model",
+           "read_metadata", "read_record", "read_sample", "save_checkpoint"]
 
 FORMAT_VERSION = 2  # 2: a family's own hyper-parameters live in model_config["options"]
 READABLE_VERSIONS = (1, 2)  # a format-1 model_config is upgraded on read (ModelConfig.from_dict)
@@ -80,7 +97,8 @@ CHECKPOINT_NAME = "model.safetensors"
 TRAIN_STATE_NAME = "train_state.safetensors"
 TRAIN_STATE_KEY = "train_state"  # the resume state's metadata key (a checkpoint's is META_KEY)
 
-DATASET_KEYS = ("name", "image_shape", "class_names", "value_range", "factor_names")
+DATASET_KEYS = ("name", "image_shape", "class_names", "value_range", "factor_names", "display")
+DISPLAYS = ("image", "line")  # how the data is drawn: images, or sequences as lines (waveforms)
 # Numbers latent-train writes into a history record and into the final metrics; a file may leave
 # any out, or hold null (an autoencoder has no ELBO), but never another type.
 HISTORY_NUMBERS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "kl_weight",
@@ -130,23 +148,70 @@ class CheckpointMeta:
 
 # -- writing ------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, model: LatentModel, meta: CheckpointMeta,
-                    dtype: torch.dtype | None = None) -> Path:
+                    dtype: torch.dtype | None = None, extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically (temp file in the same folder + rename).
 
     A crash or a full disk mid-write leaves any earlier file at ``path`` untouched and raises
     ``WriteError`` (an OSError) in one line. ``dtype=torch.float16`` halves the file (used for the
-    shipped models); loading casts back to the model's float32 parameters.
+    shipped models); loading casts back to the model's float32 parameters. ``extra`` holds the
+    embedded sample and training record tensors (``embedded.py``), written as they are.
     """
     path = Path(path)
-    write_atomically(path, checkpoint_bytes(model, meta, dtype))
+    write_atomically(path, checkpoint_bytes(model, meta, dtype, extra))
     return path
 
 
-def checkpoint_bytes(model: LatentModel, meta: CheckpointMeta, dtype: torch.dtype | None = None) -> bytes:
-    """The bytes of the checkpoint file of ``model`` and ``meta`` (what ``save_checkpoint`` writes)."""
+def checkpoint_bytes(model: LatentModel, meta: CheckpointMeta, dtype: torch.dtype | None = None,
+                     extra: dict[str, torch.Tensor] | None = None) -> bytes:
+    """The bytes of the checkpoint file of ``model`` and ``meta`` (what ``save_checkpoint`` writes),
+    with the ``extra`` tensors (sample, record) beside the state dict."""
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
+    for name, value in (extra or {}).items():
+        if not is_extra(name) or name in tensors:
+            raise ValueError(f"{name!r} is not a sample or record tensor name")
+        tensors[name] = value.detach().cpu().contiguous()
     return encode(tensors, {META_KEY: meta.to_json()})
+
+
+def embed_sample(path: str | os.PathLike, images: Any, labels: Any = None, factors: Any = None) -> Path:
+    """Add an evaluation sample to the checkpoint at ``path``, or replace the one it has, without
+    retraining: the weights (in their stored precision), the metadata and any training record are
+    kept byte for byte. ``images=None`` removes the sample.
+
+    ``images``: uint8 [N, C, H, W] (numpy or torch), the checkpoint's image shape, 1 to
+    ``MAX_SAMPLE_IMAGES`` images and at most ``MAX_SAMPLE_BYTES``; ``labels``: ints [N], -1 for
+    unknown (None: all unknown); ``factors``: floats [N, F], F the dataset block's factor_names.
+
+    The new file is written beside the old one, read back through every check and only then
+    renamed over it, so a failure at any point leaves the old file as it was. Raises
+    ``CheckpointError`` naming the file and the problem (a bad checkpoint or a bad sample), or
+    ``WriteError``.
+
+    Examples:
+        >>> from vaescope.training.data import load_dataset
+        >>> test = load_dataset("digits").test
+        >>> embed_sample("model.safetensors", test.images, test.labels)  # doctest: +SKIP
+        >>> images, labels, factors = read_sample("model.safetensors")  # doctest: +SKIP
+    """
+    path = Path(path)
+    meta, planned, header = _open(path)
+    keep = [name for name in header.tensors if not name.startswith("sample.")]
+    tensors = _read(path, header, keep)
+    if images is not None:
+        try:
+            tensors |= sample_tensors(images, labels, factors, image_shape=meta.model_config.image_shape,
+                                      factor_count=len(meta.dataset.get("factor_names", ())),
+                                      num_classes=len(meta.dataset.get("class_names", ())))
+        except InputError as exc:
+            raise CheckpointError(path, f"cannot embed this sample: {exc}") from None
+
+    def readable(written: Path) -> None:
+        _open(written)
+        read_sample(written)
+
+    write_atomically(path, encode(tensors, dict(header.metadata)), check=readable)
+    return path
 
 
 # -- the model a config describes ---------------------------------------------------------------
@@ -225,10 +290,23 @@ def _open(path: Path) -> tuple[CheckpointMeta, LatentModel, Header]:
     try:
         meta = parse_meta(parse_json(raw, "metadata"))
         planned = plan_model(meta.model_config, meta.dataset.get("class_names", ()))
-        check_tensors(header, expected_tensors(planned), "the config")
+        config = meta.model_config
+        extras = extra_specs(header.tensors, config.image_shape, config.latent_dim,
+                             len(meta.dataset.get("factor_names", ())))
+        check_tensors(header, expected_tensors(planned) | extras, "the config")
     except InputError as exc:
         raise CheckpointError(path, str(exc)) from None
     return meta, planned, header
+
+
+def _read(path: Path, header: Header, names: list[str]) -> dict[str, torch.Tensor]:
+    """The named tensors of a checked header, every failure a CheckpointError."""
+    try:
+        return read_tensors(path, header, names)
+    except TensorFileError as exc:
+        raise CheckpointError(path, f"{exc} (truncated or corrupt?)") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read the file: {exc.strerror or exc}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
@@ -241,18 +319,50 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     meta, planned, header = _open(path)
     model = build_model(meta.model_config, meta.dataset.get("class_names", ()))
-    try:
-        state = read_tensors(path, header, list(planned.state_dict()))
-    except TensorFileError as exc:
-        raise CheckpointError(path, f"{exc} (truncated or corrupt?)") from None
-    except OSError as exc:
-        raise CheckpointError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    state = _read(path, header, list(planned.state_dict()))  # the model's tensors only, never the sample
     broken = nonfinite(state)
     if broken:
         raise CheckpointError(path, f"tensor(s) {broken[:5]} hold NaN or infinite values: the weights are broken "
                                     "(did training diverge?); use an earlier checkpoint or re-train")
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+def read_sample(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The checkpoint's embedded evaluation sample, or None when it has none:
+    (images uint8 [N, C, H, W], labels int64 [N] (-1 unknown), factors float32 [N, F] or None),
+    F = ``len(read_metadata(path).dataset["factor_names"])``.
+
+    The whole file is checked as ``load_checkpoint`` checks it, then only the sample's tensors are
+    read (never the weights). Raises ``CheckpointError`` naming the file and the problem.
+    """
+    path = Path(path)
+    meta, _, header = _open(path)
+    if SAMPLE_IMAGES not in header.tensors:
+        return None
+    tensors = _read(path, header, [name for name in SAMPLE_NAMES if name in header.tensors])
+    try:
+        check_sample_values(tensors, len(meta.dataset.get("class_names", ())))
+    except InputError as exc:
+        raise CheckpointError(path, str(exc)) from None
+    factors = tensors.get("sample.factors")
+    return tensors[SAMPLE_IMAGES].numpy(), tensors["sample.labels"].numpy(), None if factors is None else factors.numpy()
+
+
+def read_record(path: str | os.PathLike) -> Record | None:
+    """The checkpoint's training record (``embedded.Record``: codes float16 [E, N, D], labels [N],
+    epochs float32 [E], test-split indices [N]), or None when it has none. Checked like
+    ``read_sample``; only the record's tensors are read. Raises ``CheckpointError``."""
+    path = Path(path)
+    meta, _, header = _open(path)
+    if RECORD_CODES not in header.tensors:
+        return None
+    tensors = _read(path, header, list(RECORD_NAMES))
+    try:
+        check_record_values(tensors, len(meta.dataset.get("class_names", ())))
+    except InputError as exc:
+        raise CheckpointError(path, str(exc)) from None
+    return Record.from_tensors(tensors)
 
 
 # -- the metadata's schema ----------------------------------------------------------------------
@@ -310,6 +420,8 @@ def parse_dataset_block(value: Any, config: ModelConfig) -> dict[str, Any]:
     if "factor_names" in block:
         for i, name in enumerate(as_list(block["factor_names"], "dataset.factor_names", 64)):
             as_str(name, f"dataset.factor_names[{i}]", MAX_CLASS_NAME_CHARS)
+    if "display" in block and as_choice(block["display"], "dataset.display", DISPLAYS) != config.display:
+        raise ConfigError(f"dataset.display {block['display']!r} differs from model_config's {config.display!r}")
     return block
 
 

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -231,12 +232,13 @@ def _write_all(fh: object, data: bytes) -> None:
     fh.write(data)  # type: ignore[attr-defined]
 
 
-def write_atomically(path: Path, data: bytes) -> str:
+def write_atomically(path: Path, data: bytes, check: Callable[[Path], None] | None = None) -> str:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync it, rename it
     into place and fsync the folder. Returns the sha256 hex digest of ``data``.
 
-    On any failure (a full disk, no permission) the temporary file is removed, whatever was at
-    ``path`` is left as it was, and WriteError says so in one line.
+    ``check(temporary_path)``, when given, reads the written file back before the rename; whatever
+    it raises leaves ``path`` as it was. On any failure (a full disk, no permission) the temporary
+    file is removed, whatever was at ``path`` is left as it was, and WriteError says so in one line.
     """
     path = Path(path)
     tmp: str | None = None
@@ -247,6 +249,8 @@ def write_atomically(path: Path, data: bytes) -> str:
             _write_all(fh, data)
             fh.flush()
             os.fsync(fh.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
         tmp = None
         _fsync_folder(path.parent)

@@ -71,3 +71,14 @@ TEMPERATURE_RANGE = (1e-3, 100.0)  # Gumbel-softmax temperatures; below 1e-3 the
 GAUSSIAN_C_RANGE = (1e-6, 1e6)  # variance of the Gaussian likelihood
 MAX_OPTION_MAGNITUDE = 1_000_000  # any number among a family's options (the parameter count bounds them further)
 MAX_CONFIG_BYTES = 1 << 20  # a --config JSON file
+
+# -- what a checkpoint carries besides the model (training/embedded.py) ----------------------------
+# The embedded evaluation sample (sample.images / sample.labels / sample.factors) is bounded by
+# MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES and MAX_SAMPLE_SIDE above, like a bundle's.
+MAX_SAMPLE_FACTORS = 64  # ground-truth factors per sample image (shapes have 5, waveforms 4)
+# The training record (record.codes [E, N, D] float16, one frame per recorded moment of training).
+# latent-train's default (2,000 points, <= ~100 epoch frames) stays far below these: 20 epochs of
+# 2,000 16-d codes are 24 frames, 1.5 MB.
+MAX_RECORD_FRAMES = 1024
+MAX_RECORD_POINTS = 20_000
+MAX_RECORD_BYTES = 64 << 20  # the codes, as float16
