@@ -118,11 +118,11 @@ class AAE(LatentModel):
         return torch.zeros_like(posterior.mean)
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """Reconstruction + the discriminator's loss (on detached codes) + the encoder's adversarial
         loss (through a detached copy of D); see the module docstring."""
         z = self.encode(x).mean
-        recon = self.recon_nll(self.decode_logits(z), x).mean()
+        recon = self.recon_nll(self.decode_logits(z), x if target is None else target).mean()
         z_prior = self.sample(len(x)).to(z.dtype)
         real, fake = self.discriminator(z_prior), self.discriminator(z.detach())
         d_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))

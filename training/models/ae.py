@@ -35,7 +35,7 @@ class AE(VAE):
         return Posterior.point(self.head(self.encoder(x)))
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
-        """Reconstruction only."""
-        recon = self.recon_nll(self.decode_logits(self.encode(x).mean), x).mean()
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
+        """Reconstruction only (of ``target``, default ``x``)."""
+        recon = self.recon_nll(self.decode_logits(self.encode(x).mean), x if target is None else target).mean()
         return LossOutput(total=recon, recon=recon, kl=torch.zeros_like(recon))

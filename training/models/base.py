@@ -140,19 +140,23 @@ class LatentModel(nn.Module):
 
     # -- the training side ----------------------------------------------------------------------
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
-        """Negative ELBO: E_q[-log p(x|z)] + w * KL(q(z|x) || p(z)), w = beta unless scheduled."""
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
+        """Negative ELBO: E_q[-log p(x|z)] + w * KL(q(z|x) || p(z)), w = beta unless scheduled.
+
+        ``target`` [B, C, H, W] is what the reconstruction is scored against (default: ``x``): the
+        trainer's ``--corrupt`` encodes a corrupted x and scores against the clean image. Every
+        family's ``loss`` takes it."""
         post = self.encode(x, condition)
         logits = self.decode_logits(post.sample(), condition)
-        recon = self.recon_nll(logits, x).mean()
+        recon = self.recon_nll(logits, x if target is None else target).mean()
         kl = self.kl_per_dim(post).sum(-1).mean()
         w = self.config.beta if kl_weight is None else kl_weight
         return LossOutput(total=recon + w * kl, recon=recon, kl=kl)
 
     def forward(self, x: Tensor, condition: Tensor | None = None, kl_weight: float | None = None,
-                temperature: float | None = None) -> LossOutput:
+                temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """``loss`` under the name DistributedDataParallel wraps."""
-        return self.loss(x, condition, kl_weight=kl_weight, temperature=temperature)
+        return self.loss(x, condition, kl_weight=kl_weight, temperature=temperature, target=target)
 
     def recon_nll(self, logits: Tensor, x: Tensor) -> Tensor:
         """-log p(x|z) per image [B] (or [..., B] for leading sample dims), in nats.

@@ -79,10 +79,10 @@ class ContractiveAE(AE):
         return z, squared.sum(0) if d <= self.options.exact_max_dim else squared.mean(0)
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """Reconstruction + λ ||J_f(x)||_F^2 (batch means)."""
         z, jacobian = self.jacobian_norm(x)
-        recon = self.recon_nll(self.decode_logits(z), x).mean()
+        recon = self.recon_nll(self.decode_logits(z), x if target is None else target).mean()
         penalty = jacobian.mean()
         return LossOutput(total=recon + self.options.contraction_weight * penalty, recon=recon,
                           kl=torch.zeros_like(recon), extras={"jacobian_frobenius_sq": penalty.detach()})

@@ -51,8 +51,8 @@ class DAE(AE):
                 "learn what the images look like, so it can also clean up noisy ones.", super()._words()[2])
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """-log p(x | z = f(x̃)) with x̃ ~ P(x̃|x) in training mode; f(x) in eval mode."""
         x_in = corrupt(x, self.options.corruption, self.options.corruption_level) if self.training else x
-        recon = self.recon_nll(self.decode_logits(self.encode(x_in).mean), x).mean()
+        recon = self.recon_nll(self.decode_logits(self.encode(x_in).mean), x if target is None else target).mean()
         return LossOutput(total=recon, recon=recon, kl=torch.zeros_like(recon))

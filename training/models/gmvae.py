@@ -141,7 +141,7 @@ class GMVAE(LatentModel):
             return self.decode(self.sample(n, condition, temperature, generator))
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """The labels are never passed in: the GMVAE is unsupervised."""
         h = self.encoder(x)
         logits = self.y_head(h)
@@ -149,7 +149,7 @@ class GMVAE(LatentModel):
         tau = 1.0 if temperature is None else temperature
         y_soft = F.gumbel_softmax(logits, tau=tau, hard=False)
         post = self._z_posterior(h, y_soft, log_q_y.exp())
-        recon = self.recon_nll(self.decode_logits(post.sample()), x).mean()
+        recon = self.recon_nll(self.decode_logits(post.sample()), x if target is None else target).mean()
         gauss_kl = post.kl(*self._component_prior(y_soft)).mean()
         per_image, balance = categorical_kl_parts(log_q_y)
         cat_kl = per_image + balance  # = mean KL(q(y|x) || uniform)

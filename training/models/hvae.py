@@ -159,13 +159,13 @@ class HVAE(LatentModel):
 
     # -- the training side ------------------------------------------------------------------------
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """Negative ELBO with one ancestral sample; ``kl`` is the sum of both layers' terms."""
         q1 = self.q_z1(x)
         z1 = q1.sample()
         q2 = self.q_z2(z1)
         z2 = q2.sample()
-        recon = self.recon_nll(self.decoder(z1), x).mean()
+        recon = self.recon_nll(self.decoder(z1), x if target is None else target).mean()
         entropy1 = 0.5 * (LOG_2PI + 1 + q1.logvar).sum(-1)  # H(q(z1|x)), analytic
         kl1 = (-entropy1 - gaussian_log_prob(z1, *self.p_z1(z2))).mean()
         kl2 = q2.kl().mean()

@@ -69,7 +69,7 @@ class LinearAE(LatentModel):
         return ((mean - x).pow(2) / (2 * c) + 0.5 * math.log(2 * math.pi * c)).flatten(-3).sum(-1)
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """Squared error of the raw linear reconstruction, as a Gaussian NLL in nats per image."""
-        recon = self._gaussian_nll(self.decode_linear(self.encode(x).mean), x).mean()
+        recon = self._gaussian_nll(self.decode_linear(self.encode(x).mean), x if target is None else target).mean()
         return LossOutput(total=recon, recon=recon, kl=torch.zeros_like(recon))

@@ -85,10 +85,10 @@ class SparseAE(AE):
         return Posterior.point(self.hidden_activations(x))
 
     def loss(self, x: Tensor, condition: Tensor | None = None, *, kl_weight: float | None = None,
-             temperature: float | None = None) -> LossOutput:
+             temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
         """Reconstruction + weight * sum_l KL(ρ || ρ̂_l), ρ̂ the batch-mean activations."""
         h = self.hidden_activations(x)
-        recon = self.recon_nll(self.decode_logits(h), x).mean()
+        recon = self.recon_nll(self.decode_logits(h), x if target is None else target).mean()
         rho_hat = h.float().mean(0)
         sparsity = sparsity_kl(self.options.sparsity_target, rho_hat).sum()
         return LossOutput(total=recon + self.options.sparsity_weight * sparsity, recon=recon,
