@@ -27,11 +27,15 @@ from vaescope.training.checks import (
     only_keys,
 )
 
-__all__ = ["ARCHS", "COMPONENT_INITS", "LIKELIHOODS", "ConfigError", "FamilyOptions", "ModelConfig", "TrainConfig"]
+__all__ = ["ARCHS", "BINARIZE", "COMPONENT_INITS", "DISPLAYS", "LIKELIHOODS", "ConfigError", "FamilyOptions",
+           "ModelConfig", "TrainConfig", "auto_arch", "check_run_options"]
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 COMPONENT_INITS = ("random", "umap")
+DISPLAYS = ("image", "line")  # how the data is drawn: images, or sequences as lines (waveforms)
+BINARIZE = ("none", "dynamic", "static")  # --binarize: see TrainConfig
+CONV_MIN_SIDE = 16  # the conv nets need square images of at least this side (--arch auto)
 IMAGE_SIZES = (8, 16, 28, 32, 64, 128)  # folder: datasets are resized to one of these
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
@@ -127,6 +131,9 @@ class ModelConfig(_DictMixin):
     gaussian_c: float = 0.05  # variance c of the Gaussian likelihood: recon = |x - x'|^2 / 2c
     beta: float = 1.0  # KL weight (Higgins et al. 2017); 1 is the plain ELBO; families without a KL ignore it
     options: dict[str, Any] = field(default_factory=dict)  # the family's own, see its Options
+    # How the data is drawn, set from the dataset: "image", or "line" for a sequence stored as
+    # [1, T, 1] (the waveforms), which a grid of pixels would show as a thin strip.
+    display: str = "image"
 
     RANGES: ClassVar[dict[str, Range]] = {
         "image_shape": Range(1, limits.MAX_IMAGE_SIDE), "latent_dim": Range(1, limits.MAX_LATENT_DIM),
@@ -143,6 +150,7 @@ class ModelConfig(_DictMixin):
         cls = family(self.model_type)  # raises ConfigError naming the registered families
         as_choice(self.arch, "arch", ARCHS)
         as_choice(self.likelihood, "likelihood", LIKELIHOODS)
+        as_choice(self.display, "display", DISPLAYS)
         _check(len(self.image_shape) == 3, f"image_shape must be [C, H, W], got {list(self.image_shape)}")
         c, h, w = self.image_shape
         _check(c in (1, 3), f"images must have 1 or 3 channels, got {c}")
@@ -183,7 +191,7 @@ class ModelConfig(_DictMixin):
         for key, value in data.items():
             if not (key == "arch" and value == "auto"):
                 typed_value(value, kinds[key], key, cls.RANGES.get(key))
-        choices = {"arch": (*ARCHS, "auto"), "likelihood": LIKELIHOODS}
+        choices = {"arch": (*ARCHS, "auto"), "likelihood": LIKELIHOODS, "display": DISPLAYS}
         for key in choices.keys() & data.keys():
             as_choice(data[key], key, choices[key])
         family(as_str(data.get("model_type", "vae"), "model_type", 100)).Options.from_dict(data.get("options", {}))
@@ -217,6 +225,22 @@ class TrainConfig(_DictMixin):
     # and GMVAE slower, about 0.8x the eager images/s, after ~10 s of compiling
     # (benchmarks/throughput.py). Its gain on a GPU is unmeasured here.
     compile: bool = False
+    # Test images embedded in the checkpoint (sample.images / labels / factors), so the explorer can
+    # draw a map without the dataset; -1: latent-train's default for the image size
+    # (embedded.default_sample_size: all up to 10,000 for <= 32x32 px, 2,000 up to 64x64, none
+    # above); 0: none.
+    embed_sample: int = -1
+    # Fixed test images whose posterior means are recorded at initialisation, at 1/4, 1/2 and 3/4
+    # of the first epoch and after every epoch (record.* tensors; training/record.py); 0: off.
+    # 2,000 points of a 16-d code over 20 epochs take 1.5 MB.
+    record: int = 2000
+    # "KIND:LEVEL" (training/corruption.py): the inputs are corrupted and the loss reconstructs
+    # the clean images (a denoising VAE / AE of any family); "" for none.
+    corrupt: str = ""
+    # Binarised data for the Bernoulli likelihood, as in the NLL literature on MNIST: "dynamic" draws
+    # Bernoulli(pixel) afresh for every batch, "static" once for the training set (seeded); the test
+    # split is binarised once with a fixed seed either way (data.BINARIZE_TEST_SEED). "none": grey.
+    binarize: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
     RANGES: ClassVar[dict[str, Range]] = {
@@ -225,6 +249,7 @@ class TrainConfig(_DictMixin):
         "warmup_epochs": Range(0, limits.MAX_EPOCHS), "temperature_start": Range(*limits.TEMPERATURE_RANGE),
         "temperature_end": Range(*limits.TEMPERATURE_RANGE), "component_init_epoch": Range(1, limits.MAX_EPOCHS),
         "eval_k": Range(1, limits.MAX_EVAL_K), "image_size": Range(1, limits.MAX_IMAGE_SIDE),
+        "embed_sample": Range(-1, limits.MAX_SAMPLE_IMAGES), "record": Range(0, limits.MAX_RECORD_POINTS),
     }
     NLL_IMAGES: ClassVar[Range] = Range(1, limits.MAX_NLL_IMAGES)  # extra["nll_images"], --nll-images
 
@@ -241,3 +266,41 @@ class TrainConfig(_DictMixin):
                f"device must be auto, cpu, cuda[:N] or mps, got {self.device[:40]!r}")
         if "nll_images" in self.extra:
             as_int(self.extra["nll_images"], "extra.nll_images", self.NLL_IMAGES)
+        as_choice(self.binarize, "binarize", BINARIZE)
+        if self.corrupt:
+            self.corruption()  # raises ConfigError for a bad KIND:LEVEL
+
+    def corruption(self) -> tuple[str, float] | None:
+        """``corrupt`` as (kind, level), or None when the inputs are left as they are."""
+        if not self.corrupt:
+            return None
+        from vaescope.training.corruption import parse_corruption
+
+        try:
+            return parse_corruption(self.corrupt)
+        except ValueError as exc:
+            raise ConfigError(f"corrupt: {exc}") from None
+
+
+def auto_arch(image_shape: tuple[int, ...]) -> str:
+    """``--arch auto``: conv for square images of at least 16 px a side, else mlp (8x8 digits, and
+    sequences such as the waveforms [1, T, 1], which the conv nets cannot take).
+
+    Examples:
+        >>> auto_arch((1, 28, 28)), auto_arch((1, 8, 8)), auto_arch((1, 64, 1))
+        ('conv', 'mlp', 'mlp')
+    """
+    _, h, w = image_shape
+    return "conv" if h == w >= CONV_MIN_SIDE else "mlp"
+
+
+def check_run_options(model_type: str, likelihood: str, cfg: TrainConfig) -> None:
+    """The data options of a run that depend on the model: ``corrupt`` needs a family that does
+    not corrupt its input by itself (not the dae), ``binarize`` the Bernoulli likelihood.
+    Raises ConfigError in one line."""
+    if cfg.corrupt and model_type == "dae":
+        raise ConfigError(f"--corrupt {cfg.corrupt} cannot be used with --model dae, which corrupts its input "
+                          "itself: set its --corruption and --corruption-level instead")
+    if cfg.binarize != "none" and likelihood != "bernoulli":
+        raise ConfigError(f"--binarize {cfg.binarize} needs --likelihood bernoulli (binarised pixels are Bernoulli "
+                          f"draws), not {likelihood}")

@@ -31,6 +31,25 @@ def check_corruption(kind: str, level: float) -> None:
         raise ValueError(f"corruption level must lie in [0, 1], got {level}")
 
 
+def parse_corruption(text: str) -> tuple[str, float]:
+    """``"KIND:LEVEL"`` (``latent-train --corrupt``) as (kind, level); ValueError naming the problem.
+
+    Examples:
+        >>> parse_corruption("gaussian:0.5")
+        ('gaussian', 0.5)
+    """
+    kind, sep, level = str(text).partition(":")
+    try:
+        value = float(level)
+    except ValueError:
+        value = None
+    if not sep or value is None:
+        raise ValueError(f"expected KIND:LEVEL with KIND one of {CORRUPTIONS} and LEVEL in [0, 1] "
+                         f"(e.g. gaussian:0.5), got {str(text)[:40]!r}")
+    check_corruption(kind, value)
+    return kind, value
+
+
 def corrupt(x: Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> Tensor:
     """A corrupted copy x̃ ~ P(x̃|x) of images x [B, C, H, W] (any shape) with values in [0, 1].
 

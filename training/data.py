@@ -7,6 +7,7 @@ generates and downloads nothing; ``load_dataset`` does the work.
 Names (see ``dataset_names``):
 - ``digits``: scikit-learn's 8x8 handwritten digits, shipped with scikit-learn, always offline.
 - ``shapes``: procedural dSprites-like shapes (Matthey et al. 2017) with ground-truth factors.
+- ``waveforms``: procedural sequences with ground-truth factors, drawn as lines (``waveforms.py``).
 - ``fashion-mnist`` / ``mnist`` / ``kmnist``: IDX files on disk, else a torchvision download.
 - ``folder:PATH``: one subfolder per class, RGB, resized to ``image_size``.
 """
@@ -31,6 +32,7 @@ import torch
 
 from vaescope.errors import InputError
 from vaescope.limits import MAX_IMAGE_PIXELS
+from vaescope.training.config import DISPLAYS
 
 DEFAULT_DATA_DIR = "~/.cache/vaescope/data"
 # Debian's dataset-fashion-mnist package; the environment variable overrides it (tests use this).
@@ -54,7 +56,8 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]  # [C, H, W]
     class_names: tuple[str, ...]
     value_range: tuple[float, float] = (0.0, 1.0)  # of the float images models see
-    factor_names: tuple[str, ...] = ()  # ground-truth generative factors (shapes only)
+    factor_names: tuple[str, ...] = ()  # ground-truth generative factors (shapes, waveforms)
+    display: str = "image"  # "image", or "line" for sequences [1, T, 1] drawn as curves (waveforms)
 
     def __post_init__(self) -> None:
         # from_dict hands over JSON lists: store tuples so infos stay hashable and compare equal.
@@ -68,6 +71,8 @@ class DatasetInfo:
         if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
             raise DatasetError(f"DatasetInfo.value_range must be [low, high] with low < high, "
                                f"got {list(self.value_range)}")
+        if self.display not in DISPLAYS:
+            raise DatasetError(f"DatasetInfo.display must be one of {DISPLAYS}, got {self.display!r}")
 
     @property
     def num_classes(self) -> int:
@@ -500,12 +505,53 @@ def load_folder(path: str, image_size: int = 64, seed: int = 0) -> Dataset:
     return Dataset(info, _split(array[train], label_array[train]), _split(array[test], label_array[test]))
 
 
+# -- binarised data (--binarize) ------------------------------------------------------------------
+# The test split of a binarised run is binarised once with this seed, whatever the run's seed, so
+# that every run's NLL is measured on the very same binary test images.
+BINARIZE_TEST_SEED = 0
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli draws with the pixels' intensities as probabilities: uint8 images in {0, 255} of
+    uint8 ``images`` [N, C, H, W] (a fixed ``generator`` gives a fixed draw), or float images in
+    {0, 1} of float ``images`` in [0, 1] (on their device, from the global RNG when no generator)."""
+    if images.dtype == torch.uint8:
+        probs = images.to(torch.float32) / 255.0
+        return (torch.bernoulli(probs, generator=generator) * 255).to(torch.uint8)
+    return torch.bernoulli(images, generator=generator)
+
+
+def binarized(data: Dataset, mode: str, seed: int) -> Dataset:
+    """``data`` as a ``--binarize mode`` run sees it: the test split binarised once with
+    ``BINARIZE_TEST_SEED``; with "static" the training split too, once, with the run's ``seed``
+    ("dynamic" binarises each training batch as it is drawn: ``binarize`` on floats). "none":
+    ``data`` itself."""
+    if mode == "none":
+        return data
+    test = dataclasses.replace(data.test, images=binarize(data.test.images,
+                                                          torch.Generator().manual_seed(BINARIZE_TEST_SEED)))
+    train = data.train
+    if mode == "static":
+        train = dataclasses.replace(train, images=binarize(train.images, torch.Generator().manual_seed(seed)))
+    return Dataset(data.info, train, test)
+
+
 # -- registry ----------------------------------------------------------------------------------
 Loader = Callable[[Path, int, int], Dataset]  # (data_dir, image_size, seed) -> Dataset
+
+
+def load_waveforms(data_dir: Path | None = None, image_size: int = 0, seed: int = 0) -> Dataset:
+    """The procedural waveforms [N, 1, 64, 1] (``waveforms.load_waveforms``; imported when called,
+    because waveforms.py builds on this module's containers)."""
+    from vaescope.training.waveforms import load_waveforms as load
+
+    return load(data_dir, image_size, seed)
+
 
 DATASETS: dict[str, Loader] = {
     "digits": load_digits,
     "shapes": load_shapes,
+    "waveforms": load_waveforms,
     **{source.name: partial(load_idx_dataset, source) for source in IDX_SOURCES},
 }
 

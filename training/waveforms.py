@@ -82,5 +82,5 @@ def load_waveforms(data_dir: Path | None = None, image_size: int = 0, seed: int 
     """
     rng = np.random.default_rng(seed)
     train, test = make_waveforms(WAVES_TRAIN, rng), make_waveforms(WAVES_TEST, rng)
-    info = DatasetInfo("waveforms", (1, WAVE_STEPS, 1), WAVE_SHAPES, factor_names=WAVE_FACTORS)
+    info = DatasetInfo("waveforms", (1, WAVE_STEPS, 1), WAVE_SHAPES, factor_names=WAVE_FACTORS, display="line")
     return Dataset(info, train, test)

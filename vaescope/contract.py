@@ -117,6 +117,9 @@ class Description:
     # ``fill_group(z [B, D], keep: str) -> z``: the other groups set to their conditional means given
     # group ``keep``, which the explorer calls after moving a slider of that group.
     latent_groups: tuple[LatentGroup, ...] = ()
+    # How x [B, C, H, W] is drawn: "image" (pixels), or "line" for a sequence stored as [1, T, 1]
+    # (T steps of one value, e.g. the waveforms dataset), shown as a curve of row t against t.
+    display: str = "image"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
@@ -125,6 +128,8 @@ class Description:
             raise ContractError(f"image_shape must be [C, H, W] with positive sizes, got {list(self.image_shape)}")
         if self.latent_dim < 1:
             raise ContractError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.display not in ("image", "line"):
+            raise ContractError(f"display must be 'image' or 'line', got {self.display!r}")
         if not self.latent_groups:
             object.__setattr__(self, "latent_groups", (LatentGroup("z", 0, self.latent_dim),))
 

@@ -83,7 +83,7 @@ class LatentModel(nn.Module):
             family=self.family, title=title, summary=summary, image_shape=cfg.image_shape,
             latent_dim=cfg.latent_dim, class_names=self.class_names, condition=self.condition,
             has_prior=self.has_prior, prior_note=prior_note,
-            details=(cfg.arch, f"{cfg.likelihood} likelihood"))
+            details=(cfg.arch, f"{cfg.likelihood} likelihood"), display=cfg.display)
 
     def _words(self) -> tuple[str, str, str]:
         """(title, one-sentence summary, prior note) for the model card."""
