@@ -225,3 +225,30 @@ def test_an_unexpected_failure_is_still_one_line(tmp_path, capsys, monkeypatch) 
     monkeypatch.setenv("VAESCOPE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(["--dataset", "digits", "--out", str(tmp_path / "o")])
+
+
+def test_sample_and_record_flags(tmp_path, capsys) -> None:
+    """--embed-sample N and --record N reach the train config and the checkpoint; 0 turns each off;
+    the defaults embed all 300 digits test images (8x8) and record 2,000 points (all 300 here)."""
+    from vaescope.training.checkpoint import read_metadata, read_record, read_sample
+
+    common = ["--dataset", "digits", "--latent-dim", "2", "--hidden-dim", "16", "--epochs", "1", "--eval-k", "2",
+              "--nll-images", "10", "--quiet"]
+    assert main([*common, "--embed-sample", "40", "--record", "25", "--out", str(tmp_path / "a")]) == 0
+    path = tmp_path / "a" / "model.safetensors"
+    assert read_metadata(path).train_config["embed_sample"] == 40 and read_metadata(path).train_config["record"] == 25
+    assert read_sample(path)[0].shape == (40, 1, 8, 8) and read_record(path).codes.shape == (5, 25, 2)
+    assert main([*common, "--embed-sample", "0", "--record", "0", "--out", str(tmp_path / "b")]) == 0
+    assert read_sample(tmp_path / "b" / "model.safetensors") is None
+    assert read_record(tmp_path / "b" / "model.safetensors") is None
+    assert main([*common, "--out", str(tmp_path / "c")]) == 0
+    path = tmp_path / "c" / "model.safetensors"
+    assert read_metadata(path).train_config["embed_sample"] == -1 and read_metadata(path).model_config.arch == "mlp"
+    assert read_sample(path)[0].shape == (300, 1, 8, 8) and read_record(path).codes.shape == (5, 300, 2)
+    capsys.readouterr()
+    for flag, value, message in (("--embed-sample", "-1", "--embed-sample: must be >= 0"),
+                                 ("--embed-sample", "20001", "must be <= 20000"),
+                                 ("--record", "20001", "--record: must be <= 20000")):
+        with pytest.raises(SystemExit):
+            main([flag, value])
+        assert message in capsys.readouterr().err

@@ -22,16 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from vaescope.errors import InputError
-from vaescope.limits import MAX_CONFIG_BYTES, MAX_OPTION_MAGNITUDE
+from vaescope.limits import MAX_CONFIG_BYTES, MAX_OPTION_MAGNITUDE, MAX_RECORD_POINTS
 from vaescope.training.checks import ConfigError, Range, as_dict, only_keys, parse_json
 from vaescope.training.config import (
     ARCHS,
+    BINARIZE,
     COMPONENT_INITS,
     IMAGE_SIZES,
     LIKELIHOODS,
     ModelConfig,
     TrainConfig,
+    auto_arch,
+    check_run_options,
 )
+from vaescope.training.corruption import parse_corruption
 from vaescope.training.data import DATASETS, load_dataset
 from vaescope.training.models import FAMILIES
 
@@ -46,7 +50,8 @@ TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_si
                "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
                "temperature_end": "temperature_end", "component_init": "component_init",
                "component_init_epoch": "component_init_epoch",
-               "component_refit_at_end": "component_refit_at_end", "compile": "compile"}
+               "component_refit_at_end": "component_refit_at_end", "compile": "compile",
+               "embed_sample": "embed_sample", "record": "record", "corrupt": "corrupt", "binarize": "binarize"}
 # What --resume may be given with: the run's own configs decide everything else.
 RESUME_FLAGS = ("resume", "epochs", "device", "data_dir", "quiet")
 DEBUG_ENV = "VAESCOPE_DEBUG"  # set to 1 to see the traceback of an unexpected error
@@ -84,6 +89,14 @@ def _yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text[:40]!r}")
 
 
+def _corruption(text: str) -> str:
+    try:
+        parse_corruption(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _dataset_name(text: str) -> str:
     if text in DATASETS or text.startswith("folder:"):
         return text
@@ -109,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "from a clustering of the trained codes")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
     p.add_argument("--gaussian-c", type=number_flag(float, _model_range("gaussian_c")), help="Gaussian likelihood variance c")
-    p.add_argument("--arch", choices=(*ARCHS, "auto"), help="backbone; auto = conv for >= 16 px, else mlp")
+    p.add_argument("--arch", choices=(*ARCHS, "auto"),
+                   help="backbone; auto (default) = conv for square images of >= 16 px a side, else mlp "
+                        "(8x8 digits, waveforms)")
     p.add_argument("--hidden-dim", type=number_flag(int, _model_range("hidden_dim")))
     p.add_argument("--base-channels", type=number_flag(int, _model_range("base_channels")))
     p.add_argument("--batch-size", type=number_flag(int, _train_range("batch_size")))
@@ -122,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature-end", type=number_flag(float, _train_range("temperature_end")))
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (meant for GPUs: on the 2-core CPU it ran at 0.8x the eager speed)")
+    p.add_argument("--embed-sample", type=number_flag(int, Range(0, TrainConfig.RANGES["embed_sample"].hi)),
+                   metavar="N",
+                   help="test images embedded in the checkpoint (a seeded subset of the test split, with labels "
+                        "and factors), so the explorer can draw a map without the dataset; 0 = none. Default: "
+                        "the whole test split up to 10,000 images when an image has at most 32x32 pixels "
+                        "(MNIST's 10,000 take 7.5 MiB beside a 1-4 MB model), up to 2,000 up to 64x64 "
+                        "(23 MiB in RGB), none above; the limits are 20,000 images and 64 MiB")
+    p.add_argument("--record", type=number_flag(int, Range(0, MAX_RECORD_POINTS)), metavar="N",
+                   help="record the posterior means of N fixed test images (a seeded subset) at initialisation, "
+                        "at 1/4, 1/2 and 3/4 of the first epoch and after every epoch, to watch the latent space "
+                        "form; 0 = off (default 2000). float16: 20 epochs x 2,000 points x 16 dims are 24 "
+                        "frames, 1.5 MB")
+    p.add_argument("--corrupt", type=_corruption, metavar="KIND:LEVEL",
+                   help="train on corrupted inputs and reconstruct the clean images (a denoising model of any "
+                        "family): gaussian:SD, mask:FRACTION or salt-pepper:FRACTION, LEVEL in [0, 1], e.g. "
+                        "gaussian:0.5; not with --model dae, which corrupts by itself (--corruption)")
+    p.add_argument("--binarize", choices=BINARIZE,
+                   help="binarised pixels for the Bernoulli likelihood (MNIST-like data, as in the NLL "
+                        "literature): dynamic = a fresh Bernoulli(pixel) draw every time an image is seen, "
+                        "static = one seeded draw of the training set; the test set is binarised once with a "
+                        "fixed seed and the NLL is then measured on all of it (metrics: nll_protocol). "
+                        "Default none")
     p.add_argument("--data-dir", help="where datasets are read / downloaded")
     p.add_argument("--image-size", type=number_flag(int, _train_range("image_size")), choices=IMAGE_SIZES,
                    metavar="{" + ",".join(map(str, IMAGE_SIZES)) + "}", help="folder: datasets are resized to this")
@@ -202,7 +239,10 @@ def _merged_configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
         sections["train"]["extra"] = {**as_dict(sections["train"].get("extra", {}), "extra"),
                                       "nll_images": args.nll_images}
     ModelConfig.check_partial(sections["model"])
-    return sections["model"], TrainConfig.from_dict(sections["train"])
+    train = TrainConfig.from_dict(sections["train"])
+    check_run_options(sections["model"].get("model_type", "vae"), sections["model"].get("likelihood", "bernoulli"),
+                      train)
+    return sections["model"], train
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -259,7 +299,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_out(out)
     data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)
     if model_kwargs.get("arch", "auto") == "auto":
-        model_kwargs["arch"] = "conv" if data.info.image_shape[1] >= 16 else "mlp"
+        model_kwargs["arch"] = auto_arch(data.info.image_shape)
     model_cfg = model_config_for(data, **model_kwargs)
     result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
     return _report(result, out / CHECKPOINT_NAME)

@@ -1,6 +1,10 @@
 """Re-evaluate a checkpoint on its dataset's test split, e.g. a tighter NLL bound:
 
     python -m vaescope.training.evaluate runs/fm-vae/model.safetensors --eval-k 1000 --nll-images 10000
+
+A model trained on binarised data (``latent-train --binarize``) is scored on the test split
+binarised the same way as in training (once, with ``data.BINARIZE_TEST_SEED``); the printed
+``nll_protocol`` says how the number was measured.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from pathlib import Path
 from vaescope.training.checkpoint import CheckpointError, load_checkpoint
 from vaescope.training.cli import number_flag
 from vaescope.training.config import TrainConfig
-from vaescope.training.data import DatasetError, load_dataset
+from vaescope.training.data import DatasetError, binarized, load_dataset
 from vaescope.training.metrics import iwae_nll
-from vaescope.training.train import resolve_device
+from vaescope.training.train import nll_protocol, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model, meta = load_checkpoint(args.checkpoint, resolve_device(args.device))
-        data = load_dataset(meta.dataset["name"], seed=meta.train_config.get("seed", 0))
+        train_cfg = TrainConfig.from_dict(meta.train_config)
+        data = binarized(load_dataset(meta.dataset["name"], train_cfg.data_dir, train_cfg.image_size, train_cfg.seed),
+                         train_cfg.binarize, train_cfg.seed)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -41,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     nll = iwae_nll(model, data.test.images[:n], labels, args.eval_k, generator_seed=args.seed)
     print(json.dumps({"checkpoint": str(args.checkpoint), "nll_iwae": nll, "nll_k": args.eval_k,
-                      "nll_images": n, "seconds": round(time.perf_counter() - started, 1)}))
+                      "nll_images": n, "nll_protocol": nll_protocol(train_cfg, args.eval_k, n),
+                      "seconds": round(time.perf_counter() - started, 1)}))
     return 0
 
 

@@ -5,6 +5,12 @@ model.safetensors (the checkpoint), train_state.safetensors (weights, optimizer 
 --resume; see train_state.py), history.json, samples.png, reconstructions.png and loss.png.
 Both safetensors files are rewritten atomically after every epoch, the model first.
 Under ``torchrun`` it runs DistributedDataParallel, each rank on its shard of every epoch.
+
+The checkpoint also carries an embedded sample of test images (``embed_sample``) and the training
+record (``record``; record.py), both described in embedded.py. The data options: ``binarize``
+(data.binarized; dynamic draws per batch here), ``corrupt`` (the input of every step is corrupted,
+the loss scores the clean image). Validation and the final metrics always see clean test images
+(binarised once, with a fixed seed, when the run is binarised).
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ from vaescope.training.checkpoint import (
     parse_dataset_block,
     plan_model,
 )
-from vaescope.training.config import ConfigError, ModelConfig, TrainConfig
-from vaescope.training.data import Dataset, load_dataset
+from vaescope.training.config import ConfigError, ModelConfig, TrainConfig, check_run_options
+from vaescope.training.corruption import corrupt
+from vaescope.training.data import BINARIZE_TEST_SEED, Dataset, binarized, load_dataset
+from vaescope.training.embedded import default_sample_size, sample_tensors, subset_indices
 from vaescope.training.models import LatentModel, build_model
+from vaescope.training.record import Recorder
 from vaescope.training.tensorfile import file_sha256, stale_temporaries, write_atomically
 from vaescope.training.train_state import (
     TrainStateError,
@@ -52,7 +61,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    model: LatentModel
+    model: LatentModel  # with its checkpoint's metadata as ``model.meta`` (as vs.load gives it)
     history: list[dict[str, Any]]
     metrics: dict[str, Any]
     out_dir: Path
@@ -81,9 +90,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def model_config_for(dataset: Dataset, **overrides: Any) -> ModelConfig:
-    """A model config sized for ``dataset``: image shape and class count come from the data."""
+    """A model config sized for ``dataset``: image shape, class count and display come from the data."""
     info = dataset.info
     overrides.setdefault("num_classes", len(info.class_names))
+    overrides.setdefault("display", info.display)
     return ModelConfig.from_dict({"image_shape": tuple(info.image_shape), **overrides})
 
 
@@ -123,24 +133,34 @@ def _epoch_order(n: int, seed: int, epoch: int, ctx: _Dist) -> Tensor:
 
 
 def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor, cfg: TrainConfig,
-               epoch: int, ctx: _Dist, device: torch.device, show_progress: bool) -> dict[str, float]:
+               epoch: int, ctx: _Dist, device: torch.device, show_progress: bool,
+               recorder: Recorder | None = None) -> dict[str, float]:
     order = _epoch_order(len(images), cfg.seed, epoch, ctx).to(images.device)
     n_batches = math.ceil(len(order) / cfg.batch_size)
     use_amp = amp_enabled(cfg, device)
     condition = _unwrap(net).condition
+    corruption = cfg.corruption()
+    # the record's frames inside the first epoch (rank 0 keeps the record)
+    frames = recorder.mid_epoch_batches(n_batches) if recorder is not None and epoch == 0 else {}
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (show_progress and ctx.main), dynamic_ncols=True)
     net.train()
     for b in bar:
+        if b in frames:
+            recorder.capture(_unwrap(net), epoch + frames[b])  # type: ignore[union-attr]
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255)
+        if cfg.binarize == "dynamic":  # a fresh Bernoulli draw of every image each time it is seen
+            x = torch.bernoulli(x)
+        # --corrupt: encode a corrupted copy, score the reconstruction against the clean x
+        x_in, target = (x, None) if corruption is None else (corrupt(x, *corruption), x)
         y = condition.from_labels(labels[idx].to(device, non_blocking=True))  # None unless class-conditional
         progress = epoch + b / n_batches
         w = kl_weight_at(progress, _beta(net), cfg.warmup_epochs)
         tau = temperature_at(progress / cfg.epochs, cfg.temperature_start, cfg.temperature_end)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = net(x, y, kl_weight=w, temperature=tau)
+            out = net(x_in, y, kl_weight=w, temperature=tau, target=target)
         if not torch.isfinite(out.total):
             raise TrainingDiverged(f"loss became {out.total.item()} at epoch {epoch + 1}, batch {b + 1}; the last "
                                    "good checkpoint is kept. Try a lower --lr or a KL warm-up.")
@@ -185,17 +205,25 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     if ctx.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
+    check_run_options(model_config.model_type, model_config.likelihood, cfg)
     _check_data(model_config, data)
     _check_component_init(model_config, cfg)
     plan_model(model_config, data.info.class_names)  # refuses a model beyond the limits before allocating it
+    data = binarized(data, cfg.binarize, cfg.seed)
+    sample = embedded_sample(data, cfg)  # checked now, so a bad --embed-sample fails before training
     if ctx.main:
         _remove_stale_temporaries(out_dir)
     seed_everything(cfg.seed)
     model = build_model(model_config, data.info.class_names).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, history = 0, []
+    recorder = Recorder.create(data.test, cfg.record, cfg.seed, model_config.latent_dim, cfg.epochs) if ctx.main else None
     if resume:
-        start_epoch, history = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
+        start_epoch, history, saved_record = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
+        if recorder is not None and saved_record:  # continue the run's record (an older state has none)
+            recorder = Recorder.resumed(data.test, saved_record, model_config.latent_dim, cfg.epochs)
+    elif recorder is not None:
+        recorder.capture(model, 0.0)
     net: torch.nn.Module = model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -204,14 +232,20 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     # Data lives on the training device (uint8: 4x smaller than float) so batches never cross PCIe.
     images, labels = data.train.images.to(device), data.train.labels.to(device)
     interrupted = False
+    meta: CheckpointMeta | None = None
     try:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
-            stats = _run_epoch(net, opt, images, labels, cfg, epoch, ctx, device, show_progress)
+            stats = _run_epoch(net, opt, images, labels, cfg, epoch, ctx, device, show_progress, recorder)
+            if recorder is not None and _components_due(cfg, epoch):
+                recorder.capture(model, epoch + 1)  # the codes before the mixture is set from them
             init = _maybe_init_components(model, opt, cfg, epoch, images, ctx, show_progress)
+            if recorder is not None and (init or recorder.due(epoch + 1, cfg.epochs)):
+                recorder.capture(model, epoch + 1)
             if ctx.main:
                 history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | init)
-                _save_epoch(model, opt, model_config, cfg, data, history, out_dir, epoch + 1)
+                meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, epoch + 1,
+                                   sample=sample, recorder=recorder)
                 if show_progress:
                     tqdm.write(_epoch_line(history[-1]))
     except KeyboardInterrupt:
@@ -223,13 +257,59 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     if ctx.main and evaluate_at_end and not interrupted and history:
         result.metrics = metrics_mod.evaluate(
             model, data.test.images, data.test.labels, train_images=data.train.images,
-            train_labels=data.train.labels, eval_k=cfg.eval_k, nll_images=cfg.extra.get("nll_images", 1000),
+            train_labels=data.train.labels, eval_k=cfg.eval_k, nll_images=nll_images(cfg, len(data.test)),
             temperature=cfg.temperature_end)
-        _save_epoch(model, opt, model_config, cfg, data, history, out_dir, len(history), result.metrics)
+        if "nll_iwae" in result.metrics:
+            result.metrics["nll_protocol"] = nll_protocol(cfg, result.metrics["nll_k"], result.metrics["nll_images"])
+        meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, len(history), result.metrics,
+                           sample=sample, recorder=recorder)
         result.files = write_artifacts(model, data, history, out_dir)
+    if meta is not None:
+        model.meta = meta  # what vs.load would give: vs.save and vs.explore read it (set once: compiled code never sees it)
     if ctx.world > 1:
         dist.barrier()
     return result
+
+
+def nll_images(cfg: TrainConfig, test_images: int) -> int:
+    """Test images the final IWAE NLL averages over: ``--nll-images`` when given, else 1,000, or
+    the whole test split for a binarised run (the literature's protocol; see ``nll_protocol``)."""
+    default = test_images if cfg.binarize != "none" else 1000
+    return min(int(cfg.extra.get("nll_images", default)), test_images)
+
+
+def nll_protocol(cfg: TrainConfig, k: int, images: int) -> str:
+    """How the NLL was measured, in words, stored beside it in the metrics (``nll_protocol``).
+
+    A binarised run (``--binarize``) is measured as the NLL literature on binarised MNIST does
+    (Burda et al. 2016; pythae's benchmarks): the IWAE bound on the test split, here binarised once
+    with the fixed seed ``BINARIZE_TEST_SEED`` (every run is scored on the same binary images), all
+    of it unless ``--nll-images`` says otherwise; k = ``--eval-k`` (5,000 in Burda et al.).
+    """
+    data = (f"test images binarised once (Bernoulli of the grey levels, seed {BINARIZE_TEST_SEED}); "
+            f"trained on {cfg.binarize} binarisation" if cfg.binarize != "none" else "grey-level test images")
+    corrupted = f"; trained on inputs corrupted by {cfg.corrupt}, scored on clean images" if cfg.corrupt else ""
+    return f"IWAE bound, k={k}, on the first {images} {data}{corrupted}"
+
+
+def embedded_sample(data: Dataset, cfg: TrainConfig) -> dict[str, Tensor]:
+    """The ``sample.*`` tensors the run's checkpoints carry: ``embed_sample`` test images (-1: the
+    default for the image size, ``embedded.default_sample_size``), a subset seeded by the run's
+    seed, with their labels and, when the dataset has them, factors. ConfigError when the sample
+    would pass the limits."""
+    test, info = data.test, data.info
+    n = default_sample_size(info.image_shape, len(test)) if cfg.embed_sample < 0 else min(cfg.embed_sample, len(test))
+    if n <= 0:
+        return {}
+    picked = torch.from_numpy(subset_indices(len(test), n, cfg.seed))
+    factors = None
+    if test.factors is not None and info.factor_names and test.factors.shape[1] == len(info.factor_names):
+        factors = test.factors[picked]
+    try:
+        return sample_tensors(test.images[picked], test.labels[picked], factors, image_shape=info.image_shape,
+                              factor_count=len(info.factor_names), num_classes=len(info.class_names))
+    except ConfigError as exc:
+        raise ConfigError(f"embed_sample={cfg.embed_sample}: {exc}") from None
 
 
 def _check_data(model_config: ModelConfig, data: Dataset) -> None:
@@ -261,15 +341,21 @@ def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
                          "the mixture is initialised after that many epochs and then trained")
 
 
+def _components_due(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether a GMVAE's mixture is (re)set from its codes after epoch ``epoch`` (0-based)."""
+    first = epoch + 1 == cfg.component_init_epoch
+    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # never the init's epoch: _check_component_init
+    return cfg.component_init != "random" and (first or refit)
+
+
 def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
                            images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
     """After epoch ``component_init_epoch``, and after the last one with ``component_refit_at_end``,
     set a GMVAE's mixture from a clustering of its codes (training/component_init.py). The epoch's
     history record gets ``component_init`` or, for the final refit, ``component_refit``.
     Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
-    first = epoch + 1 == cfg.component_init_epoch
-    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # never the init's epoch: _check_component_init
-    if cfg.component_init == "random" or not (first or refit):
+    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs
+    if not _components_due(cfg, epoch):
         return {}
     from vaescope.training.component_init import initialise_components
 
@@ -297,9 +383,10 @@ RESUME_MAY_CHANGE = ("epochs", "device", "compile", "data_dir", "eval_k", "extra
 
 
 def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model_config: ModelConfig,
-            cfg: TrainConfig, report: bool) -> tuple[int, list]:
+            cfg: TrainConfig, report: bool) -> tuple[int, list, dict[str, Tensor]]:
     """Load and check the resume state in ``out_dir``, put it into ``model`` and ``opt``; returns
-    (epochs done, history). Raises TrainStateError saying why a resume is impossible."""
+    (epochs done, history, the record's tensors so far). Raises TrainStateError saying why a resume
+    is impossible."""
     state_path = out_dir / TRAIN_STATE_NAME
     if not state_path.exists():
         raise TrainStateError(state_path, f"cannot resume: {out_dir} holds no resume state from an earlier run "
@@ -313,7 +400,7 @@ def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model
     note = _pairing_note(out_dir / CHECKPOINT_NAME, state.model_file_sha256, state.epoch)
     if note and report:
         tqdm.write(note, file=sys.stderr)
-    return state.epoch, state.history
+    return state.epoch, state.history, state.record
 
 
 def _check_same_run(state_path: Path, saved_model: ModelConfig, saved_train: TrainConfig, model_config: ModelConfig,
@@ -368,15 +455,19 @@ def _epoch_line(rec: dict) -> str:
 
 
 def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig,
-                data: Dataset, history: list, out_dir: Path, epochs_done: int, metrics: dict | None = None) -> None:
-    """Write the checkpoint, then the resume state that records its digest. Each write is atomic;
-    a stop between them leaves the resume state one epoch behind, which resumes exactly (the
-    module docstring of train_state.py says why)."""
+                data: Dataset, history: list, out_dir: Path, epochs_done: int, metrics: dict | None = None, *,
+                sample: dict[str, Tensor] | None = None, recorder: Recorder | None = None) -> CheckpointMeta:
+    """Write the checkpoint (with the embedded sample and the record so far), then the resume state
+    that records its digest (with the record). Each write is atomic; a stop between them leaves the
+    resume state one epoch behind, which resumes exactly (the module docstring of train_state.py
+    says why)."""
     meta = CheckpointMeta(model_config=model_config, train_config=cfg.to_dict(), dataset=data.info.to_dict(),
                           history=history, metrics=metrics or {})
-    digest = write_atomically(out_dir / CHECKPOINT_NAME, checkpoint_bytes(model, meta))
+    record = recorder.tensors() if recorder is not None else {}
+    digest = write_atomically(out_dir / CHECKPOINT_NAME, checkpoint_bytes(model, meta, extra=(sample or {}) | record))
     save_train_state(out_dir / TRAIN_STATE_NAME, model, opt, epochs_done, history, model_config, cfg, digest,
-                     model.device)
+                     model.device, record=record)
+    return meta
 
 
 def write_artifacts(model: LatentModel, data: Dataset, history: list, out_dir: Path) -> dict[str, Path]:

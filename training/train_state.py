@@ -2,7 +2,8 @@
 uninterrupted run reaches.
 
 ``train_state.safetensors`` holds the model's float32 weights, Adam's per-parameter state, the RNG
-state, the number of finished epochs, the history and both configs. So it never depends on
+state, the number of finished epochs, the history, both configs and the training record so far
+(``record.*`` tensors, as in the checkpoint; ``record.py``), so a resumed run continues it. So it never depends on
 ``model.safetensors``: the two are written one after the other (the model first), and a kill or a
 full disk between the writes leaves a resume state one epoch behind the model file, from which the
 resumed run trains that epoch again to the same weights. The metadata also records the sha256 of
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from vaescope.training.checks import (
     shown,
 )
 from vaescope.training.config import ModelConfig, TrainConfig
+from vaescope.training.embedded import check_record_values, extra_specs
 from vaescope.training.tensorfile import (
     Header,
     TensorFileError,
@@ -80,6 +82,7 @@ class TrainState:
     optimizer: dict[int, dict[str, Tensor]]  # parameter index -> Adam's state (absent: none yet)
     rng: dict[str, Tensor]  # "torch" (the CPU generator), "cuda" when trained on a GPU
     model_file_sha256: str  # of the model.safetensors written in the same epoch
+    record: dict[str, Tensor] = field(default_factory=dict)  # the record.* tensors (none without a record)
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -107,9 +110,9 @@ def _rng_tensors(device: torch.device) -> dict[str, Tensor]:
 
 def save_train_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
                      history: list[dict], model_config: ModelConfig, train_config: TrainConfig,
-                     model_file_sha256: str, device: torch.device) -> None:
+                     model_file_sha256: str, device: torch.device, record: dict[str, Tensor] | None = None) -> None:
     """Write the resume state after ``epoch`` finished epochs, atomically (WriteError on failure,
-    with the previous state left as it was)."""
+    with the previous state left as it was). ``record``: the training record's tensors so far."""
     tensors = {f"model.{k}": _stored(v) for k, v in model.state_dict().items()}
     index = {p: i for i, p in enumerate(model.parameters())}
     for param, values in opt.state.items():
@@ -118,6 +121,7 @@ def save_train_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
         for name in ADAM_STATE:
             tensors[f"optim.{index[param]}.{name}"] = _stored(torch.as_tensor(values[name]))
     tensors |= _rng_tensors(device)
+    tensors |= {name: _stored(t) for name, t in (record or {}).items() if name.startswith("record.")}
     meta = {"state_version": STATE_VERSION, "epoch": epoch, "history": history,
             "model_config": model_config.to_dict(), "train_config": train_config.to_dict(),
             "model_file_sha256": model_file_sha256, "tensors_sha256": tensors_digest(tensors)}
@@ -190,17 +194,22 @@ def _read_meta(path: Path) -> tuple[Header, _Meta]:
 def _load(path: Path) -> TrainState:
     header, meta = _read_meta(path)
     planned = plan_model(meta.model_config)
-    check_tensors(header, _expected(planned, header.tensors), "the model_config")
+    records = {name: entry for name, entry in header.tensors.items() if name.startswith("record.")}
+    record_specs = extra_specs(records, meta.model_config.image_shape, meta.model_config.latent_dim, 0)
+    check_tensors(header, _expected(planned, header.tensors) | record_specs, "the model_config")
     tensors = read_tensors(path, header, list(header.tensors))
     if tensors_digest(tensors) != meta.tensors_sha256:
         raise ConfigError("the tensors differ from the digest recorded when the state was written: "
                           "the file was altered or damaged")
     _check_values(tensors)
+    record = {k: v for k, v in tensors.items() if k.startswith("record.")}
+    if record:
+        check_record_values(record, 0)
     return TrainState(meta.epoch, meta.history, meta.model_config, meta.train_config,
                       weights={k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
                       optimizer=_optimizer_state(tensors),
                       rng={k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")},
-                      model_file_sha256=meta.model_file_sha256)
+                      model_file_sha256=meta.model_file_sha256, record=record)
 
 
 def _config(cls: type[ModelConfig] | type[TrainConfig], value: Any, where: str) -> Any:
