@@ -4,6 +4,7 @@ The public API is small::
 
     import vaescope as vs
     model = vs.load("assets/checkpoints/digits/vae.safetensors")   # a model, with .meta
+    vs.save(model, "digits-vae.safetensors", images=x, labels=y)   # a checkpoint carrying its data
     app = vs.explore(model)                                        # the explorer on it
     app = vs.explore(my_vae, images=x_test, labels=y_test)         # on your own PyTorch model
     app.close()
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["load", "explore", "export", "__version__"]
+__all__ = ["load", "save", "explore", "export", "__version__"]
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> Any:
@@ -45,6 +46,74 @@ def load(path: str | os.PathLike, device: str = "auto") -> Any:
     model, meta = load_checkpoint(Path(path), pick_device(device))
     model.meta = meta
     return model
+
+
+def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None) -> Path:
+    """Write a vaescope model as a checkpoint at ``path`` (a ``.safetensors`` file), with ``images``
+    and ``labels`` embedded as its evaluation sample, so the explorer can draw its map where the
+    dataset is not on the machine. Returns the path.
+
+    ``model`` is one of vaescope's own models: from ``vs.load``, or the ``model`` of
+    ``vaescope.training.train.train`` (``latent-train``'s). Its metadata (configs, dataset block,
+    history, metrics) comes from ``model.meta`` when it has one; else it is made from the model's
+    config, with the dataset named "unknown". The weights are written in float32, atomically (a
+    failed write keeps any earlier file). A training record the model's file carried is not kept.
+
+    ``images``: a numpy array, torch tensor or torch ``Dataset``, uint8 or float in [0, 1], shaped
+    ``[N, C, H, W]``, ``[N, H, W]``, ``[N, H, W, C]`` or flat, of the model's image shape; at most
+    20,000 and 64 MiB as uint8 (a seeded subset above that). ``labels``: ints [N], -1 where unknown
+    (a ``Dataset`` of (image, label) pairs brings its own). Without ``images`` the checkpoint has no
+    sample. For a foreign model use ``vs.export``. Read the sample back with
+    ``vaescope.training.checkpoint.read_sample(path)``.
+
+    Examples:
+        >>> import vaescope as vs
+        >>> from vaescope.training.data import load_dataset
+        >>> model = vs.load("assets/checkpoints/digits/vae.safetensors", device="cpu")  # doctest: +SKIP
+        >>> test = load_dataset("digits").test
+        >>> vs.save(model, "digits-vae.safetensors", images=test.images, labels=test.labels)  # doctest: +SKIP
+        PosixPath('digits-vae.safetensors')
+    """
+    import numpy as np
+
+    from vaescope.adapter import images_as_tensor
+    from vaescope.errors import InputError
+    from vaescope.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
+    from vaescope.training.checkpoint import CheckpointMeta, save_checkpoint
+    from vaescope.training.checks import ConfigError
+    from vaescope.training.config import TrainConfig
+    from vaescope.training.embedded import sample_tensors
+    from vaescope.training.models import LatentModel
+
+    if not isinstance(model, LatentModel):
+        raise InputError(f"vs.save writes vaescope's own models (vs.load, latent-train), not a {type(model).__name__}; "
+                         "write any other model with vs.export")
+    config = model.config
+    meta = getattr(model, "meta", None)
+    if not isinstance(meta, CheckpointMeta):
+        block: dict[str, Any] = {"name": "unknown", "image_shape": list(config.image_shape), "display": config.display}
+        if model.class_names:
+            block["class_names"] = list(model.class_names)
+        meta = CheckpointMeta(model_config=config, train_config=TrainConfig(dataset="unknown").to_dict(), dataset=block)
+    extra = {}
+    if images is not None:
+        x, y = images_as_tensor(images)
+        if labels is not None:
+            y = np.asarray(labels).astype(np.int64).ravel()
+            if len(y) != len(x):
+                raise InputError(f"labels must give one label per image: {len(y)} labels for {len(x)} images")
+        per_image = max(1, int(np.prod(x.shape[1:])))
+        limit = min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // per_image)
+        if len(x) > limit:  # a seeded subset, the same rows of images and labels
+            keep = np.sort(np.random.default_rng(0).choice(len(x), limit, replace=False))
+            x, y = x[keep], None if y is None else np.asarray(y)[keep]
+        pixels = (x.numpy() * 255 + 0.5).astype(np.uint8)
+        try:
+            extra = sample_tensors(pixels, None if y is None else np.asarray(y), image_shape=config.image_shape,
+                                   num_classes=len(meta.dataset.get("class_names", ())))
+        except ConfigError as exc:
+            raise InputError(f"vs.save: {exc}") from None
+    return save_checkpoint(path, model, meta, extra=extra)
 
 
 def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None,
