@@ -24,6 +24,7 @@ from vaescope.training.checkpoint import (
     WriteError,
     embed_sample,
     load_checkpoint,
+    read_extras,
     read_metadata,
     read_record,
     read_sample,
@@ -383,3 +384,17 @@ def test_default_sample_size_and_nested_subsets() -> None:
     small, large = subset_indices(1000, 50, seed=3), subset_indices(1000, 400, seed=3)
     assert set(small) <= set(large) and list(small) == sorted(small) and len(set(large)) == 400
     assert list(subset_indices(10, 50, seed=0)) == list(range(10))
+
+
+def test_read_extras_copies_sample_and_record_into_a_float16_copy(tmp_path) -> None:
+    extra = sample(5, factors=2) | record()
+    path = write(tmp_path, extra, factor_names=("a", "b"))
+    got = read_extras(path)
+    assert set(got) == set(extra) and all(torch.equal(got[k], extra[k]) for k in extra)
+    model, meta = load_checkpoint(path)
+    small = save_checkpoint(tmp_path / "small.safetensors", model, meta, dtype=torch.float16, extra=got)
+    assert np.array_equal(read_sample(small)[2], extra["sample.factors"].numpy())
+    assert np.array_equal(read_record(small).codes, extra["record.codes"].numpy())
+    assert read_extras(write(tmp_path, {}, name="plain.safetensors")) == {}
+    with pytest.raises(ValueError, match="'model.x' is not a sample or record tensor name"):
+        save_checkpoint(tmp_path / "bad.safetensors", model, meta, extra={"model.x": torch.zeros(1)})

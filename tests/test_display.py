@@ -12,7 +12,13 @@ from conftest import rewrite_metadata_json
 
 import vaescope as vs
 from vaescope.contract import ContractError, Description
-from vaescope.training.checkpoint import CheckpointError, load_checkpoint, read_metadata, read_record, read_sample
+from vaescope.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    read_record,
+    read_sample,
+)
 from vaescope.training.cli import main
 from vaescope.training.config import ConfigError, ModelConfig, auto_arch
 from vaescope.training.data import DatasetError, DatasetInfo, dataset_names, load_dataset

@@ -84,7 +84,7 @@ from vaescope.training.tensorfile import (
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION", "META_KEY", "TRAIN_STATE_KEY", "TRAIN_STATE_NAME", "CheckpointError",
            "CheckpointMeta", "Record", "WriteError", "embed_sample", "load_checkpoint", "parse_history", "plan_model",
-           "read_metadata", "read_record", "read_sample", "save_checkpoint"]
+           "read_extras", "read_metadata", "read_record", "read_sample", "save_checkpoint"]
 
 FORMAT_VERSION = 2  # 2: a family's own hyper-parameters live in model_config["options"]
 READABLE_VERSIONS = (1, 2)  # a format-1 model_config is upgraded on read (ModelConfig.from_dict)
@@ -363,6 +363,30 @@ def read_record(path: str | os.PathLike) -> Record | None:
     except InputError as exc:
         raise CheckpointError(path, str(exc)) from None
     return Record.from_tensors(tensors)
+
+
+def read_extras(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The checkpoint's sample and record tensors as stored (``sample.*``, ``record.*``; empty when
+    it has neither), checked like ``read_sample`` and ``read_record``: what
+    ``save_checkpoint(..., extra=...)`` takes to write them into another file, e.g. a float16 copy.
+
+    Examples:
+        >>> model, meta = load_checkpoint("runs/digits-vae/model.safetensors")  # doctest: +SKIP
+        >>> save_checkpoint("small.safetensors", model, meta, dtype=torch.float16,
+        ...                 extra=read_extras("runs/digits-vae/model.safetensors"))  # doctest: +SKIP
+    """
+    path = Path(path)
+    meta, _, header = _open(path)
+    tensors = _read(path, header, [name for name in header.tensors if is_extra(name)])
+    num_classes = len(meta.dataset.get("class_names", ()))
+    try:
+        if SAMPLE_IMAGES in tensors:
+            check_sample_values(tensors, num_classes)
+        if RECORD_CODES in tensors:
+            check_record_values(tensors, num_classes)
+    except InputError as exc:
+        raise CheckpointError(path, str(exc)) from None
+    return tensors
 
 
 # -- the metadata's schema ----------------------------------------------------------------------
