@@ -160,6 +160,15 @@ def add_path(fig: go.Figure, points: np.ndarray, dims: int | None = None, name: 
     return fig
 
 
+def add_points(fig: go.Figure, points: np.ndarray, dims: int, name: str, marker: dict,
+               mode: str = "markers") -> go.Figure:
+    """Append named points [M, dims] (added even when empty, so the page can fill them in later by
+    the trace's name)."""
+    points = np.asarray(points, np.float32).reshape(-1, dims)
+    fig.add_trace(_scatter(points, False, mode=mode, name=name, hoverinfo="name", showlegend=False, marker=marker))
+    return fig
+
+
 # -- images ---------------------------------------------------------------------------------------
 def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
     """One image [C, H, W] float in [0, 1] -> uint8 [H * scale, W * scale, 3], nearest upscaling."""
