@@ -288,6 +288,18 @@ def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray, dead_below: float =
     return fig
 
 
+def activation_chart(mean_activation: np.ndarray, target: float) -> go.Figure:
+    """Each code unit's mean activation over the images [D] as bars, against the target ρ (a line)."""
+    values = np.asarray(mean_activation, np.float64)
+    fig = go.Figure(go.Bar(x=np.arange(len(values)), y=values, marker_color=ACTIVE_COLOR, name="mean activation",
+                           hovertemplate="unit %{x}: %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=target, line={"color": "crimson", "dash": "dash"}, annotation_text=f"target ρ = {target:g}")
+    fig.update_layout(title=f"Mean activation per code unit (mean {values.mean():.3f}, target {target:g})",
+                      xaxis={"title": "code unit"}, yaxis={"title": "mean activation over the images"},
+                      showlegend=False, bargap=0.1)
+    return fig
+
+
 HISTORY_SKIPPED = {"epoch", "seconds"}  # the x axis, and bookkeeping rather than training
 
 
