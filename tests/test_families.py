@@ -204,7 +204,21 @@ def test_sparse_ae_mean_activations_reach_rho(digits) -> None:
     with torch.no_grad():
         assert float(sparse.loss(x_test).recon) < 1.15 * float(free.loss(x_test).recon)
     torch.testing.assert_close(sparse.encode(x_test[:5]).mean, sparse.hidden_activations(x_test[:5]))
-    assert "ρ = 0.05" in sparse.describe().details[-1]
+    assert "ρ = 0.05" in sparse.describe().details[-1] and sparse.describe().activation_target == 0.05
+
+    # the diagnostics panel plots each unit's mean activation against ρ, through the contract
+    from vaescope.explorer.core.diagnostics import kl_panel
+    from vaescope.explorer.core.evaldata import EvalData
+    from vaescope.explorer.core.store import ModelStore
+
+    store = ModelStore(None, torch.device("cpu"))
+    images = (x_test.numpy() * 255).round().astype(np.uint8)
+    store.add_model("sparse", sparse, EvalData(images, digits["y_test"].numpy(), "digits"))
+    figure, notes = kl_panel(store.open_name("sparse"))
+    bars = np.asarray(figure.data[0].y)
+    np.testing.assert_allclose(bars, sparse.mean_activations(torch.from_numpy(images).float() / 255).numpy(),
+                               atol=1e-5)
+    assert figure.layout.shapes[0].y0 == 0.05 and any("target ρ = 0.05" in n for n in notes)
 
 
 # -- contractive AE ----------------------------------------------------------------------------------

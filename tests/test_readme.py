@@ -64,3 +64,14 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+
+
+def test_the_readme_limits_table_is_the_one_limits_py_prints() -> None:
+    """The Safety section's table is generated from vaescope/limits.py (python -m vaescope.limits):
+    a limit changed in one place and not the other fails here."""
+    from vaescope.limits import table
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- limits-table -->\n", 1)[1].split("\n<!-- /limits-table -->", 1)[0]
+    assert block == table()
+    assert "`MAX_PARAMETERS` | 50,000,000 |" in block and "`MAX_HEADER_BYTES` | 4 MiB |" in block

@@ -401,6 +401,7 @@ def _parse_meta(path: Path, raw: str) -> BundleMeta:
             class_names=tuple(str(c)[:200] for c in d.get("class_names", [])[:10_000]), condition=condition,
             has_prior=bool(d["has_prior"]), decodes=True, prior_note=str(d.get("prior_note", ""))[:1000],
             details=tuple(str(t)[:200] for t in d.get("details", [])[:16]), latent_groups=groups,
+            activation_target=None if d.get("activation_target") is None else float(d["activation_target"]),
             display=str(d.get("display", "image")))
         c, h, w = description.image_shape
         if c not in (1, 3) or max(h, w) > 4096 or description.latent_dim > 65_536 or condition.size > 10_000:

@@ -117,6 +117,9 @@ class Description:
     # ``fill_group(z [B, D], keep: str) -> z``: the other groups set to their conditional means given
     # group ``keep``, which the explorer calls after moving a slider of that group.
     latent_groups: tuple[LatentGroup, ...] = ()
+    # The code is unit activations in (0, 1) held near this mean (a sparse AE's ρ): the diagnostics
+    # plot each unit's mean activation against it. None: no such target.
+    activation_target: float | None = None
     # How x [B, C, H, W] is drawn: "image" (pixels), or "line" for a sequence stored as [1, T, 1]
     # (T steps of one value, e.g. the waveforms dataset), shown as a curve of row t against t.
     display: str = "image"
@@ -132,6 +135,8 @@ class Description:
             raise ContractError(f"display must be 'image' or 'line', got {self.display!r}")
         if not self.latent_groups:
             object.__setattr__(self, "latent_groups", (LatentGroup("z", 0, self.latent_dim),))
+        if self.activation_target is not None and not 0 < self.activation_target < 1:
+            raise ContractError(f"activation_target must lie in (0, 1), got {self.activation_target}")
 
     def class_name(self, label: int | None) -> str:
         """A label in words: its class name, the number itself past the names, "?" when unknown."""

@@ -9,20 +9,20 @@ from __future__ import annotations
 # -- uploaded images ------------------------------------------------------------------------------
 # 25 MP is a 5000 x 5000 photo: far more than any model here needs, far less than a decompression
 # bomb (PNG headers can declare 10^10 pixels).
-MAX_IMAGE_PIXELS = 25_000_000
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 25_000_000  # pixels of an uploaded or training image (a larger header is a bomb)
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # an uploaded image file
 DEFAULT_MAX_UPLOAD_MB = 200  # per uploaded file (checkpoints too); --max-upload-mb changes it
 
 # -- the explorer's caches ------------------------------------------------------------------------
 MAX_MODELS_IN_MEMORY = 4  # loaded checkpoints kept (LRU); models handed to vs.explore are kept as well
 MAX_MAP_POINTS = 70_000  # evaluation images encoded per model (a seeded subset above this)
-MAX_PROJECTIONS_IN_MEMORY = 16
+MAX_PROJECTIONS_IN_MEMORY = 16  # fitted maps kept in memory (LRU)
 MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
-MAX_PROJECTION_BYTES = 1 << 30  # ... and at most 1 GiB of them
+MAX_PROJECTION_BYTES = 1 << 30  # ... and their total size on disk
 MAX_MODELS_KNOWN = 256  # evicted checkpoints remembered for reloading (their path and name only)
 
 # -- embeddings files (latent-explore --embeddings, vs.explore(latents=...)) ------------------------
-MAX_EMBEDDING_FILE_BYTES = 2 << 30  # 2 GiB
+MAX_EMBEDDING_FILE_BYTES = 2 << 30  # one .npz / .parquet embeddings file
 MAX_EMBEDDING_POINTS = 2_000_000  # rows read; the map shows a seeded subset of MAX_MAP_POINTS
 MAX_EMBEDDING_DIM = 8192  # a CLIP ViT-L code is 768, a VAE's 2-512
 MAX_EMBEDDING_VALUES = 100_000_000  # points x dims (400 MB of float32)
@@ -48,10 +48,10 @@ MAX_JSON_DEPTH = 8  # nesting of the metadata JSON; latent-train writes 5 levels
 MAX_JSON_ITEMS = 10_000  # entries of any one list or object in the metadata
 MAX_STRING_CHARS = 4096  # any string in the metadata (a folder: dataset's path is the longest)
 MAX_TENSORS = 1024  # tensors in one file: a model has about 20, a resume state 4 per parameter
-MAX_TENSOR_RANK = 8
+MAX_TENSOR_RANK = 8  # dimensions of any one tensor
 MAX_PARAMETERS = 50_000_000  # 200 MB as float32; the largest shipped model has 1.8 M
-MAX_LATENT_DIM = 1024
-MAX_HIDDEN_DIM = 4096
+MAX_LATENT_DIM = 1024  # the code's size
+MAX_HIDDEN_DIM = 4096  # an MLP's width
 MAX_BASE_CHANNELS = 256  # the conv nets cap their width at 256 channels anyway
 MAX_IMAGE_SIDE = 256  # model image height / width; latent-train's folder datasets go up to 128
 MAX_CLASSES = 1000  # class names, and the classes or mixture components a model is conditioned on
@@ -60,12 +60,12 @@ MAX_HISTORY_EPOCHS = 5000  # per-epoch history records, and so the most epochs o
 
 # -- latent-train's flags and config file (training/config.py, training/cli.py) -------------------
 # Past these a run is absurd rather than ambitious; each refusal is one argparse-style line.
-MAX_EPOCHS = MAX_HISTORY_EPOCHS
-MAX_BATCH_SIZE = 65_536
+MAX_EPOCHS = MAX_HISTORY_EPOCHS  # --epochs
+MAX_BATCH_SIZE = 65_536  # --batch-size
 MAX_EVAL_K = 5000  # IWAE importance samples; the decoder runs on all k of one image at once
-MAX_NLL_IMAGES = 1_000_000
+MAX_NLL_IMAGES = 1_000_000  # --nll-images
 MAX_SEED = 2**32 - 1  # numpy's seeds stop here
-MAX_LR = 10.0
+MAX_LR = 10.0  # --lr (and above 0)
 MAX_WEIGHT = 10_000.0  # beta and any other loss weight
 TEMPERATURE_RANGE = (1e-3, 100.0)  # Gumbel-softmax temperatures; below 1e-3 the relaxation gives NaN
 GAUSSIAN_C_RANGE = (1e-6, 1e6)  # variance of the Gaussian likelihood
@@ -74,11 +74,48 @@ MAX_CONFIG_BYTES = 1 << 20  # a --config JSON file
 
 # -- what a checkpoint carries besides the model (training/embedded.py) ----------------------------
 # The embedded evaluation sample (sample.images / sample.labels / sample.factors) is bounded by
-# MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES and MAX_SAMPLE_SIDE above, like a bundle's.
+# MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES and MAX_SAMPLE_SIDE above, like a bundle's. The training
+# record is record.codes [E, N, D] float16, one frame per recorded moment of training; latent-train's
+# default (2,000 points, <= ~100 epoch frames) stays far below: 20 epochs of 2,000 16-d codes are 24
+# frames, 1.5 MB.
 MAX_SAMPLE_FACTORS = 64  # ground-truth factors per sample image (shapes have 5, waveforms 4)
-# The training record (record.codes [E, N, D] float16, one frame per recorded moment of training).
-# latent-train's default (2,000 points, <= ~100 epoch frames) stays far below these: 20 epochs of
-# 2,000 16-d codes are 24 frames, 1.5 MB.
-MAX_RECORD_FRAMES = 1024
-MAX_RECORD_POINTS = 20_000
-MAX_RECORD_BYTES = 64 << 20  # the codes, as float16
+MAX_RECORD_FRAMES = 1024  # recorded moments of training (E) in one checkpoint or resume state
+MAX_RECORD_POINTS = 20_000  # test images whose codes are recorded (N)
+MAX_RECORD_BYTES = 64 << 20  # the recorded codes, as float16 (E x N x D x 2 bytes)
+
+
+def table() -> str:
+    """The README's limits table, read from this file: one row per limit, under its section."""
+    import inspect
+    import re
+    import sys
+
+    rows = ["| limit | value | what it bounds |", "|---|---|---|"]
+    module = sys.modules[__name__]
+    for line in inspect.getsource(module).splitlines():
+        section = re.match(r"# -- (.+?) -+$", line)
+        if section:
+            rows.append(f"| **{section.group(1)}** | | |")
+            continue
+        found = re.match(r"([A-Z][A-Z0-9_]+) = [^#]+?(?:  # (.*))?$", line)
+        if found:
+            name, note = found.group(1), (found.group(2) or "").replace("|", "\\|")
+            rows.append(f"| `{name}` | {_shown(name, getattr(module, name))} | {note} |")
+    return "\n".join(rows)
+
+
+def _shown(name: str, value: object) -> str:
+    """A limit's value for people: bytes in KiB / MiB / GiB, big numbers with separators."""
+    if isinstance(value, tuple):
+        return " to ".join(_shown(name, v) for v in value)
+    if name.endswith("_BYTES") and isinstance(value, int) and value >= 1024:
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size:
+                return f"{value / size:g} {unit}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    print(table())

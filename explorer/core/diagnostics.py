@@ -66,6 +66,15 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     active = info.active
     notes = [f"**Active units: {int(active.sum())} of {len(active)}.** A dimension is active when its code moves "
              f"from image to image (variance of the code's mean above {ACTIVE_UNIT_THRESHOLD})."]
+    target = entry.description.activation_target
+    if target is not None:  # the code is unit activations held near a target mean (a sparse AE)
+        mean = entry.latents.mean.mean(0)
+        figure = figures.activation_chart(mean, target)
+        figure.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · {figure.layout.title.text}")
+        near = int((np.abs(mean - target) <= target).sum())
+        notes.append(f"**Sparsity:** the {len(mean)} code units fire {mean.mean():.3f} of the time on average "
+                     f"(target ρ = {target:g}); {near} of them lie within ρ of the target.")
+        return figure, notes
     if info.kl is None:
         return message_figure("This model has no prior, so there is no KL to measure per dimension."), notes
     dead_but_active = [d for d in range(len(active)) if active[d] and info.kl[d] < KL_DEAD]

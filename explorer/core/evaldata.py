@@ -30,11 +30,14 @@ DATASET_CACHE = 4  # evaluation datasets kept in memory, least recently used dro
 
 @dataclass
 class EvalData:
-    """Evaluation images [N, C, H, W] uint8, labels [N] int64 (-1 unknown), and their origin in words."""
+    """Evaluation images [N, C, H, W] uint8, labels [N] int64 (-1 unknown), and their origin in words;
+    optionally the ground-truth factors [N, F] that generated them, named by ``factor_names``."""
 
     images: np.ndarray
     labels: np.ndarray
     origin: str
+    factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.images = to_uint8(self.images)
@@ -42,6 +45,12 @@ class EvalData:
         if self.images.ndim != 4 or self.labels.shape != (len(self.images),):
             raise ValueError(f"evaluation images must be [N, C, H, W] with labels [N], got "
                              f"{list(self.images.shape)} and {list(self.labels.shape)}")
+        if self.factors is not None:
+            self.factors = np.asarray(self.factors, np.float32)
+            self.factor_names = tuple(str(n) for n in self.factor_names)
+            if self.factors.shape != (len(self.images), len(self.factor_names)):
+                raise ValueError(f"factors must be [N, F] = [{len(self.images)}, {len(self.factor_names)}] "
+                                 f"(one name per factor), got {list(self.factors.shape)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,7 +60,8 @@ class EvalData:
         if len(self) <= max_points:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), max_points, replace=False))
-        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset of {max_points:,})")
+        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset of {max_points:,})",
+                        None if self.factors is None else self.factors[keep], self.factor_names)
 
 
 def _shape(block: dict[str, Any]) -> tuple[int, ...] | None:
@@ -149,4 +159,6 @@ def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None
         return (f"dataset {name!r} has images of shape {list(images.shape[1:])} but the model was "
                 f"trained on {list(shape)}")
     shown = name if not name.startswith("folder:") else "its image folder"
-    return EvalData(images, data.test.labels.numpy(), f"the {len(images):,} test images of {shown}")
+    factors = data.test.factors
+    return EvalData(images, data.test.labels.numpy(), f"the {len(images):,} test images of {shown}",
+                    None if factors is None else factors.numpy(), data.info.factor_names if factors is not None else ())

@@ -160,6 +160,15 @@ def add_path(fig: go.Figure, points: np.ndarray, dims: int | None = None, name: 
     return fig
 
 
+def add_points(fig: go.Figure, points: np.ndarray, dims: int, name: str, marker: dict,
+               mode: str = "markers") -> go.Figure:
+    """Append named points [M, dims] (added even when empty, so the page can fill them in later by
+    the trace's name)."""
+    points = np.asarray(points, np.float32).reshape(-1, dims)
+    fig.add_trace(_scatter(points, False, mode=mode, name=name, hoverinfo="name", showlegend=False, marker=marker))
+    return fig
+
+
 # -- images ---------------------------------------------------------------------------------------
 def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
     """One image [C, H, W] float in [0, 1] -> uint8 [H * scale, W * scale, 3], nearest upscaling."""
@@ -276,6 +285,18 @@ def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray, dead_below: float =
                       xaxis={"title": "latent dimension", "tickmode": "linear", "dtick": 1 if len(kl) <= 32 else 4},
                       yaxis={"title": "mean KL (nats)"}, bargap=0.15,
                       legend={"orientation": "h", "y": -0.25, "x": 0}, margin={"b": 80})
+    return fig
+
+
+def activation_chart(mean_activation: np.ndarray, target: float) -> go.Figure:
+    """Each code unit's mean activation over the images [D] as bars, against the target ρ (a line)."""
+    values = np.asarray(mean_activation, np.float64)
+    fig = go.Figure(go.Bar(x=np.arange(len(values)), y=values, marker_color=ACTIVE_COLOR, name="mean activation",
+                           hovertemplate="unit %{x}: %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=target, line={"color": "crimson", "dash": "dash"}, annotation_text=f"target ρ = {target:g}")
+    fig.update_layout(title=f"Mean activation per code unit (mean {values.mean():.3f}, target {target:g})",
+                      xaxis={"title": "code unit"}, yaxis={"title": "mean activation over the images"},
+                      showlegend=False, bargap=0.1)
     return fig
 
 

@@ -31,6 +31,8 @@ class LatentsCache:
     kl_per_dim: np.ndarray  # [D] mean over images of the KL per dimension, nats
     component_probs: np.ndarray | None  # [N, K] a mixture's q(k|x); None for other models
     images: np.ndarray | None  # [N, C, H, W] uint8 (a quarter of float32's memory); None: codes only
+    factors: np.ndarray | None = None  # [N, F] the ground-truth factors of the images, when the data has them
+    factor_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.mean)

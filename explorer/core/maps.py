@@ -63,6 +63,8 @@ def color_choices(entry: ModelEntry) -> list[tuple[str, str]]:
         choices.append((COLOR_LABELS["recon"], "recon"))
     if entry.description.has_prior:
         choices.append((COLOR_LABELS["kl"], "kl"))
+    if entry.latents is not None and entry.latents.factors is not None:  # ground truth: shapes' scale, x, ...
+        choices += [(f"true factor: {name}", f"factor:{i}") for i, name in enumerate(entry.latents.factor_names)]
     return choices or [(COLOR_LABELS["none"], "none")]
 
 
@@ -88,11 +90,43 @@ def map_colors(entry: ModelEntry, view: MapView) -> tuple[np.ndarray, str, list[
         return latents.component_probs[idx].argmax(1), "categorical", component_names(entry), "components"
     if view.color_by == "none" or (view.color_by == "class" and not latents.has_labels):
         return np.zeros(len(idx), np.int64), "categorical", ["items"], "classes"
+    if view.color_by.startswith("factor:") and latents.factors is not None:
+        column = _factor_column(view.color_by, latents.factors.shape[1])
+        if column is not None:
+            values = latents.factors[idx, column]
+            if _is_categorical(values):
+                names = [f"{latents.factor_names[column]} {v:g}" for v in np.unique(values)]
+                if description.class_names and np.array_equal(values, labels):  # the factor is the class
+                    names = [description.class_name(int(v)) for v in np.unique(values)]
+                return np.searchsorted(np.unique(values), values), "categorical", names, "classes"
+            hover = [f"class: {description.class_name(int(c))}" for c in labels]
+            return values, "continuous", hover, "viridis"
     if view.color_by in ("recon", "kl"):
         color = (latents.recon_error if view.color_by == "recon" else latents.kl)[idx]
         hover = [f"class: {description.class_name(int(c))}" for c in labels]
         return color, "continuous", hover, "viridis"
     return labels, "categorical", list(description.class_names) or None, "classes"
+
+
+def color_label(entry: ModelEntry, color_by: str) -> str:
+    """A colouring in words, as the map's title names it."""
+    return next((label for label, value in color_choices(entry) if value == color_by),
+                COLOR_LABELS.get(color_by, color_by))
+
+
+def _factor_column(color_by: str, count: int) -> int | None:
+    """The factor column a "factor:K" colouring names, if it is one of the ``count``."""
+    try:
+        column = int(color_by.split(":", 1)[1])
+    except ValueError:
+        return None
+    return column if 0 <= column < count else None
+
+
+def _is_categorical(values: np.ndarray) -> bool:
+    """A factor with a few whole-number values (a shape index) rather than a continuous one."""
+    unique = np.unique(values)
+    return len(unique) <= 12 and bool(np.all(unique == np.round(unique)))
 
 
 def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.ndarray | None, str]:
@@ -121,9 +155,11 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
     idx, proj = view.indices, view.projection
     color, kind, hover, palette = map_colors(entry, view)
     over, over_name = prior_overlay(entry, view, overlay)
-    title = f"{entry.name.removesuffix('.safetensors')} · {view.title} · colour: {COLOR_LABELS.get(view.color_by, view.color_by)}"
+    colour = color_label(entry, view.color_by)
+    title = f"{entry.name.removesuffix('.safetensors')} · {view.title} · colour: {colour}"
+    category = "component" if palette == "components" else "class" if view.color_by == "class" else colour
     fig = figures.latent_map(proj.coords, color, kind, hover, title=title, overlay=over, overlay_name=over_name,
-                             palette=palette, category_title="component" if palette == "components" else "class")
+                             palette=palette, category_title=category)
     for trace in fig.data:
         if trace.customdata is not None:
             trace.customdata = idx[np.asarray(trace.customdata, np.int64)]

@@ -115,6 +115,13 @@ def ood_datasets(entry: ModelEntry, data_dir: object = None) -> list[str]:
     return [n for n in names if n != entry.dataset_name]
 
 
+def preferred_ood(entry: ModelEntry, data_dir: object = None) -> str | None:
+    """The out-of-distribution dataset to show first: Fashion-MNIST (the classic check for a
+    digits model) when the server has it, else the first one there is."""
+    others = ood_datasets(entry, data_dir)
+    return "fashion-mnist" if "fashion-mnist" in others else (others[0] if others else None)
+
+
 def ood_images(name: str, shape: tuple[int, int, int], data_dir: object = None) -> np.ndarray:
     """Up to OOD_IMAGES test images of dataset ``name`` (one this server knows) resized to ``shape``."""
     from vaescope.training import data

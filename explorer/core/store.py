@@ -284,6 +284,7 @@ class ModelStore:
         latents = None
         if data is not None:
             latents = encode_dataset(model, data.images, data.labels, progress=progress)
+            latents.factors, latents.factor_names = data.factors, data.factor_names
         return ModelEntry(key, name, model, description, latents, note, data.origin if data else "", meta,
                           dataset_background(latents.images) if latents is not None else None)
 

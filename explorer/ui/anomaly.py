@@ -16,6 +16,7 @@ from vaescope.explorer.core.scores import (
     ood_datasets,
     ood_images,
     percentile,
+    preferred_ood,
     score_images,
     score_kind,
     test_scores,
@@ -64,7 +65,7 @@ class AnomalyPanel:
         others = ood_datasets(entry, self.ctx.store.data_dir) if entry.description.decodes else []
         note = "" if entry.description.decodes else f"**{short_name(entry)}** has no decoder: nothing scores images."
         return {self.note: note, self.histogram: None, self.typical: None, self.unusual: None, self.upload_note: "",
-                self.other: gr.Dropdown(choices=others, value=others[0] if others else None),
+                self.other: gr.Dropdown(choices=others, value=preferred_ood(entry, self.ctx.store.data_dir)),
                 self.compare_note: ""}
 
     def wire(self) -> None:

@@ -31,9 +31,11 @@ from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelStore, default_cache_dir
 from vaescope.explorer.ui.anomaly import AnomalyPanel
 from vaescope.explorer.ui.common import Context, Downloads
+from vaescope.explorer.ui.compare import ComparePanel
 from vaescope.explorer.ui.denoising import DenoisingPanel
 from vaescope.explorer.ui.diagnostics import DiagnosticsPanel
 from vaescope.explorer.ui.interpolation import InterpolationPanel
+from vaescope.explorer.ui.lessons import LessonsPanel
 from vaescope.explorer.ui.map import MapPanel
 from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.sampling import SamplingPanel
@@ -55,6 +57,7 @@ DEFAULT_TORCH_THREADS = 1
 # re-reading and re-writing the last 100 runs as JSON several times per event; profiled in
 # Chromium it was the largest JavaScript cost per slider move. The explorer has no use for it.
 RUN_HISTORY = False
+RESIZE_JS = "() => { window.vaescopeResizePlots && window.vaescopeResizePlots(); }"
 
 
 def page_head() -> str:
@@ -110,12 +113,29 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         denoising, anomaly = DenoisingPanel(ctx, session), AnomalyPanel(ctx, session)
         panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly]
         models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb)
-        _layout(models, latent_map, traversal, {"Traversal grid": traversal.build_grid,
-                                                 "Interpolation": interpolation.build, "Class sampling": sampling.build,
-                                                 "Diagnostics": diagnostics.build, "Denoising": denoising.build,
-                                                 "Anomalies": anomaly.build})
+        compare = ComparePanel(ctx)
+        lessons = LessonsPanel(ctx, compare)
+        lessons.build_banner()
+        with gr.Tabs(elem_id="top-tabs") as top_tabs:
+            with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
+                explore_tabs = _layout(models, latent_map, traversal, {
+                    "Traversal grid": traversal.build_grid, "Interpolation": interpolation.build,
+                    "Class sampling": sampling.build, "Diagnostics": diagnostics.build, "Denoising": denoising.build,
+                    "Anomalies": anomaly.build})
+            with gr.Tab("Side by side", id="compare", elem_id="tab-compare") as compare_tab:
+                compare.build()
+            with gr.Tab("Lessons", id="lessons", elem_id="tab-lessons") as lessons_tab:
+                lessons.build()
+        for tab in (explore_tab, compare_tab, lessons_tab):
+            tab.select(None, js=RESIZE_JS)
         latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
+        lessons.top_tabs, lessons.explore_tabs, lessons.models, lessons.session = top_tabs, explore_tabs, models, session
+        lessons.followups = {"anomalies": [
+            (anomaly.score_test_images, [session], [anomaly.note, anomaly.histogram, anomaly.typical, anomaly.unusual]),
+            (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}
         loads = models.wire(demo)
+        compare.wire()
+        loads += lessons.wire(demo)
         latent_map.wire(loads)
         traversal.wire()
         interpolation.wire()
@@ -123,15 +143,16 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
             panel.wire()
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
     demo.ctx = ctx  # type: ignore[attr-defined]  # tests and vs.explore reach the store through it
-    demo.panels = {"models": models, **{p.__class__.__name__.removesuffix("Panel").lower(): p  # type: ignore[attr-defined]
-                                        for p in panels}}
+    demo.panels = {"models": models, "compare": compare, "lessons": lessons,  # type: ignore[attr-defined]
+                   **{p.__class__.__name__.removesuffix("Panel").lower(): p for p in panels}}
     return demo
 
 
 def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel,
-            tabs: dict[str, Callable[[], None]]) -> None:
-    """The page: the model and its card on top, the map beside the traversal (the core loop), then
-    a tab per other panel (``tabs``: title -> the function that builds it)."""
+            tabs: dict[str, Callable[[], None]]) -> gr.Tabs:
+    """The Explore page: the model and its card on top, the map beside the traversal (the core
+    loop), then a tab per other panel (``tabs``: title -> the function that builds it, its id the
+    title's first word in lower case). Returns those tabs."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
             gr.Markdown("## vaescope — latent explorer", elem_id="page-title")
@@ -144,13 +165,15 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
         with gr.Column(scale=2, min_width=320):
             traversal.build()
     built = []
-    with gr.Tabs(elem_id="main-tabs"):
+    with gr.Tabs(elem_id="main-tabs") as lower_tabs:
         for title, build in tabs.items():
-            with gr.Tab(title, elem_id=f"tab-{title.split()[0].lower()}") as tab:
+            key = title.split()[0].lower()
+            with gr.Tab(title, id=key, elem_id=f"tab-{key}") as tab:
                 build()
             built.append(tab)
     for tab in built:  # a plot drawn while its tab was hidden is sized to nothing: resize on show
-        tab.select(None, js="() => { window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
+        tab.select(None, js=RESIZE_JS)
+    return lower_tabs
 
 
 # -- command line ---------------------------------------------------------------------------------

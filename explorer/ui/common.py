@@ -24,7 +24,7 @@ from vaescope.errors import InputError
 from vaescope.explorer.core import figures
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelEntry, ModelStore
-from vaescope.explorer.ui.state import Session
+from vaescope.explorer.ui.state import Session, SessionPair
 
 log = logging.getLogger("vaescope.explorer")
 
@@ -65,34 +65,46 @@ class Context:
 
 
 def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an event handler that takes a ``Session`` among its arguments:
+    """Wrap an event handler that takes a ``Session`` (or a ``SessionPair``) among its arguments:
 
-    - its result is dropped (no output changes) when the session switched models meanwhile;
+    - its result is dropped (no output changes) when a session switched models meanwhile;
     - an ``InputError`` becomes a ``gr.Error`` with its message, so the page says what was wrong;
     - any other exception is logged with its traceback and shown as a short message, never as
       Gradio's generic "error" text.
     """
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        session = next((a for a in (*args, *kwargs.values()) if isinstance(a, Session)), None)
-        version = session.version if session is not None else None
+        sessions = _sessions((*args, *kwargs.values()))
+        versions = [s.version for s in sessions]
+        moved = lambda: any(s.version != v for s, v in zip(sessions, versions, strict=True))  # noqa: E731
         try:
             result = fn(*args, **kwargs)
         except gr.Error:
             raise
         except InputError as exc:
-            if session is not None and session.version != version:
+            if moved():
                 return gr.skip()
             raise gr.Error(str(exc)) from None
         except Exception as exc:  # a bug: the log keeps the traceback, the page says what failed
             log.exception("%s failed", fn.__name__)
             raise gr.Error(f"{fn.__name__.replace('_', ' ')} failed ({type(exc).__name__}: {exc}); "
                            "the server log has the details.") from None
-        if session is not None and session.version != version:
+        if moved():
             return gr.skip()  # computed for a model that is no longer the session's: drop it
         return as_response(result)
     run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     return run
+
+
+def _sessions(args: Iterable[Any]) -> list[Session]:
+    """The sessions among a handler's arguments (both sides of a pair)."""
+    found: list[Session] = []
+    for arg in args:
+        if isinstance(arg, Session):
+            found.append(arg)
+        elif isinstance(arg, SessionPair):
+            found.extend(arg.sessions())
+    return found
 
 
 def as_response(updates: Any) -> Any:

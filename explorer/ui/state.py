@@ -71,3 +71,25 @@ class Session:
             if self.version == version:
                 self.trail = ([] if restart else self.trail)[-(TRAIL_POINTS - 1):] + [np.asarray(z, np.float32)]
             return list(self.trail)
+
+
+@dataclass
+class SessionPair:
+    """The side-by-side view's state in one browser tab: two sides, each a ``Session`` of its own
+    (its model, map and version), and the evaluation images last clicked on either map."""
+
+    a: Session = field(default_factory=Session)
+    b: Session = field(default_factory=Session)
+    picks: list[int] = field(default_factory=list)  # at most the last two, oldest first
+
+    def side(self, name: str) -> Session:
+        return self.b if name == "b" else self.a
+
+    def sessions(self) -> tuple[Session, Session]:
+        return self.a, self.b
+
+    def pick(self, index: int) -> list[int]:
+        """Record a click on evaluation image ``index``; the last two picks."""
+        with _UPDATE:
+            self.picks = (self.picks + [int(index)])[-2:]
+            return list(self.picks)

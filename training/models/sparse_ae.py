@@ -69,7 +69,8 @@ class SparseAE(AE):
         gets the activations from ``encode`` and ρ from here)."""
         base = super().describe()
         target = f"sigmoid code units, target mean activation ρ = {self.options.sparsity_target:g}"
-        return dataclasses.replace(base, details=(*base.details, target))
+        return dataclasses.replace(base, details=(*base.details, target),
+                                   activation_target=float(self.options.sparsity_target))
 
     def hidden_activations(self, x: Tensor) -> Tensor:
         """The code units' activations h(x) in (0, 1) for images x [B, C, H, W] -> [B, D]."""

@@ -9,6 +9,9 @@
 // 3. Plots drawn while their tab was hidden get a resize when the tab is shown.
 // 4. Hovering a map point shows its image beside the pointer (#hover-thumb, filled by the server).
 // 5. In dark mode the plots get dark backgrounds and light text, whatever the server drew.
+// 6. The side-by-side view's two maps: a click sends {side, index} through #compare-pick-btn; hovering
+//    a point rings the same image on the other map (no round trip); each side's overlay box
+//    (#compare-overlays-a / -b: {"trace name": points}) is restyled into that map's named traces.
 (() => {
   const send = (payload) => {
     window.__picked = JSON.stringify(payload);
@@ -132,5 +135,62 @@
     if (!present) gd.__vaescopeHeight = gd.layout.height;
     if (target && Math.abs((gd.layout.height || 0) - target) >= 4) window.Plotly.relayout(gd, {height: target});
   };
-  setInterval(() => { bind(); overlays(); theme(); fitMap(); }, 100);
+  // -- the side-by-side view --
+  const sides = ['a', 'b'];
+  const compareDiv = (side) => document.querySelector(`#compare-map-${side} .js-plotly-plot`);
+  const findPoint = (gd, index) => {  // [x, y] of the data point whose customdata is index, or null
+    for (const t of gd.data || []) {
+      if (!t.customdata || !t.x) continue;
+      for (let i = 0; i < t.customdata.length; i++) {
+        const cd = Array.isArray(t.customdata[i]) ? t.customdata[i][0] : t.customdata[i];
+        if (Number(cd) === index) return [t.x[i], t.y[i]];
+      }
+    }
+    return null;
+  };
+  const bindCompare = (side) => {
+    const gd = compareDiv(side);
+    if (!gd || gd.__vaescopeBound || typeof gd.on !== 'function') return;
+    gd.__vaescopeBound = true;
+    const other = sides.find((s) => s !== side);
+    const pointIndex = (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      const cd = p && (Array.isArray(p.customdata) ? p.customdata[0] : p.customdata);
+      return cd === undefined || cd === null || cd === '' ? null : Number(cd);
+    };
+    gd.on('plotly_click', (ev) => {
+      const index = pointIndex(ev);
+      if (index === null) return;
+      window.__comparePicked = JSON.stringify({kind: 'point', side: side, index: index, t: Date.now()});
+      const btn = document.querySelector('#compare-pick-btn');
+      if (btn) btn.click();
+    });
+    gd.on('plotly_hover', (ev) => {
+      const index = pointIndex(ev), target = compareDiv(other);
+      if (index === null || !target) return;
+      const xy = findPoint(target, index);
+      restyle(target, 'linked', xy ? [xy] : []);
+    });
+    gd.on('plotly_unhover', () => { const target = compareDiv(other); if (target) restyle(target, 'linked', []); });
+  };
+  const lastCompare = {};
+  const compareOverlays = () => {
+    for (const side of sides) {
+      const gd = compareDiv(side);
+      const el = document.querySelector(`#compare-overlays-${side} textarea, #compare-overlays-${side} input`);
+      if (!gd || !gd.data || !el) continue;
+      const seen = lastCompare[side];
+      if (seen && seen.value === el.value && seen.data === gd.data) continue;
+      lastCompare[side] = {value: el.value, data: gd.data};
+      let traces = {};
+      try { traces = JSON.parse(el.value || '{}') || {}; } catch (err) { traces = {}; }
+      for (const [name, points] of Object.entries(traces)) {
+        if (Array.isArray(points)) restyle(gd, name, points);
+      }
+    }
+  };
+  setInterval(() => {
+    bind(); overlays(); theme(); fitMap();
+    sides.forEach(bindCompare); compareOverlays();
+  }, 100);
 })();

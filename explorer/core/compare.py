@@ -1,0 +1,138 @@
+"""Two models side by side, on the same evaluation images: what each side shows for one request.
+
+Each function takes one model's ``ModelEntry`` and returns plain arrays (images float32
+[M, C, H, W] in [0, 1], codes [M, D]) plus words for the page; the compare panel calls it once per
+side. Nothing here branches on a family: it asks the contract (a prior, classes, components).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaescope.errors import InputError
+from vaescope.explorer.core.codes import decode, index_code, prior_codes
+from vaescope.explorer.core.dims import dim_info
+from vaescope.explorer.core.interpolation import lerp
+from vaescope.explorer.core.sampling import component_names
+from vaescope.explorer.core.store import ModelEntry
+
+SAMPLE_COLUMNS = 8  # images per row of a prior-sample grid
+SAMPLE_ROWS_MAX = 10  # rows: one per class or component, at most this many
+TRAVERSAL_ROWS = 4  # the three most used dims and the least used one
+TRAVERSAL_STEPS = 9
+POSTERIOR_SAMPLES = 48  # codes drawn from q(z|x) for the reparameterisation view
+KL_DEAD = 0.01  # nats: a dimension below this carries (almost) nothing
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Images [M, C, H, W] laid out ``columns`` a row, a label per row, and a note in words."""
+
+    images: np.ndarray
+    columns: int
+    row_labels: list[str]
+    note: str
+    codes: np.ndarray | None = None  # [M, D] the codes decoded, when they belong on the map
+
+
+def same_images(a: ModelEntry, b: ModelEntry) -> str | None:
+    """None when both models were encoded on the same evaluation images (a click names the same
+    image on both sides); else why not, in words."""
+    if not (a.has_points and b.has_points):
+        return "one of the models has no evaluation images"
+    if len(a.latents) != len(b.latents) or a.dataset_name != b.dataset_name:
+        return (f"the models were evaluated on different images ({len(a.latents):,} of {a.dataset_name} and "
+                f"{len(b.latents):,} of {b.dataset_name}): a click shows image # of each side's own set")
+    if a.latents.images is not None and b.latents.images is not None and not np.array_equal(
+            a.latents.images[:64], b.latents.images[:64]):
+        return "the models' evaluation images differ: a click shows image # of each side's own set"
+    return None
+
+
+def prior_rows(entry: ModelEntry, seed: int = 0) -> Rows:
+    """Prior samples: a row per class (a decoder that takes the class) or per mixture component,
+    else four rows of the prior."""
+    description = entry.description
+    if not description.decodes:
+        raise InputError("precomputed embeddings have no decoder to sample with")
+    condition = description.condition
+    if condition.decodes_with_class or condition.is_mixture:
+        rows = min(condition.size, SAMPLE_ROWS_MAX)
+        names = (component_names(entry) if condition.is_mixture
+                 else [description.class_name(c) for c in range(rows)])
+        images, labels = [], []
+        for k in range(rows):
+            if condition.is_mixture:
+                images.append(decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k, condition=k), None))
+            else:
+                images.append(decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k), k))
+            labels.append(names[k])
+        how = "a row per mixture component" if condition.is_mixture else "a row per class the decoder is given"
+        return Rows(np.concatenate(images), SAMPLE_COLUMNS, labels, f"prior samples, {how}")
+    z = prior_codes(entry, SAMPLE_COLUMNS * 4, seed)
+    note = "prior samples: codes drawn from p(z), decoded"
+    if not description.has_prior:
+        note += f" ({description.prior_note or 'this model has no prior: codes from N(0, I)'})"
+    return Rows(decode(entry, z, None), SAMPLE_COLUMNS, [""] * 4, note, z)
+
+
+def interpolation_rows(entry: ModelEntry, start: int, end: int, steps: int = 10) -> Rows:
+    """The straight line between the codes of evaluation images ``start`` and ``end``, decoded."""
+    a, b = index_code(entry, start), index_code(entry, end)
+    codes = lerp(a.z, b.z, steps).astype(np.float32)
+    images = decode(entry, codes, a.y)
+    jumps = np.sqrt(((images[1:] - images[:-1]) ** 2).reshape(steps - 1, -1).mean(1))
+    note = (f"test image #{start} → #{end} in {steps} steps · largest change between neighbouring frames "
+            f"{jumps.max():.3f} (rms per pixel; {jumps.max() / max(jumps.mean(), 1e-9):.1f}× the mean step)")
+    return Rows(images, steps, [""], note, codes)
+
+
+def traversal_rows(entry: ModelEntry, index: int, steps: int = TRAVERSAL_STEPS, span: float = 3.0) -> Rows:
+    """From the code of evaluation image ``index``: its three most used dimensions and its least used
+    one, each swept over ±``span`` prior sd (the model's prior spread; for a prior-less model the
+    codes' spread), with the KL each carries in the row label."""
+    code = index_code(entry, index)
+    info = dim_info(entry)
+    order = list(info.order)
+    dims = order[:TRAVERSAL_ROWS - 1] + ([order[-1]] if len(order) >= TRAVERSAL_ROWS else [])
+    spread = np.maximum(entry.latents.mean.std(0), 1e-6) if info.kl is None else np.ones(len(code.z))
+    center = np.zeros_like(code.z) if info.kl is not None else entry.latents.mean.mean(0)
+    codes, labels = [], []
+    for d in dims:
+        values = center[d] + np.linspace(-span, span, steps) * spread[d]
+        block = np.repeat(code.z[None], steps, 0)
+        block[:, d] = values
+        codes.append(block)
+        usage = f"KL {info.kl[d]:.2f} nats" if info.kl is not None else f"spread {spread[d]:.2f}"
+        dead = " (unused)" if (info.kl is not None and info.kl[d] < KL_DEAD) or not info.active[d] else ""
+        labels.append(f"z{d} · {usage}{dead}")
+    z = np.concatenate(codes).astype(np.float32)
+    note = (f"from test image #{index}: the 3 most used dimensions and the least used one, each from "
+            f"-{span:g} to +{span:g} " + ("prior sd" if info.kl is not None else "sd of the codes"))
+    return Rows(decode(entry, z, code.y), steps, labels, note)
+
+
+def posterior_rows(entry: ModelEntry, index: int, n: int = POSTERIOR_SAMPLES, seed: int = 0) -> Rows:
+    """The reparameterisation trick for evaluation image ``index``: z = mu + sigma * eps, eps ~ N(0, I),
+    n codes from q(z|x) and their decoded images; the note gives the posterior's spread."""
+    code = index_code(entry, index)
+    std = entry.latents.std[index].astype(np.float32)
+    eps = torch.randn(n, len(std), generator=torch.Generator().manual_seed(int(seed))).numpy()
+    codes = (code.z[None] + eps * std[None]).astype(np.float32)
+    active = dim_info(entry).active
+    spread = float(std[active].mean()) if active.any() else float(std.mean())
+    note = (f"{n} codes z = μ + σ·ε from q(z|x) of test image #{index} · mean σ over the used dimensions "
+            f"{spread:.2f} (the prior's is 1)")
+    if not std.any():
+        note = f"test image #{index}: this model's encoder is deterministic (σ = 0): every sample is the same code"
+    return Rows(decode(entry, codes, code.y), SAMPLE_COLUMNS, [""] * (n // SAMPLE_COLUMNS), note, codes)
+
+
+def posterior_spread(entry: ModelEntry) -> float:
+    """The mean posterior sd over the evaluation images and the used dimensions (0: deterministic)."""
+    active = dim_info(entry).active
+    std = entry.latents.std[:, active] if active.any() else entry.latents.std
+    return float(std.mean())

@@ -1,0 +1,278 @@
+"""The lessons: the lectures' teaching points as one-click demonstrations on shipped models.
+
+A ``Lesson`` names the checkpoints it needs (two: the side-by-side view; one: the Explore page),
+the view settings and buttons that make its point, and an ``explain`` function that writes its two
+or three sentences from numbers measured on the loaded models (``measures``), so what the text says
+is what the models show. ``?lesson=NAME`` opens one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import plotly.graph_objects as go
+
+from vaescope.errors import InputError
+from vaescope.explorer.core import measures
+from vaescope.explorer.core.compare import posterior_spread
+from vaescope.explorer.core.sampling import component_names
+from vaescope.explorer.core.store import ModelEntry
+
+
+class Shelf(Protocol):
+    """Where a lesson finds further models (the explorer's ``ModelStore``)."""
+
+    def names(self) -> list[str]: ...
+
+    def open_name(self, name: str) -> ModelEntry: ...
+
+
+
+
+@dataclass(frozen=True)
+class Lesson:
+    name: str  # its link: ?lesson=NAME
+    title: str
+    summary: str  # one line, for the list of lessons
+    models: tuple[str, ...]  # checkpoint names: two for the side-by-side view, one for the Explore page
+    explain: Callable[[list[ModelEntry], Shelf], str]  # the lesson's words, measured on its models
+    view: str = "compare"  # "compare", or the Explore page's tab: "map", "denoising", "anomalies"
+    method: str = "pca"
+    color: str = "class"
+    overlay: str = "none"
+    actions: tuple[str, ...] = ()  # side-by-side buttons pressed once the models are drawn
+    picks: Callable[[ModelEntry], list[int]] = field(default=lambda entry: [])  # images clicked first
+    chart: Callable[[list[ModelEntry], Shelf], go.Figure] | None = None  # a figure of its own
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _name(entry: ModelEntry) -> str:
+    return entry.name.removesuffix(".safetensors")
+
+
+# -- 1. AE vs VAE -----------------------------------------------------------------------------------
+def explain_ae_vae(entries: list[ModelEntry], _: Shelf) -> str:
+    ae, vae = entries
+    probe = measures.pixel_probe(vae)
+    a, v = measures.judge_prior_samples(ae, probe), measures.judge_prior_samples(vae, probe)
+    return (f"Black × marks are codes drawn from the prior N(0, I). The **VAE** was trained to keep its codes "
+            f"there, so its draws land among the test digits and decode to digits of every kind: a digit "
+            f"classifier (accuracy {_pct(probe.accuracy)} on real test digits) names {v.classes_seen} different "
+            f"digits among them, none more than {_pct(v.top_share)} of the time. The **AE** was never asked to: "
+            f"its codes sit wherever training put them, the same draws fall in the holes between, and they "
+            f"decode to one smudge the classifier calls the same digit {_pct(a.top_share)} of the time.")
+
+
+# -- 2. Interpolation -------------------------------------------------------------------------------
+def _ends(entry: ModelEntry) -> list[int]:
+    return [measures.first_of_class(entry, 1), measures.first_of_class(entry, 0)]
+
+
+def explain_interpolation(entries: list[ModelEntry], _: Shelf) -> str:
+    ae, vae = entries
+    start, end = _ends(vae)
+    gap_ae, gap_vae = measures.path_gap(ae, start, end), measures.path_gap(vae, start, end)
+    return (f"Both strips walk a straight line between the codes of the same two test images (#{start} and "
+            f"#{end}); the red paths show where the walk goes on each map. The **VAE** packs its codes "
+            f"together, so the walk stays among the data: at most {gap_vae:.1f}× the usual distance between "
+            f"neighbouring test codes from the nearest one. The **AE**'s walk crosses empty space, up to "
+            f"{gap_ae:.1f}× that distance from any test code, and there it decodes to images no digit produced. "
+            f"Click any two points to walk between them.")
+
+
+# -- 3. The beta trade-off --------------------------------------------------------------------------
+def _beta(entry: ModelEntry) -> float:
+    return float(entry.meta.model_config.beta) if entry.meta is not None else float("nan")
+
+
+def sweep_names(names: list[str], prefix: str = "shapes/beta-") -> list[str]:
+    """The checkpoints of a beta sweep among ``names``, by name."""
+    return [n for n in names if n.startswith(prefix)]
+
+
+def _sweep(entries: list[ModelEntry], shelf: Shelf) -> list[ModelEntry]:
+    """The lesson's models and every other checkpoint of the sweep on the shelf, by β."""
+    found = {e.name: e for e in entries}
+    for name in sweep_names(shelf.names()):
+        if name not in found:
+            found[name] = shelf.open_name(name)
+    return sorted(found.values(), key=_beta)
+
+
+def explain_beta(entries: list[ModelEntry], shelf: Shelf) -> str:
+    low, high = entries
+    sweep = _sweep(entries, shelf)
+    rows = []
+    for e in sweep:
+        mig = measures.factor_mig(e)
+        rows.append(f"β = {_beta(e):g}: KL {measures.kl_total(e):.1f} nats, {measures.active_units(e)} active units"
+                    + (f", MIG {mig[0]:.2f}" if mig else ""))
+    mig_low, mig_high = measures.factor_mig(low), measures.factor_mig(high)
+    shape_low = mig_low[1].get("shape", float("nan")) if mig_low else float("nan")
+    shape_high = mig_high[1].get("shape", float("nan")) if mig_high else float("nan")
+    return (f"β weighs the KL term: a larger β pays for a code that says less about each image (lower KL, fewer "
+            f"active units) with worse reconstructions, the trade-off the chart plots. Colour the maps by each "
+            f"true factor and press *Traverse* to see which factor each dimension moves. The mutual information "
+            f"gap (MIG: how much one dimension alone captures each true factor) of the shape factor is "
+            f"{shape_low:.2f} at β = {_beta(low):g} and {shape_high:.2f} at β = {_beta(high):g}. The sweep: "
+            + "; ".join(rows) + ".")
+
+
+def beta_chart(entries: list[ModelEntry], shelf: Shelf) -> go.Figure:
+    """Rate (KL) against distortion (reconstruction error) across the sweep, one point per β."""
+    sweep = _sweep(entries, shelf)
+    rate = [measures.kl_total(e) for e in sweep]
+    distortion = [float(e.latents.recon_error.mean()) for e in sweep]
+    labels = []
+    for e in sweep:
+        mig = measures.factor_mig(e)
+        labels.append(f"β = {_beta(e):g}" + (f" · MIG {mig[0]:.2f}" if mig else ""))
+    fig = go.Figure(go.Scatter(x=rate, y=distortion, mode="lines+markers+text", text=labels,
+                               textposition="top right", marker={"size": 10}))
+    fig.update_layout(title="Rate–distortion across the β sweep", height=300,
+                      xaxis={"title": "rate: KL(q(z|x) ‖ p(z)), nats"},
+                      yaxis={"title": "distortion: squared error per pixel"}, margin={"t": 40, "b": 40})
+    return fig
+
+
+# -- 4. Posterior collapse --------------------------------------------------------------------------
+def explain_collapse(entries: list[ModelEntry], _: Shelf) -> str:
+    cold, warm = entries
+    return (f"Both models are identical except for KL warm-up. Without it, the KL term pushes every code to "
+            f"the prior before the decoder has learned to use them: **{_name(cold)}** keeps "
+            f"{measures.active_units(cold)} of {cold.description.latent_dim} dimensions active "
+            f"({measures.kl_total(cold):.1f} nats of KL). Warming the KL weight up from 0 lets the codes carry "
+            f"information first: **{_name(warm)}** keeps {measures.active_units(warm)} "
+            f"({measures.kl_total(warm):.1f} nats). The bars show the KL per dimension; the last row of each "
+            f"traversal moves the least used dimension, and a dead one changes nothing.")
+
+
+# -- 5. One Gaussian vs a mixture -------------------------------------------------------------------
+def explain_mixture(entries: list[ModelEntry], _: Shelf) -> str:
+    vae, gmvae = entries
+    accuracy = gmvae.metrics.get("cluster_accuracy")
+    names = [n.split("≈ ")[1] for n in component_names(gmvae) if "≈" in n]
+    acc = f"{_pct(accuracy)} of the test images" if isinstance(accuracy, float) else "most test images"
+    return (f"The **VAE**'s prior is one Gaussian; the **GMVAE**'s is a mixture of "
+            f"{gmvae.description.condition.size}, and nobody told it the labels. Coloured by mixture component, "
+            f"its map splits into clusters that match the classes for {acc} (each component named after the "
+            f"class it holds most: {', '.join(names[:10])}). Each row of its samples comes from one component; "
+            f"the VAE has no such handle.")
+
+
+# -- 6. The reparameterisation trick ----------------------------------------------------------------
+def explain_reparameterisation(entries: list[ModelEntry], _: Shelf) -> str:
+    low, high = entries
+    return (f"A VAE's encoder does not give one code but a Gaussian q(z|x) = N(μ, σ²), and training samples "
+            f"z = μ + σ·ε with ε ~ N(0, I) so the gradient flows through μ and σ. The red cloud is 48 such "
+            f"samples for one image, and the grid decodes them. With β = {_beta(low):g} the posteriors are "
+            f"narrow (mean σ {posterior_spread(low):.2f} on the used dimensions); with β = {_beta(high):g} the KL "
+            f"term pulls them towards the prior's σ = 1 (mean σ {posterior_spread(high):.2f}), so the samples "
+            f"of one image vary more.")
+
+
+# -- 8. Linear AE = PCA; denoising; anomaly detection -----------------------------------------------
+def explain_linear(entries: list[ModelEntry], _: Shelf) -> str:
+    linear, ae = entries
+    angles = measures.pca_angles(linear)
+    return (f"A linear encoder and decoder trained with squared error learn the same subspace as PCA: the "
+            f"principal angles between the **linear AE**'s decoder directions and the top "
+            f"{linear.description.latent_dim} principal components of the test images are at most "
+            f"{angles.max():.1f}° (mean {angles.mean():.1f}°). Its codes are a rotation of the PCA coefficients, so "
+            f"its PCA map is PCA's own map; the nonlinear **AE** beside it bends the same space.")
+
+
+def explain_denoising(entries: list[ModelEntry], _: Shelf) -> str:
+    dae, ae = entries
+    levels, noisy, rebuilt_dae = _breakdown(dae)
+    _, _, rebuilt_ae = _breakdown(ae)
+    i = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
+    return (f"The **denoising AE** was trained on corrupted inputs with the clean images as targets; the plain "
+            f"**AE** beside it only ever saw clean ones. Both get the same noisy test image (Gaussian noise, level "
+            f"{levels[i]:g}). Over 256 test images at that level, the noisy input is {noisy[i]:.3f} away from the "
+            f"clean one (mean squared error per pixel); the denoising AE brings it to {rebuilt_dae[i]:.3f}, the "
+            f"plain AE to {rebuilt_ae[i]:.3f}.")
+
+
+def _breakdown(entry: ModelEntry) -> tuple[list[float], list[float], list[float]]:
+    from vaescope.explorer.core.scores import breakdown_curve
+
+    if "breakdown" not in entry.memo:
+        entry.memo["breakdown"] = breakdown_curve(entry, "gaussian")
+    return entry.memo["breakdown"]
+
+
+def explain_anomaly(entries: list[ModelEntry], shelf: Shelf) -> str:
+    from vaescope.explorer.core.scores import (
+        auroc,
+        ood_images,
+        preferred_ood,
+        score_images,
+        test_scores,
+    )
+
+    (model,) = entries
+    inside = test_scores(model)
+    other = preferred_ood(model, getattr(shelf, "data_dir", None))
+    if other is None:
+        raise InputError("no second dataset is on this server to compare with")
+    outside = score_images(model, ood_images(other, model.description.image_shape, getattr(shelf, "data_dir", None)))
+    return (f"Every test image gets a score: how badly the model explains it (−ELBO, in nats). The histogram "
+            f"shows the test set; the most unusual images are the odd ones. Images of another dataset "
+            f"({other}, resized) score higher: the score tells them from test images with an AUROC of "
+            f"{auroc(inside, outside):.2f} (1 is perfect, 0.5 is chance); the two histograms are overlaid "
+            f"below. Upload an image to score it.")
+
+
+# -- the list ---------------------------------------------------------------------------------------
+def _one_of_each(entry: ModelEntry) -> list[int]:
+    return [measures.first_of_class(entry, 3)]
+
+
+LESSONS: tuple[Lesson, ...] = (
+    Lesson("ae-vs-vae", "AE vs VAE: why a VAE can sample",
+           "The AE's prior samples are noise, the VAE's are digits.",
+           ("mnist/ae-2d.safetensors", "mnist/vae-2d.safetensors"), explain_ae_vae,
+           overlay="prior", actions=("samples",)),
+    Lesson("interpolation", "Interpolation: smooth or through holes",
+           "The same two images, a straight walk in each model's code space.",
+           ("mnist/ae-2d.safetensors", "mnist/vae-2d.safetensors"), explain_interpolation,
+           actions=("interpolate",), picks=_ends),
+    Lesson("beta", "The β trade-off", "Reconstruction against a simple, disentangled code, across a β sweep.",
+           ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_beta, color="factor:0",
+           actions=("traverse",), picks=lambda entry: [0], chart=beta_chart),
+    Lesson("collapse", "Posterior collapse and KL warm-up", "Two identical models, one with warm-up.",
+           ("digits/collapse-no-warmup.safetensors", "digits/collapse-warmup.safetensors"), explain_collapse,
+           actions=("kl", "traverse"), picks=_one_of_each),
+    Lesson("mixture", "One Gaussian vs a mixture", "A VAE and a GMVAE on the same digits.",
+           ("mnist/vae.safetensors", "mnist/gmvae.safetensors"), explain_mixture, color="component",
+           actions=("samples",)),
+    Lesson("reparameterisation", "The reparameterisation trick", "One image's posterior, sampled.",
+           ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_reparameterisation,
+           actions=("posterior",), picks=lambda entry: [0]),
+    Lesson("linear-pca", "A linear AE is PCA", "Its decoder spans the principal components.",
+           ("digits/linear-ae.safetensors", "digits/ae.safetensors"), explain_linear, actions=("traverse",),
+           picks=_one_of_each),
+    Lesson("denoising", "Denoising", "Corrupt an image; the denoising AE rebuilds it.",
+           ("digits/dae.safetensors", "digits/ae.safetensors"), explain_denoising, actions=("denoise",),
+           picks=_one_of_each),
+    Lesson("anomaly", "Anomaly detection", "Images the model explains badly are unusual.",
+           ("mnist/vae.safetensors",), explain_anomaly, view="anomalies"),
+)
+BY_NAME = {lesson.name: lesson for lesson in LESSONS}
+
+
+def find(name: object) -> Lesson | None:
+    """The lesson a request names (``?lesson=NAME``), or None."""
+    return BY_NAME.get(str(name)) if isinstance(name, str) else None
+
+
+def missing_models(lesson: Lesson, names: list[str]) -> list[str]:
+    """The checkpoints ``lesson`` needs that are not among ``names``."""
+    return [n for n in lesson.models if n not in names]

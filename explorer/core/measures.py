@@ -1,0 +1,128 @@
+"""Numbers measured on loaded models, for the claims a lesson makes: nothing a lesson says is typed in.
+
+Each function takes ``ModelEntry``s (a model and its encoded evaluation images) and returns plain
+floats; the expensive ones are kept in ``entry.memo``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import subspace_angles
+from scipy.spatial import cKDTree
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+
+from vaescope.errors import InputError
+from vaescope.explorer.core.codes import decode, index_code, prior_codes
+from vaescope.explorer.core.dims import dim_info
+from vaescope.explorer.core.interpolation import lerp
+from vaescope.explorer.core.store import ModelEntry
+
+PROBE_SAMPLES = 500  # prior samples the pixel classifier judges
+PATH_STEPS = 16
+
+
+def _images(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
+    if not entry.has_points or entry.latents.images is None or not entry.latents.has_labels:
+        raise InputError(f"{entry.name} has no labelled evaluation images to measure with")
+    known = entry.latents.labels >= 0
+    return entry.latents.float_images(known).reshape(int(known.sum()), -1), entry.latents.labels[known]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A classifier on raw pixels, fitted on half of the evaluation images."""
+
+    model: LogisticRegression
+    accuracy: float  # on the other half
+    confidence: float  # its mean top-class probability on the other half (real images)
+
+
+def pixel_probe(entry: ModelEntry) -> Probe:
+    """A logistic-regression classifier of the evaluation images' pixels (even rows fit, odd rows
+    score); kept in the entry's memo."""
+    if "pixel_probe" not in entry.memo:
+        x, y = _images(entry)
+        fit = LogisticRegression(max_iter=500).fit(x[0::2], y[0::2])
+        held_x, held_y = x[1::2], y[1::2]
+        entry.memo["pixel_probe"] = Probe(fit, float(fit.score(held_x, held_y)),
+                                          float(fit.predict_proba(held_x).max(1).mean()))
+    return entry.memo["pixel_probe"]
+
+
+@dataclass(frozen=True)
+class SampleVerdict:
+    """What a pixel classifier makes of a model's prior samples."""
+
+    confidence: float  # mean top-class probability (real images score about the probe's own)
+    classes_seen: int  # how many classes are the top class of at least 2% of the samples
+    top_share: float  # the share of the samples given the most common class
+
+
+def judge_prior_samples(entry: ModelEntry, probe: Probe, n: int = PROBE_SAMPLES, seed: int = 0) -> SampleVerdict:
+    """Decode n prior samples of ``entry`` and let ``probe`` classify them."""
+    images = decode(entry, prior_codes(entry, n, seed), None).reshape(n, -1)
+    probs = probe.model.predict_proba(images)
+    share = np.bincount(probs.argmax(1), minlength=probs.shape[1]) / n
+    return SampleVerdict(float(probs.max(1).mean()), int((share >= 0.02).sum()), float(share.max()))
+
+
+def first_of_class(entry: ModelEntry, label: int) -> int:
+    """The first evaluation image of class ``label``."""
+    found = np.flatnonzero(entry.latents.labels == label)
+    if not len(found):
+        raise InputError(f"{entry.name} has no evaluation image of class {label}")
+    return int(found[0])
+
+
+def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -> float:
+    """How far the straight path between two images' codes strays from the data: the largest
+    distance of a path point to its nearest evaluation code, over the typical distance between an
+    evaluation code and its nearest neighbour (about 1: the path stays among the data)."""
+    codes = entry.latents.mean
+    tree = entry.memo.get("code_tree")
+    if tree is None:
+        tree = entry.memo["code_tree"] = cKDTree(codes)
+    typical = entry.memo.get("neighbour_distance")
+    if typical is None:
+        typical = entry.memo["neighbour_distance"] = float(np.median(tree.query(codes, k=2)[0][:, 1]))
+    path = lerp(index_code(entry, start).z, index_code(entry, end).z, steps)
+    return float(tree.query(path, k=1)[0].max() / max(typical, 1e-12))
+
+
+def pca_angles(entry: ModelEntry) -> np.ndarray:
+    """Principal angles (degrees) between the decoder's image subspace (decode(e_i) − decode(0) over
+    the code's unit vectors: exact for a linear decoder) and the top-D principal components of the
+    evaluation images."""
+    d = entry.description.latent_dim
+    basis = np.concatenate([np.zeros((1, d), np.float32), np.eye(d, dtype=np.float32)])
+    images = decode(entry, basis, None).reshape(d + 1, -1)
+    directions = (images[1:] - images[0]).T  # [pixels, D]
+    x, _ = _images(entry)
+    components = PCA(d).fit(x).components_.T  # [pixels, D]
+    return np.degrees(subspace_angles(directions, components))
+
+
+def active_units(entry: ModelEntry) -> int:
+    return int(dim_info(entry).active.sum())
+
+
+def kl_total(entry: ModelEntry) -> float:
+    """Mean KL(q(z|x) || p(z)) over the evaluation images, nats."""
+    return float(entry.latents.kl.mean())
+
+
+def factor_mig(entry: ModelEntry) -> tuple[float, dict[str, float]] | None:
+    """The mutual information gap of the codes against the images' ground-truth factors, or None
+    when the data has no factors."""
+    latents = entry.latents
+    if latents is None or latents.factors is None:
+        return None
+    if "mig" not in entry.memo:
+        from vaescope.training.metrics import mig
+
+        score, per_factor = mig(latents.mean, latents.factors)
+        entry.memo["mig"] = (float(score), {name: float(v) for name, v in zip(latents.factor_names, per_factor, strict=True)})
+    return entry.memo["mig"]

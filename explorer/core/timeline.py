@@ -1,0 +1,77 @@
+"""Watching a latent space form: the codes ``latent-train --record`` stored during training, as an
+animated map (plotly frames, a play button and a slider over the recorded moments).
+
+Every frame is placed by one projection, fitted on the last frame (PCA; a 2-d code is shown as it
+is), so what moves on screen is the codes moving, not the axes being refitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from sklearn.decomposition import PCA
+
+from vaescope.explorer.core.figures import PALETTES
+
+FRAME_MS = 500
+
+
+def project_frames(codes: np.ndarray) -> np.ndarray:
+    """Codes [E, N, D] -> 2-d points [E, N, 2] under one PCA fitted on the last frame."""
+    codes = np.asarray(codes, np.float32)
+    if codes.ndim != 3 or codes.shape[0] < 1:
+        raise ValueError(f"recorded codes must be [frames, points, dims], got {list(codes.shape)}")
+    frames, n, d = codes.shape
+    if d <= 2:
+        return np.concatenate([codes, np.zeros((frames, n, 2 - d), np.float32)], axis=2)
+    pca = PCA(2).fit(codes[-1])
+    return pca.transform(codes.reshape(-1, d)).reshape(frames, n, 2).astype(np.float32)
+
+
+def frame_label(epoch: float) -> str:
+    """A recorded moment in words: "start", "epoch 0.25", "epoch 3"."""
+    return "start" if epoch <= 0 else f"epoch {epoch:g}"
+
+
+def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[float], class_names: Sequence[str],
+                    title: str) -> go.Figure:
+    """The animated map: a trace per class, a frame per recorded moment, play / pause and a slider."""
+    points = project_frames(codes)
+    labels = np.asarray(labels)
+    classes = [int(c) for c in np.unique(labels)]
+    lo, hi = np.percentile(points.reshape(-1, 2), [0.5, 99.5], axis=0)
+    pad = 0.08 * (hi - lo + 1e-6)
+
+    def traces(frame: int) -> list[go.Scattergl]:
+        return [go.Scattergl(x=points[frame, labels == c, 0], y=points[frame, labels == c, 1], mode="markers",
+                             name=_name(c, class_names),
+                             marker={"size": 4, "color": PALETTES["classes"][c % len(PALETTES["classes"])] if c >= 0 else "#888"})
+                for c in classes]
+
+    names = [frame_label(float(e)) for e in epochs]
+    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(i), name=names[i]) for i in range(len(points))])
+    play: dict[str, Any] = {"frame": {"duration": FRAME_MS, "redraw": True}, "fromcurrent": True,
+                            "transition": {"duration": 0}}
+    fig.update_layout(
+        title=f"{title} · {names[0]}", height=460, legend={"itemsizing": "constant"},
+        xaxis={"range": [lo[0] - pad[0], hi[0] + pad[0]], "title": "PC 1 of the last frame"},
+        yaxis={"range": [lo[1] - pad[1], hi[1] + pad[1]], "title": "PC 2"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": -0.12, "xanchor": "left",
+                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                  {"label": "❚❚ Pause", "method": "animate",
+                                   "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
+        sliders=[{"active": 0, "x": 0.2, "len": 0.8, "y": -0.08, "currentvalue": {"prefix": "training: "},
+                  "steps": [{"label": name, "method": "animate",
+                             "args": [[name], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}]}
+                            for name in names]}])
+    return fig
+
+
+def _name(label: int, class_names: Sequence[str]) -> str:
+    if label < 0:
+        return "unlabelled"
+    return class_names[label] if label < len(class_names) else str(label)

@@ -1,0 +1,226 @@
+"""The side-by-side view and the lessons' machinery without a browser: two models on the same
+images, linked picks, every button on both sides, the rule that an answer computed while a side
+changed models is dropped, factor colouring, and the measures lessons quote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from vaescope.explorer.core import measures
+from vaescope.explorer.core.compare import (
+    interpolation_rows,
+    posterior_rows,
+    prior_rows,
+    same_images,
+    traversal_rows,
+)
+from vaescope.explorer.core.evaldata import EvalData
+from vaescope.explorer.core.lessons import LESSONS, find, missing_models, sweep_names
+from vaescope.explorer.core.maps import MapView, color_choices, map_colors, map_figure
+from vaescope.explorer.core.projection import fit_projection
+from vaescope.explorer.core.store import ModelStore
+from vaescope.explorer.ui.app import build_app
+from vaescope.explorer.ui.state import SessionPair
+from vaescope.training.config import ModelConfig
+from vaescope.training.data import load_shapes
+from vaescope.training.models import build_model
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint_dir: Path):
+    return build_app(tiny_checkpoint_dir, device="cpu")
+
+
+def paired(app, a: str, b: str) -> SessionPair:
+    pair = SessionPair()
+    compare = app.panels["compare"]
+    compare.load("a", a, pair)
+    compare.load("b", b, pair)
+    compare.draw_both("pca", "class", "none", pair)
+    return pair
+
+
+def by_id(updates: dict) -> dict:
+    return {component.elem_id: value for component, value in updates.items()}
+
+
+def traces(box: str) -> dict:
+    return json.loads(box)
+
+
+def test_a_click_on_either_map_shows_that_image_through_both_models(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    compare = app.panels["compare"]
+    ae, vae = (app.ctx.store.open_name(n) for n in ("tiny-ae.safetensors", "tiny-vae.safetensors"))
+    assert same_images(ae, vae) is None
+    out = by_id(compare.pick(json.dumps({"kind": "point", "side": "b", "index": 12}), pair))
+    assert "Test image #12" in out["compare-picked-info"] and pair.picks == [12]
+    for side, entry in (("a", ae), ("b", vae)):
+        placed = traces(out[f"compare-overlays-{side}"])["you are here"]
+        expected = pair.side(side).view.projection.transform(entry.latents.mean[12:13])
+        np.testing.assert_allclose(placed, expected, atol=1e-3)  # the same image, on each side's own map
+        assert out[f"compare-recon-{side}"].size[0] >= 64  # an image, upscaled for the page
+    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 40}), pair)
+    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 7}), pair)
+    assert pair.picks == [40, 7]  # the last two: what Interpolate joins
+
+
+def test_every_button_answers_on_both_sides(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    compare = app.panels["compare"]
+    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 3}), pair)
+    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 30}), pair)
+    for kind in ("samples", "interpolate", "traverse", "posterior", "denoise"):
+        out = by_id(compare.actor(kind)(pair))
+        for side, name in (("a", "tiny-ae"), ("b", "tiny-vae")):
+            assert f"compare-result-{side}" in out, kind
+            assert out[f"compare-note-{side}"].startswith(f"**{name}**"), (kind, out[f"compare-note-{side}"])
+    path = traces(by_id(compare.actor("interpolate")(pair))["compare-overlays-b"])["path"]
+    assert len(path) == 10
+    posterior = by_id(compare.actor("posterior")(pair))
+    assert traces(posterior["compare-overlays-b"])["cloud"] and not traces(posterior["compare-overlays-a"])["cloud"]
+    assert "deterministic" in posterior["compare-note-a"]  # the AE has no spread to sample
+    kl = by_id(compare.actor("kl")(pair))
+    assert "compare-chart-b" in kl and "Active units" in kl["compare-note-b"]
+
+
+def test_an_answer_computed_while_a_side_changed_models_is_dropped(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    compare = app.panels["compare"]
+    real = compare._act_side
+
+    def switch_meanwhile(kind, side, entry, pair_):
+        if side == "b":
+            compare.load("b", "tiny-cvae.safetensors", pair_)  # another event switches side B
+        return real(kind, side, entry, pair_)
+
+    monkeypatch.setattr(compare, "_act_side", switch_meanwhile)
+    assert compare.actor("samples")(pair) == gr.skip()
+
+
+def test_bad_clicks_are_ignored_and_out_of_range_ones_refused(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    compare = app.panels["compare"]
+    for payload in ("[" * 100_000, "null", '{"kind": "point", "side": "c", "index": 1}', '{"kind": "xy"}'):
+        assert compare.pick(payload, pair) == gr.skip()
+    with pytest.raises(gr.Error, match="between 0 and"):
+        compare.pick('{"kind": "point", "side": "a", "index": 100000}', pair)
+    empty = SessionPair()
+    with pytest.raises(gr.Error, match="Choose a model"):
+        compare.actor("samples")(empty)
+
+
+def test_interpolation_rows_run_from_one_code_to_the_other(tiny_checkpoint_dir: Path) -> None:
+    entry = ModelStore(tiny_checkpoint_dir, torch.device("cpu")).open_name("tiny-vae.safetensors")
+    rows = interpolation_rows(entry, 2, 9, steps=6)
+    assert rows.images.shape == (6, 1, 8, 8) and rows.codes.shape == (6, 4)
+    np.testing.assert_allclose(rows.codes[[0, -1]], entry.latents.mean[[2, 9]], atol=1e-6)
+    traversal = traversal_rows(entry, 2)
+    assert traversal.images.shape == (4 * 9, 1, 8, 8) and len(traversal.row_labels) == 4
+    posterior = posterior_rows(entry, 2, n=16)
+    spread = posterior.codes.std(0)
+    np.testing.assert_allclose(spread, entry.latents.std[2], rtol=0.6)  # z = mu + sigma * eps
+    grid = prior_rows(store_entry(tiny_checkpoint_dir, "tiny-gmvae.safetensors"))
+    assert len(grid.row_labels) == 10 and grid.images.shape[0] == 10 * 8  # a row per component
+
+
+def store_entry(folder: Path, name: str):
+    return ModelStore(folder, torch.device("cpu")).open_name(name)
+
+
+# -- factor colouring -------------------------------------------------------------------------------
+def test_maps_colour_by_the_true_factors_of_data_that_has_them() -> None:
+    data = load_shapes(seed=0)
+    model = build_model(ModelConfig(model_type="vae", image_shape=(1, 32, 32), latent_dim=4, arch="mlp",
+                                    hidden_dim=16)).eval()
+    model.class_names = data.info.class_names
+    store = ModelStore(None, torch.device("cpu"))
+    test = data.test
+    store.add_model("shapes-vae", model, EvalData(test.images.numpy()[:300], test.labels.numpy()[:300], "shapes",
+                                                  test.factors.numpy()[:300], data.info.factor_names))
+    entry = store.open_name("shapes-vae")
+    values = [v for _, v in color_choices(entry)]
+    assert [v for v in values if v.startswith("factor:")] == [f"factor:{i}" for i in range(5)]
+    projection = fit_projection(entry.latents.mean, "pca", 2)
+    view = MapView(entry.key, projection, np.arange(300), "pca", "factor:0")
+    colour, kind, names, _ = map_colors(entry, view)
+    assert kind == "categorical" and names == ["square", "ellipse", "triangle"]  # the factor is the class
+    np.testing.assert_array_equal(colour, test.labels.numpy()[:300])
+    view = MapView(entry.key, projection, np.arange(300), "pca", "factor:1")
+    colour, kind, _, _ = map_colors(entry, view)
+    assert kind == "continuous"
+    np.testing.assert_allclose(colour, test.factors.numpy()[:300, 1])  # scale, as stored
+    assert "true factor: scale" in map_figure(entry, view, "none").layout.title.text
+
+
+def test_evaluation_factors_must_match_the_images() -> None:
+    with pytest.raises(ValueError, match="factors must be"):
+        EvalData(np.zeros((4, 1, 2, 2), np.uint8), np.zeros(4), "x", np.zeros((3, 2)), ("a", "b"))
+
+
+# -- measures -------------------------------------------------------------------------------------
+def test_measures_on_known_cases(tiny_checkpoint_dir: Path) -> None:
+    vae = store_entry(tiny_checkpoint_dir, "tiny-vae.safetensors")
+    probe = measures.pixel_probe(vae)
+    assert probe.accuracy > 0.85  # a pixel classifier of 8x8 digits
+    verdict = measures.judge_prior_samples(vae, probe, n=200)
+    assert 0 < verdict.top_share <= 1 and 1 <= verdict.classes_seen <= 10
+    i = measures.first_of_class(vae, 3)
+    assert vae.latents.labels[i] == 3 and (vae.latents.labels[:i] != 3).all()
+    assert measures.path_gap(vae, i, i) == 0  # a path that stays on a test code
+    assert measures.path_gap(vae, i, measures.first_of_class(vae, 0)) > 0
+
+
+def test_pca_angles_are_zero_for_a_decoder_spanning_the_principal_components(tiny_checkpoint_dir: Path) -> None:
+    """A linear decoder built from PCA's own components spans their subspace (angles ~0); one
+    built from random directions does not."""
+    entry = store_entry(tiny_checkpoint_dir, "tiny-ae.safetensors")
+    x = entry.latents.float_images(slice(None)).reshape(len(entry.latents), -1)
+    components = PCA(4).fit(x).components_
+
+    class Linear(torch.nn.Module):
+        def __init__(self, basis):
+            super().__init__()
+            self.basis = torch.tensor(basis, dtype=torch.float32)
+            self.device = torch.device("cpu")
+
+        def decode(self, z, condition=None):
+            return (0.5 + z @ self.basis).reshape(-1, 1, 8, 8)
+
+    entry.memo.clear()
+    original = entry.model
+    try:
+        object.__setattr__(entry, "model", Linear(components[[2, 0, 3, 1]] * 3.0))
+        assert measures.pca_angles(entry).max() < 1e-3
+        object.__setattr__(entry, "model", Linear(np.random.default_rng(0).normal(size=(4, 64))))
+        assert measures.pca_angles(entry).max() > 30
+    finally:
+        object.__setattr__(entry, "model", original)
+
+
+# -- lessons ---------------------------------------------------------------------------------------
+def test_every_lesson_has_a_unique_link_and_names_what_it_needs() -> None:
+    names = [lesson.name for lesson in LESSONS]
+    assert len(names) == len(set(names)) >= 9
+    assert find("ae-vs-vae").title.startswith("AE vs VAE") and find("nope") is None and find(None) is None
+    for lesson in LESSONS:
+        assert len(lesson.models) in (1, 2) and all(m.endswith(".safetensors") for m in lesson.models)
+    assert missing_models(find("ae-vs-vae"), ["mnist/ae-2d.safetensors"]) == ["mnist/vae-2d.safetensors"]
+    assert sweep_names(["shapes/beta-1.safetensors", "digits/vae.safetensors"]) == ["shapes/beta-1.safetensors"]
+
+
+def test_a_lesson_that_is_unknown_or_lacks_its_models_says_so(app) -> None:
+    lessons = app.panels["lessons"]
+    unknown = by_id(lessons.start("no-such-lesson"))
+    assert "No lesson is called" in unknown["lesson-banner"] and "ae-vs-vae" in unknown["lesson-banner"]
+    missing = by_id(lessons.start("ae-vs-vae"))  # the tiny folder has none of the shipped models
+    assert "needs mnist/ae-2d.safetensors" in missing["lesson-banner"]
+    assert lessons.finish("ae-vs-vae", SessionPair()) == gr.skip()
+    assert lessons.start("")[lessons.banner_group].visible is False  # no ?lesson=: no banner
