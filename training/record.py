@@ -47,7 +47,7 @@ MID_EPOCH = (0.25, 0.5, 0.75)  # fractions of the first epoch with a frame of th
 # Frames besides the end-of-epoch ones: initialisation, the three of the first epoch, the extra frames
 # around a GMVAE's component initialisation and its refit, and the last epoch when the stride skips it.
 OTHER_FRAMES = 1 + len(MID_EPOCH) + 2 + 1
-TARGET_BYTES = 16 << 20  # latent-train keeps a record under this by recording fewer points of a wide code
+TARGET_BYTES = 8 << 20  # latent-train keeps a record under this by recording fewer points of a wide code
 ENCODE_BATCH = 1024
 
 
