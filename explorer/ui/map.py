@@ -95,11 +95,16 @@ class MapPanel:
                 self.picked_info: PICK_HINT}
 
     # -- events --
-    def wire(self, after_load: list[Any]) -> None:
-        inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
-        heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
+    def draw_inputs(self) -> list[Any]:
+        return [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
+
+    def draw_outputs(self) -> list[Any]:
         # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
-        outputs = [self.plot, self.info, self.traversal.marker, self.path_box]
+        return [self.plot, self.info, self.traversal.marker, self.path_box]
+
+    def wire(self, after_load: list[Any]) -> None:
+        inputs, outputs = self.draw_inputs(), self.draw_outputs()
+        heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
         for i, event in enumerate(after_load):  # draw the map once a model has loaded
             event.success(self.draw_map, inputs, outputs, api_name=f"map_after_load_{i}",
                           api_visibility="private", **heavy)
