@@ -165,7 +165,7 @@ class MapPanel:
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
             if not entry.description.decodes:  # precomputed codes: the item itself, nothing to decode
                 session.update(version, picked=code)
-                return {self.picked_original: None if code.image is None else big(code.image, 150),
+                return {self.picked_original: None if code.image is None else big(entry, code.image, 150),
                         self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct"}
         elif not entry.description.decodes:
             return {}
@@ -180,8 +180,8 @@ class MapPanel:
             gr.Info("Clicking empty space decodes a spot only on 2D PCA maps (PCA can be inverted).")
             return {}
         recon = decode(entry, code.z, code.y)[0]
-        updates = {self.picked_original: None if code.image is None else big(code.image, 150),
-                   self.picked_recon: big(recon, 150), self.picked_info: info}
+        updates = {self.picked_original: None if code.image is None else big(entry, code.image, 150),
+                   self.picked_recon: big(entry, recon, 150), self.picked_info: info}
         session.update(version, picked=code)
         return updates | self.traversal.start(entry, code, session, version)
 
@@ -194,7 +194,7 @@ class MapPanel:
             return gr.skip()
         if entry is None or not entry.has_points or not 0 <= i < len(entry.latents):
             return gr.skip()
-        return big(entry.latents.image(i), HOVER_PX)
+        return big(entry, entry.latents.image(i), HOVER_PX)
 
     @staticmethod
     def _point(entry: ModelEntry, index: Any) -> Code:
