@@ -336,7 +336,7 @@ def test_sessions_are_independent(server: str) -> None:
     load(two, "tiny-ae.safetensors")
     assert "### tiny-vae" in find_text(load(one, "tiny-vae.safetensors"), "latent dim")
     with pytest.raises(AppError, match="No model is loaded yet"):
-        Client(server, verbose=False).predict(0.0, "prior", api_name="/traverse_reset")
+        Client(server, verbose=False).predict("z:0", "prior", api_name="/traverse_reset")
 
 
 # -- files on disk -------------------------------------------------------------------------------

@@ -250,12 +250,12 @@ def test_a_model_defined_here_opens_in_a_fresh_latent_explore(test_digits, tmp_p
         assert "OnlyHere (VAE, your model)" in text and "the 300 images embedded in the file" in text
         _, info, *_ = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
         assert "300 of 300 images" in info
-        image, note, _ = client.predict(1.5, 0, api_name="/slider_0")
+        image, note, _ = client.predict(1.5, "z:0", api_name="/slider_0")
         assert Path(image).is_file() and note.startswith("**only-here**")
         grid, note = client.predict(4, 9, 0, 1.0, api_name="/sample_class")
         assert note.startswith("**digit 4** · only-here:")
         assert "10 steps" in client.predict(10, "slerp", api_name="/interpolate")[3]
-        picture, download = client.predict(5, 0, "prior", api_name="/traversal_grid")
+        picture, download = client.predict(5, "z:0", "prior", api_name="/traversal_grid")
         assert Path(download).is_file()
         log_text = (tmp_path / "server.log").read_text()
         assert "OnlyHere" not in log_text or "Traceback" not in log_text

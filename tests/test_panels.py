@@ -304,3 +304,21 @@ def test_interpolation_never_waits_for_an_exact_umap_transform(app) -> None:
     assert len(path) == 6 and all(len(p) == 2 for p in path)
     slid = app.panels["traversal"].slider_handler(0)(1.5, 0, session)
     assert len(json_module.loads(slid[app.panels["traversal"].marker])["points"]) >= 1
+
+
+def test_sequences_are_drawn_as_lines() -> None:
+    """A model whose contract says display "line" (waveforms) gets line plots: a constant sequence is
+    a horizontal line at its height, a ramp climbs, and an "image" model's pictures are untouched."""
+    from vaescope.explorer.core.figures import LINE_HEIGHT, line_pictures, pictures
+
+    flat = np.full((1, 1, 32, 1), 0.75, np.float32)
+    ramp = np.linspace(0, 1, 32, dtype=np.float32).reshape(1, 1, 32, 1)
+    drawn = line_pictures(np.concatenate([flat, ramp]))
+    assert drawn.shape == (2, 1, LINE_HEIGHT, 64) and drawn.max() == 1.0
+    rows = np.flatnonzero(drawn[0, 0].max(1) > 0.5)
+    assert abs(rows.mean() - (0.25 * (LINE_HEIGHT - 3) + 1)) < 1.5  # 0.75 sits a quarter from the top
+    first, last = (np.flatnonzero(drawn[1, 0, :, c] > 0.5).mean() for c in (1, 62))
+    assert first > LINE_HEIGHT - 5 and last < 5  # 0 at the bottom, 1 at the top
+    images = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
+    assert pictures(images, "image") is images
+    assert pictures(flat[0], "line").shape == (1, LINE_HEIGHT, 64)  # one image too

@@ -105,7 +105,7 @@ def test_a_checkpoints_data_dir_is_never_used_and_nothing_is_downloaded(tiny_che
     planted.mkdir()
     served = tmp_path / "served"
     served.mkdir()
-    _pointing_at(tiny_checkpoint_dir, served / "m.safetensors", {"name": "kmnist", "image_shape": [1, 28, 28]},
+    _pointing_at(tiny_checkpoint_dir, served / "m.safetensors", {"name": "kmnist"},
                  {"data_dir": str(planted)})
     store = ModelStore(served, torch.device("cpu"), data_dir=tmp_path / "operator-data")
     entry = store.open_name("m.safetensors")

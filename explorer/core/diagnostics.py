@@ -55,7 +55,7 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
                      f"{entry.description.condition.size}.")
     recon = recon_grid(entry)
     return Diagnostics("\n\n".join(notes), kl_fig, curves, recon,
-                       figures.image_grid(prior, nrow=8, scale=grid_scale(prior)))
+                       _grid(entry, prior, nrow=8))
 
 
 def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
@@ -104,4 +104,10 @@ def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
         r = model.decode(model.encode(xt, yt).mean, yt).float().cpu().numpy()
     half = max(1, (n + 1) // 2)
     rows = [block for i in range(0, n, half) for block in (x[i:i + half], r[i:i + half])]
-    return figures.image_grid(np.concatenate(rows), nrow=half, scale=grid_scale(x))
+    return _grid(entry, np.concatenate(rows), nrow=half)
+
+
+def _grid(entry: ModelEntry, images: np.ndarray, nrow: int) -> np.ndarray:
+    """A grid of the model's images, drawn the way the model says (a sequence as a line)."""
+    pictures = figures.pictures(images, getattr(entry.description, "display", "image"))
+    return figures.image_grid(pictures, nrow=nrow, scale=grid_scale(pictures))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
-from PIL import Image
+from PIL import Image, ImageDraw
 
 BIG_MAP = 20_000  # above this many points markers shrink so dense regions stay readable
 # Up to this many points a 2D map is drawn in SVG: a browser allows only a few WebGL contexts at
@@ -170,6 +170,39 @@ def add_points(fig: go.Figure, points: np.ndarray, dims: int, name: str, marker:
 
 
 # -- images ---------------------------------------------------------------------------------------
+LINE_HEIGHT = 48  # px of a sequence drawn as a line
+LINE_STEP = 2  # px per time step
+
+
+def line_pictures(sequences: np.ndarray) -> np.ndarray:
+    """Sequences stored as images [M, C, T, F] (T time steps of C * F values in [0, 1]) drawn as line
+    plots [M, 1, LINE_HEIGHT, T * LINE_STEP] in [0, 1]: a bright line per feature on a dark ground,
+    value 1 at the top."""
+    seqs = np.asarray(sequences, np.float32)
+    m, c, t, f = seqs.shape
+    values = np.clip(np.nan_to_num(seqs.transpose(0, 2, 1, 3).reshape(m, t, c * f)), 0, 1)
+    out = np.zeros((m, 1, LINE_HEIGHT, t * LINE_STEP), np.float32)
+    xs = np.arange(t) * LINE_STEP + LINE_STEP // 2
+    for i in range(m):
+        canvas = Image.new("L", (t * LINE_STEP, LINE_HEIGHT), 0)
+        draw = ImageDraw.Draw(canvas)
+        for k in range(c * f):
+            ys = (1 - values[i, :, k]) * (LINE_HEIGHT - 3) + 1
+            draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=255, width=2)
+        out[i, 0] = np.asarray(canvas, np.float32) / 255
+    return out
+
+
+def pictures(images: np.ndarray, display: str = "image") -> np.ndarray:
+    """Images [M, C, H, W] or one [C, H, W] as they are drawn: as they are, or (display "line":
+    sequences, e.g. waveforms) as line plots."""
+    if display != "line":
+        return images
+    one = np.asarray(images).ndim == 3
+    drawn = line_pictures(np.asarray(images)[None] if one else images)
+    return drawn[0] if one else drawn
+
+
 def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
     """One image [C, H, W] float in [0, 1] -> uint8 [H * scale, W * scale, 3], nearest upscaling."""
     image = np.asarray(image, np.float32)

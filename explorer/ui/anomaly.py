@@ -87,10 +87,10 @@ class AnomalyPanel:
         note = (f"**{name}** · {len(scores):,} test images · {kind.name}: median {np.median(scores):.3g}, "
                 f"95th percentile {np.percentile(scores, 95):.3g}. A high score means {kind.higher}.")
         return {self.note: note, self.histogram: histogram(name, kind.name, {"test images": scores}),
-                self.typical: gr.Image(value=served(grid(images[low], EXTREMES, STRIP_PX,
+                self.typical: gr.Image(value=served(grid(entry, images[low], EXTREMES, STRIP_PX,
                                                           captions=[f"{scores[i]:.3g}" for i in low])),
                                        label=f"{name} · most typical (lowest scores)"),
-                self.unusual: gr.Image(value=served(grid(images[high], EXTREMES, STRIP_PX,
+                self.unusual: gr.Image(value=served(grid(entry, images[high], EXTREMES, STRIP_PX,
                                                           captions=[f"{scores[i]:.3g}" for i in high])),
                                        label=f"{name} · most unusual (highest scores)")}
 

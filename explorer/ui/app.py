@@ -130,13 +130,15 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
             tab.select(None, js=RESIZE_JS)
         latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
         lessons.top_tabs, lessons.explore_tabs, lessons.models, lessons.session = top_tabs, explore_tabs, models, session
-        lessons.followups = {"anomalies": [
-            (anomaly.score_test_images, [session], [anomaly.note, anomaly.histogram, anomaly.typical, anomaly.unusual]),
-            (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}
-        loads = models.wire(demo)
+        lessons.followups = {
+            "*": [(latent_map.draw_map, latent_map.draw_inputs(), latent_map.draw_outputs())],
+            "anomalies": [
+                (anomaly.score_test_images, [session], [anomaly.note, anomaly.histogram, anomaly.typical,
+                                                        anomaly.unusual]),
+                (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}
+        latent_map.wire(models.wire(demo))
         compare.wire()
-        loads += lessons.wire(demo)
-        latent_map.wire(loads)
+        lessons.wire(demo)
         traversal.wire()
         interpolation.wire()
         for panel in (sampling, diagnostics, denoising, anomaly):

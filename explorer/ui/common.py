@@ -132,15 +132,23 @@ def scale_for(image: np.ndarray, px: int = PREVIEW_PX) -> int:
     return max(1, px // max(image.shape[-2:]))
 
 
-def big(image: np.ndarray, px: int = PREVIEW_PX) -> Image.Image:
-    """One image [C, H, W] in [0, 1] as a served PIL image upscaled (nearest) to about ``px``."""
-    return served(figures.to_pil(image, scale_for(image, px)))
+def big(entry: ModelEntry, image: np.ndarray, px: int = PREVIEW_PX) -> Image.Image:
+    """One image [C, H, W] in [0, 1] of ``entry``'s model, drawn the way the model says (a sequence as
+    a line), as a served PIL image upscaled (nearest) to about ``px``."""
+    picture = figures.pictures(image, display_of(entry))
+    return served(figures.to_pil(picture, scale_for(picture, px)))
 
 
-def grid(images: np.ndarray, nrow: int, cell_px: int = STRIP_PX, **labels: Any) -> np.ndarray:
-    """Images [N, C, H, W] as a uint8 grid with cells of about ``cell_px`` (``captions`` /
-    ``row_labels`` as ``figures.image_grid`` takes them)."""
-    return figures.image_grid(images, nrow=nrow, scale=max(1, cell_px // max(images.shape[-2:])), **labels)
+def grid(entry: ModelEntry, images: np.ndarray, nrow: int, cell_px: int = STRIP_PX, **labels: Any) -> np.ndarray:
+    """Images [N, C, H, W] of ``entry``'s model, drawn the way the model says, as a uint8 grid with
+    cells of about ``cell_px`` (``captions`` / ``row_labels`` as ``figures.image_grid`` takes them)."""
+    pictures = figures.pictures(images, display_of(entry))
+    return figures.image_grid(pictures, nrow=nrow, scale=max(1, cell_px // max(pictures.shape[-2:])), **labels)
+
+
+def display_of(entry: ModelEntry) -> str:
+    """How the model's images are drawn: "image", or "line" for sequences (the contract says)."""
+    return getattr(entry.description, "display", "image")
 
 
 def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,

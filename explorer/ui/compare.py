@@ -251,7 +251,7 @@ class ComparePanel:
         _, entry = self.ctx.current(clicked)
         index = index_code(entry, data.get("index")).index  # checked against the clicked side's images
         picks = pair.pick(index)
-        updates: dict[Any, Any] = {self.original: big(entry.latents.image(index), 150)}
+        updates: dict[Any, Any] = {self.original: big(entry, entry.latents.image(index), 150)}
         lines = [f"**Test image #{index}**" + self._class_words(entry, index)]
         for side in SIDES:
             other = self._entry(pair, side)
@@ -263,7 +263,7 @@ class ComparePanel:
                 continue
             code = index_code(other, index)
             if other.description.decodes:
-                updates[self.side(side, "recon")] = big(decode(other, code.z, code.y)[0], 150)
+                updates[self.side(side, "recon")] = big(other, decode(other, code.z, code.y)[0], 150)
             updates[self.side(side, "overlays")] = self._overlays(pair, side, {"you are here": [code.z]})
         if len(picks) == 2:
             lines.append(f"Last two picks: #{picks[0]} → #{picks[1]} (what *Interpolate* joins).")
@@ -314,7 +314,7 @@ class ComparePanel:
             rows = self._denoise_rows(entry, picks[-1])
         else:
             raise InputError(f"unknown action {kind!r}")
-        picture = grid(rows.images, nrow=rows.columns, cell_px=STRIP_PX if rows.columns > 8 else 64,
+        picture = grid(entry, rows.images, nrow=rows.columns, cell_px=STRIP_PX if rows.columns > 8 else 64,
                        row_labels=rows.row_labels if any(rows.row_labels) else None)
         updates = {note: f"**{name}** · {rows.note}",
                    result: gr.Image(value=served(picture), label=f"{name} · {ACTIONS[kind].lower()}")}

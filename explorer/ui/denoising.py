@@ -92,8 +92,8 @@ class DenoisingPanel:
         note = (f"**{short_name(entry)}** · {source.source} · {kind} at level {value:g}: squared error per pixel to the "
                 f"clean image, corrupted **{result.corrupted_error:.4f}**, rebuilt **{result.rebuilt_error:.4f}** "
                 f"({verdict}).")
-        return {self.clean: big(result.clean, PX), self.corrupted: big(result.corrupted, PX),
-                self.rebuilt: big(result.rebuilt, PX), self.note: note}
+        return {self.clean: big(entry, result.clean, PX), self.corrupted: big(entry, result.corrupted, PX),
+                self.rebuilt: big(entry, result.rebuilt, PX), self.note: note}
 
     @handler
     def denoise_index(self, index: Any, kind: Any, level: Any, session: Session) -> dict[Any, Any]:

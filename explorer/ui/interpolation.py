@@ -25,6 +25,7 @@ from vaescope.explorer.ui.common import (
     STRIP_PX,
     Context,
     big,
+    display_of,
     grid,
     handler,
     served,
@@ -120,8 +121,8 @@ class InterpolationPanel:
 
     def _endpoint_updates(self, end: str, entry: ModelEntry, code: Code) -> dict[Any, Any]:
         recon = decode(entry, code.z, code.y)[0]
-        return {self.original[end]: None if code.image is None else big(code.image, ENDPOINT_PX),
-                self.recon[end]: big(recon, ENDPOINT_PX)}
+        return {self.original[end]: None if code.image is None else big(entry, code.image, ENDPOINT_PX),
+                self.recon[end]: big(entry, recon, ENDPOINT_PX)}
 
     def _set(self, end: str, entry: ModelEntry, code: Code, session: Session, version: int) -> dict[Any, Any]:
         ends = {**session.ends, end: code}
@@ -177,9 +178,10 @@ class InterpolationPanel:
         a, b = ends["a"], ends["b"]
         codes = interpolation.interpolate(a.z, b.z, n, method).astype(np.float32)
         images = decode(entry, codes, a.y)
+        drawn = figures.pictures(images, display_of(entry))
         name = short_name(entry)
         gif = self.ctx.downloads.write(f"{name.replace('/', '-')}-interpolation.gif",
-                                       figures.gif_bytes(images, scale=max(1, 192 // max(images.shape[-2:])),
+                                       figures.gif_bytes(drawn, scale=max(1, 192 // max(drawn.shape[-2:])),
                                                          duration_ms=120))
         if not session.update(version, ends=ends, path=codes):
             return {}
@@ -190,7 +192,7 @@ class InterpolationPanel:
         path_json = points_json(view if view is not None and view.key == entry.key else None, codes)
         label = f"{name} · decoded path (A → B); the path is drawn on the map"
         captions = ["A", *[""] * (n - 2), "B"]
-        updates = {self.strip: gr.Image(value=served(grid(images, nrow=len(images), cell_px=STRIP_PX, captions=captions)),
+        updates = {self.strip: gr.Image(value=served(grid(entry, images, nrow=len(images), cell_px=STRIP_PX, captions=captions)),
                                         label=label),
                    self.gif_view: gif, self.gif: gif, self.info: note,
                    self.path_json: path_json}

@@ -31,7 +31,8 @@ class LessonsPanel:
         self.compare = compare
         self.buttons: dict[str, Any] = {}
         # set by the app: the top tabs, the Explore page's model dropdown, tabs and session, and what
-        # to run on the Explore page once a one-model lesson's model is there
+        # to run on the Explore page once a one-model lesson's model is there (by the lesson's view;
+        # "*": for every one-model lesson)
         self.top_tabs: Any = None
         self.explore_tabs: Any = None
         self.models: Any = None
@@ -60,17 +61,15 @@ class LessonsPanel:
                                                       interactive=not missing, elem_id=f"lesson-{lesson.name}")
 
     # -- events --
-    def wire(self, demo: gr.Blocks) -> list[Any]:
-        """Wire every lesson's chain; returns the Explore page's load events (the map draws after them)."""
-        explore_loads = []
+    def wire(self, demo: gr.Blocks) -> None:
+        """Wire every lesson's chain: one per Start button, and one for ``?lesson=NAME`` on page load."""
         heads = [(button.click(lambda n=name: n, None, [self.name], queue=False, show_progress="hidden"))
                  for name, button in self.buttons.items()]
         heads.append(demo.load(None, None, [self.name], js=URL_LESSON_JS))
         for head in heads:
-            explore_loads.append(self._chain(head))
-        return explore_loads
+            self._chain(head)
 
-    def _chain(self, head: Any) -> Any:
+    def _chain(self, head: Any) -> None:
         compare = self.compare
         start_out = [self.banner_group, self.banner, self.chart, self.top_tabs, self.explore_tabs,
                      self.models.dropdown, compare.method, compare.color, compare.overlay,
@@ -89,14 +88,12 @@ class LessonsPanel:
                       *compare.outputs("note"), *compare.outputs("result"), *compare.outputs("chart"),
                       *compare.outputs("overlays")]
         step = step.then(self.finish, [self.name, compare.pair], finish_out)
-        # the one-model lessons: the Explore page's own switch (the map draws after it), then its panels
-        explore = step.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
-                            self.models.outputs(), show_progress_on=[self.models.card])
-        after = explore
+        # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels
+        step = step.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
+                         self.models.outputs(), show_progress_on=[self.models.card])
         for view, steps in self.followups.items():
             for fn, inputs, outputs in steps:
-                after = after.then(self._only_for(view, fn), [self.name, *inputs], outputs)
-        return explore
+                step = step.then(self._only_for(view, fn), [self.name, *inputs], outputs)
 
     # -- handlers --
     def start(self, name: str) -> dict[Any, Any]:
@@ -151,7 +148,9 @@ class LessonsPanel:
     def _only_for(self, view: str, fn: Any) -> Any:
         def followup(name: str, *args: Any) -> Any:
             lesson = find(name)
-            if lesson is None or lesson.view != view or missing_models(lesson, self.ctx.store.names()):
+            wanted = len(lesson.models) == 1 if view == "*" and lesson is not None else (
+                lesson is not None and lesson.view == view)
+            if not wanted or missing_models(lesson, self.ctx.store.names()):
                 return gr.skip()
             return fn(*args)
         return followup

@@ -95,11 +95,16 @@ class MapPanel:
                 self.picked_info: PICK_HINT}
 
     # -- events --
-    def wire(self, after_load: list[Any]) -> None:
-        inputs = [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
-        heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
+    def draw_inputs(self) -> list[Any]:
+        return [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
+
+    def draw_outputs(self) -> list[Any]:
         # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
-        outputs = [self.plot, self.info, self.traversal.marker, self.path_box]
+        return [self.plot, self.info, self.traversal.marker, self.path_box]
+
+    def wire(self, after_load: list[Any]) -> None:
+        inputs, outputs = self.draw_inputs(), self.draw_outputs()
+        heavy = {"concurrency_id": "map", "concurrency_limit": MAP_CONCURRENCY, "show_progress_on": [self.plot]}
         for i, event in enumerate(after_load):  # draw the map once a model has loaded
             event.success(self.draw_map, inputs, outputs, api_name=f"map_after_load_{i}",
                           api_visibility="private", **heavy)
@@ -160,7 +165,7 @@ class MapPanel:
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
             if not entry.description.decodes:  # precomputed codes: the item itself, nothing to decode
                 session.update(version, picked=code)
-                return {self.picked_original: None if code.image is None else big(code.image, 150),
+                return {self.picked_original: None if code.image is None else big(entry, code.image, 150),
                         self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct"}
         elif not entry.description.decodes:
             return {}
@@ -175,8 +180,8 @@ class MapPanel:
             gr.Info("Clicking empty space decodes a spot only on 2D PCA maps (PCA can be inverted).")
             return {}
         recon = decode(entry, code.z, code.y)[0]
-        updates = {self.picked_original: None if code.image is None else big(code.image, 150),
-                   self.picked_recon: big(recon, 150), self.picked_info: info}
+        updates = {self.picked_original: None if code.image is None else big(entry, code.image, 150),
+                   self.picked_recon: big(entry, recon, 150), self.picked_info: info}
         session.update(version, picked=code)
         return updates | self.traversal.start(entry, code, session, version)
 
@@ -189,7 +194,7 @@ class MapPanel:
             return gr.skip()
         if entry is None or not entry.has_points or not 0 <= i < len(entry.latents):
             return gr.skip()
-        return big(entry.latents.image(i), HOVER_PX)
+        return big(entry, entry.latents.image(i), HOVER_PX)
 
     @staticmethod
     def _point(entry: ModelEntry, index: Any) -> Code:

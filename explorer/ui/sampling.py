@@ -85,7 +85,7 @@ class SamplingPanel:
         nrow = int(np.ceil(np.sqrt(len(images))))
         note = (f"**{class_name}** · {name}: {how.note}. "
                 f"<details><summary>Details</summary>{how.details}</details>")
-        return {self.grid: gr.Image(value=served(grid(images, nrow=nrow, cell_px=STRIP_PX)),
+        return {self.grid: gr.Image(value=served(grid(entry, images, nrow=nrow, cell_px=STRIP_PX)),
                                     label=f"{name} · {count} samples of “{class_name}”"),
                 self.note: note}
 
@@ -97,6 +97,6 @@ class SamplingPanel:
             code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
         images = decode_under_every_class(entry, code.z)
         names = [entry.description.class_name(c) for c in range(len(images))]
-        picture = grid(images, nrow=len(images), cell_px=STRIP_PX, captions=names)
+        picture = grid(entry, images, nrow=len(images), cell_px=STRIP_PX, captions=names)
         return {self.every_image: gr.Image(value=served(picture), label=f"{short_name(entry)} · one code, every class "
                                                                  f"(left to right: {', '.join(names)})")}

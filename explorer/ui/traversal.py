@@ -163,7 +163,7 @@ class TraversalPanel:
         trail = session.record_trail(version, code.z, restart=True)
         updates = self.view(entry, code, page, range_mode)
         updates[self.marker] = self._marker_json(session, entry, trail)
-        updates[self.start_image] = None if code.image is None else big(code.image, 110)
+        updates[self.start_image] = None if code.image is None else big(entry, code.image, 110)
         if code.index is not None:
             updates[self.index] = code.index
         if entry.description.condition.decodes_with_class:
@@ -186,7 +186,7 @@ class TraversalPanel:
             else:
                 updates[slider] = gr.Slider(visible=False)
         image = decode(entry, code.z, code.y)[0]
-        updates[self.image] = big(image)
+        updates[self.image] = big(entry, image)
         updates[self.note] = self.note_text(entry, code)
         return updates
 
@@ -266,7 +266,7 @@ class TraversalPanel:
             if not session.update(version, code=new):
                 return {}  # the session switched models meanwhile
             trail = session.record_trail(version, new.z)
-            return {self.image: big(image), self.note: self.note_text(entry, new),
+            return {self.image: big(entry, image), self.note: self.note_text(entry, new),
                     self.marker: self._marker_json(session, entry, trail)}
         on_slide.__name__ = f"slider_{slot}"
         return on_slide
@@ -350,7 +350,7 @@ class TraversalPanel:
             codes = fill_other_groups(entry.model, torch.from_numpy(codes).to(entry.model.device),
                                       group.name).float().cpu().numpy()
         images = decode(entry, codes, code.y)
-        picture = grid(images, nrow=n, cell_px=GRID_PX, row_labels=[f"z{d}" for d in dims])
+        picture = grid(entry, images, nrow=n, cell_px=GRID_PX, row_labels=[f"z{d}" for d in dims])
         rows = ", ".join(f"z{d}" for d in dims)
         name = short_name(entry)
         label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high"
