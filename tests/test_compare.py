@@ -224,3 +224,69 @@ def test_a_lesson_that_is_unknown_or_lacks_its_models_says_so(app) -> None:
     assert "needs mnist/ae-2d.safetensors" in missing["lesson-banner"]
     assert lessons.finish("ae-vs-vae", SessionPair()) == gr.skip()
     assert lessons.start("")[lessons.banner_group].visible is False  # no ?lesson=: no banner
+
+
+# -- the training timeline ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VAE trained for 2 epochs on digits with a record of 60 test images, and a copy without it."""
+    from vaescope.training.config import TrainConfig
+    from vaescope.training.data import load_digits
+    from vaescope.training.train import model_config_for, train
+
+    folder = tmp_path_factory.mktemp("recorded")
+    data = load_digits(seed=0)
+    cfg = model_config_for(data, model_type="vae", arch="mlp", latent_dim=4, hidden_dim=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg, TrainConfig(dataset="digits", epochs=2, record=60, eval_k=2), folder / "run", dataset=data,
+              show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return folder / "run"
+
+
+def test_the_timeline_plays_every_recorded_moment(recorded_run: Path) -> None:
+    from vaescope.explorer.core.timeline import frame_labels, training_timeline
+    from vaescope.training.checkpoint import read_record
+
+    record = read_record(recorded_run / "model.safetensors")
+    assert record.codes.shape[1:] == (60, 4) and list(record.epochs) == [0, 0.25, 0.5, 0.75, 1, 2]
+    entry = ModelStore(recorded_run, torch.device("cpu")).open_name("model.safetensors")
+    figure, words = training_timeline(entry)
+    assert len(figure.frames) == len(record.epochs) and "6 recorded moments" in words
+    assert [f.name for f in figure.frames] == ["start", "epoch 0.25", "epoch 0.5", "epoch 0.75", "epoch 1", "epoch 2"]
+    points = sum(len(t.x) for t in figure.frames[-1].data)
+    assert points == 60  # every recorded image in every frame
+    assert frame_labels([0, 5, 5, 6])[2] == "epoch 5 (after initialising the mixture)"  # labels stay unique
+
+
+def test_a_checkpoint_without_a_record_says_how_to_get_one(tiny_checkpoint_dir: Path) -> None:
+    from vaescope.errors import InputError
+    from vaescope.explorer.core.timeline import training_timeline
+
+    with pytest.raises(InputError, match="latent-train --record"):
+        training_timeline(store_entry(tiny_checkpoint_dir, "tiny-vae.safetensors"))
+
+
+def test_a_checkpoint_whose_dataset_is_missing_maps_its_embedded_sample(tiny_checkpoint_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """A checkpoint that names a dataset this server lacks (MNIST, say) draws its map from the images
+    it carries, and says so; without a sample it has no map."""
+    from vaescope.training.checkpoint import embed_sample, load_checkpoint, save_checkpoint
+    from vaescope.training.data import load_digits
+
+    model, meta = load_checkpoint(tiny_checkpoint_dir / "tiny-vae.safetensors")
+    meta.dataset = {**meta.dataset, "name": "kmnist"}  # an IDX dataset nobody installed here
+    served = tmp_path / "served"
+    save_checkpoint(served / "bare.safetensors", model, meta)
+    carried = save_checkpoint(served / "carried.safetensors", model, meta)
+    test = load_digits(seed=0).test
+    embed_sample(carried, test.images[:120], test.labels[:120])
+    store = ModelStore(served, torch.device("cpu"), data_dir=tmp_path / "no-data")
+    bare, entry = store.open_name("bare.safetensors"), store.open_name("carried.safetensors")
+    assert not bare.has_points and "not on this server" in bare.data_note
+    assert entry.has_points and len(entry.latents) == 120 and "120 images embedded in the file" in entry.data_origin
+    np.testing.assert_array_equal(entry.latents.labels, test.labels[:120].numpy())
+    np.testing.assert_array_equal(entry.latents.images, test.images[:120].numpy())

@@ -109,5 +109,5 @@ def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
 
 def _grid(entry: ModelEntry, images: np.ndarray, nrow: int) -> np.ndarray:
     """A grid of the model's images, drawn the way the model says (a sequence as a line)."""
-    pictures = figures.pictures(images, getattr(entry.description, "display", "image"))
+    pictures = figures.pictures(images, entry.description.display)
     return figures.image_grid(pictures, nrow=nrow, scale=grid_scale(pictures))

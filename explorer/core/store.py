@@ -34,9 +34,15 @@ from vaescope.explorer.core.latents import LatentsCache, encode_dataset
 from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.uploads import dataset_background
 from vaescope.limits import MAX_MAP_POINTS, MAX_MODELS_IN_MEMORY, MAX_MODELS_KNOWN
-from vaescope.training.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from vaescope.training.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    read_sample,
+)
 
 Progress = Callable[[float, str], None]
+EmbeddedSample = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # images, labels, factors
 log = logging.getLogger("vaescope.explorer")
 
 
@@ -57,6 +63,7 @@ class ModelEntry:
     # What the views derive from the model and latents alone (dimension order, slider bounds),
     # computed on first use: a slider move must not recompute a variance over 70k codes.
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    path: Path | None = None  # the file it was read from (None: a model handed over in-process)
 
     @property
     def device(self) -> torch.device:
@@ -264,18 +271,22 @@ class ModelStore:
     def _build_file(self, path: Path, digest: str, name: str, progress: Progress | None) -> ModelEntry:
         if progress:
             progress(0.0, f"loading {name}")
-        sample = None
         if is_bundle(path):  # an ONNX bundle: graphs run by onnxruntime, never Python
-            model, meta, sample = load_bundle(path)
+            model, meta, bundled = load_bundle(path)
+            sample: Callable[[], EmbeddedSample | None] = lambda: None if bundled is None else (*bundled, None)  # noqa: E731
         else:
             model, meta = load_checkpoint(path, self.device)  # validates; CheckpointError names the file
+            sample = lambda: read_sample(path)  # noqa: E731  # read only when the dataset is not here
         data = self._eval_images(meta, sample)
         try:
             if isinstance(data, str):
-                return self._entry(digest, name, model, meta, None, data, progress)
-            return self._entry(digest, name, model, meta, data.subset(self.max_points), "", progress)
+                entry = self._entry(digest, name, model, meta, None, data, progress)
+            else:
+                entry = self._entry(digest, name, model, meta, data.subset(self.max_points), "", progress)
         except InputError as exc:  # e.g. weights that give NaN: name the file
             raise CheckpointError(path, str(exc)) from None
+        entry.path = path
+        return entry
 
     @staticmethod
     def _entry(key: str, name: str, model: ExplorableModel, meta: CheckpointMeta | None, data: EvalData | None,
@@ -288,16 +299,21 @@ class ModelStore:
         return ModelEntry(key, name, model, description, latents, note, data.origin if data else "", meta,
                           dataset_background(latents.images) if latents is not None else None)
 
-    def _eval_images(self, meta: Any, sample: tuple[np.ndarray, np.ndarray] | None = None) -> EvalData | str:
+    def _eval_images(self, meta: Any, sample: Callable[[], EmbeddedSample | None] = lambda: None) -> EvalData | str:
         """The model's dataset, resolved among the datasets this server knows (a file's dataset
         block is a hint from outside: see ``evaldata.resolve_eval_data``); else the sample the file
-        carries; else why there are no evaluation images."""
+        carries (``sample()`` reads it, checked); else why there are no evaluation images."""
         found = resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
                                   folders_allowed=self.data_dir is not None)
-        if isinstance(found, EvalData) or sample is None:
+        if isinstance(found, EvalData):
             return found
-        images, labels = sample
-        return EvalData(images, labels, f"the {len(images):,} images embedded in the file ({found})")
+        embedded = sample()
+        if embedded is None:
+            return found
+        images, labels, factors = embedded
+        names = tuple(meta.dataset.get("factor_names") or ()) if factors is not None else ()
+        return EvalData(images, labels, f"the {len(images):,} images embedded in the file ({found})",
+                        factors if names else None, names if names else ())
 
 
 def default_cache_dir() -> Path:

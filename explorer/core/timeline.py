@@ -14,7 +14,9 @@ import numpy as np
 import plotly.graph_objects as go
 from sklearn.decomposition import PCA
 
+from vaescope.errors import InputError
 from vaescope.explorer.core.figures import PALETTES
+from vaescope.explorer.core.store import ModelEntry
 
 FRAME_MS = 500
 
@@ -36,6 +38,16 @@ def frame_label(epoch: float) -> str:
     return "start" if epoch <= 0 else f"epoch {epoch:g}"
 
 
+def frame_labels(epochs: Sequence[float]) -> list[str]:
+    """A unique label per frame; a repeated epoch is the frame after the mixture was initialised
+    (the record's convention)."""
+    labels: list[str] = []
+    for e in epochs:
+        label = frame_label(float(e))
+        labels.append(f"{label} (after initialising the mixture)" if labels and labels[-1] == label else label)
+    return labels
+
+
 def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[float], class_names: Sequence[str],
                     title: str) -> go.Figure:
     """The animated map: a trace per class, a frame per recorded moment, play / pause and a slider."""
@@ -51,7 +63,7 @@ def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[floa
                              marker={"size": 4, "color": PALETTES["classes"][c % len(PALETTES["classes"])] if c >= 0 else "#888"})
                 for c in classes]
 
-    names = [frame_label(float(e)) for e in epochs]
+    names = frame_labels(epochs)
     fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(i), name=names[i]) for i in range(len(points))])
     play: dict[str, Any] = {"frame": {"duration": FRAME_MS, "redraw": True}, "fromcurrent": True,
                             "transition": {"duration": 0}}
@@ -75,3 +87,29 @@ def _name(label: int, class_names: Sequence[str]) -> str:
     if label < 0:
         return "unlabelled"
     return class_names[label] if label < len(class_names) else str(label)
+
+
+def training_timeline(entry: ModelEntry) -> tuple[go.Figure, str]:
+    """The animated map of the record ``entry``'s checkpoint carries, and a sentence on it; an
+    InputError when it has none."""
+    if "record" not in entry.memo:
+        from vaescope.training.checkpoint import read_record
+
+        entry.memo["record"] = read_record(entry.path) if entry.path is not None and not _is_bundle(entry) else None
+    record = entry.memo["record"]
+    if record is None:
+        raise InputError("this checkpoint carries no training record (train with latent-train --record N to keep one)")
+    frames, points, dims = record.codes.shape
+    names = entry.description.class_names
+    title = entry.name.removesuffix(".safetensors")
+    words = (f"{frames} recorded moments of training, {points:,} test images each: press ▶ Play, or drag the slider. "
+             f"The axes are the last frame's first two principal components" if dims > 2 else
+             f"{frames} recorded moments of training, {points:,} test images each, in the 2-d code itself: press "
+             f"▶ Play, or drag the slider")
+    return timeline_figure(record.codes, record.labels, [float(e) for e in record.epochs], names, title), words + "."
+
+
+def _is_bundle(entry: ModelEntry) -> bool:
+    from vaescope.bundle import is_bundle
+
+    return is_bundle(entry.path)

@@ -148,7 +148,7 @@ def grid(entry: ModelEntry, images: np.ndarray, nrow: int, cell_px: int = STRIP_
 
 def display_of(entry: ModelEntry) -> str:
     """How the model's images are drawn: "image", or "line" for sequences (the contract says)."""
-    return getattr(entry.description, "display", "image")
+    return entry.description.display
 
 
 def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,

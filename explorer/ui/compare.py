@@ -42,6 +42,7 @@ from vaescope.explorer.core.maps import (
 )
 from vaescope.explorer.core.scores import denoise
 from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.timeline import training_timeline
 from vaescope.explorer.ui.common import (
     PROGRESS,
     QUICK,
@@ -63,7 +64,7 @@ COLOURS = [("class", "class"), ("mixture component", "component"), ("reconstruct
 OVERLAYS = [("none", "none"), ("prior samples", "prior")]
 ACTIONS = {"samples": "Prior samples", "interpolate": "Interpolate the last two picks",
            "traverse": "Traverse from the pick", "posterior": "Posterior samples of the pick",
-           "denoise": "Denoise the pick", "kl": "KL per dimension"}
+           "denoise": "Denoise the pick", "kl": "KL per dimension", "timeline": "Play the training"}
 DENOISE = ("gaussian", 0.5)  # the corruption the compare view's denoise button applies
 CAPTION = ("**Side by side.** Two models on the same test images. Click a point on either map: the image is shown "
            "through both models. Hover a point: the same image is ringed on the other map. The buttons below "
@@ -292,6 +293,9 @@ class ComparePanel:
         if kind == "kl":  # the chart only: a picture already shown stays
             figure, notes = kl_panel(entry)
             return {chart: gr.Plot(value=figure, visible=True), note: f"**{name}** · " + " ".join(notes[:2])}
+        if kind == "timeline":
+            figure, words = training_timeline(entry)
+            return {chart: gr.Plot(value=figure, visible=True), note: f"**{name}** · {words}"}
         if not entry.description.decodes:
             raise InputError("precomputed embeddings have no decoder: nothing to decode")
         picks = pair.picks or [0]
