@@ -22,10 +22,16 @@ from typing import Any
 
 import torch
 
-from vaescope.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from vaescope.training.checkpoint import (
+    embed_sample,
+    load_checkpoint,
+    read_extras,
+    read_metadata,
+    save_checkpoint,
+)
 from vaescope.training.config import TrainConfig
 from vaescope.training.data import load_dataset
-from vaescope.training.train import model_config_for, train
+from vaescope.training.train import embedded_sample, model_config_for, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 FMNIST_CONV = {"arch": "conv", "latent_dim": 16, "base_channels": 32, "hidden_dim": 256}
@@ -74,12 +80,15 @@ def hardware() -> str:
     return f"{name}, {torch.get_num_threads()} threads"
 
 
-def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0) -> Path:
-    """Train ``recipe`` and write its compact checkpoint; returns the shipped file's path."""
-    data = load_dataset(recipe.dataset, seed=seed)
+def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0, data_dir: str | None = None) -> Path:
+    """Train ``recipe`` and write its compact checkpoint (half precision, with the run's embedded
+    sample and training record); returns the shipped file's path. ``data_dir``: where a dataset
+    that is not bundled or generated (MNIST) is found; it is not stored in the shipped file."""
+    data = load_dataset(recipe.dataset, data_dir=data_dir, seed=seed)
     model_cfg = model_config_for(data, **recipe.model)
-    train_cfg = TrainConfig(dataset=recipe.dataset, seed=seed, **recipe.train)
-    train_cfg.extra.update(recipe=recipe.name, nll_images=1000)
+    train_cfg = TrainConfig(dataset=recipe.dataset, seed=seed,
+                            **{"embed_sample": SAMPLE_SIZES.get(recipe.dataset, -1), **recipe.train})
+    train_cfg.extra.update(recipe=recipe.name, nll_images=recipe.train.get("nll_images", 1000))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         result = train(model_cfg, train_cfg, tmp, dataset=data)
@@ -88,10 +97,28 @@ def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0) -> Path:
         meta.train_config = train_cfg.to_dict()
         meta.metrics = result.metrics
         out = assets / f"{recipe.name}.safetensors"
-        save_checkpoint(out, model, meta, dtype=torch.float16)
+        save_checkpoint(out, model, meta, dtype=torch.float16, extra=read_extras(Path(tmp) / "model.safetensors"))
         for png in ("samples.png", "reconstructions.png"):
             shutil.copy(Path(tmp) / png, out.with_name(f"{out.stem}.{png}"))
     return out
+
+
+# Images each shipped checkpoint carries for its map on a machine without its dataset: all of a small
+# test split, a seeded 2,000 of a large one (about 1.5 MB as uint8 at 28x28), fewer 32x32 shapes
+# (which any machine regenerates anyway). The whole shipped set stays small (README, Shipped models).
+SAMPLE_SIZES = {"digits": 360, "shapes": 1000, "waveforms": 1000, "mnist": 2000, "fashion-mnist": 2000}
+
+
+def embed_shipped(recipe: Recipe, assets: Path = ASSETS, data_dir: str | None = None) -> Path:
+    """Give an already trained shipped checkpoint its embedded sample (the same seeded test images
+    its recipe would embed), without retraining; the file is rewritten atomically."""
+    path = assets / f"{recipe.name}.safetensors"
+    meta = read_metadata(path)
+    data = load_dataset(recipe.dataset, data_dir=data_dir, seed=int(meta.train_config.get("seed", 0)))
+    cfg = TrainConfig(dataset=recipe.dataset, seed=int(meta.train_config.get("seed", 0)),
+                      embed_sample=SAMPLE_SIZES.get(recipe.dataset, -1))
+    tensors = embedded_sample(data, cfg)
+    return embed_sample(path, tensors["sample.images"], tensors["sample.labels"], tensors.get("sample.factors"))
 
 
 def metrics_table(assets: Path = ASSETS) -> str:
@@ -116,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="build only recipes whose name contains this text")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument("--table", action="store_true", help="print the metrics table and exit")
+    parser.add_argument("--data-dir", default=None, help="where MNIST's IDX files are (the mnist recipes)")
+    parser.add_argument("--embed-only", action="store_true",
+                        help="give the chosen shipped checkpoints their embedded sample, without retraining")
     args = parser.parse_args(argv)
     if args.table:
         print(metrics_table())
@@ -126,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{recipe.name}: dataset={recipe.dataset} model={recipe.model} train={recipe.train}")
             continue
         print(f"== {recipe.name}")
-        print(f"wrote {build(recipe)}")
+        if args.embed_only:
+            print(f"embedded a sample in {embed_shipped(recipe, data_dir=args.data_dir)}")
+            continue
+        print(f"wrote {build(recipe, data_dir=args.data_dir)}")
     return 0
 
 
