@@ -125,7 +125,7 @@ def test_the_test_split_is_binarised_alike_for_every_run(digits) -> None:
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_training_sees_binary_images_fresh_or_fixed(digits, tmp_path, monkeypatch, mode) -> None:
     seen = _capture_forward(monkeypatch)
-    mcfg, tcfg = _config(digits, binarize=mode)
+    mcfg, tcfg = _config(digits, binarize=mode, embed_sample=50)
     result = train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False)
     per_epoch = len(seen) // 2
     first, second = seen[0]["x"], seen[per_epoch]["x"]  # the same 128 images in epochs 1 and 2
@@ -138,6 +138,13 @@ def test_training_sees_binary_images_fresh_or_fixed(digits, tmp_path, monkeypatc
     assert metrics["nll_protocol"] == (f"IWAE bound, k=5, on the first 300 test images binarised once (Bernoulli of "
                                        f"the grey levels, seed 0); trained on {mode} binarisation")
     assert read_metadata(tmp_path / "model.safetensors").metrics["nll_protocol"] == metrics["nll_protocol"]
+    # the embedded sample and the record keep the grey images the explorer shows (with or without the dataset)
+    from vaescope.training.checkpoint import read_sample
+
+    images, labels, _ = read_sample(tmp_path / "model.safetensors")
+    assert len(set(np.unique(images).tolist())) > 2  # grey levels, not {0, 255}
+    grey = {tuple(row) for row in digits.test.images.flatten(1).tolist()}
+    assert all(tuple(row) in grey for row in images.reshape(len(images), -1).tolist())
 
 
 def test_binarize_needs_the_bernoulli_likelihood(tmp_path, capsys) -> None:
@@ -179,8 +186,8 @@ def test_binarised_mnist_like_run_and_its_evaluation_agree(tmp_path, capsys) -> 
                  "--out", str(out), "--quiet"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["nll_images"] == 120 and "binarised once" in line["nll_protocol"]
-    images, _, _ = read_sample(out / "model.safetensors")  # the sample is the binarised test split
-    assert images.shape == (120, 1, 28, 28) and set(np.unique(images).tolist()) == {0, 255}
+    images, _, _ = read_sample(out / "model.safetensors")  # the sample keeps the grey test images
+    assert images.shape == (120, 1, 28, 28) and len(set(np.unique(images).tolist())) > 2
     assert evaluate_main([str(out / "model.safetensors"), "--eval-k", "10", "--nll-images", "120",
                           "--device", "cpu"]) == 0
     again = json.loads(capsys.readouterr().out)

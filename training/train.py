@@ -209,19 +209,22 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     _check_data(model_config, data)
     _check_component_init(model_config, cfg)
     plan_model(model_config, data.info.class_names)  # refuses a model beyond the limits before allocating it
+    # the sample and the record keep the grey images: the explorer shows what the dataset holds, and a
+    # model trained on binarised images is explored on the same images with or without the dataset
+    grey = data
+    sample = embedded_sample(grey, cfg)  # checked now, so a bad --embed-sample fails before training
     data = binarized(data, cfg.binarize, cfg.seed)
-    sample = embedded_sample(data, cfg)  # checked now, so a bad --embed-sample fails before training
     if ctx.main:
         _remove_stale_temporaries(out_dir)
     seed_everything(cfg.seed)
     model = build_model(model_config, data.info.class_names).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, history = 0, []
-    recorder = Recorder.create(data.test, cfg.record, cfg.seed, model_config.latent_dim, cfg.epochs) if ctx.main else None
+    recorder = Recorder.create(grey.test, cfg.record, cfg.seed, model_config.latent_dim, cfg.epochs) if ctx.main else None
     if resume:
         start_epoch, history, saved_record = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
         if recorder is not None and saved_record:  # continue the run's record (an older state has none)
-            recorder = Recorder.resumed(data.test, saved_record, model_config.latent_dim, cfg.epochs)
+            recorder = Recorder.resumed(grey.test, saved_record, model_config.latent_dim, cfg.epochs)
     elif recorder is not None:
         recorder.capture(model, 0.0)
     net: torch.nn.Module = model

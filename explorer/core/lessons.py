@@ -177,6 +177,29 @@ def explain_reparameterisation(entries: list[ModelEntry], _: Shelf) -> str:
             f"of one image vary more.")
 
 
+# -- 7. Watching a latent space form -----------------------------------------------------------------
+def _record(entry: ModelEntry):  # noqa: ANN202
+    from vaescope.explorer.core.timeline import training_timeline
+
+    training_timeline(entry)  # reads and keeps the record (an InputError when there is none)
+    return entry.memo["record"]
+
+
+def explain_forming(entries: list[ModelEntry], _: Shelf) -> str:
+    parts = []
+    for entry in entries:
+        record = _record(entry)
+        accuracy = measures.frame_separation(record.codes, record.labels)
+        epochs = [float(e) for e in record.epochs]
+        after = next((i for i, e in enumerate(epochs) if e >= 1), len(epochs) - 1)
+        parts.append(f"**{_name(entry)}**: {_pct(accuracy[0])} at the start, {_pct(accuracy[after])} after one "
+                     f"epoch, {_pct(accuracy[-1])} at the end ({len(epochs)} frames)")
+    return ("Press ▶ Play on both maps: each shows where the same test images sat at each recorded moment of "
+            "training, on fixed axes. At the start the untrained encoder puts every image in one blob; the "
+            "classes pull apart as the model learns. How well a 5-nearest-neighbour classifier tells the classes "
+            "apart from the codes alone: " + "; ".join(parts) + ".")
+
+
 # -- 8. Linear AE = PCA; denoising; anomaly detection -----------------------------------------------
 def explain_linear(entries: list[ModelEntry], _: Shelf) -> str:
     linear, ae = entries
@@ -256,6 +279,8 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("reparameterisation", "The reparameterisation trick", "One image's posterior, sampled.",
            ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_reparameterisation,
            actions=("posterior",), picks=lambda entry: [0]),
+    Lesson("forming", "Watching a latent space form", "The maps of a VAE and a GMVAE, frame by frame of training.",
+           ("mnist/vae-2d.safetensors", "mnist/gmvae.safetensors"), explain_forming, actions=("timeline",)),
     Lesson("linear-pca", "A linear AE is PCA", "Its decoder spans the principal components.",
            ("digits/linear-ae.safetensors", "digits/ae.safetensors"), explain_linear, actions=("traverse",),
            picks=_one_of_each),

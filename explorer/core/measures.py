@@ -105,6 +105,21 @@ def pca_angles(entry: ModelEntry) -> np.ndarray:
     return np.degrees(subspace_angles(directions, components))
 
 
+def frame_separation(codes: np.ndarray, labels: np.ndarray, neighbours: int = 5) -> np.ndarray:
+    """How well each recorded frame's codes [E, N, D] separate the classes: the accuracy of a
+    ``neighbours``-nearest-neighbour classifier, fitted on the even rows and scored on the odd ones,
+    per frame [E]."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    known = np.asarray(labels) >= 0
+    y = np.asarray(labels)[known]
+    out = []
+    for frame in np.asarray(codes, np.float32)[:, known]:
+        fit = KNeighborsClassifier(neighbours).fit(frame[0::2], y[0::2])
+        out.append(fit.score(frame[1::2], y[1::2]))
+    return np.asarray(out)
+
+
 def active_units(entry: ModelEntry) -> int:
     return int(dim_info(entry).active.sum())
 
