@@ -212,7 +212,7 @@ def test_every_lesson_has_a_unique_link_and_names_what_it_needs() -> None:
     assert find("ae-vs-vae").title.startswith("AE vs VAE") and find("nope") is None and find(None) is None
     for lesson in LESSONS:
         assert len(lesson.models) in (1, 2) and all(m.endswith(".safetensors") for m in lesson.models)
-    assert missing_models(find("ae-vs-vae"), ["mnist/ae-2d.safetensors"]) == ["mnist/vae-2d.safetensors"]
+    assert missing_models(find("ae-vs-vae"), ["mnist/ae.safetensors"]) == ["mnist/vae.safetensors"]
     assert sweep_names(["shapes/beta-1.safetensors", "digits/vae.safetensors"]) == ["shapes/beta-1.safetensors"]
 
 
@@ -221,7 +221,7 @@ def test_a_lesson_that_is_unknown_or_lacks_its_models_says_so(app) -> None:
     unknown = by_id(lessons.start("no-such-lesson"))
     assert "No lesson is called" in unknown["lesson-banner"] and "ae-vs-vae" in unknown["lesson-banner"]
     missing = by_id(lessons.start("ae-vs-vae"))  # the tiny folder has none of the shipped models
-    assert "needs mnist/ae-2d.safetensors" in missing["lesson-banner"]
+    assert "needs mnist/ae.safetensors" in missing["lesson-banner"]
     assert lessons.finish("ae-vs-vae", SessionPair()) == gr.skip()
     assert lessons.start("")[lessons.banner_group].visible is False  # no ?lesson=: no banner
 

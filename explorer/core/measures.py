@@ -12,7 +12,7 @@ import numpy as np
 from scipy.linalg import subspace_angles
 from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import decode, index_code, prior_codes
@@ -33,31 +33,35 @@ def _images(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Probe:
-    """A classifier on raw pixels, fitted on half of the evaluation images."""
+    """A digit classifier that looks at the most similar real images: the NEIGHBOURS nearest
+    evaluation images (pixel distance) of the even rows vote. It is *sure* of an image when at
+    least SURE of them agree."""
 
-    model: LogisticRegression
-    accuracy: float  # on the other half
-    confidence: float  # its mean top-class probability on the other half (real images)
+    model: KNeighborsClassifier
+    accuracy: float  # on the odd rows
+    sure_share: float  # the share of the odd rows (real images) it is sure of
+
+
+NEIGHBOURS, SURE = 10, 8
 
 
 def pixel_probe(entry: ModelEntry) -> Probe:
-    """A logistic-regression classifier of the evaluation images' pixels (even rows fit, odd rows
-    score); kept in the entry's memo."""
+    """The nearest-neighbour probe of the model's evaluation images; kept in the entry's memo."""
     if "pixel_probe" not in entry.memo:
         x, y = _images(entry)
-        fit = LogisticRegression(max_iter=500).fit(x[0::2], y[0::2])
+        fit = KNeighborsClassifier(NEIGHBOURS).fit(x[0::2], y[0::2])
         held_x, held_y = x[1::2], y[1::2]
-        entry.memo["pixel_probe"] = Probe(fit, float(fit.score(held_x, held_y)),
-                                          float(fit.predict_proba(held_x).max(1).mean()))
+        sure = fit.predict_proba(held_x).max(1) >= SURE / NEIGHBOURS
+        entry.memo["pixel_probe"] = Probe(fit, float(fit.score(held_x, held_y)), float(sure.mean()))
     return entry.memo["pixel_probe"]
 
 
 @dataclass(frozen=True)
 class SampleVerdict:
-    """What a pixel classifier makes of a model's prior samples."""
+    """What the probe makes of a model's prior samples."""
 
-    confidence: float  # mean top-class probability (real images score about the probe's own)
-    classes_seen: int  # how many classes are the top class of at least 2% of the samples
+    sure_share: float  # the share of samples it is sure of (real images: the probe's own sure_share)
+    classes_seen: int  # how many classes are the vote of at least 2% of the samples
     top_share: float  # the share of the samples given the most common class
 
 
@@ -66,7 +70,8 @@ def judge_prior_samples(entry: ModelEntry, probe: Probe, n: int = PROBE_SAMPLES,
     images = decode(entry, prior_codes(entry, n, seed), None).reshape(n, -1)
     probs = probe.model.predict_proba(images)
     share = np.bincount(probs.argmax(1), minlength=probs.shape[1]) / n
-    return SampleVerdict(float(probs.max(1).mean()), int((share >= 0.02).sum()), float(share.max()))
+    return SampleVerdict(float((probs.max(1) >= SURE / NEIGHBOURS).mean()), int((share >= 0.02).sum()),
+                         float(share.max()))
 
 
 def first_of_class(entry: ModelEntry, label: int) -> int:
@@ -90,6 +95,24 @@ def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -
         typical = entry.memo["neighbour_distance"] = float(np.median(tree.query(codes, k=2)[0][:, 1]))
     path = lerp(index_code(entry, start).z, index_code(entry, end).z, steps)
     return float(tree.query(path, k=1)[0].max() / max(typical, 1e-12))
+
+
+def typical_path_gap(entry: ModelEntry, pairs: int = 200, seed: int = 0) -> float:
+    """The median ``path_gap`` over ``pairs`` seeded random pairs of evaluation images of different
+    classes: how far a typical straight walk strays from the data."""
+    labels = entry.latents.labels
+    rng = np.random.default_rng(seed)
+    found = [(int(i), int(j)) for i, j in rng.integers(0, len(labels), (4 * pairs, 2)) if labels[i] != labels[j]]
+    return float(np.median([path_gap(entry, i, j) for i, j in found[:pairs]]))
+
+
+def widest_hole(a: ModelEntry, b: ModelEntry) -> tuple[int, int]:
+    """Of the walks between the first images of two classes, the pair of images whose walk strays
+    furthest from the data in ``a`` relative to ``b``: where ``a``'s holes show."""
+    classes = [int(c) for c in np.unique(a.latents.labels[a.latents.labels >= 0])]
+    firsts = {c: first_of_class(a, c) for c in classes}
+    pairs = [(firsts[c], firsts[d]) for k, c in enumerate(classes) for d in classes[k + 1:]]
+    return max(pairs, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
 
 
 def pca_angles(entry: ModelEntry) -> np.ndarray:

@@ -177,7 +177,7 @@ class LessonsPanel:
 
     def _press(self, lesson: Lesson, entries: list[Any], pair: SessionPair) -> dict[Any, Any]:
         updates: dict[Any, Any] = {}
-        for index in lesson.picks(entries[0]):
+        for index in lesson.picks(entries):
             payload = f'{{"kind": "point", "side": "a", "index": {int(index)}}}'
             picked = self.compare.pick(payload, pair)
             if isinstance(picked, dict):
