@@ -290,3 +290,27 @@ def test_a_checkpoint_whose_dataset_is_missing_maps_its_embedded_sample(tiny_che
     assert entry.has_points and len(entry.latents) == 120 and "120 images embedded in the file" in entry.data_origin
     np.testing.assert_array_equal(entry.latents.labels, test.labels[:120].numpy())
     np.testing.assert_array_equal(entry.latents.images, test.images[:120].numpy())
+
+
+def test_a_shapes_run_stores_its_mig_and_the_explorer_measures_the_same(tmp_path: Path) -> None:
+    """Training on data with ground-truth factors stores the MIG (overall and per factor) with the
+    metrics; the explorer's own measure on the same test images agrees (what a lesson quotes)."""
+    from vaescope.training.config import TrainConfig
+    from vaescope.training.train import model_config_for, train
+
+    data = load_shapes(seed=0)
+    cfg = model_config_for(data, model_type="vae", arch="mlp", latent_dim=4, hidden_dim=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg, TrainConfig(dataset="shapes", epochs=1, eval_k=2, record=0, embed_sample=0,
+                                        batch_size=256), tmp_path / "run", dataset=data, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    metrics = result.metrics
+    assert 0 <= metrics["mig"] <= 1 and set(metrics["mig_per_factor"]) == set(data.info.factor_names)
+    entry = ModelStore(tmp_path / "run", torch.device("cpu")).open_name("model.safetensors")
+    assert entry.metrics["mig"] == pytest.approx(metrics["mig"])
+    live, per_factor = measures.factor_mig(entry)
+    assert live == pytest.approx(metrics["mig"], abs=1e-4)
+    assert per_factor["shape"] == pytest.approx(metrics["mig_per_factor"]["shape"], abs=1e-4)

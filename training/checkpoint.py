@@ -103,7 +103,7 @@ DISPLAYS = ("image", "line")  # how the data is drawn: images, or sequences as l
 # any out, or hold null (an autoencoder has no ELBO), but never another type.
 HISTORY_NUMBERS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "kl_weight",
                    "temperature", "seconds", "val_cluster_accuracy")
-METRIC_NUMBERS = ("elbo", "recon", "kl", "nll_iwae", "probe_accuracy", "cluster_accuracy", "nmi")
+METRIC_NUMBERS = ("elbo", "recon", "kl", "nll_iwae", "probe_accuracy", "cluster_accuracy", "nmi", "mig")
 METRIC_COUNTS = ("active_units", "latent_dim", "test_images", "nll_k", "nll_images")
 
 

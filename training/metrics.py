@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata as scipy_rankdata
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics import mutual_info_score, normalized_mutual_info_score
 from torch import Tensor
 
 from vaescope.training.models import LatentModel
@@ -148,8 +149,10 @@ def cluster_accuracy(assignments: np.ndarray, labels: np.ndarray, num_clusters: 
 
 def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, train_images: Tensor | None = None,
              train_labels: Tensor | None = None, eval_k: int = 100, nll_images: int = 1000,
-             labelled: bool = True, probe_images: int = 10000, temperature: float | None = None) -> dict:
-    """All metrics on the test split, as a JSON-ready dict (see README "Metrics")."""
+             labelled: bool = True, probe_images: int = 10000, temperature: float | None = None,
+             factors: Tensor | None = None, factor_names: tuple[str, ...] = ()) -> dict:
+    """All metrics on the test split, as a JSON-ready dict (see README "Metrics"); with the test
+    images' ground-truth ``factors`` [N, F] (named ``factor_names``), their MIG too."""
     model.eval()
     cond = model.condition.from_labels(test_labels)
     enc = encode_split(model, test_images, cond)
@@ -176,13 +179,14 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
         assign = enc.component_probs.argmax(1)
         metrics["cluster_accuracy"] = cluster_accuracy(assign, labels, enc.component_probs.shape[1])
         metrics["nmi"] = float(normalized_mutual_info_score(labels, assign))
+    if factors is not None and len(factor_names) == factors.shape[1]:
+        score, per_factor = mig(enc.mean, factors.cpu().numpy())
+        metrics["mig"] = score
+        metrics["mig_per_factor"] = {name: float(v) for name, v in zip(factor_names, per_factor, strict=True)}
     return metrics
 
 
 # -- disentanglement: the Mutual Information Gap ---------------------------------------------------
-# (this section was appended without touching the imports above; it imports what it needs here)
-from scipy.stats import rankdata as scipy_rankdata  # noqa: E402
-from sklearn.metrics import mutual_info_score  # noqa: E402
 
 MIG_BINS = 20  # Chen et al. 2018 and disentanglement_lib discretise codes into 20 histogram bins
 

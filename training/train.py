@@ -261,7 +261,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         result.metrics = metrics_mod.evaluate(
             model, data.test.images, data.test.labels, train_images=data.train.images,
             train_labels=data.train.labels, eval_k=cfg.eval_k, nll_images=nll_images(cfg, len(data.test)),
-            temperature=cfg.temperature_end)
+            temperature=cfg.temperature_end, factors=data.test.factors, factor_names=data.info.factor_names)
         if "nll_iwae" in result.metrics:
             result.metrics["nll_protocol"] = nll_protocol(cfg, result.metrics["nll_k"], result.metrics["nll_images"])
         meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, len(history), result.metrics,

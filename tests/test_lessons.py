@@ -1,0 +1,181 @@
+"""The lessons on the shipped models: every claim a lesson's text makes is checked on the models it
+loads (in-process), and every lesson is opened from its link in Chromium, where the banner must
+show the same measured words and the views the lesson sets up. Screenshots of every lesson at
+1280x720 land in test-artifacts/lessons/ (git-ignored) for a person to look at.
+
+The shipped MNIST checkpoints carry 2,000 test images each, so these run on a machine without
+MNIST (CI has none): the explorer maps the embedded sample.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaescope.explorer.core import lessons, measures
+from vaescope.explorer.core.compare import posterior_spread
+from vaescope.explorer.core.store import ModelStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "assets" / "checkpoints"
+SHOTS = ROOT / "test-artifacts" / "lessons"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def shelf() -> ModelStore:
+    return ModelStore(SHIPPED, torch.device("cpu"), max_models=32)
+
+
+def entries(shelf: ModelStore, name: str) -> list:
+    return [shelf.open_name(m) for m in lessons.find(name).models]
+
+
+def test_every_lesson_has_its_shipped_models(shelf: ModelStore) -> None:
+    names = shelf.names()
+    for lesson in lessons.LESSONS:
+        assert lessons.missing_models(lesson, names) == [], lesson.name
+    for name in names:  # every shipped checkpoint carries its sample: a map on any machine
+        assert shelf.open_name(name).has_points, name
+
+
+def test_ae_vs_vae(shelf: ModelStore) -> None:
+    ae, vae = entries(shelf, "ae-vs-vae")
+    probe = measures.pixel_probe(vae)
+    a, v = measures.judge_prior_samples(ae, probe), measures.judge_prior_samples(vae, probe)
+    assert probe.accuracy > 0.85 and probe.sure_share > v.sure_share  # real digits first
+    assert v.sure_share > a.sure_share + 0.15, (v, a)  # the VAE's samples are digits, the AE's are not
+    assert v.classes_seen == 10
+
+
+def test_interpolation(shelf: ModelStore) -> None:
+    ae, vae = entries(shelf, "interpolation")
+    start, end = measures.widest_hole(ae, vae)
+    assert measures.path_gap(ae, start, end) > measures.path_gap(vae, start, end)
+
+
+def test_beta(shelf: ModelStore) -> None:
+    sweep = lessons._sweep(entries(shelf, "beta"), shelf)
+    betas = [lessons._beta(e) for e in sweep]
+    assert len(sweep) >= 4 and betas == sorted(betas)
+    rate = [measures.kl_total(e) for e in sweep]
+    distortion = [float(e.latents.recon_error.mean()) for e in sweep]
+    assert all(a > b for a, b in zip(rate, rate[1:], strict=False)), rate  # a larger beta: less information
+    assert all(a < b for a, b in zip(distortion, distortion[1:], strict=False)), distortion  # worse images
+    for e in sweep:  # the MIG the lesson shows is the one stored at training time, to rounding
+        stored = e.metrics.get("mig")
+        assert stored is not None and abs(measures.factor_mig(e)[0] - stored) < 0.02, e.name
+
+
+def test_collapse(shelf: ModelStore) -> None:
+    cold, warm = entries(shelf, "collapse")
+    assert measures.active_units(cold) <= 2 and measures.active_units(warm) >= 6
+    assert cold.meta.train_config["warmup_epochs"] == 0 < warm.meta.train_config["warmup_epochs"]
+    same = {k: v for k, v in cold.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
+    assert same == {k: v for k, v in warm.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
+    assert cold.meta.model_config == warm.meta.model_config
+
+
+def test_mixture(shelf: ModelStore) -> None:
+    _, gmvae = entries(shelf, "mixture")
+    assert gmvae.metrics["cluster_accuracy"] > 0.5
+    text = lessons.explain_mixture(entries(shelf, "mixture"), shelf)
+    assert f"{100 * gmvae.metrics['cluster_accuracy']:.0f}%" in text
+
+
+def test_reparameterisation(shelf: ModelStore) -> None:
+    low, high = entries(shelf, "reparameterisation")
+    assert lessons._beta(low) < lessons._beta(high) and posterior_spread(low) < posterior_spread(high)
+
+
+def test_forming(shelf: ModelStore) -> None:
+    for entry in entries(shelf, "forming"):
+        record = lessons._record(entry)
+        separation = measures.frame_separation(record.codes, record.labels)
+        assert len(separation) == record.codes.shape[0] >= 5
+        assert separation[-1] > separation[0] + 0.2  # the classes pull apart during training
+
+
+def test_linear_pca(shelf: ModelStore) -> None:
+    linear, _ = entries(shelf, "linear-pca")
+    assert measures.pca_angles(linear).max() < 15
+
+
+def test_denoising(shelf: ModelStore) -> None:
+    dae, ae = entries(shelf, "denoising")
+    levels, noisy, rebuilt_dae = lessons._breakdown(dae)
+    rebuilt_ae = lessons._breakdown(ae)[2]
+    i = levels.index(0.5)
+    assert rebuilt_dae[i] < rebuilt_ae[i] < noisy[i]
+
+
+def test_anomaly(shelf: ModelStore) -> None:
+    text = lessons.explain_anomaly(entries(shelf, "anomaly"), shelf)
+    auroc = float(re.search(r"AUROC of ([0-9.]+)", text).group(1))
+    assert auroc > 0.8
+
+
+# -- in Chromium -----------------------------------------------------------------------------------
+def numbers(text: str) -> list[str]:
+    return re.findall(r"\d+(?:\.\d+)?", text)
+
+
+@pytest.fixture(scope="module")
+def page(shelf: ModelStore) -> Iterator[object]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium")
+    from serving import CHROMIUM_ARGS, serving
+
+    from vaescope.explorer.ui.app import build_app
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    demo = build_app(store=shelf)
+    with serving(demo) as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 720})
+        tab.url_base = url  # type: ignore[attr-defined]
+        try:
+            yield tab
+        finally:
+            browser.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", [lesson.name for lesson in lessons.LESSONS])
+def test_each_lesson_opens_from_its_link(page: object, shelf: ModelStore, name: str) -> None:
+    lesson = lessons.find(name)
+    page.goto(f"{page.url_base}?lesson={name}")  # type: ignore[attr-defined]
+    page.wait_for_function(  # the banner has the lesson's measured words, not "Loading"
+        "(title) => { const b = document.querySelector('#lesson-banner');"
+        " return b && b.innerText.includes(title) && !b.innerText.includes('Loading'); }",
+        arg=lesson.title, timeout=180_000)
+    banner = page.locator("#lesson-banner").inner_text()  # type: ignore[attr-defined]
+    assert "⚠" not in banner, banner
+    expected = lesson.explain([shelf.open_name(m) for m in lesson.models], shelf)
+    assert numbers(expected) == numbers(banner.split("\n", 1)[1]), (expected, banner)
+    if len(lesson.models) == 2:  # the side-by-side view shows both models, drawn, with the lesson's answers
+        for side, model in zip("ab", lesson.models, strict=True):
+            page.wait_for_function(  # type: ignore[attr-defined]
+                f"() => {{ const gd = document.querySelector('#compare-map-{side} .js-plotly-plot');"
+                " return gd && gd.layout && gd.layout.title && String(gd.layout.title.text || '')"
+                f".startsWith({model.removesuffix('.safetensors')!r}); }}", timeout=60_000)
+            if set(lesson.actions) - {"kl", "timeline"}:
+                page.wait_for_selector(f"#compare-result-{side} img", timeout=60_000)  # type: ignore[attr-defined]
+            if set(lesson.actions) & {"kl", "timeline"}:
+                page.wait_for_selector(f"#compare-chart-{side} .js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
+        if "timeline" in lesson.actions:  # the animation has a frame per recorded moment
+            frames = page.evaluate("() => document.querySelector('#compare-chart-a .js-plotly-plot')"  # type: ignore[attr-defined]
+                                   "._transitionData._frames.length")
+            assert frames == shelf.open_name(lesson.models[0]).memo["record"].codes.shape[0]
+    else:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "(m) => { const d = document.querySelector('#checkpoint-dropdown input');"
+            " return d && d.value === m; }", arg=lesson.models[0], timeout=60_000)
+    time.sleep(1.5)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
