@@ -186,3 +186,21 @@ def test_half_precision_copy_loads_as_float32(tmp_path) -> None:
     for key, value in loaded.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.allclose(value, model.state_dict()[key], atol=2e-3), key
+
+
+def test_written_files_get_the_usual_permissions(tmp_path) -> None:
+    """An atomic write goes through a private temporary file, but the file it leaves is readable as
+    any other new file would be (0666 less the umask), not 0600."""
+    import os
+
+    from vaescope.training.tensorfile import write_atomically
+
+    old = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "a.bin", b"x")
+        os.umask(0o077)
+        write_atomically(tmp_path / "b.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600

@@ -245,6 +245,7 @@ def write_atomically(path: Path, data: bytes, check: Callable[[Path], None] | No
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every checkpoint private to its writer
         with os.fdopen(fd, "wb") as fh:
             _write_all(fh, data)
             fh.flush()
@@ -260,6 +261,18 @@ def write_atomically(path: Path, data: bytes, check: Callable[[Path], None] | No
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return hashlib.sha256(data).hexdigest()
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no change to the process), else by setting it and
+    putting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:
