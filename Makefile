@@ -18,7 +18,7 @@ install: $(STAMP)
 
 run: install
 	@echo "vaescope explorer: http://127.0.0.1:$(PORT)"
-	$(BIN)/latent-explore --checkpoints assets/checkpoints --host 127.0.0.1 --port $(PORT)
+	$(BIN)/latent-explore --checkpoints assets/checkpoints --default mnist/vae.safetensors --host 127.0.0.1 --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
