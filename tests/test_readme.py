@@ -75,3 +75,11 @@ def test_the_readme_limits_table_is_the_one_limits_py_prints() -> None:
     block = text.split("<!-- limits-table -->\n", 1)[1].split("\n<!-- /limits-table -->", 1)[0]
     assert block == table()
     assert "`MAX_PARAMETERS` | 50,000,000 |" in block and "`MAX_HEADER_BYTES` | 4 MiB |" in block
+
+
+def test_make_run_opens_on_a_shipped_checkpoint() -> None:
+    """The README's first command opens the explorer on the MNIST VAE: the Makefile names it, and
+    the file ships."""
+    makefile = (ROOT / "Makefile").read_text()
+    default = re.search(r"latent-explore --checkpoints assets/checkpoints --default (\S+)", makefile).group(1)
+    assert default == "mnist/vae.safetensors" and (ROOT / "assets" / "checkpoints" / default).is_file()
