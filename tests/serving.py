@@ -56,3 +56,42 @@ def screenshot(page: Any, path: Path, selector: str | None = None, full: bool = 
         page.screenshot(path=str(path), full_page=full)
     assert path.stat().st_size > 1000
     return path
+
+
+@contextmanager
+def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = None,
+                   startup: float = 180.0) -> Iterator[tuple[str, Path]]:
+    """A fresh ``python -m vaescope.explorer`` process serving ``folder`` on a free loopback port,
+    run from ``workdir`` with ``env`` (default: this one's, analytics off, no PYTHONPATH); yields
+    (url, log path) once the page answers, and always stops the process by its PID."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    log_path = workdir / "server.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": "", **(env or {})}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(folder),
+                                 "--port", str(port), "--device", "cpu", "--no-disk-cache"],
+                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.monotonic() + startup
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, "latent-explore did not answer"
+                try:
+                    with urllib.request.urlopen(url, timeout=5):
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            yield url, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -6,11 +6,6 @@ bundle that could run code, read another file, or lie about its shapes is refuse
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import onnx
@@ -20,7 +15,7 @@ from foreign_models import STYLES, digits, trained
 from gradio_client import Client
 from safetensors import safe_open
 from safetensors.torch import save_file
-from serving import free_port
+from serving import latent_explore
 
 import vaescope as vs
 from vaescope.bundle import BUNDLE_KEY, BundleError, BundleModel, load_bundle
@@ -227,23 +222,7 @@ def test_a_model_defined_here_opens_in_a_fresh_latent_explore(test_digits, tmp_p
     folder = tmp_path / "served"
     vs.export(model, folder / "only-here.safetensors", images=x, labels=y,
               class_names=[f"digit {i}" for i in range(10)])
-    port = free_port()
-    log = (tmp_path / "server.log").open("wb")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(folder), "--port", str(port),
-                             "--device", "cpu", "--no-disk-cache"], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with latent_explore(folder, tmp_path) as (url, log_path):
         client = Client(url, verbose=False)
         out = client.predict("only-here.safetensors", api_name="/load_checkpoint")
         text = " ".join(o for o in out if isinstance(o, str))
@@ -257,12 +236,5 @@ def test_a_model_defined_here_opens_in_a_fresh_latent_explore(test_digits, tmp_p
         assert "10 steps" in client.predict(10, "slerp", api_name="/interpolate")[3]
         picture, download = client.predict(5, "z:0", "prior", api_name="/traversal_grid")
         assert Path(download).is_file()
-        log_text = (tmp_path / "server.log").read_text()
-        assert "OnlyHere" not in log_text or "Traceback" not in log_text
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        log_text = log_path.read_text()
+        assert "Traceback" not in log_text

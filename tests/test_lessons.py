@@ -49,8 +49,9 @@ def test_ae_vs_vae(shelf: ModelStore) -> None:
     probe = measures.pixel_probe(vae)
     a, v = measures.judge_prior_samples(ae, probe), measures.judge_prior_samples(vae, probe)
     assert probe.accuracy > 0.85 and probe.sure_share > v.sure_share  # real digits first
-    assert v.sure_share > a.sure_share + 0.15, (v, a)  # the VAE's samples are digits, the AE's are not
-    assert v.classes_seen == 10
+    assert v.sure_share > a.sure_share, (v, a)  # the VAE's samples look more like real digits
+    assert v.classes_seen == 10 and v.top_share < 0.3  # ... of every kind
+    assert a.classes_seen <= 7 and a.top_share > 0.5  # the AE's scribbles are likened to one loose shape
 
 
 def test_interpolation(shelf: ModelStore) -> None:
@@ -74,7 +75,9 @@ def test_beta(shelf: ModelStore) -> None:
 
 def test_collapse(shelf: ModelStore) -> None:
     cold, warm = entries(shelf, "collapse")
-    assert measures.active_units(cold) <= 2 and measures.active_units(warm) >= 6
+    dims = cold.description.latent_dim
+    assert measures.active_units(cold) <= dims // 2 < measures.active_units(warm)  # most codes die without warm-up
+    assert measures.active_units(warm) >= measures.active_units(cold) + 4
     assert cold.meta.train_config["warmup_epochs"] == 0 < warm.meta.train_config["warmup_epochs"]
     same = {k: v for k, v in cold.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
     assert same == {k: v for k, v in warm.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
@@ -102,8 +105,10 @@ def test_forming(shelf: ModelStore) -> None:
 
 
 def test_linear_pca(shelf: ModelStore) -> None:
-    linear, _ = entries(shelf, "linear-pca")
-    assert measures.pca_angles(linear).max() < 15
+    linear, ae = entries(shelf, "linear-pca")
+    kept, best = measures.variance_explained(linear)
+    assert best - 0.03 < kept < best  # as much as PCA, to a few points, and never more on the same images
+    assert measures.variance_explained(ae)[0] > kept  # the nonlinear AE of the same size keeps more
 
 
 def test_denoising(shelf: ModelStore) -> None:

@@ -83,3 +83,16 @@ def test_make_run_opens_on_a_shipped_checkpoint() -> None:
     makefile = (ROOT / "Makefile").read_text()
     default = re.search(r"latent-explore --checkpoints assets/checkpoints --default (\S+)", makefile).group(1)
     assert default == "mnist/vae.safetensors" and (ROOT / "assets" / "checkpoints" / default).is_file()
+
+
+def test_the_readme_metrics_table_is_read_from_the_shipped_files() -> None:
+    """The Shipped models table is `python -m vaescope.training.recipes --table`: a checkpoint
+    retrained, added or removed without regenerating the README fails here."""
+    from vaescope.training.recipes import RECIPES, metrics_table
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- metrics-table -->\n", 1)[1].split("\n<!-- /metrics-table -->", 1)[0]
+    assert block == metrics_table()
+    shipped = {str(p.relative_to(ROOT / "assets" / "checkpoints").with_suffix(""))
+               for p in (ROOT / "assets" / "checkpoints").rglob("*.safetensors")}
+    assert shipped == {r.name for r in RECIPES}  # every shipped file has its recipe, and every recipe ships

@@ -52,6 +52,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def _pct1(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
 def _name(entry: ModelEntry) -> str:
     return entry.name.removesuffix(".safetensors")
 
@@ -61,13 +65,16 @@ def explain_ae_vae(entries: list[ModelEntry], _: Shelf) -> str:
     ae, vae = entries
     probe = measures.pixel_probe(vae)
     a, v = measures.judge_prior_samples(ae, probe), measures.judge_prior_samples(vae, probe)
+    top = vae.description.class_name(a.top_class)
     return (f"Black × marks are codes drawn from the prior N(0, I). The **VAE** was trained to keep its codes "
-            f"there, so its draws land among the test digits and decode to digits. The **AE** was never asked "
-            f"to: its codes sit wherever training put them, and the same draws fall where no image was encoded "
-            f"and decode to faint scribbles. A digit classifier that lets the {measures.NEIGHBOURS} most similar "
-            f"real test digits vote is sure ({measures.SURE} of {measures.NEIGHBOURS} agree) of "
-            f"{_pct(probe.sure_share)} of real test digits, {_pct(v.sure_share)} of the VAE's samples and only "
-            f"{_pct(a.sure_share)} of the AE's.")
+            f"there, so its draws land among the test digits and decode to digits of every kind. The **AE** was "
+            f"never asked to: its codes sit wherever training put them, and the same draws fall where no image "
+            f"was encoded and decode to tangled strokes. A digit classifier that lets the {measures.NEIGHBOURS} "
+            f"most similar real test digits vote finds {v.classes_seen} different digits among "
+            f"{measures.PROBE_SAMPLES} of the VAE's samples, none in more than {_pct(v.top_share)} of them; among "
+            f"the AE's it finds {a.classes_seen}, and likens {_pct(a.top_share)} of them to the same one, “{top}”. "
+            f"It is sure ({measures.SURE} of {measures.NEIGHBOURS} agree) of {_pct(probe.sure_share)} of real test "
+            f"digits, {_pct(v.sure_share)} of the VAE's samples and {_pct(a.sure_share)} of the AE's.")
 
 
 # -- 2. Interpolation -------------------------------------------------------------------------------
@@ -149,12 +156,15 @@ def beta_chart(entries: list[ModelEntry], shelf: Shelf) -> go.Figure:
 # -- 4. Posterior collapse --------------------------------------------------------------------------
 def explain_collapse(entries: list[ModelEntry], _: Shelf) -> str:
     cold, warm = entries
-    return (f"Both models are identical except for KL warm-up. Without it, the KL term pushes every code to "
-            f"the prior before the decoder has learned to use them: **{_name(cold)}** keeps "
+    kl_cold, kl_warm = measures.kl_total(cold), measures.kl_total(warm)
+    same = (", about as much information in all, spread over more dimensions"
+            if abs(kl_warm - kl_cold) <= 0.25 * max(kl_cold, kl_warm) else "")
+    return (f"Both models are identical except for KL warm-up. Without it, the KL term pushes codes to the "
+            f"prior before the decoder has learned to use them, and most never come back: **{_name(cold)}** keeps "
             f"{measures.active_units(cold)} of {cold.description.latent_dim} dimensions active "
             f"({measures.kl_total(cold):.1f} nats of KL). Warming the KL weight up from 0 lets the codes carry "
             f"information first: **{_name(warm)}** keeps {measures.active_units(warm)} "
-            f"({measures.kl_total(warm):.1f} nats). The bars show the KL per dimension; the last row of each "
+            f"({measures.kl_total(warm):.1f} nats){same}. The bars show the KL per dimension; the last row of each "
             f"traversal moves the least used dimension, and a dead one changes nothing.")
 
 
@@ -208,12 +218,14 @@ def explain_forming(entries: list[ModelEntry], _: Shelf) -> str:
 # -- 8. Linear AE = PCA; denoising; anomaly detection -----------------------------------------------
 def explain_linear(entries: list[ModelEntry], _: Shelf) -> str:
     linear, ae = entries
-    angles = measures.pca_angles(linear)
-    return (f"A linear encoder and decoder trained with squared error learn the same subspace as PCA: the "
-            f"principal angles between the **linear AE**'s decoder directions and the top "
-            f"{linear.description.latent_dim} principal components of the test images are at most "
-            f"{angles.max():.1f}° (mean {angles.mean():.1f}°). Its codes are a rotation of the PCA coefficients, so "
-            f"its PCA map is PCA's own map; the nonlinear **AE** beside it bends the same space.")
+    (kept, best), (kept_ae, _) = measures.variance_explained(linear), measures.variance_explained(ae)
+    d = linear.description.latent_dim
+    return (f"A linear encoder and decoder trained with squared error learn the same subspace as PCA. The "
+            f"**linear AE**'s reconstructions keep {_pct1(kept)} of the test images' variance; PCA with {d} "
+            f"components, fitted on these very images (the most any {d}-number linear code can keep of them), "
+            f"keeps {_pct1(best)}. Its codes are a rotation and stretch of the PCA coefficients, and each "
+            f"traversal row adds one fixed image to the picture. The nonlinear **AE** beside it, with codes of "
+            f"the same size, bends the space and keeps {_pct1(kept_ae)}.")
 
 
 def explain_denoising(entries: list[ModelEntry], _: Shelf) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import subspace_angles
 from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
@@ -63,6 +62,7 @@ class SampleVerdict:
     sure_share: float  # the share of samples it is sure of (real images: the probe's own sure_share)
     classes_seen: int  # how many classes are the vote of at least 2% of the samples
     top_share: float  # the share of the samples given the most common class
+    top_class: int  # that class
 
 
 def judge_prior_samples(entry: ModelEntry, probe: Probe, n: int = PROBE_SAMPLES, seed: int = 0) -> SampleVerdict:
@@ -71,7 +71,7 @@ def judge_prior_samples(entry: ModelEntry, probe: Probe, n: int = PROBE_SAMPLES,
     probs = probe.model.predict_proba(images)
     share = np.bincount(probs.argmax(1), minlength=probs.shape[1]) / n
     return SampleVerdict(float((probs.max(1) >= SURE / NEIGHBOURS).mean()), int((share >= 0.02).sum()),
-                         float(share.max()))
+                         float(share.max()), int(probe.model.classes_[share.argmax()]))
 
 
 def first_of_class(entry: ModelEntry, label: int) -> int:
@@ -115,17 +115,15 @@ def widest_hole(a: ModelEntry, b: ModelEntry) -> tuple[int, int]:
     return max(pairs, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
 
 
-def pca_angles(entry: ModelEntry) -> np.ndarray:
-    """Principal angles (degrees) between the decoder's image subspace (decode(e_i) − decode(0) over
-    the code's unit vectors: exact for a linear decoder) and the top-D principal components of the
-    evaluation images."""
-    d = entry.description.latent_dim
-    basis = np.concatenate([np.zeros((1, d), np.float32), np.eye(d, dtype=np.float32)])
-    images = decode(entry, basis, None).reshape(d + 1, -1)
-    directions = (images[1:] - images[0]).T  # [pixels, D]
+def variance_explained(entry: ModelEntry) -> tuple[float, float]:
+    """The share of the evaluation images' variance that ``entry``'s reconstructions keep (1 − the
+    mean squared error over the pixel variance), and the share that PCA with as many components as
+    the code has dimensions, fitted on these same images, keeps: the most any linear code of that
+    size can keep of them."""
     x, _ = _images(entry)
-    components = PCA(d).fit(x).components_.T  # [pixels, D]
-    return np.degrees(subspace_angles(directions, components))
+    total = float(((x - x.mean(0)) ** 2).mean())
+    d = min(entry.description.latent_dim, *x.shape)
+    return 1.0 - float(entry.latents.recon_error.mean()) / total, float(PCA(d).fit(x).explained_variance_ratio_.sum())
 
 
 def frame_separation(codes: np.ndarray, labels: np.ndarray, neighbours: int = 5) -> np.ndarray:
