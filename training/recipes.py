@@ -70,7 +70,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("digits/hvae", "digits", {"model_type": "hvae", "arch": "mlp", "latent_dim": 8, "options": {"top_dim": 2}},
            {"epochs": 150, "warmup_epochs": 20}),
     # a sequence model on sequences with known factors, drawn as lines
-    Recipe("waveforms/vrae", "waveforms", {"model_type": "vrae", "latent_dim": 8, "hidden_dim": 64,
+    Recipe("waveforms/vrae", "waveforms", {"model_type": "vrae", "arch": "mlp", "latent_dim": 8, "hidden_dim": 64,
                                            "likelihood": "gaussian", "gaussian_c": 0.005},
            {"epochs": 30, "warmup_epochs": 3}),
     Recipe("shapes/beta-vae", "shapes", {"model_type": "vae", "arch": "conv", "latent_dim": 8, "beta": 4.0,

@@ -321,3 +321,9 @@ def find(name: object) -> Lesson | None:
 def missing_models(lesson: Lesson, names: list[str]) -> list[str]:
     """The checkpoints ``lesson`` needs that are not among ``names``."""
     return [n for n in lesson.models if n not in names]
+
+
+def page_model(name: object) -> str | None:
+    """The model a page opened at ``?lesson=NAME`` shows on its Explore page: a one-model lesson's."""
+    lesson = find(name)
+    return lesson.models[0] if lesson is not None and len(lesson.models) == 1 else None

@@ -27,6 +27,7 @@ import torch
 from vaescope.devices import pick_device
 from vaescope.errors import InputError
 from vaescope.explorer.core.embeddings import read_embeddings
+from vaescope.explorer.core.lessons import page_model
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelStore, default_cache_dir
 from vaescope.explorer.ui.anomaly import AnomalyPanel
@@ -130,6 +131,7 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
             tab.select(None, js=RESIZE_JS)
         latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
         lessons.top_tabs, lessons.explore_tabs, lessons.models, lessons.session = top_tabs, explore_tabs, models, session
+        models.url_choice = lambda params: page_model(params.get("lesson"))
         lessons.followups = {
             "*": [(latent_map.draw_map, latent_map.draw_inputs(), latent_map.draw_outputs())],
             "anomalies": [

@@ -9,6 +9,7 @@ page's), draw, then ``finish``: the picks, the buttons, the words.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gradio as gr
@@ -23,6 +24,9 @@ INTRO = ("**Lessons.** Each one loads the models that show one idea of the lectu
          "explains what to look at, with numbers measured on those models. Every control stays live. "
          "Each has a link (`?lesson=NAME`), so a list of links is a lecture plan.")
 URL_LESSON_JS = "() => new URLSearchParams(window.location.search).get('lesson') || ''"
+# a one-model lesson whose view is one of the Explore page's lower tabs brings that tab on screen
+SCROLL_TO_VIEW_JS = ("(name) => { if (%s.includes(name)) { const t = document.querySelector('#main-tabs');"
+                     " if (t) t.scrollIntoView({block: 'start'}); } }")
 
 
 class LessonsPanel:
@@ -94,6 +98,8 @@ class LessonsPanel:
         for view, steps in self.followups.items():
             for fn, inputs, outputs in steps:
                 step = step.then(self._only_for(view, fn), [self.name, *inputs], outputs)
+        step.then(None, [self.name], None, js=SCROLL_TO_VIEW_JS % json.dumps(
+            [lesson.name for lesson in LESSONS if len(lesson.models) == 1 and lesson.view != "map"]))
 
     # -- handlers --
     def start(self, name: str) -> dict[Any, Any]:

@@ -8,7 +8,7 @@ updates (``on_model``), so nothing of the previous model stays on the page.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class ModelsPanel:
         self.panels = panels
         self.default = default
         self.max_upload_mb = max_upload_mb
+        # the model a page's own link asks for (``?lesson=NAME`` of a one-model lesson), which a page
+        # load opens instead of the default: the page never shows one model under words about another
+        self.url_choice: Callable[[Mapping[str, str]], str | None] = lambda params: None
 
     def build(self) -> None:
         names = self.ctx.store.names()
@@ -96,9 +99,12 @@ class ModelsPanel:
         names = self.ctx.store.names()
         return gr.Dropdown(choices=names, value=current if current in names else None)
 
-    def page_load(self, current: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
-        """Open the default model (or the next one that loads) when a page opens."""
-        return as_response(self._page_load(current, session, progress))
+    def page_load(self, current: str | None, session: Session, request: gr.Request,
+                  progress: gr.Progress = PROGRESS) -> Any:
+        """Open the default model (or the one the page's link asks for, or the next one that loads)
+        when a page opens."""
+        asked = self.url_choice(dict(request.query_params)) if request is not None else None
+        return as_response(self._page_load(asked or current, session, progress))
 
     def load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
         """Switch to a model chosen in the list."""
