@@ -175,9 +175,16 @@ def test_each_lesson_opens_from_its_link(page: object, shelf: ModelStore, name: 
             if set(lesson.actions) & {"kl", "timeline"}:
                 page.wait_for_selector(f"#compare-chart-{side} .js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
         if "timeline" in lesson.actions:  # the animation has a frame per recorded moment
-            frames = page.evaluate("() => document.querySelector('#compare-chart-a .js-plotly-plot')"  # type: ignore[attr-defined]
-                                   "._transitionData._frames.length")
-            assert frames == shelf.open_name(lesson.models[0]).memo["record"].codes.shape[0]
+            expected_frames = shelf.open_name(lesson.models[0]).memo["record"].codes.shape[0]
+            page.wait_for_function(  # type: ignore[attr-defined]  # plotly adds the frames after the first draw
+                "(n) => { const gd = document.querySelector('#compare-chart-a .js-plotly-plot');"
+                " return gd && gd._transitionData && gd._transitionData._frames.length === n; }",
+                arg=expected_frames, timeout=60_000)
+            page.locator("#compare-chart-a").scroll_into_view_if_needed()  # type: ignore[attr-defined]
+            page.locator("#compare-chart-a .updatemenu-button").first.click()  # type: ignore[attr-defined]  # ▶ Play
+            page.wait_for_function(  # type: ignore[attr-defined]  # it plays: the slider moves on to later frames
+                "() => document.querySelector('#compare-chart-a .js-plotly-plot').layout.sliders[0].active > 1",
+                timeout=30_000)
     else:
         page.wait_for_function(  # type: ignore[attr-defined]
             "(m) => { const d = document.querySelector('#checkpoint-dropdown input');"

@@ -80,6 +80,16 @@ def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[floa
                   "steps": [{"label": name, "method": "animate",
                              "args": [[name], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}]}
                             for name in names]}])
+    return frames_in_meta(fig)
+
+
+def frames_in_meta(fig: go.Figure) -> go.Figure:
+    """Move ``fig``'s animation frames into ``layout.meta.frames``. Gradio's Plot draws a figure with
+    Plotly.react(data, layout, config) and drops its frames, so the play button would have nothing
+    to play; static/bridge.js adds the frames from layout.meta to the drawn plot."""
+    frames = [frame.to_plotly_json() for frame in fig.frames]
+    fig.frames = ()
+    fig.update_layout(meta={"frames": frames})
     return fig
 
 

@@ -12,6 +12,9 @@
 // 6. The side-by-side view's two maps: a click sends {side, index} through #compare-pick-btn; hovering
 //    a point rings the same image on the other map (no round trip); each side's overlay box
 //    (#compare-overlays-a / -b: {"trace name": points}) is restyled into that map's named traces.
+// 7. Animations. gr.Plot draws with Plotly.react(data, layout, config) and drops a figure's frames;
+//    the server sends them in layout.meta.frames (core/timeline.py) and they are added here, once
+//    per drawn figure, so the play button and the slider have frames to play.
 (() => {
   const send = (payload) => {
     window.__picked = JSON.stringify(payload);
@@ -189,8 +192,19 @@
       }
     }
   };
+  const frames = () => {
+    if (!window.Plotly) return;
+    document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
+      const meta = gd.layout && gd.layout.meta;
+      if (!meta || !Array.isArray(meta.frames) || gd.__vaescopeFramesOf === meta) return;
+      gd.__vaescopeFramesOf = meta;
+      const had = (gd._transitionData && gd._transitionData._frames) || [];
+      const added = had.length ? window.Plotly.deleteFrames(gd) : Promise.resolve();
+      Promise.resolve(added).then(() => window.Plotly.addFrames(gd, meta.frames));
+    });
+  };
   setInterval(() => {
-    bind(); overlays(); theme(); fitMap();
+    bind(); overlays(); theme(); fitMap(); frames();
     sides.forEach(bindCompare); compareOverlays();
   }, 100);
 })();
