@@ -30,8 +30,8 @@ test: install lint
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
-models: install
-	$(BIN)/python -m vaescope.training.recipes
+models: install  # MNIST's IDX files: make models DATA_DIR=/path/with/mnist
+	$(BIN)/python -m vaescope.training.recipes $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench: install
 	$(BIN)/python -m benchmarks.run

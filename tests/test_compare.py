@@ -203,7 +203,8 @@ def test_every_lesson_has_a_unique_link_and_names_what_it_needs() -> None:
     for lesson in LESSONS:
         assert len(lesson.models) in (1, 2) and all(m.endswith(".safetensors") for m in lesson.models)
     assert missing_models(find("ae-vs-vae"), ["mnist/ae.safetensors"]) == ["mnist/vae.safetensors"]
-    assert sweep_names(["shapes/beta-1.safetensors", "digits/vae.safetensors"]) == ["shapes/beta-1.safetensors"]
+    assert sweep_names(["shapes/beta-1.safetensors", "digits/vae.safetensors", "shapes/beta-vae.safetensors",
+                        "shapes/beta-0.5.safetensors"]) == ["shapes/beta-1.safetensors", "shapes/beta-0.5.safetensors"]
 
 
 def test_a_lesson_that_is_unknown_or_lacks_its_models_says_so(app) -> None:

@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="importance samples per image")
     parser.add_argument("--nll-images", type=number_flag(int, TrainConfig.NLL_IMAGES), default=10000,
                         help="test images to average over")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the dataset's files are, if not where training found them (MNIST's IDX files)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=number_flag(int, TrainConfig.RANGES["seed"]), default=0)
     args = parser.parse_args(argv)
     try:
         model, meta = load_checkpoint(args.checkpoint, resolve_device(args.device))
         train_cfg = TrainConfig.from_dict(meta.train_config)
-        data = binarized(load_dataset(meta.dataset["name"], train_cfg.data_dir, train_cfg.image_size, train_cfg.seed),
+        data = binarized(load_dataset(meta.dataset["name"], args.data_dir or train_cfg.data_dir, train_cfg.image_size,
+                                      train_cfg.seed),
                          train_cfg.binarize, train_cfg.seed)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ is what the models show. ``?lesson=NAME`` opens one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,8 +105,10 @@ def _beta(entry: ModelEntry) -> float:
 
 
 def sweep_names(names: list[str], prefix: str = "shapes/beta-") -> list[str]:
-    """The checkpoints of a beta sweep among ``names``, by name."""
-    return [n for n in names if n.startswith(prefix)]
+    """The checkpoints of a beta sweep among ``names``: ``prefix`` then the β, e.g. shapes/beta-0.5
+    (not shapes/beta-vae, trained otherwise)."""
+    pattern = re.compile(re.escape(prefix) + r"[0-9]+(\.[0-9]+)?\.safetensors")
+    return [n for n in names if pattern.fullmatch(n)]
 
 
 def _sweep(entries: list[ModelEntry], shelf: Shelf) -> list[ModelEntry]:
@@ -146,10 +149,13 @@ def beta_chart(entries: list[ModelEntry], shelf: Shelf) -> go.Figure:
         mig = measures.factor_mig(e)
         labels.append(f"β = {_beta(e):g}" + (f" · MIG {mig[0]:.2f}" if mig else ""))
     fig = go.Figure(go.Scatter(x=rate, y=distortion, mode="lines+markers+text", text=labels,
-                               textposition="top right", marker={"size": 10}))
-    fig.update_layout(title="Rate–distortion across the β sweep", height=300,
-                      xaxis={"title": "rate: KL(q(z|x) ‖ p(z)), nats"},
-                      yaxis={"title": "distortion: squared error per pixel"}, margin={"t": 40, "b": 40})
+                               textposition="top center", marker={"size": 10}, cliponaxis=False))
+    x_pad, y_pad = 0.12 * (max(rate) - min(rate) + 1e-9), 0.25 * (max(distortion) - min(distortion) + 1e-9)
+    fig.update_layout(title="Rate–distortion across the β sweep", height=300, showlegend=False,
+                      xaxis={"title": "rate: KL(q(z|x) ‖ p(z)), nats", "range": [min(rate) - x_pad, max(rate) + x_pad]},
+                      yaxis={"title": "distortion: squared error per pixel",
+                             "range": [min(distortion) - y_pad, max(distortion) + y_pad]},
+                      margin={"t": 40, "b": 40, "l": 60, "r": 30})
     return fig
 
 
@@ -176,9 +182,10 @@ def explain_mixture(entries: list[ModelEntry], _: Shelf) -> str:
     acc = f"{_pct(accuracy)} of the test images" if isinstance(accuracy, float) else "most test images"
     return (f"The **VAE**'s prior is one Gaussian; the **GMVAE**'s is a mixture of "
             f"{gmvae.description.condition.size}, and nobody told it the labels. Coloured by mixture component, "
-            f"its map splits into clusters that match the classes for {acc} (each component named after the "
-            f"class it holds most: {', '.join(names[:10])}). Each row of its samples comes from one component; "
-            f"the VAE has no such handle.")
+            f"its codes fall into groups that match the classes for {acc} (each component named after the "
+            f"class it holds most: {', '.join(names[:10])}); PCA flattens {gmvae.description.latent_dim} dimensions onto 2, so choose UMAP "
+            f"as the projection to see the groups apart. Each row of its samples comes from one component; the "
+            f"VAE has no such handle.")
 
 
 # -- 6. The reparameterisation trick ----------------------------------------------------------------

@@ -143,12 +143,11 @@ class ComparePanel:
                         self.side(side, "result"), self.side(side, "chart")]
             load = model.select(self.loader(side), [model, self.pair], side_out, api_name=f"compare_load_{side}",
                                 concurrency_id="load", concurrency_limit=2, show_progress_on=[plot])
-            load.success(self.drawer(side), shared, [plot, self.side(side, "info"), self.side(side, "overlays")],
+            load.success(self.drawer(side), shared, [plot, self.side(side, "info"), self.side(side, "overlays"), self.color],
                          api_name=f"compare_draw_after_load_{side}", api_visibility="private", **heavy)
             loads.append(load)
         gr.on([self.draw_btn.click, self.method.select, self.color.select, self.overlay.select], self.draw_both,
-              shared, [*self.outputs("plot"), *self.outputs("info"), *self.outputs("overlays")],
-              api_name="compare_draw", **heavy)
+              shared, self.draw_outputs(), api_name="compare_draw", **heavy)
         self.pick_btn.click(self.pick, [self.pick_data, self.pair],
                             [self.original, *self.outputs("recon"), self.picked_info, *self.outputs("overlays")],
                             js="(payload, pair) => [window.__comparePicked, pair]", api_name="compare_pick", **QUICK)
@@ -158,6 +157,10 @@ class ComparePanel:
             button.click(self.actor(kind), [self.pair], action_out, api_name=f"compare_{kind}",
                          show_progress_on=self.outputs("result"))
         return loads
+
+    def draw_outputs(self) -> list[Any]:
+        """What drawing both maps updates: each side's map, info and overlays, and the colourings offered."""
+        return [*self.outputs("plot"), *self.outputs("info"), *self.outputs("overlays"), self.color]
 
     # -- handlers --
     def loader(self, side: str) -> Callable[..., Any]:
@@ -235,7 +238,18 @@ class ComparePanel:
         figures.add_points(figure, np.zeros((0, 2)), 2, "linked", LINKED)
         figures.add_points(figure, np.zeros((0, 2)), 2, "cloud", CLOUD)
         figure.update_layout(height=420, showlegend=True)
-        return {plot: figure, info: self._info(entry), box: self._overlays(pair, side, {})}
+        return {plot: figure, info: self._info(entry), box: self._overlays(pair, side, {}),
+                self.color: gr.Dropdown(choices=self._colourings(pair))}
+
+    def _colourings(self, pair: SessionPair) -> list[tuple[str, str]]:
+        """The colourings either loaded model offers (each map falls back to its first where it lacks one)."""
+        found: list[tuple[str, str]] = []
+        for side in SIDES:
+            entry = self.ctx.store.peek(pair.side(side).key) if pair.side(side).key is not None else None
+            for choice in color_choices(entry) if entry is not None else []:
+                if choice not in found:
+                    found.append(choice)
+        return found or COLOURS
 
     @handler
     def pick(self, payload: str | None, pair: SessionPair) -> dict[Any, Any]:

@@ -87,7 +87,7 @@ class LessonsPanel:
             step = step.then(self._compare_loader(side), [self.name, model, compare.pair], side_out,
                              show_progress_on=[compare.side(side, "plot")])
         step = step.then(self._drawer(), [self.name, compare.method, compare.color, compare.overlay, compare.pair],
-                         [*compare.outputs("plot"), *compare.outputs("info"), *compare.outputs("overlays")])
+                         compare.draw_outputs())
         finish_out = [self.banner, self.chart, compare.original, *compare.outputs("recon"), compare.picked_info,
                       *compare.outputs("note"), *compare.outputs("result"), *compare.outputs("chart"),
                       *compare.outputs("overlays")]
