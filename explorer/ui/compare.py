@@ -150,7 +150,8 @@ class ComparePanel:
               shared, self.draw_outputs(), api_name="compare_draw", **heavy)
         self.pick_btn.click(self.pick, [self.pick_data, self.pair],
                             [self.original, *self.outputs("recon"), self.picked_info, *self.outputs("overlays")],
-                            js="(payload, pair) => [window.__comparePicked, pair]", api_name="compare_pick", **QUICK)
+                            js="(payload, pair) => [window.__comparePicked, pair]", api_name="compare_pick",
+                            trigger_mode="always_last", **QUICK)
         action_out = [*self.outputs("note"), *self.outputs("result"), *self.outputs("chart"),
                       *self.outputs("overlays")]
         for kind, button in self.buttons.items():

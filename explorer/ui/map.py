@@ -113,10 +113,11 @@ class MapPanel:
               self.draw_map, inputs, outputs, api_name="draw_map", **heavy)
         pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs()]
         self.pick_btn.click(self.pick, [self.pick_data, self.session], pick_out,
-                            js="(payload, session) => [window.__picked, session]", api_name="pick", **QUICK)
+                            js="(payload, session) => [window.__picked, session]", api_name="pick",
+                            trigger_mode="always_last", **QUICK)  # a click while one is pending is kept
         self.hover_btn.click(self.hover, [self.hover_data, self.session], [self.hover_image],
                              js="(payload, session) => [window.__hover, session]", api_name="hover_thumbnail",
-                             queue=False, **QUICK)
+                             queue=False, trigger_mode="always_last", **QUICK)
 
     @handler
     def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,

@@ -67,8 +67,35 @@
       const r = area.getBoundingClientRect();
       if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) return;
       const x = layout.xaxis.p2c(e.clientX - r.left), y = layout.yaxis.p2c(e.clientY - r.top);
-      setTimeout(() => { if (lastPoint < start.t) send({kind: 'xy', x: x, y: y, t: Date.now()}); }, 120);
+      // plotly emits plotly_click only when its (throttled) hover found a point; on a busy machine the
+      // hover can lag the click, so a point under the pointer is looked up here before the spot is
+      // taken as empty space
+      const near = nearestPoint(gd, e.clientX, e.clientY);
+      setTimeout(() => {
+        if (lastPoint >= start.t) return;
+        send(near !== null ? {kind: 'point', index: near, t: Date.now()} : {kind: 'xy', x: x, y: y, t: Date.now()});
+      }, 120);
     }, true);
+  };
+
+  // The customdata (image index) of the plotted point within `radius` pixels of a client position on
+  // a 2D plot, the nearest one; null when there is none.
+  const nearestPoint = (gd, clientX, clientY, radius = 6) => {
+    const L = gd._fullLayout, area = gd.querySelector('.nsewdrag');
+    if (!L || !L.xaxis || !L.yaxis || !area || L.scene) return null;
+    const r = area.getBoundingClientRect();
+    let best = null, bestD = radius;
+    for (const t of gd._fullData || []) {
+      if (!t.customdata || t.visible !== true || !t.x || !t.y) continue;
+      for (let i = 0; i < t._length; i++) {
+        const d = Math.hypot(r.left + L.xaxis.c2p(t.x[i]) - clientX, r.top + L.yaxis.c2p(t.y[i]) - clientY);
+        if (d <= bestD) {
+          const cd = Array.isArray(t.customdata[i]) ? t.customdata[i][0] : t.customdata[i];
+          if (cd !== undefined && cd !== null && cd !== '') { best = Number(cd); bestD = d; }
+        }
+      }
+    }
+    return best;
   };
 
   const traceIndex = (gd, name) => (gd.data || []).findIndex((t) => t.name === name);
@@ -161,13 +188,21 @@
       const cd = p && (Array.isArray(p.customdata) ? p.customdata[0] : p.customdata);
       return cd === undefined || cd === null || cd === '' ? null : Number(cd);
     };
-    gd.on('plotly_click', (ev) => {
-      const index = pointIndex(ev);
-      if (index === null) return;
-      window.__comparePicked = JSON.stringify({kind: 'point', side: side, index: index, t: Date.now()});
+    let clicked = 0, down = null;
+    const pick = (index) => {
+      clicked = Date.now();
+      window.__comparePicked = JSON.stringify({kind: 'point', side: side, index: index, t: clicked});
       const btn = document.querySelector('#compare-pick-btn');
       if (btn) btn.click();
-    });
+    };
+    gd.on('plotly_click', (ev) => { const index = pointIndex(ev); if (index !== null) pick(index); });
+    gd.addEventListener('mousedown', (e) => { down = {x: e.clientX, y: e.clientY, t: Date.now()}; }, true);
+    gd.addEventListener('mouseup', (e) => {  // a point plotly's lagging hover missed (see the map's)
+      const start = down; down = null;
+      if (!start || Math.hypot(e.clientX - start.x, e.clientY - start.y) > 4) return;
+      const near = nearestPoint(gd, e.clientX, e.clientY);
+      if (near !== null) setTimeout(() => { if (clicked < start.t) pick(near); }, 120);
+    }, true);
     gd.on('plotly_hover', (ev) => {
       const index = pointIndex(ev), target = compareDiv(other);
       if (index === null || !target) return;
