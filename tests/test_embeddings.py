@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zipfile
 from pathlib import Path
 
@@ -116,6 +117,19 @@ def served(npz_file: Path, tiny_checkpoint_dir: Path):
         yield url
 
 
+def test_the_anomaly_panel_offers_no_out_of_distribution_set_without_a_decoder(npz_file: Path, tiny_checkpoint_dir) -> None:
+    """Nothing scores images without a decoder: no dataset is offered, and none is chosen (a value
+    outside the choices made every later event that reads the dropdown fail)."""
+    from vaescope.explorer.ui.state import Session
+
+    store = ModelStore(tiny_checkpoint_dir, torch.device("cpu"))
+    store.add_embeddings("shapes-pca.npz", read_embeddings(npz_file))
+    anomaly = build_app(store=store).panels["anomaly"]
+    update = anomaly.on_model(store.open_name("shapes-pca.npz"), Session())
+    assert update[anomaly.other].choices == [] and update[anomaly.other].value is None
+    assert "no decoder" in update[anomaly.note]
+
+
 def test_the_map_click_and_hover_work_and_the_decoding_panels_say_there_is_no_decoder(served: str) -> None:
     client = Client(served, verbose=False)
     out = client.predict("shapes-pca.npz", api_name="/load_checkpoint")
@@ -191,9 +205,17 @@ def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
                     if (y > r.top + 5 && y < Math.min(r.bottom, 715) - 5 && x > r.left + 5 && x < r.right - 5) return {{x, y}}; }}
                 return null; }}""")
             assert point, "no point of the map is on screen"
-            page.mouse.move(point["x"], point["y"])
-            page.wait_for_function("() => { const t = document.querySelector('#hover-thumb');"
-                                   " return t && t.classList.contains('shown') && t.querySelector('img'); }", timeout=30_000)
+            shown = ("() => { const t = document.querySelector('#hover-thumb');"
+                     " return !!(t && t.classList.contains('shown') && t.querySelector('img')); }")
+            deadline = time.monotonic() + 30
+            while True:  # as a hand does: onto the point, and again if plotly was still settling the new map
+                page.mouse.move(point["x"] - 30, point["y"])
+                page.mouse.move(point["x"], point["y"], steps=4)
+                try:
+                    page.wait_for_function(shown, timeout=2_000)
+                    break
+                except playwright_api.TimeoutError:
+                    assert time.monotonic() < deadline, "hovering a point never showed its thumbnail"
             page.mouse.click(point["x"], point["y"])
             page.wait_for_function("() => document.querySelector('#picked-info').innerText.includes('no decoder')",
                                    timeout=30_000)
