@@ -95,3 +95,21 @@ def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = Non
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def click_until(page: Any, locate: Any, done: Any, timeout: float = 40.0, attempt: float = 4.0) -> dict:
+    """Click where ``locate()`` says (a dict with x and y, found again before every try) until the
+    page function ``done(spot)`` returns true, as a hand clicks again when a click lands while the
+    page is still settling (a plot resizing after its first draw, a panel above it growing).
+    Returns the spot that worked."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        spot = locate()
+        page.mouse.click(spot["x"], spot["y"])
+        try:
+            page.wait_for_function(done(spot), timeout=attempt * 1000)
+            return spot
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline, f"clicking {spot} never gave what the test waits for"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
+from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src
 
 from vaescope.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -101,20 +101,17 @@ def test_first_view_map_and_traversal_side_by_side(page: object) -> None:
 
 def test_click_a_point_then_empty_space(page: object) -> None:
     before = image_src(page, "traversal-image")
-    p = point_position(page, trace=2, point=3)
-    page.mouse.click(p["x"], p["y"])  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        f"() => document.querySelector('#picked-info').innerText.includes('Test image #{p['index']}')",
-        timeout=20_000)
+    p = click_until(page, lambda: point_position(page, trace=2, point=3), lambda q:
+                    f"() => document.querySelector('#picked-info').innerText.includes('Test image #{q['index']}')")
     assert image_src(page, "picked-original") and image_src(page, "picked-recon")
     wait_src(page, "traversal-image", before, timeout=20.0)
     assert f"#{p['index']}" in page.locator("#traversal-info").inner_text()  # type: ignore[attr-defined]
     shot(page, "02-picked-point")
     # A spot with no point: the top-left corner of the plot area decodes through inverse PCA.
-    box = page.locator("#latent-map .nsewdrag").bounding_box()  # type: ignore[attr-defined]
-    page.mouse.click(box["x"] + 6, box["y"] + 6)  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "() => document.querySelector('#picked-info').innerText.includes('PCA inverse')", timeout=20_000)
+    def corner() -> dict:
+        box = page.locator("#latent-map .nsewdrag").bounding_box()  # type: ignore[attr-defined]
+        return {"x": box["x"] + 6, "y": box["y"] + 6}
+    click_until(page, corner, lambda _: "() => document.querySelector('#picked-info').innerText.includes('PCA inverse')")
 
 
 def test_slider_drag_updates_the_image_live(page: object) -> None:
@@ -195,10 +192,8 @@ def choose_checkpoint(page: object, name: str) -> None:
 
 
 def test_other_models_and_errors(page: object) -> None:
-    p = point_position(page, trace=1, point=0)
-    page.mouse.click(p["x"], p["y"])  # type: ignore[attr-defined]
-    page.wait_for_function("() => document.querySelector('#picked-info').innerText.includes('Test image #')",
-                           timeout=20_000)  # type: ignore[attr-defined]
+    click_until(page, lambda: point_position(page, trace=1, point=0),
+                lambda _: "() => document.querySelector('#picked-info').innerText.includes('Test image #')")
     page.wait_for_timeout(1000)  # let a second plotly_click from the same click settle before switching
     choose_checkpoint(page, "tiny-cvae.safetensors")
     page.wait_for_function("() => document.querySelector('#model-card').innerText.includes('tiny-cvae')",
@@ -286,13 +281,12 @@ def test_a_foreign_model_from_vs_explore_in_the_browser(browser: object) -> None
         assert "examples-vae" in page.locator("#model-card").inner_text()
         before = image_src(page, "traversal-image")
         page.locator("#latent-map .nsewdrag").scroll_into_view_if_needed()
-        box = page.locator("#latent-map .nsewdrag").bounding_box()
-        p = next(q for q in (point_position(page, trace=0, point=i) for i in range(20))
-                 if box["y"] + 5 < q["y"] < min(box["y"] + box["height"], 715) - 5)  # a point on screen
-        page.mouse.click(p["x"], p["y"])
-        page.wait_for_function(
-            f"() => document.querySelector('#picked-info').innerText.includes('Test image #{p['index']}')",
-            timeout=20_000)
+        def on_screen() -> dict:
+            box = page.locator("#latent-map .nsewdrag").bounding_box()
+            return next(q for q in (point_position(page, trace=0, point=i) for i in range(20))
+                        if box["y"] + 5 < q["y"] < min(box["y"] + box["height"], 715) - 5)  # a point on screen
+        click_until(page, on_screen, lambda q:
+                    f"() => document.querySelector('#picked-info').innerText.includes('Test image #{q['index']}')")
         clicked = wait_src(page, "traversal-image", before, timeout=20.0)
         slider = page.locator("#dim-slider-0 input[type=range]")
         slider.scroll_into_view_if_needed()

@@ -17,7 +17,7 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
-from serving import serving
+from serving import click_until, serving
 
 import vaescope as vs
 from vaescope.explorer.core.embeddings import EmbeddingsError, read_embeddings, table_from_arrays
@@ -216,9 +216,8 @@ def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
                     break
                 except playwright_api.TimeoutError:
                     assert time.monotonic() < deadline, "hovering a point never showed its thumbnail"
-            page.mouse.click(point["x"], point["y"])
-            page.wait_for_function("() => document.querySelector('#picked-info').innerText.includes('no decoder')",
-                                   timeout=30_000)
+            click_until(page, lambda: point,
+                        lambda _: "() => document.querySelector('#picked-info').innerText.includes('no decoder')")
             page.screenshot(path=str(Path(__file__).resolve().parents[1] / "test-artifacts" / "embeddings-10k.png"))
         finally:
             browser.close()
