@@ -59,11 +59,12 @@ def screenshot(page: Any, path: Path, selector: str | None = None, full: bool = 
 
 
 @contextmanager
-def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = None,
-                   startup: float = 180.0) -> Iterator[tuple[str, Path]]:
-    """A fresh ``python -m vaescope.explorer`` process serving ``folder`` on a free loopback port,
-    run from ``workdir`` with ``env`` (default: this one's, analytics off, no PYTHONPATH); yields
-    (url, log path) once the page answers, and always stops the process by its PID."""
+def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                   startup: float = 180.0) -> Iterator[tuple[str, Path, Any]]:
+    """A fresh ``python -m vaescope.explorer`` process serving ``folder`` (plus ``args``) on a free
+    loopback port, run from ``workdir`` with ``env`` (default: this one's, analytics off, no
+    PYTHONPATH) and logging to ``workdir/server.log``; yields (url, log path, process) once the page
+    answers, and always stops the process by its PID."""
     import os
     import subprocess
     import sys
@@ -74,7 +75,7 @@ def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = Non
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": "", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(folder),
-                                 "--port", str(port), "--device", "cpu", "--no-disk-cache"],
+                                 "--port", str(port), "--device", "cpu", "--no-disk-cache", *args],
                                 cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
         try:
@@ -87,7 +88,7 @@ def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = Non
                         break
                 except OSError:
                     time.sleep(0.5)
-            yield url, log_path
+            yield url, log_path, proc
         finally:
             proc.terminate()
             try:

@@ -16,10 +16,8 @@ import pickle
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +33,7 @@ from gradio_client.utils import StatusUpdate
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from serving import free_port, serving
+from serving import latent_explore, serving
 
 from vaescope.explorer.core import projection
 from vaescope.explorer.core.locks import KeyedLocks
@@ -385,37 +383,9 @@ def _rss_mb(pid: int) -> float:
 @pytest.fixture
 def served_process(tiny_checkpoint_dir: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m vaescope.explorer` (latent-explore) on the tiny checkpoints, in its own process."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(tiny_checkpoint_dir),
-                             "--port", str(port), "--device", "cpu", "--no-disk-cache", "--default", VAE],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_up(url, proc, deadline=time.monotonic() + 180)
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path)}
+    with latent_explore(tiny_checkpoint_dir, tmp_path, env, args=("--default", VAE)) as (url, _, proc):
         yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the server exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the server at {url} did not start in time")
 
 
 def _soak_user(url: str, k: int, stop: threading.Event, errors: list[str], counts: list[int],

@@ -222,7 +222,7 @@ def test_a_model_defined_here_opens_in_a_fresh_latent_explore(test_digits, tmp_p
     folder = tmp_path / "served"
     vs.export(model, folder / "only-here.safetensors", images=x, labels=y,
               class_names=[f"digit {i}" for i in range(10)])
-    with latent_explore(folder, tmp_path) as (url, log_path):
+    with latent_explore(folder, tmp_path) as (url, log_path, _):
         client = Client(url, verbose=False)
         out = client.predict("only-here.safetensors", api_name="/load_checkpoint")
         text = " ".join(o for o in out if isinstance(o, str))

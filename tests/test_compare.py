@@ -178,19 +178,19 @@ def test_measures_on_known_cases(tiny_checkpoint_dir: Path) -> None:
     assert measures.path_gap(vae, i, measures.first_of_class(vae, 0)) > 0
 
 
-def test_variance_explained_is_pcas_for_a_pca_reconstruction(tiny_checkpoint_dir: Path) -> None:
+def test_variance_kept_is_pcas_for_a_pca_reconstruction(tiny_checkpoint_dir: Path) -> None:
     """Reconstructions that are PCA's own keep exactly PCA's share of the variance; the tiny AE's
     keep less than its images' total and more than nothing."""
     entry = store_entry(tiny_checkpoint_dir, "tiny-ae.safetensors")
     x = entry.latents.float_images(slice(None)).reshape(len(entry.latents), -1)
     d = entry.description.latent_dim
     pca = PCA(d).fit(x)
-    kept, best = measures.variance_explained(entry)
+    kept, best = measures.variance_kept(entry), measures.pca_variance_kept(entry)
     assert best == pytest.approx(pca.explained_variance_ratio_.sum(), abs=1e-6) and 0 < kept < 1
     original = entry.latents.recon_error
     try:
         entry.latents.recon_error = ((pca.inverse_transform(pca.transform(x)) - x) ** 2).mean(1)
-        assert measures.variance_explained(entry)[0] == pytest.approx(best, abs=1e-5)
+        assert measures.variance_kept(entry) == pytest.approx(best, abs=1e-5)
     finally:
         entry.latents.recon_error = original
 

@@ -26,7 +26,7 @@ def test_shipped_mnist_models_work_with_no_dataset_anywhere(tmp_path: Path) -> N
         shutil.copy(SHIPPED / f"{name}.safetensors", served / f"{name.replace('/', '-')}.safetensors")
     env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local"),
            "TORCH_HOME": str(home / "torch")}
-    with latent_explore(served, tmp_path, env) as (url, log_path):
+    with latent_explore(served, tmp_path, env) as (url, log_path, _):
         client = Client(url, verbose=False)
         listed = client.predict(api_name="/list_checkpoints")
         assert all(f"{n.replace('/', '-')}.safetensors" in json.dumps(listed) for n in MNIST)

@@ -168,9 +168,9 @@ def explain_collapse(entries: list[ModelEntry], _: Shelf) -> str:
     return (f"Both models are identical except for KL warm-up. Without it, the KL term pushes codes to the "
             f"prior before the decoder has learned to use them, and most never come back: **{_name(cold)}** keeps "
             f"{measures.active_units(cold)} of {cold.description.latent_dim} dimensions active "
-            f"({measures.kl_total(cold):.1f} nats of KL). Warming the KL weight up from 0 lets the codes carry "
+            f"({kl_cold:.1f} nats of KL). Warming the KL weight up from 0 lets the codes carry "
             f"information first: **{_name(warm)}** keeps {measures.active_units(warm)} "
-            f"({measures.kl_total(warm):.1f} nats){same}. The bars show the KL per dimension; the last row of each "
+            f"({kl_warm:.1f} nats){same}. The bars show the KL per dimension; the last row of each "
             f"traversal moves the least used dimension, and a dead one changes nothing.")
 
 
@@ -183,9 +183,9 @@ def explain_mixture(entries: list[ModelEntry], _: Shelf) -> str:
     return (f"The **VAE**'s prior is one Gaussian; the **GMVAE**'s is a mixture of "
             f"{gmvae.description.condition.size}, and nobody told it the labels. Coloured by mixture component, "
             f"its codes fall into groups that match the classes for {acc} (each component named after the "
-            f"class it holds most: {', '.join(names[:10])}); PCA flattens {gmvae.description.latent_dim} dimensions onto 2, so choose UMAP "
-            f"as the projection to see the groups apart. Each row of its samples comes from one component; the "
-            f"VAE has no such handle.")
+            f"class it holds most: {', '.join(names[:10])}); PCA flattens {gmvae.description.latent_dim} "
+            f"dimensions onto 2, so choose UMAP as the projection to see the groups apart. Each row of its samples "
+            f"comes from one component; the VAE has no such handle.")
 
 
 # -- 6. The reparameterisation trick ----------------------------------------------------------------
@@ -225,7 +225,7 @@ def explain_forming(entries: list[ModelEntry], _: Shelf) -> str:
 # -- 8. Linear AE = PCA; denoising; anomaly detection -----------------------------------------------
 def explain_linear(entries: list[ModelEntry], _: Shelf) -> str:
     linear, ae = entries
-    (kept, best), (kept_ae, _) = measures.variance_explained(linear), measures.variance_explained(ae)
+    kept, best, kept_ae = measures.variance_kept(linear), measures.pca_variance_kept(linear), measures.variance_kept(ae)
     d = linear.description.latent_dim
     return (f"A linear encoder and decoder trained with squared error learn the same subspace as PCA. The "
             f"**linear AE**'s reconstructions keep {_pct1(kept)} of the test images' variance; PCA with {d} "

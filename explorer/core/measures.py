@@ -115,15 +115,18 @@ def widest_hole(a: ModelEntry, b: ModelEntry) -> tuple[int, int]:
     return max(pairs, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
 
 
-def variance_explained(entry: ModelEntry) -> tuple[float, float]:
-    """The share of the evaluation images' variance that ``entry``'s reconstructions keep (1 − the
-    mean squared error over the pixel variance), and the share that PCA with as many components as
-    the code has dimensions, fitted on these same images, keeps: the most any linear code of that
-    size can keep of them."""
+def variance_kept(entry: ModelEntry) -> float:
+    """The share of the evaluation images' variance that ``entry``'s reconstructions keep: 1 − the
+    mean squared error over the pixel variance."""
     x, _ = _images(entry)
-    total = float(((x - x.mean(0)) ** 2).mean())
-    d = min(entry.description.latent_dim, *x.shape)
-    return 1.0 - float(entry.latents.recon_error.mean()) / total, float(PCA(d).fit(x).explained_variance_ratio_.sum())
+    return 1.0 - float(entry.latents.recon_error.mean()) / float(((x - x.mean(0)) ** 2).mean())
+
+
+def pca_variance_kept(entry: ModelEntry) -> float:
+    """The share PCA with as many components as ``entry``'s code has dimensions, fitted on these same
+    evaluation images, keeps: the most any linear code of that size can keep of them."""
+    x, _ = _images(entry)
+    return float(PCA(min(entry.description.latent_dim, *x.shape)).fit(x).explained_variance_ratio_.sum())
 
 
 def frame_separation(codes: np.ndarray, labels: np.ndarray, neighbours: int = 5) -> np.ndarray:
