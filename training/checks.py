@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from vaescope.errors import InputError
 from vaescope.limits import MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_STRING_CHARS
@@ -212,3 +213,14 @@ def parse_json(text: str | bytes, what: str, max_depth: int = MAX_JSON_DEPTH) ->
         raise ConfigError(f"{what}: {exc}") from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints of over 4300 digits
         raise ConfigError(f"{what} is not valid JSON: {shown(str(exc), 120)}") from None
+
+
+def as_array(value: Any, where: str, error: type[InputError] = ConfigError) -> np.ndarray:
+    """``value`` (a tensor, detached and moved to the CPU, or anything numpy takes) as a numpy array;
+    ``error`` naming ``where`` when it holds Python objects rather than numbers."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise error(f"{where} must be a numeric array, not an array of objects")
+    return array

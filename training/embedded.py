@@ -42,7 +42,7 @@ from vaescope.limits import (
     MAX_SAMPLE_IMAGES,
     MAX_SAMPLE_SIDE,
 )
-from vaescope.training.checks import ConfigError
+from vaescope.training.checks import ConfigError, as_array
 from vaescope.training.tensorfile import TensorEntry, TensorSpec
 
 SAMPLE_IMAGES, SAMPLE_LABELS, SAMPLE_FACTORS = "sample.images", "sample.labels", "sample.factors"
@@ -169,15 +169,6 @@ def check_record_values(tensors: dict[str, Tensor], num_classes: int) -> None:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise ConfigError(f"{name} must be a numeric array, not an array of objects")
-    return array
-
-
 def sample_tensors(images: Any, labels: Any = None, factors: Any = None, *, image_shape: tuple[int, ...],
                    factor_count: int = 0, num_classes: int = 0) -> dict[str, Tensor]:
     """The sample tensors of uint8 ``images`` [N, C, H, W], ``labels`` [N] (None: all -1) and
@@ -185,7 +176,7 @@ def sample_tensors(images: Any, labels: Any = None, factors: Any = None, *, imag
 
     Raises ConfigError naming the problem.
     """
-    x = _array(images, "images")
+    x = as_array(images, "images")
     if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
         raise ConfigError(f"the sample must be uint8 images [N, {', '.join(map(str, image_shape))}], "
                           f"got {x.dtype} {list(x.shape)}")
@@ -193,13 +184,13 @@ def sample_tensors(images: Any, labels: Any = None, factors: Any = None, *, imag
     if not 1 <= n <= MAX_SAMPLE_IMAGES or x.nbytes > MAX_SAMPLE_BYTES:
         raise ConfigError(f"a sample holds 1 to {MAX_SAMPLE_IMAGES:,} images and at most {MAX_SAMPLE_BYTES >> 20} MiB; "
                           f"got {n:,} images ({x.nbytes:,} bytes)")
-    y = np.full(n, -1, np.int64) if labels is None else _array(labels, "labels")
+    y = np.full(n, -1, np.int64) if labels is None else as_array(labels, "labels")
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(f"labels must be integers [N] = [{n}], got {y.dtype} {list(y.shape)}")
     tensors = {SAMPLE_IMAGES: torch.from_numpy(np.ascontiguousarray(x)),
                SAMPLE_LABELS: torch.from_numpy(np.ascontiguousarray(y.astype(np.int64)))}
     if factors is not None:
-        f = _array(factors, "factors")
+        f = as_array(factors, "factors")
         if f.shape != (n, factor_count) or not factor_count:
             raise ConfigError(f"factors must be [N, F] = [{n}, {factor_count}] (F: the dataset block's "
                               f"factor_names), got {list(f.shape)}")

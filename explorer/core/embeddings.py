@@ -33,6 +33,7 @@ from vaescope.limits import (
     MAX_EMBEDDING_POINTS,
     MAX_EMBEDDING_VALUES,
 )
+from vaescope.training.checks import as_array
 
 LATENT_KEYS = ("latents", "embeddings", "codes", "z", "vector", "embedding")
 NO_DECODER = ("these are precomputed embeddings: there is no decoder, so there is nothing to {what}. "
@@ -73,22 +74,13 @@ def check_table(latents: np.ndarray, images: np.ndarray | None, labels: np.ndarr
 def table_from_arrays(latents: object, images: object = None, labels: object = None,
                       class_names: object = None, origin: str = "the given embeddings") -> EmbeddingTable:
     """An EmbeddingTable from in-memory arrays (numpy or torch), checked against the limits."""
-    z = _as_numpy(latents, "latents")
+    z = as_array(latents, "latents", EmbeddingsError)
     _check_count(z.shape, "latents")
     z = z.astype(np.float32, copy=False)
     n = len(z)
-    ims = None if images is None else _images(_as_numpy(images, "images"), n)
+    ims = None if images is None else _images(as_array(images, "images", EmbeddingsError), n)
     labs, names = _labels(labels, n, class_names)
     return EmbeddingTable(np.ascontiguousarray(z), ims, labs, names, origin)
-
-
-def _as_numpy(value: object, what: str) -> np.ndarray:
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise EmbeddingsError(f"{what} must be numeric arrays, not objects")
-    return array
 
 
 def _check_count(shape: tuple[int, ...], what: str) -> None:
