@@ -83,6 +83,11 @@ MAX_RECORD_FRAMES = 1024  # recorded moments of training (E) in one checkpoint o
 MAX_RECORD_POINTS = 20_000  # test images whose codes are recorded (N)
 MAX_RECORD_BYTES = 64 << 20  # the recorded codes, as float16 (E x N x D x 2 bytes)
 
+# -- request values from the page (explorer/core/values.py) ----------------------------------------
+# Every number a request carries is parsed in one place: NaN, infinities, overflowing integers and
+# text that is not a number are refused with one sentence before any handler uses the value.
+MAX_MAP_COORDINATE = 1e6  # a clicked map spot (a projection's coordinates stay far inside)
+
 
 def table() -> str:
     """The README's limits table, read from this file: one row per limit, under its section."""

@@ -15,6 +15,7 @@ import torch
 from vaescope.errors import InputError
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.uploads import ImageError, prepare_image
+from vaescope.explorer.core.values import whole
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,7 @@ def index_code(entry: ModelEntry, index: int | None) -> Code:
         raise InputError(f"No evaluation images: {entry.data_note}. Start from a prior sample or an upload.")
     latents = entry.latents
     n = len(latents)
-    try:
-        i = int(index or 0)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"Test image # must be a whole number between 0 and {n - 1}, got {index!r}.") from None
-    if not 0 <= i < n:
-        raise InputError(f"Test image # must be between 0 and {n - 1}, got {index}.")
+    i = whole(index, "Test image #", 0, n - 1, default=0)
     z = latents.mean[i].astype(np.float32)
     label = int(latents.labels[i])
     what = f"test image #{i}" + (f" (class {entry.description.class_name(label)})" if label >= 0 else "")

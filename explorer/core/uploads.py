@@ -55,18 +55,27 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
         raise ImageError(f"an image array must be [H, W] or [H, W, 3|4], got {list(arr.shape)}")
     _check_pixels((arr.shape[1], arr.shape[0]))
     if arr.dtype != np.uint8:
-        arr = arr.astype(np.float64)
-        if np.nanmax(arr, initial=0) <= 1.0:
+        arr = _finite(arr.astype(np.float64))
+        if arr.max(initial=0) <= 1.0:
             arr = arr * 255.0
         arr = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
     return Image.fromarray(arr)
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    """``arr`` unchanged when every pixel is a finite number; ImageError saying how many are not."""
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ImageError(f"{bad:,} of its {arr.size:,} pixel values are NaN or infinite; an image needs finite "
+                         "pixel values (save it as an 8-bit PNG)")
+    return arr
 
 
 def _to_8bit(img: Image.Image, notes: list[str]) -> Image.Image:
     """Bring any Pillow mode to L, RGB or RGBA, noting what changed."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = _finite(np.asarray(img, dtype=np.float64))
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         notes.append(f"{mode} (high bit depth) rescaled to 8 bits")

@@ -22,7 +22,15 @@ from vaescope.explorer.core.scores import (
     test_scores,
 )
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import STRIP_PX, Context, grid, handler, served, short_name
+from vaescope.explorer.ui.common import (
+    STRIP_PX,
+    Context,
+    decoder_buttons,
+    grid,
+    handler,
+    served,
+    short_name,
+)
 from vaescope.explorer.ui.state import Session
 from vaescope.explorer.ui.traversal import _filename, read_upload
 
@@ -59,7 +67,8 @@ class AnomalyPanel:
         self.compare_note = gr.Markdown("", elem_id="anomaly-compare-note")
 
     def model_outputs(self) -> list[Any]:
-        return [self.note, self.histogram, self.typical, self.unusual, self.upload_note, self.other, self.compare_note]
+        return [self.note, self.histogram, self.typical, self.unusual, self.upload_note, self.other, self.compare_note,
+                self.score_btn, self.compare_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         others = ood_datasets(entry, self.ctx.store.data_dir) if entry.description.decodes else []
@@ -67,7 +76,7 @@ class AnomalyPanel:
         note = "" if entry.description.decodes else f"**{short_name(entry)}** has no decoder: nothing scores images."
         return {self.note: note, self.histogram: None, self.typical: None, self.unusual: None, self.upload_note: "",
                 self.other: gr.Dropdown(choices=others, value=first),
-                self.compare_note: ""}
+                self.compare_note: ""} | decoder_buttons(entry, [self.score_btn, self.compare_btn])
 
     def wire(self) -> None:
         s = self.session

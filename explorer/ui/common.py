@@ -146,6 +146,13 @@ def grid(entry: ModelEntry, images: np.ndarray, nrow: int, cell_px: int = STRIP_
     return figures.image_grid(pictures, nrow=nrow, scale=max(1, cell_px // max(pictures.shape[-2:])), **labels)
 
 
+def decoder_buttons(entry: ModelEntry, buttons: Iterable[Any]) -> dict[Any, Any]:
+    """Updates that enable ``buttons`` (the ones that need a decoder) for a model that decodes and
+    disable them for one that does not (precomputed embeddings): a button that cannot work is never
+    pressable, so nothing raises behind it."""
+    return {button: gr.Button(interactive=entry.description.decodes) for button in buttons}
+
+
 def display_of(entry: ModelEntry) -> str:
     """How the model's images are drawn: "image", or "line" for sequences (the contract says)."""
     return entry.description.display

@@ -11,7 +11,8 @@ from vaescope.errors import InputError
 from vaescope.explorer.core.codes import Code, encode_image, index_code
 from vaescope.explorer.core.scores import CORRUPTIONS, breakdown_curve, denoise
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import QUICK, Context, big, handler, short_name
+from vaescope.explorer.core.values import number
+from vaescope.explorer.ui.common import QUICK, Context, big, decoder_buttons, handler, short_name
 from vaescope.explorer.ui.state import Session
 from vaescope.explorer.ui.traversal import _filename, read_upload
 
@@ -54,12 +55,13 @@ class DenoisingPanel:
         self.curve = gr.Plot(label="Error by corruption level", elem_id="denoise-curve")
 
     def model_outputs(self) -> list[Any]:
-        return [self.clean, self.corrupted, self.rebuilt, self.note, self.curve, self.index]
+        return [self.clean, self.corrupted, self.rebuilt, self.note, self.curve, self.index, self.index_btn, self.curve_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         note = "" if entry.description.decodes else f"**{short_name(entry)}** has no decoder: nothing to denoise with."
         return {self.clean: None, self.corrupted: None, self.rebuilt: None, self.note: note, self.curve: None,
-                self.index: gr.Number(value=0, maximum=len(entry.latents) - 1 if entry.has_points else 0)}
+                self.index: gr.Number(value=0, maximum=len(entry.latents) - 1 if entry.has_points else 0)} | \
+            decoder_buttons(entry, [self.index_btn, self.curve_btn])
 
     def wire(self) -> None:
         s = self.session
@@ -77,10 +79,7 @@ class DenoisingPanel:
               version: int) -> dict[Any, Any]:
         if source.image is None:
             raise InputError("pick a test image or upload one first")
-        try:
-            value = float(level)
-        except (TypeError, ValueError):
-            raise InputError(f"Level must be a number in [0, 1], got {level!r}.") from None
+        value = number(level, "Level", 0.0, 1.0)
         if kind not in CORRUPTIONS:
             raise InputError(f"Corruption must be one of {CORRUPTIONS}.")
         result = denoise(entry, source.image, kind, value, label=source.y)

@@ -20,11 +20,13 @@ from vaescope.explorer.core.codes import Code, decode, encode_image, index_code,
 from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.values import whole
 from vaescope.explorer.ui.common import (
     QUICK,
     STRIP_PX,
     Context,
     big,
+    decoder_buttons,
     display_of,
     grid,
     handler,
@@ -95,14 +97,18 @@ class InterpolationPanel:
     # -- the model changed --
     def model_outputs(self) -> list[Any]:
         return [*self.original.values(), *self.recon.values(), self.strip, self.gif_view, self.gif, self.info,
-                self.path_json]
+                self.path_json, *self.decoder_buttons()]
+
+    def decoder_buttons(self) -> list[Any]:
+        return [self.button, *self.index_btn.values(), *self.pick_btn.values()]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         cleared: dict[Any, Any] = {c: None for c in [*self.original.values(), *self.recon.values(), self.gif_view,
                                                      self.gif]}
         info = "" if entry.description.decodes else f"**{short_name(entry)}** · {NO_DECODER.format(what='interpolate')}."
         return cleared | {self.strip: gr.Image(value=None, label="Decoded path (A → B); the path is drawn on the map"),
-                          self.info: info, self.path_json: json.dumps({"points": []})}
+                          self.info: info, self.path_json: json.dumps({"points": []})} | \
+            decoder_buttons(entry, self.decoder_buttons())
 
     # -- events --
     def wire(self) -> None:
@@ -163,12 +169,7 @@ class InterpolationPanel:
     @handler
     def interpolate(self, steps: Any, method: str, session: Session) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
-        try:
-            n = int(steps)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"Steps must be a whole number, got {steps!r}.") from None
-        if not 2 <= n <= 32:
-            raise InputError(f"Steps must be between 2 and 32, got {n}.")
+        n = whole(steps, "Steps", 2, 32)
         if method not in ("linear", "slerp"):
             raise InputError(f"Path must be linear or slerp, got {method!r}.")
         ends = {end: code for end, code in session.ends.items() if code.key == entry.key}

@@ -31,8 +31,10 @@ from vaescope.explorer.core.maps import (
     subsample,
 )
 from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.values import number, whole
 from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, short_name
 from vaescope.explorer.ui.state import Session
+from vaescope.limits import MAX_EMBEDDING_POINTS, MAX_MAP_COORDINATE
 
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
 MAX_PICK_CHARS = 1000
@@ -125,12 +127,7 @@ class MapPanel:
         version, entry = self.ctx.current(session)
         if not entry.has_points:
             return {self.plot: message_figure(f"No map for {short_name(entry)}: {entry.data_note}."), self.info: ""}
-        try:
-            limit = int(max_points or 0)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"Max points must be a whole number, got {max_points!r}.") from None
-        if limit < 0:
-            raise InputError(f"Max points must be 0 (all) or more, got {limit}.")
+        limit = whole(max_points, "Max points (0 for all)", 0, MAX_EMBEDDING_POINTS, default=0)
         idx = subsample(len(entry.latents), limit)
         groups = entry.description.latent_groups
         group = parse_page(page, entry)[0] if len(groups) > 1 else None
@@ -199,13 +196,9 @@ class MapPanel:
 
     @staticmethod
     def _point(entry: ModelEntry, index: Any) -> Code:
-        try:
-            i = int(index)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"Point {index!r} is not an image of this model.") from None
-        if not entry.has_points or not 0 <= i < len(entry.latents):
-            raise InputError(f"Point {i} is not an image of this model.")
-        return index_code(entry, i)
+        if not entry.has_points:
+            raise InputError(f"Point {index!r} is not an image of this model.")
+        return index_code(entry, whole(index, "A map point", 0, len(entry.latents) - 1))
 
 
 def place_on_map(entry: ModelEntry, view: MapView, xy: np.ndarray, current: Code | None) -> np.ndarray:
@@ -222,10 +215,4 @@ def place_on_map(entry: ModelEntry, view: MapView, xy: np.ndarray, current: Code
 
 
 def _number(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"A map spot needs numeric coordinates, got {value!r}.") from None
-    if not np.isfinite(x):
-        raise InputError("A map spot needs finite coordinates.")
-    return x
+    return number(value, "A map spot's coordinate", -MAX_MAP_COORDINATE, MAX_MAP_COORDINATE)

@@ -22,7 +22,8 @@ from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, as_resp
 from vaescope.explorer.ui.state import Session
 from vaescope.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
-LOAD_CONCURRENCY = 2
+LOAD_CONCURRENCY = 2  # switches and uploads at once
+PAGE_CONCURRENCY = 8  # page loads at once (mostly a model already in memory)
 PRESENT_JS = ("(on) => { document.body.classList.toggle('present', !!on); "
               "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
 
@@ -79,9 +80,14 @@ class ModelsPanel:
     def wire(self, demo: gr.Blocks) -> list[Any]:
         """Wire the load events; returns them, so the map can draw after each."""
         loading = {"concurrency_id": "load", "concurrency_limit": LOAD_CONCURRENCY, "show_progress_on": [self.card]}
+        # Page loads have their own slots: a visitor's page never queues behind other visitors'
+        # switches and uploads (a slow file holds a "load" slot, never a page's). The store's
+        # single flight still loads each file once, and every graph a file brings runs under a time
+        # budget (vaescope.limits.GRAPH_RUN_SECONDS), so no slot is held for long.
+        opening = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY, "show_progress_on": [self.card]}
         out = self.outputs()
         events = [
-            demo.load(self.page_load, [self.dropdown, self.session], out, api_name="page_load", **loading),
+            demo.load(self.page_load, [self.dropdown, self.session], out, api_name="page_load", **opening),
             self.dropdown.select(self.load_checkpoint, [self.dropdown, self.session], out,
                                  api_name="load_checkpoint", **loading),
             self.upload.upload(self.upload_checkpoint, [self.upload, self.session], out,

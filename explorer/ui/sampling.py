@@ -13,8 +13,18 @@ from vaescope.explorer.core.codes import index_code, random_code
 from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.sampling import decode_under_every_class, sample_class
 from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import STRIP_PX, Context, grid, handler, served, short_name
+from vaescope.explorer.core.values import number, whole
+from vaescope.explorer.ui.common import (
+    STRIP_PX,
+    Context,
+    decoder_buttons,
+    grid,
+    handler,
+    served,
+    short_name,
+)
 from vaescope.explorer.ui.state import Session
+from vaescope.limits import MAX_CLASSES
 
 CAPTION = ("**Class sampling.** Draw new images of one class from the model. How depends on the model: it "
            "may take the class as an input, have a cluster for it, or neither (then the codes of that class's "
@@ -48,7 +58,7 @@ class SamplingPanel:
                                         buttons=["download", "fullscreen"])
 
     def model_outputs(self) -> list[Any]:
-        return [self.cls, self.note, self.grid, self.every_group, self.every_image]
+        return [self.cls, self.note, self.grid, self.every_group, self.every_image, *self.decoder_buttons()]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         description = entry.description
@@ -61,7 +71,11 @@ class SamplingPanel:
                 self.note: note,
                 self.grid: gr.Image(value=None, label="Samples"),
                 self.every_group: gr.Group(visible=description.condition.decodes_with_class),
-                self.every_image: gr.Image(value=None, label="One code, every class")}
+                self.every_image: gr.Image(value=None, label="One code, every class")} | \
+            decoder_buttons(entry, self.decoder_buttons())
+
+    def decoder_buttons(self) -> list[Any]:
+        return [self.button, self.every_btn]
 
     def wire(self) -> None:
         self.button.click(self.sample_class, [self.cls, self.n, self.seed, self.temperature, self.session],
@@ -74,12 +88,10 @@ class SamplingPanel:
         _, entry = self.ctx.current(session)
         if class_index is None or class_index == "":
             raise InputError("Choose a class.")
-        try:
-            c, count, s, t = int(class_index), int(n), int(seed or 0), float(temperature)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError("Class, N, seed and temperature must be numbers.") from None
-        if not 1 <= count <= MAX_SAMPLES or not 0.05 <= t <= 5 or not 0 <= s < 2**63:
-            raise InputError(f"N must be 1..{MAX_SAMPLES}, the temperature 0.05..5 and the seed a whole number >= 0.")
+        c = whole(class_index, "The class", 0, MAX_CLASSES - 1)
+        count = whole(n, "N", 1, MAX_SAMPLES)
+        s = whole(seed, "The seed", 0, 2**63 - 1, default=0)
+        t = number(temperature, "The temperature", 0.05, 5.0)
         images, how = sample_class(entry, c, count, s, t)
         name, class_name = short_name(entry), entry.description.class_name(c)
         nrow = int(np.ceil(np.sqrt(len(images))))

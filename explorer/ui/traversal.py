@@ -37,12 +37,14 @@ from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.uploads import sketch_to_rgb
+from vaescope.explorer.core.values import number, whole
 from vaescope.explorer.ui.common import (
     PREVIEW_PX,
     QUICK,
     Context,
     as_response,
     big,
+    decoder_buttons,
     grid,
     handler,
     log,
@@ -50,7 +52,7 @@ from vaescope.explorer.ui.common import (
     short_name,
 )
 from vaescope.explorer.ui.state import Session
-from vaescope.limits import MAX_IMAGE_BYTES
+from vaescope.limits import MAX_CLASSES, MAX_IMAGE_BYTES
 
 # The slider events skip Gradio's queue: one request and response per move instead of a queue
 # join and a stream of status messages, each of which Gradio 6's page answers by copying the
@@ -122,7 +124,10 @@ class TraversalPanel:
         return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker, self.index]
 
     def model_outputs(self) -> list[Any]:
-        return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file]
+        return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file, *self.decoder_buttons()]
+
+    def decoder_buttons(self) -> list[Any]:
+        return [self.index_btn, self.random_btn, self.reset_btn, self.sketch_btn, self.grid_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         if not entry.description.decodes:
@@ -138,6 +143,7 @@ class TraversalPanel:
                    self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
         updates |= self.start(entry, code, session, session.version, page=pages[0][1], range_mode=mode)
         updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
+        updates |= decoder_buttons(entry, self.decoder_buttons())
         # the class list and the class the opening code decodes with, in one update
         updates[self.cls] = gr.Dropdown(choices=[(n, i) for i, n in enumerate(names[:condition.size])],
                                         value=code.y if condition.decodes_with_class else None,
@@ -152,7 +158,8 @@ class TraversalPanel:
                 **{slider: gr.Slider(visible=False) for slider in self.sliders},
                 self.page: gr.Dropdown(visible=False), self.cls: gr.Dropdown(choices=[], value=None, visible=False),
                 self.index: gr.Number(value=0), self.range: "prior",
-                self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
+                self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None,
+                **decoder_buttons(entry, self.decoder_buttons())}
 
     # -- shared by every start --
     def start(self, entry: ModelEntry, code: Code, session: Session, version: int, page: int | None = None,
@@ -245,11 +252,9 @@ class TraversalPanel:
                     return {self.note: "**Loading the model…** move the slider again in a moment."}
                 return {self.note: "**No model is loaded yet:** pick one in the list."}
             try:
-                x = float(value)
-                if not np.isfinite(x):
-                    raise ValueError
-            except (TypeError, ValueError):
-                return {self.note: f"**Cannot decode:** slider value {value!r} is not a number."}
+                x = number(value, "The slider value")
+            except InputError as exc:
+                return {self.note: f"**Cannot decode:** {exc}"}
             try:
                 if code is None or code.key != entry.key:  # a code of another model never reaches its decoder
                     code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
@@ -335,12 +340,7 @@ class TraversalPanel:
     def traversal_grid(self, steps: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
         code = self._current_code(session, entry)
-        try:
-            n = int(steps)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(f"Steps must be a whole number, got {steps!r}.") from None
-        if not 3 <= n <= 15:
-            raise InputError(f"Steps must be between 3 and 15, got {n}.")
+        n = whole(steps, "Steps", 3, 15)
         dims = page_dims(entry, page)
         mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
         lo, hi = slider_bounds(entry, mode)
@@ -375,14 +375,8 @@ def _class(y: Any, entry: ModelEntry) -> int | None:
     """A chosen class from a request value: None when none is chosen; InputError when out of range."""
     if y is None or y == "":
         return None
-    try:
-        c = int(y)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"Class {y!r} is not a class of this model.") from None
     size = entry.description.condition.size or len(entry.description.class_names)
-    if size and not 0 <= c < size:
-        raise InputError(f"Class {c} is out of range 0..{size - 1}.")
-    return c
+    return whole(y, "The class", 0, (size or MAX_CLASSES) - 1)
 
 
 def _filename(path: str | None) -> str:
