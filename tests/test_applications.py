@@ -43,7 +43,60 @@ def test_a_vae_scores_its_images_by_the_elbo_at_the_posterior_mean(store: ModelS
         post = model.encode(x)
         want = model.recon_nll(model.decode_logits(post.mean), x) + model.kl_per_dim(post).sum(1)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
-    assert scores.score_kind(entry).name == "−ELBO (nats)"
+    assert scores.score_kind(entry).name == "−ELBO (nats, Bernoulli likelihood)"
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["digits/collapse-no-warmup", "digits/collapse-warmup", "waveforms/vrae"])
+def test_a_gaussian_model_is_scored_by_its_own_gaussian_elbo(name: str) -> None:
+    """The shipped Gaussian-likelihood models: the anomaly score is their own -ELBO at the posterior
+    mean, written out by hand from the Gaussian's formula with the variance in the file's config."""
+    store = ModelStore(SHIPPED, torch.device("cpu"))
+    entry = store.open_name(f"{name}.safetensors")
+    model = entry.model
+    assert model.config.likelihood == "gaussian" and scores.score_kind(entry).name == "−ELBO (nats, Gaussian likelihood)"
+    images = entry.latents.images[:40]
+    got = scores.score_images(entry, images)
+    c = model.config.gaussian_c
+    with torch.no_grad():
+        x = torch.from_numpy(images.astype(np.float32) / 255)
+        post = model.encode(x)
+        mean = model.decode(post.mean)
+        d = x[0].numel()
+        recon = ((x - mean) ** 2).flatten(1).sum(1) / (2 * c) + 0.5 * d * np.log(2 * np.pi * c)
+        want = recon + model.kl_per_dim(post).sum(1)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-4)
+    bernoulli = -(x * mean.clamp(1e-6, 1 - 1e-6).log() + (1 - x) * (1 - mean).clamp(1e-6, 1).log()).flatten(1).sum(1)
+    assert not np.allclose(got, (bernoulli + model.kl_per_dim(post).sum(1)).numpy(), rtol=1e-2)  # not a Bernoulli
+
+
+def test_a_model_that_declares_no_likelihood_is_scored_by_reconstruction_error(store: ModelStore) -> None:
+    """A log-likelihood is never guessed: a model with a prior but no ``likelihood`` is ranked by its
+    reconstruction error, and the label says so."""
+    from vaescope.bounds import negative_elbo
+
+    entry = store.open_name("tiny-vae.safetensors")
+
+    class NoLikelihood:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            if name == "likelihood":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    bare = type(entry)(**{**entry.__dict__, "model": NoLikelihood(entry.model), "memo": {}})
+    assert scores.score_kind(bare).name == "reconstruction error"
+    images = entry.latents.images[:10]
+    x = torch.from_numpy(images.astype(np.float32) / 255)
+    with torch.no_grad():
+        want = ((entry.model.decode(entry.model.encode(x).mean) - x) ** 2).flatten(1).mean(1)
+    np.testing.assert_allclose(scores.score_images(bare, images), want.numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="declares no likelihood"):
+        negative_elbo(bare.model, x)
 
 
 def test_an_autoencoder_scores_by_reconstruction_error(store: ModelStore, digits_test) -> None:
@@ -85,7 +138,7 @@ def test_the_panels_through_the_page(tiny_checkpoint_dir: Path, tmp_path: Path) 
         again = client.predict("mask", 0.6, api_name="/denoise")[3]
         assert "test image #4" in again and "mask at level 0.6" in again  # the same image, corrupted anew
         note, histogram, typical, unusual = client.predict(api_name="/anomaly_scores")
-        assert note.startswith("**tiny-vae** · 300 test images · −ELBO (nats)")
+        assert note.startswith("**tiny-vae** · 300 test images · −ELBO (nats, Bernoulli likelihood)")
         assert "most unusual" in unusual["label"]
         png = tmp_path / "blob.png"
         Image.fromarray(np.full((20, 20), 255, np.uint8)).save(png)

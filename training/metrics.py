@@ -57,9 +57,9 @@ def encode_split(model: LatentModel, images: Tensor, labels: Tensor | None, batc
         parts["mean"].append(post.mean.float().cpu().numpy())
         parts["logvar"].append(post.logvar.float().cpu().numpy())
         parts["kl"].append(model.kl_per_dim(post).float().cpu().numpy())
-        logits = model.decode_logits(post.mean, y)
-        parts["recon"].append(model.recon_nll(logits, x).float().cpu().numpy())
-        parts["mse"].append((torch.sigmoid(logits) - x).pow(2).flatten(1).mean(1).float().cpu().numpy())
+        decoded = model.decode(post.mean, y).float()  # through the contract: the same reading as the explorer's
+        parts["recon"].append((-model.likelihood.log_prob(x, decoded)).float().cpu().numpy())
+        parts["mse"].append((decoded - x).pow(2).flatten(1).mean(1).float().cpu().numpy())
         if post.component_probs is not None:
             parts["probs"].append(post.component_probs.float().cpu().numpy())
         if progress is not None:

@@ -201,6 +201,93 @@ class Posterior:
         return gaussian_log_prob(z, self.mean, self.logvar)
 
 
+# -- the likelihood p(x | z): how a model scores an image against what it decoded -----------------
+PIXEL_EPS = 1e-6  # decoded pixel means are clamped into (0, 1) before a Bernoulli log-likelihood
+
+
+class Likelihood:
+    """p(x | z) as a function of what ``decode(z)`` returned (pixel means [B, C, H, W] in [0, 1]).
+
+    ``log_prob(x, decoded)`` gives log p(x | z) per image [B] in nats, summed over pixels;
+    ``mean(decoded)`` what to show (the decoded means themselves). ``spec()`` is a small JSON-able
+    dict that ``likelihood_from_spec`` turns back into the same object (bundles carry it).
+    """
+
+    name = "likelihood"
+
+    def log_prob(self, x: Tensor, decoded: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mean(self, decoded: Tensor) -> Tensor:
+        return decoded
+
+    def spec(self) -> dict[str, object]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Likelihood) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.spec().items())))
+
+
+class Bernoulli(Likelihood):
+    """Each pixel an independent Bernoulli with the decoded mean: sum x log p + (1 - x) log(1 - p)."""
+
+    name = "Bernoulli"
+
+    def log_prob(self, x: Tensor, decoded: Tensor) -> Tensor:
+        p = decoded.float().clamp(PIXEL_EPS, 1 - PIXEL_EPS)
+        x = x.float().expand_as(p)
+        return (x * p.log() + (1 - x) * (1 - p).log()).flatten(-3).sum(-1)
+
+    def spec(self) -> dict[str, object]:
+        return {"kind": "bernoulli"}
+
+
+class Gaussian(Likelihood):
+    """Each pixel N(decoded mean, ``variance``): -|x - x'|^2 / 2c - 1/2 log(2 pi c) summed over pixels."""
+
+    name = "Gaussian"
+
+    def __init__(self, variance: float) -> None:
+        if not (isinstance(variance, int | float) and math.isfinite(variance) and variance > 0):
+            raise ContractError(f"a Gaussian likelihood needs a finite variance > 0, got {variance!r}")
+        self.variance = float(variance)
+
+    def log_prob(self, x: Tensor, decoded: Tensor) -> Tensor:
+        d = decoded.float()
+        c = self.variance
+        return (-(x.float() - d).pow(2) / (2 * c) - 0.5 * math.log(2 * math.pi * c)).flatten(-3).sum(-1)
+
+    def spec(self) -> dict[str, object]:
+        return {"kind": "gaussian", "variance": self.variance}
+
+
+def likelihood_from_spec(spec: object) -> Likelihood:
+    """The Likelihood a ``spec()`` dict describes; ContractError for anything else."""
+    if isinstance(spec, dict) and spec.get("kind") == "bernoulli" and len(spec) == 1:
+        return Bernoulli()
+    if isinstance(spec, dict) and spec.get("kind") == "gaussian" and set(spec) == {"kind", "variance"}:
+        return Gaussian(spec["variance"])  # type: ignore[arg-type]
+    raise ContractError(f"not a likelihood vaescope knows: {str(spec)[:80]} (bernoulli, or gaussian with a variance)")
+
+
+def likelihood_of(model: object) -> Likelihood | None:
+    """The model's declared likelihood (its ``likelihood`` attribute), or None when it declares none:
+    then nothing computes a log-likelihood for it, and scores fall back to the reconstruction error."""
+    found = getattr(model, "likelihood", None)
+    if found is None:
+        return None
+    if not isinstance(found, Likelihood):
+        raise ContractError(f"{type(model).__name__}.likelihood must be a vaescope.contract.Likelihood "
+                            f"(Bernoulli() or Gaussian(variance)), got {type(found).__name__}")
+    return found
+
+
 @runtime_checkable
 class ExplorableModel(Protocol):
     """What the explorer, the metrics and the exporters may ask of a model, and nothing more.
@@ -213,6 +300,9 @@ class ExplorableModel(Protocol):
     - ``kl_per_dim(posterior) -> [B, D]``: KL of the posterior from the model's own prior, per
       dimension, in nats (zeros when the model has none).
     - ``device``: where its tensors live.
+    - optional ``likelihood``: a ``Likelihood`` (``Bernoulli()``, ``Gaussian(variance)``), what the
+      decoder's output means. Scores that need log p(x|z) (the ELBO, the anomaly score) use it, and
+      a model without one is scored by its reconstruction error instead, never by a guessed one.
 
     See ``Condition`` for what ``condition`` means in each case.
     """

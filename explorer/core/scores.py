@@ -3,10 +3,11 @@
 - Denoising: corrupt an image (``training/corruption.py``: Gaussian noise, masking, salt and
   pepper), let the model rebuild it, and measure how far each is from the clean image.
 - Anomaly detection: data the model explains badly is unusual. The score per image is the
-  negative ELBO at the posterior mean (reconstruction cost under a Bernoulli likelihood of the
-  decoded pixels, plus the KL from the prior) for a model with a prior, and the reconstruction
-  error for one without. An out-of-distribution check scores a second dataset, resized to the
-  model's images, and reports how well the score separates the two (AUROC).
+  negative ELBO at the posterior mean under the model's own likelihood (``vaescope.bounds``: a
+  Bernoulli or Gaussian reconstruction cost plus the KL from the prior) for a model with a prior
+  and a declared likelihood, and the reconstruction error otherwise. An out-of-distribution check
+  scores a second dataset, resized to the model's images, and reports how well the score
+  separates the two (AUROC).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vaescope.bounds import negative_elbo, reconstruction_error
+from vaescope.contract import likelihood_of
 from vaescope.errors import InputError
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.corruption import CORRUPTIONS, check_corruption, corrupt
 
-PIXEL_EPS = 1e-6  # decoded pixels are clamped into (0, 1) before the Bernoulli log-likelihood
 OOD_IMAGES = 2_000  # images of the second dataset scored for the out-of-distribution check
 CURVE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 CURVE_IMAGES = 64  # test images averaged per point of the breakdown curve
@@ -30,12 +32,16 @@ CURVE_IMAGES = 64  # test images averaged per point of the breakdown curve
 class ScoreKind:
     name: str  # what the score is, for labels
     higher: str  # what a high score means
+    elbo: bool  # the negative ELBO under the model's likelihood (else the reconstruction error)
 
 
 def score_kind(entry: ModelEntry) -> ScoreKind:
-    if entry.description.has_prior:
-        return ScoreKind("−ELBO (nats)", "the model explains the image badly")
-    return ScoreKind("reconstruction error", "the model rebuilds the image badly")
+    """The score this model is ranked by: its −ELBO when it has a prior and declares a likelihood,
+    else its reconstruction error (a log-likelihood is never guessed)."""
+    likelihood = likelihood_of(entry.model) if entry.description.decodes else None
+    if entry.description.has_prior and likelihood is not None:
+        return ScoreKind(f"−ELBO (nats, {likelihood.name} likelihood)", "the model explains the image badly", True)
+    return ScoreKind("reconstruction error", "the model rebuilds the image badly", False)
 
 
 @torch.inference_mode()
@@ -45,20 +51,15 @@ def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | Non
     if not entry.description.decodes:
         raise InputError("precomputed embeddings have no model to score images with")
     model, description = entry.model, entry.description
+    elbo = score_kind(entry).elbo
     x_all = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     scores = []
     for start in range(0, len(x_all), batch_size):
         x = torch.from_numpy(x_all[start:start + batch_size]).to(model.device)
         y = None if labels is None else description.condition.from_labels(
             torch.from_numpy(labels[start:start + batch_size]).to(model.device))
-        post = model.encode(x, y)
-        pixels = model.decode(post.mean, y).float()
-        if description.has_prior:
-            p = pixels.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
-            recon = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
-            scores.append((recon + model.kl_per_dim(post).float().sum(1)).cpu().numpy())
-        else:
-            scores.append((pixels - x).pow(2).flatten(1).mean(1).cpu().numpy())
+        score = negative_elbo(model, x, y) if elbo else reconstruction_error(model, x, y)
+        scores.append(score.float().cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 

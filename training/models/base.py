@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaescope.contract import Condition, Description, LossOutput, Posterior, gaussian_log_prob
+from vaescope.contract import (
+    Bernoulli,
+    Condition,
+    Description,
+    Gaussian,
+    Likelihood,
+    LossOutput,
+    Posterior,
+    gaussian_log_prob,
+)
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
 
 FAMILIES: dict[str, type[LatentModel]] = {}
@@ -125,6 +134,12 @@ class LatentModel(nn.Module):
         if not 0 <= int(condition) < k:
             raise ValueError(f"component {condition} out of range 0..{k - 1}")
         return torch.full((n,), int(condition), dtype=torch.long, device=self.device)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """What ``decode``'s pixel means are the mean of: the config's Bernoulli or Gaussian (variance
+        ``gaussian_c``). The explorer's scores and the metrics read it through the contract."""
+        return Bernoulli() if self.config.likelihood == "bernoulli" else Gaussian(self.config.gaussian_c)
 
     def kl_per_dim(self, posterior: Posterior) -> Tensor:
         """KL(q(z|x) || p(z)) per dimension [B, D] in nats, against N(0, I)."""

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vaescope.contract import Description, LossOutput, Posterior
+from vaescope.contract import Description, Gaussian, Likelihood, LossOutput, Posterior
 from vaescope.training.config import ModelConfig
 from vaescope.training.models.ae import AE_PRIOR_NOTE
 from vaescope.training.models.base import LatentModel, register
@@ -59,6 +59,11 @@ class LinearAE(LatentModel):
     def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         """logit of the output clipped to [0, 1], so ``decode`` = clip(W_d z + b_d, 0, 1)."""
         return torch.logit(self.decode_linear(z).clamp(0, 1), eps=LOGIT_EPS)
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """Gaussian whatever the config says: the PCA equivalence holds for squared error only."""
+        return Gaussian(self.config.gaussian_c)
 
     def recon_nll(self, logits: Tensor, x: Tensor) -> Tensor:
         """Gaussian -log p(x|z) per image [B] of the clipped output (the metrics' reading)."""
