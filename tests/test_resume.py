@@ -25,7 +25,12 @@ from vaescope.training.config import TrainConfig
 from vaescope.training.data import load_dataset
 from vaescope.training.tensorfile import WriteError
 from vaescope.training.train import model_config_for, train
-from vaescope.training.train_state import TrainStateError, load_train_state, tensors_digest
+from vaescope.training.train_state import (
+    TrainStateError,
+    load_train_state,
+    metadata_digest,
+    tensors_digest,
+)
 
 EPOCHS = 4
 CLI_ARGS = ["--dataset", "digits", "--model", "vae", "--arch", "mlp", "--latent-dim", "4", "--hidden-dim", "32",
@@ -123,13 +128,16 @@ def finished_run(digits, tmp_path_factory) -> Path:
 
 
 def _edit_tensors(path: Path, edit, redigest: bool = True) -> None:  # noqa: ANN001
-    """Change the state's tensors; with ``redigest`` record their new digest, as a careful forger would."""
+    """Change the state's tensors; with ``redigest`` record their new digests, as a careful forger would."""
     tensors = load_file(path)
     edit(tensors)
     _, metadata, _ = read_safetensors_raw(path)
     save_file(tensors, str(path), metadata=metadata)
     if redigest:
-        rewrite_metadata_json(path, "train_state", lambda meta: meta.update(tensors_sha256=tensors_digest(tensors)))
+        def forge(meta: dict) -> None:
+            meta.update(tensors_sha256=tensors_digest(tensors))
+            meta.update(metadata_sha256=metadata_digest(meta))
+        rewrite_metadata_json(path, "train_state", forge)
 
 
 def _set_meta(**values):  # noqa: ANN202

@@ -162,16 +162,20 @@ def save_checkpoint(path: str | os.PathLike, model: LatentModel, meta: Checkpoin
 
 
 def checkpoint_bytes(model: LatentModel, meta: CheckpointMeta, dtype: torch.dtype | None = None,
-                     extra: dict[str, torch.Tensor] | None = None) -> bytes:
+                     extra: dict[str, torch.Tensor] | None = None, metadata: dict[str, str] | None = None) -> bytes:
     """The bytes of the checkpoint file of ``model`` and ``meta`` (what ``save_checkpoint`` writes),
-    with the ``extra`` tensors (sample, record) beside the state dict."""
+    with the ``extra`` tensors (sample, record) beside the state dict and the ``metadata`` entries
+    beside ``META_KEY`` (latent-train's run block, ``train_state.RUN_KEY``; the loader reads only
+    ``META_KEY``, ``embed_sample`` keeps them)."""
+    if META_KEY in (metadata or {}):
+        raise ValueError(f"{META_KEY!r} is the checkpoint's own metadata entry")
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
     for name, value in (extra or {}).items():
         if not is_extra(name) or name in tensors:
             raise ValueError(f"{name!r} is not a sample or record tensor name")
         tensors[name] = value.detach().cpu().contiguous()
-    return encode(tensors, {META_KEY: meta.to_json()})
+    return encode(tensors, {META_KEY: meta.to_json(), **(metadata or {})})
 
 
 def embed_sample(path: str | os.PathLike, images: Any, labels: Any = None, factors: Any = None) -> Path:

@@ -46,10 +46,13 @@ from vaescope.training.data import BINARIZE_TEST_SEED, Dataset, binarized, load_
 from vaescope.training.embedded import default_sample_size, sample_tensors, subset_indices
 from vaescope.training.models import LatentModel, build_model
 from vaescope.training.record import Recorder
-from vaescope.training.tensorfile import file_sha256, stale_temporaries, write_atomically
+from vaescope.training.tensorfile import stale_temporaries, write_atomically
 from vaescope.training.train_state import (
+    RunLink,
     TrainStateError,
+    check_model_file,
     load_train_state,
+    model_file_run_entry,
     restore,
     save_train_state,
 )
@@ -219,10 +222,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     seed_everything(cfg.seed)
     model = build_model(model_config, data.info.class_names).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start_epoch, history = 0, []
+    start_epoch, history, link = 0, [], RunLink()  # a new run's id; a resume keeps its run's
     recorder = Recorder.create(grey.test, cfg.record, cfg.seed, model_config.latent_dim, cfg.epochs) if ctx.main else None
     if resume:
-        start_epoch, history, saved_record = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
+        start_epoch, history, saved_record, link = _resume(model, opt, out_dir, model_config, cfg, ctx.main)
         if recorder is not None and saved_record:  # continue the run's record (an older state has none)
             recorder = Recorder.resumed(grey.test, saved_record, model_config.latent_dim, cfg.epochs)
     elif recorder is not None:
@@ -248,7 +251,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
             if ctx.main:
                 history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | init)
                 meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, epoch + 1,
-                                   sample=sample, recorder=recorder)
+                                   sample=sample, recorder=recorder, link=link)
                 if show_progress:
                     tqdm.write(_epoch_line(history[-1]))
     except KeyboardInterrupt:
@@ -265,7 +268,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         if "nll_iwae" in result.metrics:
             result.metrics["nll_protocol"] = nll_protocol(cfg, result.metrics["nll_k"], result.metrics["nll_images"])
         meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, len(history), result.metrics,
-                           sample=sample, recorder=recorder)
+                           sample=sample, recorder=recorder, link=link)
         result.files = write_artifacts(model, data, history, out_dir)
     if meta is not None:
         model.meta = meta  # what vs.load would give: vs.save and vs.explore read it (set once: compiled code never sees it)
@@ -386,10 +389,11 @@ RESUME_MAY_CHANGE = ("epochs", "device", "compile", "data_dir", "eval_k", "extra
 
 
 def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model_config: ModelConfig,
-            cfg: TrainConfig, report: bool) -> tuple[int, list, dict[str, Tensor]]:
-    """Load and check the resume state in ``out_dir``, put it into ``model`` and ``opt``; returns
-    (epochs done, history, the record's tensors so far). Raises TrainStateError saying why a resume
-    is impossible."""
+            cfg: TrainConfig, report: bool) -> tuple[int, list, dict[str, Tensor], RunLink]:
+    """Load and check the resume state in ``out_dir`` and that it belongs with the model file there,
+    then put it into ``model`` and ``opt``; returns (epochs done, history, the record's tensors so
+    far, the run's link for the next writes). Raises TrainStateError saying why a resume is
+    impossible, before anything is changed or written."""
     state_path = out_dir / TRAIN_STATE_NAME
     if not state_path.exists():
         raise TrainStateError(state_path, f"cannot resume: {out_dir} holds no resume state from an earlier run "
@@ -399,11 +403,11 @@ def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model
     if state.epoch > cfg.epochs:
         raise TrainStateError(state_path, f"cannot resume: the run has already finished {state.epoch} epochs, "
                                           f"more than the {cfg.epochs} asked for")
+    note = check_model_file(state_path, state, out_dir / CHECKPOINT_NAME, RESUME_MAY_CHANGE)
     restore(state, model, opt, model.device)
-    note = _pairing_note(out_dir / CHECKPOINT_NAME, state.model_file_sha256, state.epoch)
     if note and report:
         tqdm.write(note, file=sys.stderr)
-    return state.epoch, state.history, state.record
+    return state.epoch, state.history, state.record, RunLink(state.run_id, state.metadata_sha256)
 
 
 def _check_same_run(state_path: Path, saved_model: ModelConfig, saved_train: TrainConfig, model_config: ModelConfig,
@@ -414,16 +418,6 @@ def _check_same_run(state_path: Path, saved_model: ModelConfig, saved_train: Tra
                      if k not in RESUME_MAY_CHANGE and getattr(cfg, k) != v)
     if changed:
         raise TrainStateError(state_path, f"cannot resume: the train config differs from the resume state's in {changed}")
-
-
-def _pairing_note(model_path: Path, recorded_sha256: str, epoch: int) -> str | None:
-    """A note when the model file is not the one written with the resume state: the run stopped
-    between the two writes (the model file is then one epoch ahead) or the file was replaced."""
-    if model_path.is_file() and file_sha256(model_path) == recorded_sha256:
-        return None
-    found = "is missing" if not model_path.is_file() else "is not the one saved with the resume state"
-    return (f"note: {model_path} {found} (the run stopped between its two writes?); continuing from the "
-            f"resume state after epoch {epoch}, which reaches the same weights")
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -459,17 +453,20 @@ def _epoch_line(rec: dict) -> str:
 
 def _save_epoch(model: LatentModel, opt: torch.optim.Optimizer, model_config: ModelConfig, cfg: TrainConfig,
                 data: Dataset, history: list, out_dir: Path, epochs_done: int, metrics: dict | None = None, *,
-                sample: dict[str, Tensor] | None = None, recorder: Recorder | None = None) -> CheckpointMeta:
-    """Write the checkpoint (with the embedded sample and the record so far), then the resume state
-    that records its digest (with the record). Each write is atomic; a stop between them leaves the
-    resume state one epoch behind, which resumes exactly (the module docstring of train_state.py
-    says why)."""
+                sample: dict[str, Tensor] | None = None, recorder: Recorder | None = None,
+                link: RunLink) -> CheckpointMeta:
+    """Write the checkpoint (with the embedded sample, the record so far and ``link``'s run block),
+    then the resume state that records its digest (with the record); ``link`` then names the new
+    state. Each write is atomic; a stop between them leaves the resume state one epoch behind,
+    which resumes exactly (the module docstring of train_state.py says why)."""
     meta = CheckpointMeta(model_config=model_config, train_config=cfg.to_dict(), dataset=data.info.to_dict(),
                           history=history, metrics=metrics or {})
     record = recorder.tensors() if recorder is not None else {}
-    digest = write_atomically(out_dir / CHECKPOINT_NAME, checkpoint_bytes(model, meta, extra=(sample or {}) | record))
-    save_train_state(out_dir / TRAIN_STATE_NAME, model, opt, epochs_done, history, model_config, cfg, digest,
-                     model.device, record=record)
+    run = model_file_run_entry(link, meta.to_json(), model.state_dict())
+    digest = write_atomically(out_dir / CHECKPOINT_NAME,
+                              checkpoint_bytes(model, meta, extra=(sample or {}) | record, metadata=run))
+    link.state_sha256 = save_train_state(out_dir / TRAIN_STATE_NAME, model, opt, epochs_done, history, model_config,
+                                         cfg, digest, model.device, record=record, run_id=link.run_id)
     return meta
 
 
