@@ -17,6 +17,7 @@ family a model is.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -39,20 +40,51 @@ class ContractError(InputError, TypeError):
 
 
 @dataclass(frozen=True)
-class Condition:
-    """What a model's ``condition`` argument means.
+class PriorRow:
+    """One row of prior samples a condition asks for: draw from ``component`` (a mixture's; None:
+    the whole prior), decode with ``decoder_class`` (a class-conditional decoder's; None: none)."""
 
-    - ``"none"``: nothing; ``encode``, ``decode`` and ``sample`` ignore it.
-    - ``"class"``: ``encode(x, y)`` and ``decode(z, y)`` need class labels y [B] in 0..size-1 (a CVAE).
-      ``sample(n, c)`` draws codes from the prior, which does not depend on the class; decoding them
-      with class c gives images of c.
-    - ``"component"``: the prior is a mixture of ``size`` components. ``sample(n, k)`` draws from
-      component k, and ``encode`` reports the responsibilities q(k|x) [B, size] on its posterior.
-      ``encode`` and ``decode`` take no condition.
+    label: str
+    component: int | None = None
+    decoder_class: int | None = None
+
+
+@dataclass(frozen=True)
+class ClassDraw:
+    """How codes for one class are drawn (``Condition.class_draw``): from the prior's ``component``
+    (None: the whole prior) decoded with ``decoder_class``, or, when ``fitted``, from a Gaussian
+    fitted to that class's codes (a model without a class input). ``how`` / ``formula`` say it."""
+
+    component: int | None
+    decoder_class: int | None
+    fitted: bool
+    how: str
+    formula: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a model's ``condition`` argument means, and what follows from it.
+
+    ``Condition(kind, size)`` builds the class for ``kind``; each owns the behaviour that differs, so
+    nothing above the contract asks which one it has:
+
+    - ``"none"`` (``NoCondition``): nothing; ``encode``, ``decode`` and ``sample`` ignore it.
+    - ``"class"`` (``ClassCondition``): ``encode(x, y)`` and ``decode(z, y)`` need class labels
+      y [B] in 0..size-1 (a CVAE). ``sample(n, c)`` draws codes from the prior, which does not
+      depend on the class; decoding them with class c gives images of c.
+    - ``"component"`` (``MixtureCondition``): the prior is a mixture of ``size`` components.
+      ``sample(n, k)`` draws from component k, and ``encode`` reports the responsibilities q(k|x)
+      [B, size] on its posterior. ``encode`` and ``decode`` take no condition.
     """
 
     kind: str = "none"
     size: int = 0  # classes or components; 0 for "none"
+
+    def __new__(cls, kind: str = "none", size: int = 0) -> Condition:  # noqa: D102 - the class for the kind
+        if cls is Condition:
+            cls = _CONDITIONS.get(kind, Condition)
+        return object.__new__(cls)
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
@@ -61,31 +93,123 @@ class Condition:
             raise ContractError(f"a {self.kind!r} condition needs size {'0' if self.kind == 'none' else '>= 1'}, "
                                 f"got {self.size}")
 
+    def __getnewargs__(self) -> tuple[str, int]:  # copy / pickle rebuild the same subclass
+        return (self.kind, self.size)
+
+    # What a flag used to say; kept for code outside the explorer that reads them.
     @property
     def decodes_with_class(self) -> bool:
         """Whether encode and decode take a class label."""
-        return self.kind == "class"
+        return False
 
     @property
     def is_mixture(self) -> bool:
         """Whether the prior is a mixture that ``sample`` can draw one component of."""
-        return self.kind == "component"
+        return False
 
     def from_labels(self, labels: Tensor | None) -> Tensor | None:
         """What encode / decode take for dataset labels [B]: the labels for a class condition (an
         unknown label, -1, becomes class 0), else None."""
-        if not self.decodes_with_class or labels is None:
-            return None
-        return labels.long().clamp(min=0)
+        return None
 
     def for_class(self, label: int | None, n: int, device: torch.device | str = "cpu") -> Tensor | None:
         """The decoder condition [n] for one chosen class (class 0 when none is chosen), else None."""
-        if not self.decodes_with_class:
-            return None
+        return None
+
+    def decoder_class(self, label: int | None) -> int | None:
+        """The class a code is decoded with when ``label`` is chosen (class 0 when none is), or None
+        when the decoder takes no class."""
+        return None
+
+    def class_choices(self, names: tuple[str, ...]) -> list[tuple[str, int]]:
+        """(name, class) a decoder's class input offers; empty when there is no class input."""
+        return []
+
+    def prior_rows(self, class_name: Callable[[int], str], component_names: list[str], rows: int) -> list[PriorRow]:
+        """At most ``rows`` rows of prior samples, one per class or component; empty: plain rows."""
+        return []
+
+    def overlays(self, component_names: list[str]) -> list[tuple[str, str]]:
+        """(label, value) of the prior overlays a map offers."""
+        return [("none", "none"), ("prior samples", "prior")]
+
+    def class_draw(self, c: int, class_name: str, matched: Callable[[int], tuple[int, str]],
+                   temperature: float) -> ClassDraw:
+        """How to draw codes of class ``c``: without a class input, from a Gaussian fitted to the
+        class's codes (``matched`` finds a mixture's component for a class)."""
+        return ClassDraw(None, None, True, f"the model has no class input: codes drawn from a Gaussian fitted to "
+                                           f"the codes of the “{class_name}” images",
+                         f"z ~ N(mu_c, {temperature:g}² Sigma_c) over the class's posterior means")
+
+    def history_without(self) -> tuple[str, ...]:
+        """Training-history keys that mean nothing for this model (older checkpoints recorded the
+        Gumbel-softmax temperature for every model)."""
+        return ("temperature",)
+
+
+class NoCondition(Condition):
+    """No condition: the model takes none."""
+
+
+class ClassCondition(Condition):
+    """A decoder (and encoder) that takes the class: a CVAE."""
+
+    @property
+    def decodes_with_class(self) -> bool:
+        return True
+
+    def from_labels(self, labels: Tensor | None) -> Tensor | None:
+        return None if labels is None else labels.long().clamp(min=0)
+
+    def for_class(self, label: int | None, n: int, device: torch.device | str = "cpu") -> Tensor | None:
+        return torch.full((n,), self.decoder_class(label), dtype=torch.long, device=device)
+
+    def decoder_class(self, label: int | None) -> int | None:
         c = 0 if label is None else int(label)
         if not 0 <= c < self.size:
             raise ValueError(f"class {c} out of range 0..{self.size - 1}")
-        return torch.full((n,), c, dtype=torch.long, device=device)
+        return c
+
+    def class_choices(self, names: tuple[str, ...]) -> list[tuple[str, int]]:
+        return [(names[c] if c < len(names) else str(c), c) for c in range(self.size)]
+
+    def prior_rows(self, class_name: Callable[[int], str], component_names: list[str], rows: int) -> list[PriorRow]:
+        return [PriorRow(class_name(c), None, c) for c in range(min(self.size, rows))]
+
+    def class_draw(self, c: int, class_name: str, matched: Callable[[int], tuple[int, str]],
+                   temperature: float) -> ClassDraw:
+        if not 0 <= c < self.size:
+            raise InputError(f"class {c} is out of range 0..{self.size - 1}")
+        return ClassDraw(None, c, False, f"codes drawn from the prior and decoded with the class label “{class_name}”",
+                         f"z ~ N(0, {temperature:g}² I), decoded with y = {c}")
+
+
+class MixtureCondition(Condition):
+    """A mixture prior with ``size`` components (a GMVAE, a mixture AAE)."""
+
+    @property
+    def is_mixture(self) -> bool:
+        return True
+
+    def prior_rows(self, class_name: Callable[[int], str], component_names: list[str], rows: int) -> list[PriorRow]:
+        return [PriorRow(component_names[k], k, None) for k in range(min(self.size, rows))]
+
+    def overlays(self, component_names: list[str]) -> list[tuple[str, str]]:
+        return [("none", "none"), ("prior samples (whole mixture)", "prior"),
+                *((f"prior of {name}", f"prior:{k}") for k, name in enumerate(component_names))]
+
+    def class_draw(self, c: int, class_name: str, matched: Callable[[int], tuple[int, str]],
+                   temperature: float) -> ClassDraw:
+        k, how = matched(c)
+        return ClassDraw(k, None, False, f"codes drawn from mixture component {k}, {how}",
+                         f"z ~ p(z | k = {k}) with its sd x {temperature:g}")
+
+    def history_without(self) -> tuple[str, ...]:
+        return ()
+
+
+_CONDITIONS: dict[str, type[Condition]] = {"none": NoCondition, "class": ClassCondition,
+                                           "component": MixtureCondition}
 
 
 @dataclass(frozen=True)

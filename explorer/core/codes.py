@@ -64,16 +64,19 @@ def prior_codes(entry: ModelEntry, n: int, seed: int, condition: int | None = No
 def prior_samples(entry: ModelEntry, n: int, seed: int = 0) -> np.ndarray:
     """n images from the prior [n, C, H, W]; a class-conditional model cycles its classes."""
     z = prior_codes(entry, n, seed)
-    condition = entry.description.condition
-    if not condition.decodes_with_class:
+    classes = [c for _, c in entry.description.condition.class_choices(entry.description.class_names)]
+    if not classes:
         return decode(entry, z, None)
-    return np.concatenate([decode(entry, z[i], i % condition.size) for i in range(n)])
+    return np.concatenate([decode(entry, z[i], classes[i % len(classes)]) for i in range(n)])
 
 
 def class_of(entry: ModelEntry, y: int | None) -> int | None:
     """The decoder condition for a chosen class: the class (0 if none chosen) when the model
     decodes with one, else None."""
-    return (int(y) if y is not None else 0) if entry.description.condition.decodes_with_class else None
+    try:
+        return entry.description.condition.decoder_class(None if y is None else int(y))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def index_code(entry: ModelEntry, index: int | None) -> Code:

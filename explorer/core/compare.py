@@ -58,20 +58,13 @@ def prior_rows(entry: ModelEntry, seed: int = 0) -> Rows:
     description = entry.description
     if not description.decodes:
         raise InputError("precomputed embeddings have no decoder to sample with")
-    condition = description.condition
-    if condition.decodes_with_class or condition.is_mixture:
-        rows = min(condition.size, SAMPLE_ROWS_MAX)
-        names = (component_names(entry) if condition.is_mixture
-                 else [description.class_name(c) for c in range(rows)])
-        images, labels = [], []
-        for k in range(rows):
-            if condition.is_mixture:
-                images.append(decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k, condition=k), None))
-            else:
-                images.append(decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k), k))
-            labels.append(names[k])
-        how = "a row per mixture component" if condition.is_mixture else "a row per class the decoder is given"
-        return Rows(np.concatenate(images), SAMPLE_COLUMNS, labels, f"prior samples, {how}")
+    plan = description.condition.prior_rows(description.class_name, component_names(entry), SAMPLE_ROWS_MAX)
+    if plan:
+        images = [decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k, condition=row.component), row.decoder_class)
+                  for k, row in enumerate(plan)]
+        how = ("a row per mixture component" if plan[0].component is not None
+               else "a row per class the decoder is given")
+        return Rows(np.concatenate(images), SAMPLE_COLUMNS, [row.label for row in plan], f"prior samples, {how}")
     z = prior_codes(entry, SAMPLE_COLUMNS * 4, seed)
     note = "prior samples: codes drawn from p(z), decoded"
     if not description.has_prior:

@@ -42,15 +42,15 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
                            message_figure("Precomputed embeddings: no training history."), None, None)
     kl_fig, notes = kl_panel(entry)
     history = entry.history
-    if not entry.description.condition.is_mixture:  # older checkpoints recorded the temperature for every model
-        history = [{k: v for k, v in row.items() if k != "temperature"} for row in history]
+    meaningless = entry.description.condition.history_without()
+    history = [{k: v for k, v in row.items() if k not in meaningless} for row in history]
     curves = figures.training_curves(history) if history else message_figure("No training history in this model.")
     if history:
         curves.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · training history")
     prior = prior_samples(entry, 32)
     if entry.description.prior_note:
         notes.append(entry.description.prior_note)
-    if entry.description.condition.decodes_with_class:
+    if entry.description.condition.class_choices(()):
         notes.append("The prior samples cycle through the classes: the n-th sample is decoded as class n mod "
                      f"{entry.description.condition.size}.")
     recon = recon_grid(entry)

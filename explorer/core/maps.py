@@ -73,10 +73,7 @@ def overlay_choices(entry: ModelEntry) -> list[tuple[str, str]]:
     condition = entry.description.condition
     if not entry.description.decodes:  # precomputed codes: there is no prior to draw from
         return [("none", "none")]
-    choices = [("none", "none"), ("prior samples" + (" (whole mixture)" if condition.is_mixture else ""), "prior")]
-    if condition.is_mixture:
-        choices += [(f"prior of {name}", f"prior:{k}") for k, name in enumerate(component_names(entry))]
-    return choices
+    return condition.overlays(component_names(entry))
 
 
 def map_colors(entry: ModelEntry, view: MapView) -> tuple[np.ndarray, str, list[str] | None, str]:

@@ -101,17 +101,10 @@ def class_codes(entry: ModelEntry, class_index: int, n: int, seed: int, temperat
     description = entry.description
     condition, c, t = description.condition, int(class_index), float(temperature)
     name = description.class_name(c)
-    if condition.decodes_with_class:
-        if not 0 <= c < condition.size:
-            raise InputError(f"class {c} is out of range 0..{condition.size - 1}")
-        z = prior_codes(entry, n, seed, None, t)
-        return ClassSample(z, c, f"codes drawn from the prior and decoded with the class label “{name}”",
-                           f"z ~ N(0, {t:g}² I), decoded with y = {c}")
-    if condition.is_mixture:
-        k, how = _matched_component(entry, c)
-        z = prior_codes(entry, n, seed, k, t)
-        return ClassSample(z, None, f"codes drawn from mixture component {k}, {how}",
-                           f"z ~ p(z | k = {k}) with its sd x {t:g}")
+    draw = condition.class_draw(c, name, lambda cls: _matched_component(entry, cls), t)
+    if not draw.fitted:
+        z = prior_codes(entry, n, seed, draw.component, t)
+        return ClassSample(z, draw.decoder_class, draw.how, draw.formula)
     z, count = _fitted_codes(entry.latents, c, n, seed, t, name)
     return ClassSample(z.astype(np.float32), None,
                        f"the model has no class input: codes drawn from a Gaussian fitted to the codes of the "
@@ -127,7 +120,7 @@ def sample_class(entry: ModelEntry, class_index: int, n: int, seed: int, tempera
 
 def decode_under_every_class(entry: ModelEntry, z: np.ndarray) -> np.ndarray:
     """One code z [D] decoded with each class label -> [classes, C, H, W] (a class-conditional model)."""
-    condition = entry.description.condition
-    if not condition.decodes_with_class:
+    classes = entry.description.condition.class_choices(entry.description.class_names)
+    if not classes:
         raise InputError("only a model whose decoder takes the class (a CVAE) decodes one code under every class")
-    return np.concatenate([decode(entry, z, c) for c in range(condition.size)])
+    return np.concatenate([decode(entry, z, c) for _, c in classes])

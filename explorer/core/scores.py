@@ -162,7 +162,7 @@ def denoise(entry: ModelEntry, clean: np.ndarray, kind: str, level: float, seed:
     model, description = entry.model, entry.description
     x = torch.from_numpy(np.asarray(clean, np.float32)[None]).to(model.device)
     noisy = corrupt(x, kind, float(level), torch.Generator(model.device).manual_seed(int(seed)))
-    y = description.condition.for_class(label, 1, model.device) if description.condition.decodes_with_class else None
+    y = description.condition.for_class(label, 1, model.device)
     rebuilt = model.decode(model.encode(noisy, y).mean, y).float()
     error = lambda a: float((a - x).pow(2).mean())  # noqa: E731
     return Denoised(clean, noisy[0].cpu().numpy(), rebuilt[0].cpu().numpy(), error(noisy), error(rebuilt))

@@ -187,7 +187,7 @@ class InterpolationPanel:
         if not session.update(version, ends=ends, path=codes):
             return {}
         note = f"**{name}** · {n} steps, {method}, from {a.source} to {b.source}"
-        if entry.description.condition.decodes_with_class:
+        if a.y is not None:
             note += f"; decoded as class {entry.description.class_name(a.y)}"
         view = session.view
         path_json = points_json(view if view is not None and view.key == entry.key else None, codes)

@@ -70,7 +70,7 @@ class SamplingPanel:
         return {self.cls: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
                 self.note: note,
                 self.grid: gr.Image(value=None, label="Samples"),
-                self.every_group: gr.Group(visible=description.condition.decodes_with_class),
+                self.every_group: gr.Group(visible=bool(description.condition.class_choices(description.class_names))),
                 self.every_image: gr.Image(value=None, label="One code, every class")} | \
             decoder_buttons(entry, self.decoder_buttons())
 

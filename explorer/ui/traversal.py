@@ -145,9 +145,8 @@ class TraversalPanel:
         updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
         updates |= decoder_buttons(entry, self.decoder_buttons())
         # the class list and the class the opening code decodes with, in one update
-        updates[self.cls] = gr.Dropdown(choices=[(n, i) for i, n in enumerate(names[:condition.size])],
-                                        value=code.y if condition.decodes_with_class else None,
-                                        visible=condition.decodes_with_class)
+        choices = condition.class_choices(names)
+        updates[self.cls] = gr.Dropdown(choices=choices, value=code.y if choices else None, visible=bool(choices))
         return updates
 
     def _no_decoder(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
@@ -173,7 +172,7 @@ class TraversalPanel:
         updates[self.start_image] = None if code.image is None else big(entry, code.image, 110)
         if code.index is not None:
             updates[self.index] = code.index
-        if entry.description.condition.decodes_with_class:
+        if code.y is not None:  # a code decoded with a class shows it in the class list
             updates[self.cls] = gr.Dropdown(value=code.y)
         return updates
 
@@ -201,7 +200,7 @@ class TraversalPanel:
     def note_text(entry: ModelEntry, code: Code) -> str:
         """Where the code came from, and the class it is decoded as."""
         text = f"**{short_name(entry)}** · from {code.source}"
-        if code.y is not None and entry.description.condition.decodes_with_class:
+        if code.y is not None:  # only a decoder that takes the class gives a code one
             text += f" · decoded as class {entry.description.class_name(code.y)}"
         return text
 
