@@ -20,7 +20,7 @@ from torch import Tensor
 
 from vaescope.training.models import LatentModel
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_d|x]) > 0.01
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Var_x(E_q[z_d|x]) > 0.01 (the spread of the posterior means)
 
 
 def float_batch(images: Tensor, device: torch.device) -> Tensor:
@@ -151,7 +151,7 @@ def evaluate(model: LatentModel, test_images: Tensor, test_labels: Tensor, *, tr
              train_labels: Tensor | None = None, eval_k: int = 100, nll_images: int = 1000,
              labelled: bool = True, probe_images: int = 10000, temperature: float | None = None,
              factors: Tensor | None = None, factor_names: tuple[str, ...] = ()) -> dict:
-    """All metrics on the test split, as a JSON-ready dict (see README "Metrics"); with the test
+    """All metrics on the test split, as a JSON-ready dict (see docs/training.md, "Metrics"); with the test
     images' ground-truth ``factors`` [N, F] (named ``factor_names``), their MIG too."""
     model.eval()
     cond = model.condition.from_labels(test_labels)

@@ -98,7 +98,7 @@ RECIPES: tuple[Recipe, ...] = (
            {"epochs": 30, "binarize": "dynamic", "eval_k": 100}),
     Recipe("mnist/ae", "mnist", {"model_type": "ae", **FMNIST_CONV}, {"epochs": 20}),
     Recipe("mnist/cvae", "mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 15}),
-    # the README's documented Fashion-MNIST GMVAE command, on MNIST
+    # the documented Fashion-MNIST GMVAE command (docs/gmvae-clustering.md), on MNIST
     Recipe("mnist/gmvae", "mnist", {"model_type": "gmvae", **FMNIST_CONV,
                                     "options": {"categorical_weight": 0.2, "z_given_y": False}},
            {"epochs": 20, "temperature_end": 0.3, "component_init": "umap", "component_init_epoch": 5,
@@ -109,7 +109,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("fashion-mnist/vae", "fashion-mnist", {"model_type": "vae", **FMNIST_CONV}, {"epochs": 8}),
     Recipe("fashion-mnist/cvae", "fashion-mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 8}),
     # categorical_weight 0.2 and 20 epochs, seed 0: clustering accuracy 0.639, the best single run
-    # (the three-seed mean of this setting is 0.556; README, "GMVAE clustering on Fashion-MNIST")
+    # (the three-seed mean of this setting is 0.556; docs/gmvae-clustering.md)
     Recipe("fashion-mnist/gmvae", "fashion-mnist", {"model_type": "gmvae", **FMNIST_CONV,
                                                         "options": {"categorical_weight": 0.2}},
            {"epochs": 20, "temperature_end": 0.3}),
@@ -155,7 +155,8 @@ def build(recipe: Recipe, assets: Path = ASSETS, seed: int = 0, data_dir: str | 
 # Images each shipped checkpoint carries for its map on a machine without its dataset: all of a small
 # test split, a seeded 2,000 of a large one (about 1.5 MB as uint8 at 28x28), fewer 32x32 shapes
 # (which any machine regenerates anyway). The whole shipped set stays small (README, Shipped models).
-SAMPLE_SIZES = {"digits": 360, "shapes": 1000, "waveforms": 1000, "mnist": 2000, "fashion-mnist": 2000}
+SAMPLE_SIZES = {"digits": 360,  # digits has 300 test images: all of them
+                "shapes": 1000, "waveforms": 1000, "mnist": 2000, "fashion-mnist": 2000}
 
 
 def embed_shipped(recipe: Recipe, assets: Path = ASSETS, data_dir: str | None = None) -> Path:

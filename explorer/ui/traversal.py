@@ -57,7 +57,7 @@ from vaescope.limits import MAX_CLASSES, MAX_IMAGE_BYTES
 # The slider events skip Gradio's queue: one request and response per move instead of a queue
 # join and a stream of status messages, each of which Gradio 6's page answers by copying the
 # props of every component with a loading status (12 ms of the page's main thread per move,
-# measured with Chromium's profiler; README "Performance").
+# measured with Chromium's profiler; docs/performance.md).
 SLIDER_QUEUE = False
 CAPTION = ("**Traversal.** The image decoded from one code. Each slider moves one dimension of that code; "
            "the most used dimensions come first. Drag one and watch what it controls.")
