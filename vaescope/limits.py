@@ -27,7 +27,12 @@ MAX_EMBEDDING_POINTS = 2_000_000  # rows read; the map shows a seeded subset of 
 MAX_EMBEDDING_DIM = 8192  # a CLIP ViT-L code is 768, a VAE's 2-512
 MAX_EMBEDDING_VALUES = 100_000_000  # points x dims (400 MB of float32)
 MAX_EMBEDDING_IMAGE_SIDE = 256  # thumbnails, not photographs
-MAX_EMBEDDING_IMAGE_BYTES = 1 << 30  # all thumbnails together, as uint8
+MAX_EMBEDDING_IMAGE_BYTES = 1 << 30  # all thumbnails together, as uint8, and as the file declares them
+MAX_EMBEDDING_BYTES = 512 << 20  # the codes as the file declares them (float64 counts 8 bytes a value: save float32 for more)
+MAX_EMBEDDING_LABEL_BYTES = 256 << 20  # labels, and class names, as the file declares them (strings at full width)
+MAX_EMBEDDING_LABEL_CHARS = 256  # one string label or class name (as MAX_CLASS_NAME_CHARS)
+MAX_EMBEDDING_MEMBERS = 64  # zip entries of one .npz (np.savez writes one per array)
+MAX_EMBEDDING_META_BYTES = 4 << 20  # a .parquet footer (schema, row groups) or an .npz zip directory
 
 # -- embedded evaluation samples and ONNX bundles ----------------------------------------------------
 MAX_SAMPLE_IMAGES = 20_000  # images a checkpoint or bundle may carry for its map
