@@ -10,6 +10,15 @@ scikit-learn's 8x8 digits so that its reconstructions are real:
   codes [B, 2, 2, 2], ``decode(z).sample`` in [-1, 1], inputs in [-1, 1].
 - ``AntixKStyleVAE``: ``encode -> [mu, log_var]`` (a list), tanh pixels, inputs in [-1, 1].
 - ``LogitAE``: a deterministic autoencoder returning a tensor code and logits.
+
+``OVERSHOOT_STYLES`` (kept out of ``STYLES``, whose models every export test also runs) are trained
+as their pipelines train them, with a linear last layer whose outputs overshoot the data's range:
+
+- ``VanillaVAE01``: AntixK's VanillaVAE trained its own way: inputs in [0, 1], MSE plus a small KL
+  weight; its linear output dips below 0.
+- ``DiffusersLinearVAE``: a diffusers AutoencoderKL: ``latent_dist`` with ``mean``, ``logvar`` and
+  ``std``, inputs in [-1, 1], MSE plus a tiny KL weight, a linear ``conv_out``: outputs pass +-1.
+- ``MuStdVAE``: ``encode -> (mu, std)`` (std through a softplus), sigmoid pixels.
 """
 
 from __future__ import annotations
@@ -173,12 +182,116 @@ class LogitAE(nn.Module):
         return F.binary_cross_entropy_with_logits(self.decode(self.encode(x)), x, reduction="sum") / len(x)
 
 
+class VanillaVAE01(nn.Module):
+    """AntixK's VanillaVAE (conv + BatchNorm + LeakyReLU encoder, ``fc_mu`` / ``fc_var``) with a linear
+    last layer, trained on [0, 1] inputs with its own loss: MSE + kld_weight * KL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.LeakyReLU(),
+                                     nn.Flatten(), nn.Linear(16 * 16, 64), nn.LeakyReLU())
+        self.fc_mu, self.fc_var = nn.Linear(64, D), nn.Linear(64, D)
+        self.decoder = nn.Sequential(nn.Linear(D, 64), nn.BatchNorm1d(64), nn.LeakyReLU(), nn.Linear(64, 64),
+                                     nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        h = self.encoder(x)
+        return [self.fc_mu(h), self.fc_var(h)]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def loss(self, x: Tensor) -> Tensor:
+        mu, log_var = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+        kld = torch.mean(-0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=1))
+        return F.mse_loss(self.decode(z), x) + 0.00025 * kld  # kld_weight: batch / dataset size, as AntixK's
+
+
+class DiffusersLinearVAE(nn.Module):
+    """A diffusers AutoencoderKL in miniature: spatial codes [B, 2, 2, 2], a linear decoder output,
+    trained on [-1, 1] inputs with MSE and a tiny KL weight (diffusers' training scripts use ~1e-6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 16))
+        self.dec = nn.Sequential(nn.Flatten(), nn.Linear(8, 64), nn.SiLU(), nn.Linear(64, 64),
+                                 nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: Tensor) -> EncoderOutput:
+        mean, logvar = self.enc(x).view(-1, 4, 2, 2).chunk(2, dim=1)
+        return EncoderOutput(DiagonalGaussian(mean, logvar.clamp(-30, 20)))
+
+    def decode(self, z: Tensor) -> DecoderOutput:
+        return DecoderOutput(self.dec(z))
+
+    def loss(self, x: Tensor) -> Tensor:
+        x = 2 * x - 1
+        dist = self.encode(x).latent_dist
+        kl = 0.5 * torch.sum(dist.mean.pow(2) + dist.logvar.exp() - 1 - dist.logvar) / len(x)
+        return F.mse_loss(self.decode(dist.sample()).sample, x) + 1e-6 * kl
+
+
+class MuStdVAE(nn.Module):
+    """``encode -> (mu, std)``: a spread that is a standard deviation, not a log-variance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc_mu, self.fc_std = nn.Linear(64, 64), nn.Linear(64, D), nn.Linear(64, D)
+        self.fc3, self.fc4 = nn.Linear(D, 64), nn.Linear(64, 64)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc_mu(h), F.softplus(self.fc_std(h)) + 1e-4
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))).view(-1, 1, 8, 8)
+
+    def loss(self, x: Tensor) -> Tensor:
+        mu, std = self.encode(x)
+        z = mu + torch.randn_like(mu) * std
+        recon = F.binary_cross_entropy(self.decode(z), x, reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + 2 * std.log() - mu.pow(2) - std.pow(2))) / len(x)
+
+
+class RandomDrawEncoder(nn.Module):
+    """A trained ``ExamplesVAE`` whose encode returns only a random draw, ``{"z": mu + std * noise}``:
+    a different code on every call, even in eval mode."""
+
+    def __init__(self, base: ExamplesVAE) -> None:
+        super().__init__()
+        self.base = base
+
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        mu, logvar = self.base.encode(x)
+        return {"z": mu + torch.randn_like(mu) * (0.5 * logvar).exp()}
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.base.decode(z)
+
+
+class ConstantStdEncoder(nn.Module):
+    """A trained ``ExamplesVAE`` whose encode returns ``(mu, std)`` with std = ``sigma`` everywhere."""
+
+    def __init__(self, base: ExamplesVAE, sigma: float) -> None:
+        super().__init__()
+        self.base, self.sigma = base, sigma
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, _ = self.base.encode(x)
+        return mu, torch.full_like(mu, self.sigma)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.base.decode(z)
+
+
 STYLES = {"examples": ExamplesVAE, "pythae": PythaeStyleVAE, "diffusers": DiffusersStyleVAE,
           "antixk": AntixKStyleVAE, "logit-ae": LogitAE}
 # what the adapter must find for each: (input_shape, input_range, output, has a prior)
 EXPECTED = {"examples": ("flat", "unit", "pixels", True), "pythae": ("image", "unit", "pixels", True),
             "diffusers": ("image", "symmetric", "tanh", True), "antixk": ("image", "symmetric", "tanh", True),
             "logit-ae": ("image", "unit", "logits", False)}
+OVERSHOOT_STYLES = {"vanilla-01": VanillaVAE01, "diffusers-linear": DiffusersLinearVAE, "mu-std": MuStdVAE}
 
 
 @cache
@@ -197,7 +310,7 @@ def trained(style: str, steps: int = 600, seed: int = 0) -> nn.Module:
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
-        model = STYLES[style]()
+        model = (STYLES | OVERSHOOT_STYLES)[style]()
         x = digits()[0]
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         gen = torch.Generator().manual_seed(seed)

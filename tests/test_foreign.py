@@ -118,9 +118,11 @@ def test_an_untrained_model_is_refused_with_the_keywords_to_set(test_images) -> 
 
 def test_without_images_the_outputs_decide_or_the_adapter_asks(test_images) -> None:
     assert adapt(trained("examples"), image_shape=(1, 8, 8)).reading.output == "pixels"
-    assert adapt(trained("logit-ae"), image_shape=(1, 8, 8)).reading.output == "logits"  # outside [-1, 1]
-    with pytest.raises(AdapterError, match="pass output='logits' or 'tanh'"):
-        adapt(trained("antixk"), image_shape=(1, 8, 8))
+    # logits, tanh values and pixels that overshoot are told apart only by reconstructing images
+    for style in ("logit-ae", "antixk"):
+        with pytest.raises(AdapterError, match="without images.*pass output='pixels', 'logits' or 'tanh'"):
+            adapt(trained(style), image_shape=(1, 8, 8))
+    assert adapt(trained("logit-ae"), image_shape=(1, 8, 8), output="logits").reading.output == "logits"
     with pytest.raises(AdapterError, match=r"pass image_shape=\(C, H, W\)"):
         adapt(trained("antixk"))
 
@@ -151,8 +153,10 @@ def test_outputs_the_adapter_cannot_read_name_the_keyword() -> None:
         adapt(Opaque(), image_shape=(1, 2, 2))
     with pytest.raises(AdapterError, match="output must be 'auto' or one of"):
         adapt(trained("examples"), image_shape=(1, 8, 8), output="sigmoid")
-    model = adapt(ThreeTensors(), image_shape=(1, 2, 2), encode_output=lambda out: (out[0], out[1]),
-                  output="pixels")  # the keyword that settles it
+    with pytest.raises(AdapterError, match="spread='std' or spread='logvar'"):  # (mean, spread >= 0): which?
+        adapt(ThreeTensors(), image_shape=(1, 2, 2), encode_output=lambda out: (out[0], out[1]), output="pixels")
+    model = adapt(ThreeTensors(), image_shape=(1, 2, 2), encode_output=lambda out: {"mean": out[0], "logvar": out[1]},
+                  output="pixels")  # the keywords that settle it
     assert model.describe().latent_dim == 2
 
 
