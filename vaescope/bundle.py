@@ -14,10 +14,17 @@ plus an optional embedded evaluation sample (``sample.images`` uint8 [N, C, H, W
 ``sample.labels`` int64 [N]). The metadata (key ``vaescope_bundle``) holds the model's
 ``Description`` and, for a vaescope model, its dataset block, history and metrics.
 
-Nothing in a bundle can run Python: onnxruntime executes standard operators only. A graph that
-names another operator domain (a custom op needs a compiled library) or keeps its weights in an
-external file (which would make the server read another path) is refused, as are graphs whose
-inputs and outputs do not match the metadata, and every size beyond ``vaescope.limits``.
+Nothing in a bundle can run Python: onnxruntime executes standard operators only. Each graph is
+parsed and checked whole before onnxruntime sees it (``vaescope.onnx_guard``): one that names
+another operator domain (a custom op needs a compiled library), keeps any tensor in an external
+file (which would make the server read another path) or loops as long as it likes is refused, and
+onnxruntime gets the checked model re-serialised, never the file's bytes. Every size in the
+metadata is checked against ``vaescope.limits`` before anything is built from it (the dataset
+block, history and metrics by the checkpoint reader's own checkers), and each graph's inputs and
+outputs must be the metadata's: per-item dimensions left symbolic are pinned to it. Every run has a
+wall-clock budget (GRAPH_RUN_SECONDS), gives at most MAX_GRAPH_RUN_VALUES values (a larger batch
+runs in parts) and must give exactly the declared shapes; the graphs run once on a batch of two
+when the bundle is opened, so a bundle that lies is refused at once, in one sentence.
 """
 
 from __future__ import annotations
@@ -25,22 +32,31 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vaescope import onnx_guard
 from vaescope.contract import Condition, Description, LatentGroup, Posterior, check_contract
 from vaescope.errors import InputError
 from vaescope.limits import (
+    GRAPH_RUN_SECONDS,
     MAX_BUNDLE_META_BYTES,
+    MAX_CLASS_NAME_CHARS,
+    MAX_CLASSES,
     MAX_GRAPH_BYTES,
+    MAX_GRAPH_RUN_VALUES,
+    MAX_IMAGE_SIDE,
+    MAX_LATENT_DIM,
     MAX_SAMPLE_BYTES,
     MAX_SAMPLE_IMAGES,
     MAX_SAMPLE_SIDE,
@@ -51,7 +67,7 @@ BUNDLE_FORMAT = "vaescope-onnx-bundle"
 BUNDLE_VERSION = 1
 GRAPHS = ("encoder", "decoder", "prior", "kl")
 SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
-ALLOWED_DOMAINS = {"", "ai.onnx"}  # the standard operators; anything else needs code to run
+MAX_LATENT_GROUPS = 16  # named slices of the code; a hierarchical model has two or three
 EXPORT_TOLERANCE = 1e-4  # ONNX outputs must match PyTorch's within this on the test inputs
 OPSET = 18
 
@@ -243,15 +259,21 @@ def _to_onnx(path: Path, name: str, module: nn.Module, args: tuple[Tensor, ...],
 
 def _check_against_torch(path: Path, name: str, data: bytes, module: nn.Module, args: tuple[Tensor, ...],
                          inputs: list[str]) -> float:
-    """The largest |ONNX - PyTorch| over the graph's outputs on ``args``; BundleError beyond tolerance."""
-    session = _session(data)
+    """The largest |ONNX - PyTorch| over the graph's outputs on ``args``; BundleError beyond tolerance.
+    The graph passes the checks a reader applies (``onnx_guard``), so what is written can be opened."""
+    try:
+        model = onnx_guard.parse(data)
+        onnx_guard.check_model(model)
+        session = onnx_guard.session(model)
+    except onnx_guard.GraphRefused as exc:
+        raise BundleError(path, f"the exported {name} graph {exc}") from None
     error = 0.0
     for batch in (args, tuple(a[:3] for a in args)):  # a second batch size: the graph must not have fixed it
         feeds = {i.name: batch[inputs.index(i.name)].numpy() for i in session.get_inputs()}
         try:
-            got = session.run(None, feeds)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise BundleError(path, f"the exported {name} fails on a batch of {len(batch[0])} ({str(exc)[:200]})") from None
+            got = onnx_guard.run(session, feeds, GRAPH_RUN_SECONDS)
+        except onnx_guard.GraphFailed as exc:
+            raise BundleError(path, f"the exported {name}, on a batch of {len(batch[0])}, {exc}") from None
         with torch.no_grad():
             want = module(*batch)
         want = want if isinstance(want, tuple) else (want,)
@@ -308,16 +330,6 @@ def is_bundle(path: str | os.PathLike) -> bool:
         return False
 
 
-def _session(data: bytes) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # many small calls in parallel requests, like torch in the server
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple[np.ndarray, np.ndarray] | None]:
     """(the model, its metadata, the embedded sample (images uint8 [N, C, H, W], labels [N]) or None).
 
@@ -343,7 +355,12 @@ def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple
     except (SafetensorError, OSError) as exc:
         raise BundleError(path, f"not a readable bundle (truncated or corrupt?): {exc}") from None
     sessions = {name: _checked_session(path, name, data, meta.description) for name, data in graphs.items()}
-    return BundleModel(sessions, meta, path.name), meta, sample
+    model = BundleModel(sessions, meta, path.name)
+    try:
+        model.try_once()
+    except BundleError as exc:
+        raise BundleError(path, exc.problem) from None
+    return model, meta, sample
 
 
 def _graph_bytes(path: Path, fh: Any, key: str) -> bytes:
@@ -379,12 +396,60 @@ def read_sample(path: Path, fh: Any, image_shape: tuple[int, ...]) -> tuple[np.n
     return fh.get_tensor(SAMPLE_IMAGES).numpy(), np.where(label_array < 0, -1, label_array)
 
 
+def _whole(value: Any, where: str) -> int:
+    """A JSON integer (not a bool, not a float), or TypeError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where} must be an integer, got {str(value)[:40]!r}")
+    return value
+
+
+def _check_sizes(path: Path, d: dict[str, Any]) -> None:
+    """The description's sizes against ``vaescope.limits``, before anything is built from them."""
+    shape = d["image_shape"]
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise BundleError(path, f"its image shape must be [C, H, W], got {str(shape)[:60]}")
+    c, h, w = (_whole(v, "image_shape") for v in shape)
+    if c not in (1, 3) or not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+        raise BundleError(path, f"its image shape {[c, h, w]} is beyond the limits (1 or 3 channels, sides of 1 "
+                                f"to {MAX_IMAGE_SIDE} px)")
+    latent_dim = _whole(d["latent_dim"], "latent_dim")
+    if not 1 <= latent_dim <= MAX_LATENT_DIM:
+        raise BundleError(path, f"its latent dim {latent_dim} is beyond the limits (1 to {MAX_LATENT_DIM})")
+    size = _whole(d["condition"]["size"], "condition.size")
+    if not 0 <= size <= MAX_CLASSES:
+        raise BundleError(path, f"its condition size {size} (classes or mixture components) is beyond the limits "
+                                f"(0 to {MAX_CLASSES})")
+    names = d.get("class_names", [])
+    if not isinstance(names, list) or len(names) > MAX_CLASSES or any(
+            not isinstance(n, str) or len(n) > MAX_CLASS_NAME_CHARS for n in names):
+        raise BundleError(path, f"its class names must be a list of at most {MAX_CLASSES} strings of at most "
+                                f"{MAX_CLASS_NAME_CHARS} characters")
+    groups = d.get("latent_groups", [])
+    if not isinstance(groups, list) or len(groups) > MAX_LATENT_GROUPS:
+        raise BundleError(path, f"its latent groups must be a list of at most {MAX_LATENT_GROUPS}")
+    for g in groups:
+        start, width = _whole(g["start"], "latent_groups.start"), _whole(g["size"], "latent_groups.size")
+        if start < 0 or width < 1 or start + width > latent_dim:
+            raise BundleError(path, f"its latent group {str(g['name'])[:40]!r} (start {start}, size {width}) lies "
+                                    f"outside the code's {latent_dim} dimensions")
+
+
 def _parse_meta(path: Path, raw: str) -> BundleMeta:
-    """The metadata JSON, every field's type checked (a file from outside)."""
+    """The metadata JSON, every field's type and size checked (a file from outside) before anything
+    is built from it; the dataset block, history, metrics and train config by the checkpoint
+    reader's own checkers."""
+    from vaescope.training.checkpoint import (
+        parse_dataset_block,
+        parse_history,
+        parse_metrics,
+        parse_train_config,
+    )
+    from vaescope.training.checks import ConfigError, parse_json
+
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise BundleError(path, f"its metadata is not valid JSON: {exc}") from None
+        data = parse_json(raw, "its metadata")
+    except ConfigError as exc:
+        raise BundleError(path, str(exc)) from None
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise BundleError(path, "its metadata does not describe a vaescope ONNX bundle")
     if data.get("format_version") != BUNDLE_VERSION:
@@ -392,87 +457,97 @@ def _parse_meta(path: Path, raw: str) -> BundleMeta:
                                 f"vaescope reads {BUNDLE_VERSION})")
     try:
         d = data["description"]
-        condition = Condition(str(d["condition"]["kind"]), int(d["condition"]["size"]))
-        groups = tuple(LatentGroup(str(g["name"])[:40], int(g["start"]), int(g["size"]))
-                       for g in d.get("latent_groups", [])[:16])
+        _check_sizes(path, d)
+        condition = Condition(str(d["condition"]["kind"]), d["condition"]["size"])
+        groups = tuple(LatentGroup(str(g["name"])[:40], g["start"], g["size"]) for g in d.get("latent_groups", []))
         description = Description(
             family=str(d["family"])[:40], title=str(d["title"])[:200], summary=str(d["summary"])[:1000],
-            image_shape=tuple(int(v) for v in d["image_shape"]), latent_dim=int(d["latent_dim"]),
-            class_names=tuple(str(c)[:200] for c in d.get("class_names", [])[:10_000]), condition=condition,
+            image_shape=tuple(d["image_shape"]), latent_dim=d["latent_dim"],
+            class_names=tuple(d.get("class_names", [])), condition=condition,
             has_prior=bool(d["has_prior"]), decodes=True, prior_note=str(d.get("prior_note", ""))[:1000],
             details=tuple(str(t)[:200] for t in d.get("details", [])[:16]), latent_groups=groups,
             activation_target=None if d.get("activation_target") is None else float(d["activation_target"]),
             display=str(d.get("display", "image")))
-        c, h, w = description.image_shape
-        if c not in (1, 3) or max(h, w) > 4096 or description.latent_dim > 65_536 or condition.size > 10_000:
-            raise BundleError(path, f"its shapes are beyond the limits: image {[c, h, w]}, latent dim "
-                                    f"{description.latent_dim}, condition size {condition.size}")
-        meta = BundleMeta(description, bool(data.get("deterministic", False)),
-                          dataset=dict(data.get("dataset") or {}), train_config=dict(data.get("train_config") or {}),
-                          history=[row for row in list(data.get("history") or [])[:100_000] if isinstance(row, dict)],
-                          metrics=dict(data.get("metrics") or {}), export_error=float(data.get("export_error", 0.0)))
+        dataset = data.get("dataset") or {}
+        if dataset:  # a foreign model's bundle names no dataset
+            # the checkpoint reader's checker, given the facts of the model it compares the block with
+            model = SimpleNamespace(image_shape=description.image_shape, num_classes=len(description.class_names),
+                                    display=description.display)
+            dataset = parse_dataset_block(dataset, model)
+        train_config = data.get("train_config") or {}
+        deterministic, error = data.get("deterministic", False), data.get("export_error", 0.0)
+        if not isinstance(deterministic, bool) or isinstance(error, bool) or not isinstance(error, int | float):
+            raise TypeError("deterministic must be true or false and export_error a number")
+        meta = BundleMeta(description, deterministic, dataset=dataset,
+                          train_config=parse_train_config(train_config) if train_config else {},
+                          history=parse_history(data.get("history") or []),
+                          metrics=parse_metrics(data.get("metrics") or {}), export_error=float(error))
     except BundleError:
         raise
+    except ConfigError as exc:
+        raise BundleError(path, f"its metadata is refused: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
         raise BundleError(path, f"its metadata is malformed ({type(exc).__name__}: {exc})") from None
     return meta
 
 
+_FLOAT, _INT64 = 1, 7  # onnx.TensorProto.FLOAT and INT64 (onnx itself is imported when a graph is read)
+_TYPE_NAMES = {_FLOAT: "float32", _INT64: "int64"}
+
+
+def _io(description: Description) -> dict[str, tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[int, list[int]]]]]:
+    """Each graph's inputs and outputs: name -> (ONNX element type, shape of one item)."""
+    d, image = description.latent_dim, list(description.image_shape)
+    k = description.condition.size if description.condition.is_mixture else 1
+    code, labels = (_FLOAT, [d]), (_INT64, [])
+    return {"encoder": ({"x": (_FLOAT, image), "condition": labels},
+                        {"mean": code, "logvar": code, "probs": (_FLOAT, [k])}),
+            "decoder": ({"z": code, "condition": labels}, {"x": (_FLOAT, image)}),
+            "prior": ({"eps": code, "components": labels}, {"z": code}),
+            "kl": ({"mean": code, "logvar": code, "probs": (_FLOAT, [k])}, {"kl": code})}
+
+
 def _checked_session(path: Path, name: str, data: bytes, description: Description) -> Any:
-    """An onnxruntime session for a graph that uses standard operators only, keeps its weights
-    inside itself, and has the inputs and outputs the metadata says."""
-    import onnx
-
+    """An onnxruntime session for a graph that passed ``onnx_guard.check_model`` (standard operators
+    only, every tensor inside the file, no unbounded loop) and has the inputs and outputs the
+    metadata says, built from the checked model with its free per-item dimensions pinned."""
     try:
-        graph = onnx.load_from_string(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types
-        raise BundleError(path, f"its {name} graph is not ONNX ({type(exc).__name__})") from None
-    domains = {op.domain for op in graph.opset_import} | {node.domain for node in graph.graph.node}
-    if not domains <= ALLOWED_DOMAINS:
-        raise BundleError(path, f"its {name} graph uses operator domains {sorted(domains - ALLOWED_DOMAINS)}: only "
-                                "standard ONNX operators are run (custom operators would run code)")
-    if graph.functions:
-        for function in graph.functions:
-            if function.domain not in ALLOWED_DOMAINS | {"pkg.onnxscript.torch_lib", "pkg.onnxscript.torch_lib.common"}:
-                raise BundleError(path, f"its {name} graph defines functions in domain {function.domain!r}")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer):
-        raise BundleError(path, f"its {name} graph keeps weights in an external file, which is never read")
-    try:
-        session = _session(data)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        raise BundleError(path, f"onnxruntime cannot run its {name} graph ({type(exc).__name__}: "
-                                f"{str(exc)[:200]})") from None
-    expected = _expected_io(description)[name]
-    got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-    if not set(got[0]) <= set(expected[0]) or got[1] != expected[1]:
-        raise BundleError(path, f"its {name} graph has inputs {got[0]} and outputs {got[1]}, but a bundle's "
-                                f"{name} takes {expected[0]} and gives {expected[1]}")
-    _check_shapes(path, name, session, description)
-    return session
+        model = onnx_guard.parse(data)
+        onnx_guard.check_model(model)
+        _check_io(path, name, model, description)
+        return onnx_guard.session(model)
+    except onnx_guard.GraphRefused as exc:
+        raise BundleError(path, f"its {name} graph {exc}") from None
 
 
-def _expected_io(description: Description) -> dict[str, tuple[list[str], list[str]]]:
-    return {"encoder": (["x", "condition"], ["mean", "logvar", "probs"]), "decoder": (["z", "condition"], ["x"]),
-            "prior": (["eps", "components"], ["z"]), "kl": (["mean", "logvar", "probs"], ["kl"])}
-
-
-def _check_shapes(path: Path, name: str, session: Any, description: Description) -> None:
-    """The graph's declared non-batch dimensions agree with the description."""
-    d, (c, h, w) = description.latent_dim, description.image_shape
-    wanted = {"x": [c, h, w], "z": [d], "mean": [d], "logvar": [d], "eps": [d], "kl": [d]}
-    for arg in [*session.get_inputs(), *session.get_outputs()]:
-        want = wanted.get(arg.name)
-        shape = list(arg.shape[1:])
-        if want is not None and all(isinstance(v, int) for v in shape) and shape != want:
-            raise BundleError(path, f"its {name} graph's {arg.name} is {shape} per item, but the metadata says {want}")
+def _check_io(path: Path, name: str, model: Any, description: Description) -> None:
+    """The graph's inputs and outputs are the bundle's: their names, element types and per-item
+    dimensions (a symbolic one is pinned to the metadata's value in ``model``)."""
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    inputs, outputs = [v for v in graph.input if v.name not in weights], list(graph.output)
+    want_in, want_out = _io(description)[name]
+    got = ([v.name[:40] for v in inputs], [v.name[:40] for v in outputs])
+    if not set(got[0]) <= set(want_in) or len(set(got[0])) != len(got[0]) or got[1] != list(want_out):
+        raise BundleError(path, f"its {name} graph has inputs {got[0][:8]} and outputs {got[1][:8]}, but a bundle's "
+                                f"{name} takes {list(want_in)} and gives {list(want_out)}")
+    for value in [*inputs, *outputs]:
+        elem, shape = {**want_in, **want_out}[value.name]
+        if value.type.WhichOneof("value") != "tensor_type" or value.type.tensor_type.elem_type != elem:
+            raise BundleError(path, f"its {name} graph's {value.name} is not a {_TYPE_NAMES[elem]} tensor")
+        declared = onnx_guard.pin_dims(value, shape)
+        if declared is not None:
+            raise BundleError(path, f"its {name} graph's {value.name} is {declared}, but the metadata says {shape}")
 
 
 class BundleModel:
-    """An ONNX bundle behind the model contract: every call runs one onnxruntime session."""
+    """An ONNX bundle behind the model contract: every call runs one onnxruntime session, under the
+    time budget, and checks what it gives against the shapes the metadata declares."""
 
     def __init__(self, sessions: dict[str, Any], meta: BundleMeta, name: str) -> None:
         self.sessions, self.meta, self.name = sessions, meta, name
         self.class_names = meta.description.class_names
+        self._io = _io(meta.description)
 
     @property
     def device(self) -> torch.device:
@@ -481,9 +556,43 @@ class BundleModel:
     def describe(self) -> Description:
         return self.meta.description
 
+    def try_once(self) -> None:
+        """Run every graph once on a batch of two (zero images and codes, uniform responsibilities):
+        a graph that fails, overruns its budget or gives other shapes than it declares is refused
+        when the bundle is opened, not in the middle of a panel."""
+        description = self.meta.description
+        k = description.condition.size if description.condition.is_mixture else 1
+        labels, z = np.zeros(2, np.int64), np.zeros((2, description.latent_dim), np.float32)
+        self._run("encoder", x=np.zeros((2, *description.image_shape), np.float32), condition=labels)
+        self._run("decoder", z=z, condition=labels)
+        self._run("prior", eps=z, components=labels)
+        self._run("kl", mean=z, logvar=z, probs=np.full((2, k), 1 / k, np.float32))
+
     def _run(self, graph: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        """``graph`` on a batch (every feed [B, ...]): in parts giving at most MAX_GRAPH_RUN_VALUES
+        values each, each part under GRAPH_RUN_SECONDS, each output checked to be float32
+        [part, *declared per-item shape] before anything else reads it. BundleError in one sentence."""
         session = self.sessions[graph]
-        return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+        outputs = self._io[graph][1]
+        n = len(next(iter(feeds.values())))
+        if n == 0:
+            return [np.zeros((0, *shape), np.float32) for _, shape in outputs.values()]
+        step = max(1, MAX_GRAPH_RUN_VALUES // max(1, sum(math.prod(shape) for _, shape in outputs.values())))
+        names = [i.name for i in session.get_inputs()]
+        parts = []
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            try:
+                got = onnx_guard.run(session, {k: feeds[k][start:start + m] for k in names}, GRAPH_RUN_SECONDS)
+            except onnx_guard.GraphFailed as exc:
+                raise BundleError(self.name, f"its {graph} graph, on a batch of {m}, {exc}") from None
+            for (output, (_, shape)), value in zip(outputs.items(), got, strict=True):
+                if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != (m, *shape):
+                    what = f"{value.dtype} {list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
+                    raise BundleError(self.name, f"its {graph} graph gave {output} as {what} for a batch of {m}, but "
+                                                 f"it declares float32 {[m, *shape]}")
+            parts.append(got)
+        return parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts, strict=True)]
 
     def _condition(self, condition: Tensor | None, n: int) -> np.ndarray:
         return np.zeros(n, np.int64) if condition is None else condition.detach().cpu().numpy().astype(np.int64)

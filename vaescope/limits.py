@@ -40,6 +40,8 @@ MAX_SAMPLE_BYTES = 64 << 20  # ... as uint8, at most 64 MiB
 MAX_SAMPLE_SIDE = 256  # px a side
 MAX_GRAPH_BYTES = 512 << 20  # one ONNX graph (its weights inside it)
 MAX_BUNDLE_META_BYTES = 16 << 20  # the bundle's JSON (history included)
+GRAPH_RUN_SECONDS = 10.0  # wall-clock budget of one run of a bundle's graph; a longer one is stopped
+MAX_GRAPH_RUN_VALUES = 1 << 26  # values one run of a bundle's graph may give (256 MiB of float32); larger batches run in parts
 
 # -- checkpoints and resume states (training/checkpoint.py, training/train_state.py) ---------------
 # A file is checked against these before anything is built or allocated from it: the header is read
