@@ -12,7 +12,15 @@ bounded way). Its tensors are four ONNX graphs stored as bytes, the contract's c
 
 plus an optional embedded evaluation sample (``sample.images`` uint8 [N, C, H, W],
 ``sample.labels`` int64 [N]). The metadata (key ``vaescope_bundle``) holds the model's
-``Description`` and, for a vaescope model, its dataset block, history and metrics.
+``Description``, its likelihood (``Likelihood.spec()``, or none), the prior check (below) and, for a
+vaescope model, its dataset block, history and metrics.
+
+The prior travels as a graph, and it is checked twice. ``vs.export`` draws PRIOR_CHECK_DRAWS codes
+with the model's own ``sample`` and as many through the exported prior graph, and refuses to write
+a bundle whose two priors disagree (a model that overrides ``sample`` without ``prior_transform``).
+It then records the mean and standard deviation per dimension of the prior graph on a fixed, seeded
+noise; opening a bundle runs the graph on the same noise and refuses one whose prior no longer
+gives them (an altered prior graph).
 
 Nothing in a bundle can run Python: onnxruntime executes standard operators only. Each graph is
 parsed and checked whole before onnxruntime sees it (``vaescope.onnx_guard``): one that names
@@ -34,7 +42,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +53,16 @@ import torch
 from torch import Tensor, nn
 
 from vaescope import onnx_guard
-from vaescope.contract import Condition, Description, LatentGroup, Posterior, check_contract
+from vaescope.contract import (
+    Condition,
+    Description,
+    LatentGroup,
+    Likelihood,
+    Posterior,
+    check_contract,
+    likelihood_from_spec,
+    likelihood_of,
+)
 from vaescope.errors import InputError
 from vaescope.limits import (
     GRAPH_RUN_SECONDS,
@@ -69,6 +85,10 @@ GRAPHS = ("encoder", "decoder", "prior", "kl")
 SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
 MAX_LATENT_GROUPS = 16  # named slices of the code; a hierarchical model has two or three
 EXPORT_TOLERANCE = 1e-4  # ONNX outputs must match PyTorch's within this on the test inputs
+PRIOR_CHECK_DRAWS = 4096  # codes drawn to compare the model's sample() with its exported prior
+PRIOR_CHECK_SEED = 0  # the recorded moments are the prior graph's on numpy's RandomState(0) noise
+PRIOR_SIGMAS = 6.0  # two priors disagree when a moment differs by more than this many standard errors
+PRIOR_RECORD_TOLERANCE = 1e-3  # relative: the recorded moments, recomputed at open, must match this well
 OPSET = 18
 
 
@@ -91,6 +111,8 @@ class BundleMeta:
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     export_error: float = 0.0  # the largest |ONNX - PyTorch| measured when it was written
+    likelihood: Likelihood | None = None  # what the decoder's output means (None: not declared)
+    prior_moments: tuple[list[float], list[float]] | None = None  # (mean, std) [D] of the prior graph
 
 
 # -- the graphs' modules ---------------------------------------------------------------------------
@@ -158,13 +180,56 @@ def export_bundle(model: Any, path: str | os.PathLike, images: np.ndarray | None
     try:
         x = _test_inputs(description, sample)
         graphs, error, deterministic = _export_graphs(path, model, description, x)
+        moments = _check_prior(path, model, description, graphs["prior"])
     finally:
         _restore(model, was)
-    block = BundleMeta(description, deterministic, **_meta_fields(meta), export_error=error)
+    block = BundleMeta(description, deterministic, **_meta_fields(meta), export_error=error,
+                       likelihood=likelihood_of(model), prior_moments=moments)
     tensors = {f"onnx.{name}": torch.frombuffer(bytearray(data), dtype=torch.uint8) for name, data in graphs.items()}
     tensors |= sample
     _write(path, tensors, json.dumps(_meta_json(block)))
     return path
+
+
+def _prior_noise(description: Description) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed noise the prior graph's recorded moments are measured on: eps [N, D] and mixture
+    components [N], from numpy's RandomState (whose stream numpy keeps fixed across versions)."""
+    rng = np.random.RandomState(PRIOR_CHECK_SEED)
+    eps = rng.standard_normal((PRIOR_CHECK_DRAWS, description.latent_dim)).astype(np.float32)
+    k = description.condition.size if description.condition.is_mixture else 1
+    return eps, rng.randint(0, k, PRIOR_CHECK_DRAWS).astype(np.int64)
+
+
+def _moments(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = z.astype(np.float64)
+    return z.mean(0), z.std(0)
+
+
+def _check_prior(path: Path, model: Any, description: Description, graph: bytes) -> tuple[list[float], list[float]]:
+    """Compare PRIOR_CHECK_DRAWS codes of the model's own ``sample`` with as many from the exported
+    prior graph (mean and standard deviation per dimension, within PRIOR_SIGMAS standard errors);
+    BundleError when they disagree. Returns the graph's moments on the fixed noise, for the file."""
+    eps, components = _prior_noise(description)
+    try:
+        session = onnx_guard.session(onnx_guard.parse(graph))
+        exported = onnx_guard.run(session, {"eps": eps, "components": components}, GRAPH_RUN_SECONDS)[0]
+    except (onnx_guard.GraphRefused, onnx_guard.GraphFailed) as exc:
+        raise BundleError(path, f"the exported prior graph {exc}") from None
+    with torch.no_grad():
+        own = model.sample(PRIOR_CHECK_DRAWS, None, 1.0, torch.Generator().manual_seed(PRIOR_CHECK_SEED + 1))
+    own = own.detach().float().cpu().numpy()
+    (m1, s1), (m2, s2) = _moments(own), _moments(exported)
+    n = PRIOR_CHECK_DRAWS
+    mean_gap = np.abs(m1 - m2) - PRIOR_SIGMAS * np.sqrt((s1**2 + s2**2) / n) - 1e-4
+    std_gap = np.abs(s1 - s2) - PRIOR_SIGMAS * np.sqrt((s1**2 + s2**2) / (2 * n)) - 1e-4
+    worst = int(np.argmax(np.maximum(mean_gap, std_gap)))
+    if max(mean_gap[worst], std_gap[worst]) > 0 or not (np.isfinite(own).all() and np.isfinite(exported).all()):
+        raise BundleError(path, f"the model's sample() and the prior it exports disagree: over {n:,} draws, dimension "
+                                f"{worst} has mean {m1[worst]:.3f} and sd {s1[worst]:.3f} from sample() but mean "
+                                f"{m2[worst]:.3f} and sd {s2[worst]:.3f} from prior_transform(eps, components), which "
+                                "is what a bundle exports; a model whose prior is not N(0, I) defines prior_transform "
+                                "(see docs/adding-a-model.md), and sample() then follows it. Not written")
+    return [round(float(v), 6) for v in m2], [round(float(v), 6) for v in s2]
 
 
 def _eval_cpu(model: Any) -> tuple[Any, Any]:
@@ -294,28 +359,28 @@ def _meta_fields(meta: Any) -> dict[str, Any]:
 
 def _meta_json(meta: BundleMeta) -> dict[str, Any]:
     description = dataclasses.asdict(meta.description)
-    return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "description": description,
-            "deterministic": meta.deterministic, "dataset": meta.dataset, "train_config": meta.train_config,
-            "history": meta.history, "metrics": meta.metrics, "export_error": meta.export_error}
+    out = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "description": description,
+           "deterministic": meta.deterministic, "dataset": meta.dataset, "train_config": meta.train_config,
+           "history": meta.history, "metrics": meta.metrics, "export_error": meta.export_error,
+           "likelihood": None if meta.likelihood is None else meta.likelihood.spec()}
+    if meta.prior_moments is not None:
+        out["prior_check"] = {"draws": PRIOR_CHECK_DRAWS, "seed": PRIOR_CHECK_SEED,
+                              "mean": meta.prior_moments[0], "std": meta.prior_moments[1]}
+    return out
 
 
 def _write(path: Path, tensors: dict[str, Tensor], metadata: str) -> None:
-    """safetensors to a temporary file in the same folder, then an atomic rename."""
-    from safetensors.torch import save_file
+    """The bundle, written the way checkpoints are (``tensorfile.write_atomically``: a temporary file
+    in the same folder with the usual file mode, fsync, rename, fsync of the folder); an earlier
+    file at ``path`` is kept whole on any failure."""
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    from vaescope.training.tensorfile import WriteError, write_atomically
+
     try:
-        save_file(tensors, tmp, metadata={BUNDLE_KEY: metadata})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise BundleError(path, f"cannot write the bundle ({exc.strerror or exc}); any earlier file is kept") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_atomically(path, save(tensors, metadata={BUNDLE_KEY: metadata}))
+    except WriteError as exc:
+        raise BundleError(path, f"cannot write the bundle ({exc}); any earlier file is kept") from None
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -358,6 +423,7 @@ def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple
     model = BundleModel(sessions, meta, path.name)
     try:
         model.try_once()
+        model.check_prior()
     except BundleError as exc:
         raise BundleError(path, exc.problem) from None
     return model, meta, sample
@@ -475,13 +541,16 @@ def _parse_meta(path: Path, raw: str) -> BundleMeta:
                                     display=description.display)
             dataset = parse_dataset_block(dataset, model)
         train_config = data.get("train_config") or {}
+        likelihood = None if data.get("likelihood") is None else likelihood_from_spec(data["likelihood"])
+        moments = _parse_prior_check(data.get("prior_check"), description.latent_dim)
         deterministic, error = data.get("deterministic", False), data.get("export_error", 0.0)
         if not isinstance(deterministic, bool) or isinstance(error, bool) or not isinstance(error, int | float):
             raise TypeError("deterministic must be true or false and export_error a number")
         meta = BundleMeta(description, deterministic, dataset=dataset,
                           train_config=parse_train_config(train_config) if train_config else {},
                           history=parse_history(data.get("history") or []),
-                          metrics=parse_metrics(data.get("metrics") or {}), export_error=float(error))
+                          metrics=parse_metrics(data.get("metrics") or {}), export_error=float(error),
+                          likelihood=likelihood, prior_moments=moments)
     except BundleError:
         raise
     except ConfigError as exc:
@@ -489,6 +558,22 @@ def _parse_meta(path: Path, raw: str) -> BundleMeta:
     except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
         raise BundleError(path, f"its metadata is malformed ({type(exc).__name__}: {exc})") from None
     return meta
+
+
+def _parse_prior_check(block: Any, latent_dim: int) -> tuple[list[float], list[float]] | None:
+    """The recorded prior moments: (mean, std) [D] of finite numbers, measured on this vaescope's
+    fixed noise; None for a bundle written before they were recorded."""
+    if block is None:
+        return None
+    if (not isinstance(block, dict) or set(block) != {"draws", "seed", "mean", "std"}
+            or block["draws"] != PRIOR_CHECK_DRAWS or block["seed"] != PRIOR_CHECK_SEED):
+        raise ValueError(f"prior_check must be {{draws: {PRIOR_CHECK_DRAWS}, seed: {PRIOR_CHECK_SEED}, mean, std}}")
+    values = [block["mean"], block["std"]]
+    for column in values:
+        if (not isinstance(column, list) or len(column) != latent_dim
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in column)):
+            raise ValueError(f"prior_check's mean and std must be {latent_dim} finite numbers each")
+    return [float(v) for v in values[0]], [float(v) for v in values[1]]
 
 
 _FLOAT, _INT64 = 1, 7  # onnx.TensorProto.FLOAT and INT64 (onnx itself is imported when a graph is read)
@@ -567,6 +652,28 @@ class BundleModel:
         self._run("decoder", z=z, condition=labels)
         self._run("prior", eps=z, components=labels)
         self._run("kl", mean=z, logvar=z, probs=np.full((2, k), 1 / k, np.float32))
+
+    @property
+    def likelihood(self) -> Likelihood | None:
+        """The likelihood the bundle was exported with (None: its model declared none)."""
+        return self.meta.likelihood
+
+    def check_prior(self) -> None:
+        """The prior graph on the fixed noise gives the moments recorded when it was exported;
+        BundleError (the prior was altered) otherwise. A bundle without a record passes."""
+        if self.meta.prior_moments is None:
+            return
+        eps, components = _prior_noise(self.meta.description)
+        (z,) = self._run("prior", eps=eps, components=components)
+        got = _moments(z)
+        for what, have, want in zip(("mean", "sd"), got, self.meta.prior_moments, strict=True):
+            want = np.asarray(want)
+            gap = np.abs(have - want) - PRIOR_RECORD_TOLERANCE * (1 + np.abs(want))
+            if (gap > 0).any():
+                d = int(np.argmax(gap))
+                raise BundleError(self.name, f"its prior graph does not give the prior it was exported with "
+                                             f"(dimension {d}: {what} {have[d]:.4f}, recorded {want[d]:.4f}): the "
+                                             "prior graph was altered")
 
     def _run(self, graph: str, **feeds: np.ndarray) -> list[np.ndarray]:
         """``graph`` on a batch (every feed [B, ...]): in parts giving at most MAX_GRAPH_RUN_VALUES
