@@ -466,16 +466,24 @@ def _read_class_dir(folder: Path, size: int) -> tuple[list[np.ndarray], list[Pat
     return [im for im in images if im is not None], [p for p, im in zip(files, images, strict=True) if im is None]
 
 
-def load_folder(path: str, image_size: int = 64, seed: int = 0) -> Dataset:
+def load_folder(path: str, image_size: int = 64, seed: int = 0, max_bytes: int | None = None) -> Dataset:
     """Class-per-subfolder images as RGB uint8 [N, 3, S, S]; seeded ~10% per-class test split.
 
     A single subfolder holds unlabelled images (one class). Files that Pillow cannot decode, or
     that declare more than ``MAX_IMAGE_PIXELS`` pixels, are skipped and counted in a warning. At
-    least two readable images are needed: one to train on and one to test on.
+    least two readable images are needed: one to train on and one to test on. ``max_bytes``: the
+    most the decoded images may take (files x 3 x S x S bytes, counted before any is decoded);
+    DatasetError above it.
     """
     if image_size < 4:
         raise DatasetError(f"image_size must be >= 4 pixels, got {image_size}")
     root, class_dirs = _folder_root(path)
+    if max_bytes is not None:
+        count = sum(len(_image_files(folder)) for folder in class_dirs)
+        need = count * 3 * image_size * image_size
+        if need > max_bytes:
+            raise DatasetError(f"folder dataset {root} holds {count:,} image files: at {image_size} px they take "
+                               f"{need / 2**20:,.1f} MiB, more than the {max_bytes / 2**20:,.1f} MiB read here")
     images: list[np.ndarray] = []
     labels: list[int] = []
     names: list[str] = []
@@ -562,15 +570,17 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int = 64,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, max_bytes: int | None = None) -> Dataset:
     """Load a dataset by name; images are uint8 [N, C, H, W], ``to_float`` maps them to [0, 1].
 
     ``data_dir`` (default ``~/.cache/vaescope/data``) is where IDX files are looked for and
     downloaded to. ``image_size`` resizes ``folder:`` datasets only; ``seed`` fixes the digits
-    and folder splits and the generated shapes.
+    and folder splits and the generated shapes. ``max_bytes`` bounds what a ``folder:`` dataset
+    may decode (the explorer passes MAX_EVAL_DATA_BYTES: a file's dataset block chooses the folder
+    and the size).
     """
     if name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], image_size=image_size, seed=seed)
+        return load_folder(name[len(FOLDER_PREFIX):], image_size=image_size, seed=seed, max_bytes=max_bytes)
     loader = DATASETS.get(name)
     if loader is None:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")

@@ -20,6 +20,7 @@ MAX_PROJECTIONS_IN_MEMORY = 16  # fitted maps kept in memory (LRU)
 MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
 MAX_PROJECTION_BYTES = 1 << 30  # ... and their total size on disk
 MAX_MODELS_KNOWN = 256  # evicted checkpoints remembered for reloading (their path and name only)
+MAX_EVAL_DATA_BYTES = 1 << 30  # an image folder a model's dataset block names, decoded at the model's size
 
 # -- embeddings files (latent-explore --embeddings, vs.explore(latents=...)) ------------------------
 MAX_EMBEDDING_FILE_BYTES = 2 << 30  # one .npz / .parquet embeddings file

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vaescope.explorer.core.latents import to_uint8
+from vaescope.limits import MAX_EVAL_DATA_BYTES
 
 MAX_NAME_CHARS = 512  # a dataset name longer than this is not a name
 DATASET_CACHE = 4  # evaluation datasets kept in memory, least recently used dropped
@@ -60,7 +61,7 @@ class EvalData:
         if len(self) <= max_points:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), max_points, replace=False))
-        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset of {max_points:,})",
+        return EvalData(self.images[keep], self.labels[keep], f"{self.origin} (a seeded subset (seed {seed}) of {max_points:,} of them)",
                         None if self.factors is None else self.factors[keep], self.factor_names)
 
 
@@ -151,7 +152,8 @@ def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None
     if not name:
         return "the checkpoint names no dataset"
     try:
-        data = load_dataset(name, data_dir=data_dir, image_size=int(shape[-1]) if shape else 64, seed=seed)
+        data = load_dataset(name, data_dir=data_dir, image_size=int(shape[-1]) if shape else 64, seed=seed,
+                            max_bytes=MAX_EVAL_DATA_BYTES)
     except (DatasetError, OSError, ValueError, ImportError) as exc:
         return f"dataset {str(name)[:80]!r} could not be loaded: {exc}"
     images = data.test.images.numpy()
