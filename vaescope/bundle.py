@@ -75,7 +75,6 @@ from vaescope.limits import (
     MAX_LATENT_DIM,
     MAX_SAMPLE_BYTES,
     MAX_SAMPLE_IMAGES,
-    MAX_SAMPLE_SIDE,
 )
 
 BUNDLE_KEY = "vaescope_bundle"
@@ -385,40 +384,65 @@ def _write(path: Path, tensors: dict[str, Tensor], metadata: str) -> None:
 
 # -- reading ---------------------------------------------------------------------------------------
 def is_bundle(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a safetensors file whose metadata is a bundle's (reads the header only)."""
-    from safetensors import safe_open
+    """Whether ``path`` is a safetensors file whose metadata is a bundle's (reads the checked header
+    only; anything unreadable is not a bundle, and the checkpoint reader says why)."""
+    from vaescope.training.tensorfile import read_header
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            return BUNDLE_KEY in (fh.metadata() or {})
-    except Exception:  # noqa: BLE001 - anything unreadable is not a bundle; the checkpoint reader says why
+        return BUNDLE_KEY in read_header(Path(path)).metadata
+    except (InputError, OSError):
         return False
 
 
 def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple[np.ndarray, np.ndarray] | None]:
     """(the model, its metadata, the embedded sample (images uint8 [N, C, H, W], labels [N]) or None).
 
-    Every size is checked before it is read, every graph before it is run; BundleError otherwise.
+    The file is read the way a checkpoint is (``training/tensorfile.py``: the header with a size
+    cap, every tensor's shape, dtype and byte range checked against what the metadata allows before
+    any is read; the sample by the checkpoint's own checks, ``training/embedded.py``), every graph is
+    checked before it is run; BundleError otherwise.
     """
-    from safetensors import SafetensorError, safe_open
+    from vaescope.training.checks import ConfigError
+    from vaescope.training.embedded import check_sample_values, extra_specs
+    from vaescope.training.tensorfile import (
+        TensorFileError,
+        TensorSpec,
+        check_tensors,
+        read_header,
+        read_tensors,
+    )
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get(BUNDLE_KEY)
-            if raw is None:
-                raise BundleError(path, "not a vaescope ONNX bundle")
-            if len(raw) > MAX_BUNDLE_META_BYTES:
-                raise BundleError(path, f"its metadata is over {MAX_BUNDLE_META_BYTES >> 20} MB")
-            meta = _parse_meta(path, raw)
-            names = set(fh.keys())
-            missing = [f"onnx.{g}" for g in GRAPHS if f"onnx.{g}" not in names]
-            if missing:
-                raise BundleError(path, f"it lacks the graph(s) {missing}")
-            graphs = {g: _graph_bytes(path, fh, f"onnx.{g}") for g in GRAPHS}
-            sample = _read_sample(path, fh, names, meta.description)
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(path, f"not a readable bundle (truncated or corrupt?): {exc}") from None
+        header = read_header(path)
+        raw = header.metadata.get(BUNDLE_KEY)
+        if raw is None:
+            raise BundleError(path, "not a vaescope ONNX bundle")
+        if len(raw) > MAX_BUNDLE_META_BYTES:
+            raise BundleError(path, f"its metadata is over {MAX_BUNDLE_META_BYTES >> 20} MB")
+        meta = _parse_meta(path, raw)
+        description = meta.description
+        specs = {}
+        for graph in GRAPHS:
+            entry = header.tensors.get(f"onnx.{graph}")
+            if entry is None:
+                raise BundleError(path, f"it lacks the graph onnx.{graph}")
+            if entry.dtype != "U8" or len(entry.shape) != 1 or not 0 < entry.shape[0] <= MAX_GRAPH_BYTES:
+                raise BundleError(path, f"onnx.{graph} must be 1 to {MAX_GRAPH_BYTES >> 20} MB of bytes (U8 [n]), got "
+                                        f"{entry.dtype} {list(entry.shape)}")
+            specs[f"onnx.{graph}"] = TensorSpec(entry.shape, ("U8",))
+        specs |= extra_specs(header.tensors, description.image_shape, description.latent_dim, 0)
+        check_tensors(header, specs, "a bundle")
+        tensors = read_tensors(path, header, list(specs))
+        sample = None
+        if SAMPLE_IMAGES in tensors:
+            check_sample_values(tensors, len(description.class_names))
+            sample = (tensors[SAMPLE_IMAGES].numpy(), tensors[SAMPLE_LABELS].numpy())
+    except (TensorFileError, ConfigError) as exc:
+        raise BundleError(path, f"not a readable bundle: {exc}") from None
+    except OSError as exc:
+        raise BundleError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    graphs = {g: tensors[f"onnx.{g}"].numpy().tobytes() for g in GRAPHS}
     sessions = {name: _checked_session(path, name, data, meta.description) for name, data in graphs.items()}
     model = BundleModel(sessions, meta, path.name)
     try:
@@ -427,39 +451,6 @@ def load_bundle(path: str | os.PathLike) -> tuple[BundleModel, BundleMeta, tuple
     except BundleError as exc:
         raise BundleError(path, exc.problem) from None
     return model, meta, sample
-
-
-def _graph_bytes(path: Path, fh: Any, key: str) -> bytes:
-    view = fh.get_slice(key)
-    shape, dtype = view.get_shape(), view.get_dtype()
-    if dtype != "U8" or len(shape) != 1 or shape[0] > MAX_GRAPH_BYTES:
-        raise BundleError(path, f"{key} must be at most {MAX_GRAPH_BYTES >> 20} MB of bytes, got {dtype} {shape}")
-    return fh.get_tensor(key).numpy().tobytes()
-
-
-def _read_sample(path: Path, fh: Any, names: set[str], description: Description
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    if SAMPLE_IMAGES not in names:
-        return None
-    return read_sample(path, fh, description.image_shape)
-
-
-def read_sample(path: Path, fh: Any, image_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """An embedded evaluation sample from an open safetensors file, its shape and size checked first."""
-    images, labels = fh.get_slice(SAMPLE_IMAGES), fh.get_slice(SAMPLE_LABELS) if SAMPLE_LABELS in set(fh.keys()) else None
-    shape = images.get_shape()
-    n = shape[0] if shape else 0
-    if (images.get_dtype() != "U8" or len(shape) != 4 or tuple(shape[1:]) != tuple(image_shape)
-            or not 0 < n <= MAX_SAMPLE_IMAGES or max(shape[2:]) > MAX_SAMPLE_SIDE
-            or int(np.prod(shape)) > MAX_SAMPLE_BYTES):
-        raise BundleError(path, f"its embedded sample must be at most {MAX_SAMPLE_IMAGES:,} uint8 images "
-                                f"{list(image_shape)} ({MAX_SAMPLE_BYTES >> 20} MB), got {images.get_dtype()} {shape}")
-    if labels is not None and (labels.get_dtype() not in ("I64", "I32") or labels.get_shape() != [n]):
-        raise BundleError(path, f"its sample's labels must be integers [N] = [{n}], got {labels.get_dtype()} "
-                                f"{labels.get_shape()}")
-    label_array = (np.full(n, -1, np.int64) if labels is None
-                   else fh.get_tensor(SAMPLE_LABELS).numpy().astype(np.int64))
-    return fh.get_tensor(SAMPLE_IMAGES).numpy(), np.where(label_array < 0, -1, label_array)
 
 
 def _whole(value: Any, where: str) -> int:
