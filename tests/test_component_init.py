@@ -102,18 +102,20 @@ def test_initialise_refuses_the_joint_posterior(digits) -> None:
 def test_training_with_component_init_records_it_and_checks_the_config(digits, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(component_init, "cluster_codes",
                         lambda codes, k, seed: KMeans(k, n_init=1, random_state=seed).fit_predict(codes))
-    tcfg = TrainConfig(dataset="digits", epochs=2, component_init="umap", component_init_epoch=1, eval_k=5)
-    result = train(mean_field_gmvae(digits), tcfg, tmp_path / "run", dataset=digits, show_progress=False)
+    tcfg = TrainConfig(dataset="digits", epochs=2, eval_k=5)
+    umap_at_1 = {"z_given_y": False, "component_init": "umap", "component_init_epoch": 1}
+    result = train(mean_field_gmvae(digits, options=umap_at_1), tcfg, tmp_path / "run", dataset=digits,
+                   show_progress=False)
     record = result.history[0]["component_init"]
     assert sum(record["sizes"]) == len(digits.train.images) and record["head_agreement"] > 0.9
     assert "component_init" not in result.history[1]
     with pytest.raises(ValueError, match="mean-field GMVAE"):
-        train(mean_field_gmvae(digits, options={"z_given_y": True}), tcfg, tmp_path / "joint", dataset=digits, show_progress=False)
+        mean_field_gmvae(digits, options=umap_at_1 | {"z_given_y": True})
     with pytest.raises(ValueError, match="must be below epochs"):
-        train(mean_field_gmvae(digits), TrainConfig(dataset="digits", epochs=2, component_init="umap",
-                                                    component_init_epoch=2), tmp_path / "late", dataset=digits)
+        train(mean_field_gmvae(digits, options=umap_at_1 | {"component_init_epoch": 2}), tcfg, tmp_path / "late",
+              dataset=digits)
     with pytest.raises(ConfigError, match="component_init must be one of"):
-        TrainConfig(component_init="kmeans")
+        mean_field_gmvae(digits, options={"z_given_y": False, "component_init": "kmeans"})
 
 
 def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_path, monkeypatch) -> None:
@@ -125,9 +127,10 @@ def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_
         return labels
 
     monkeypatch.setattr(component_init, "cluster_codes", kmeans)
-    tcfg = TrainConfig(dataset="digits", epochs=3, component_init="umap", component_init_epoch=1,
-                       component_refit_at_end=True, eval_k=5)
-    result = train(mean_field_gmvae(digits), tcfg, tmp_path / "run", dataset=digits, show_progress=False)
+    options = {"z_given_y": False, "component_init": "umap", "component_init_epoch": 1, "component_refit_at_end": True}
+    tcfg = TrainConfig(dataset="digits", epochs=3, eval_k=5)
+    result = train(mean_field_gmvae(digits, options=options), tcfg, tmp_path / "run", dataset=digits,
+                   show_progress=False)
     assert [sorted(rec.keys() & {"component_init", "component_refit"}) for rec in result.history] == [
         ["component_init"], [], ["component_refit"]]
     assert sum(result.history[2]["component_refit"]["sizes"]) == len(digits.train.images)
@@ -141,19 +144,21 @@ def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_
     for c in range(10):
         torch.testing.assert_close(model.prior_mean[c], means[labels == c].mean(0), atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match=r"also set component_init to umap \(--component-init umap\)"):
-        TrainConfig(component_refit_at_end=True)
+        mean_field_gmvae(digits, options={"z_given_y": False, "component_refit_at_end": True})
 
 
 def test_cli_flags_reach_the_configs() -> None:
     parser = build_parser()
     args = parser.parse_args(["--dataset", "fashion-mnist", "--model", "gmvae", "--z-given-y", "no",
                               "--component-init", "umap", "--component-init-epoch", "5", "--component-refit-at-end"])
-    model_kwargs, tcfg = configs_from_args(args, parser)
-    assert model_kwargs["options"]["z_given_y"] is False
-    assert tcfg.component_init == "umap" and tcfg.component_init_epoch == 5 and tcfg.component_refit_at_end
-    assert not configs_from_args(parser.parse_args(["--model", "gmvae"]), parser)[1].component_refit_at_end
+    model_kwargs, _ = configs_from_args(args, parser)  # the GMVAE's options, as every family's flags
+    assert model_kwargs["options"] == {"z_given_y": False, "component_init": "umap", "component_init_epoch": 5,
+                                       "component_refit_at_end": True}
+    assert "options" not in configs_from_args(parser.parse_args(["--model", "gmvae"]), parser)[0]
     with pytest.raises(SystemExit):
         parser.parse_args(["--z-given-y", "maybe"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--component-init", "kmeans"])
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="numba's change shows only with 2+ cores")

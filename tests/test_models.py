@@ -206,7 +206,12 @@ def test_family_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="model_type must be one of"):
         ModelConfig(model_type="diffusion")
     filled = ModelConfig(model_type="gmvae", num_classes=10, options={"categorical_weight": 1})
-    assert filled.options == {"components": 0, "categorical_weight": 1.0, "z_given_y": True}
+    assert filled.options == {"components": 0, "categorical_weight": 1.0, "z_given_y": True} | GMVAE_TRAINING_DEFAULTS
+
+
+# the GMVAE's training options (its temperature schedule and component initialisation), at their defaults
+GMVAE_TRAINING_DEFAULTS = {"temperature_start": 1.0, "temperature_end": 0.5, "component_init": "random",
+                           "component_init_epoch": 3, "component_refit_at_end": False}
 
 
 def test_a_format_1_model_config_is_upgraded() -> None:
@@ -214,7 +219,7 @@ def test_a_format_1_model_config_is_upgraded() -> None:
            "base_channels": 32, "num_classes": 10, "num_components": 10, "likelihood": "bernoulli",
            "gaussian_c": 0.05, "beta": 1.0, "categorical_weight": 0.2, "z_given_y": False}
     config = ModelConfig.from_dict(old)
-    assert config.options == {"components": 10, "categorical_weight": 0.2, "z_given_y": False}
+    assert config.options == {"components": 10, "categorical_weight": 0.2, "z_given_y": False} | GMVAE_TRAINING_DEFAULTS
     vae = ModelConfig.from_dict(old | {"model_type": "vae", "num_components": 0, "categorical_weight": 1.0,
                                        "z_given_y": True})
     assert vae.options == {}

@@ -120,8 +120,8 @@ def test_frames_around_a_gmvae_component_initialisation(digits, tmp_path, monkey
     codes moved (the mean-field GMVAE's encoder is not changed by the real initialisation)."""
     monkeypatch.setattr(component_init, "initialise_components", _fake_init(move_codes))
     mcfg = model_config_for(digits, model_type="gmvae", arch="mlp", latent_dim=4, hidden_dim=32,
-                            options={"z_given_y": False})
-    tcfg = TrainConfig(dataset="digits", epochs=2, eval_k=5, record=60, component_init="umap", component_init_epoch=1)
+                            options={"z_given_y": False, "component_init": "umap", "component_init_epoch": 1})
+    tcfg = TrainConfig(dataset="digits", epochs=2, eval_k=5, record=60)
     train(mcfg, tcfg, tmp_path, dataset=digits, show_progress=False, evaluate_at_end=False)
     rec = read_record(tmp_path / "model.safetensors")
     assert rec.epochs.tolist() == [0.0, 0.25, 0.5, 0.75] + [1.0] * frames_at_init + [2.0]

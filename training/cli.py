@@ -27,13 +27,13 @@ from vaescope.training.checks import ConfigError, Range, as_dict, only_keys, par
 from vaescope.training.config import (
     ARCHS,
     BINARIZE,
-    COMPONENT_INITS,
     IMAGE_SIZES,
     LIKELIHOODS,
     ModelConfig,
     TrainConfig,
     auto_arch,
     check_run_options,
+    moved_train_keys,
 )
 from vaescope.training.corruption import parse_corruption
 from vaescope.training.data import DATASETS, load_dataset
@@ -47,10 +47,7 @@ MODEL_FLAGS = {"model": "model_type", "latent_dim": "latent_dim", "arch": "arch"
                "gaussian_c": "gaussian_c"}
 TRAIN_FLAGS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                "seed": "seed", "device": "device", "warmup_epochs": "warmup_epochs", "eval_k": "eval_k",
-               "data_dir": "data_dir", "image_size": "image_size", "temperature_start": "temperature_start",
-               "temperature_end": "temperature_end", "component_init": "component_init",
-               "component_init_epoch": "component_init_epoch",
-               "component_refit_at_end": "component_refit_at_end", "compile": "compile",
+               "data_dir": "data_dir", "image_size": "image_size", "compile": "compile",
                "embed_sample": "embed_sample", "record": "record", "corrupt": "corrupt", "binarize": "binarize"}
 # What --resume may be given with: the run's own configs decide everything else.
 RESUME_FLAGS = ("resume", "epochs", "device", "data_dir", "quiet")
@@ -112,14 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder to write (default runs/DATASET-MODEL)")
     p.add_argument("--beta", type=number_flag(float, _model_range("beta")), help="KL weight; != 1 gives a beta-VAE")
     p.add_argument("--warmup-epochs", type=number_flag(int, _train_range("warmup_epochs")), help="linear KL warm-up epochs")
-    p.add_argument("--component-init", choices=COMPONENT_INITS,
-                   help="GMVAE: 'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes "
-                        "(needs --z-given-y no); default random")
-    p.add_argument("--component-init-epoch", type=number_flag(int, _train_range("component_init_epoch")),
-                   help="GMVAE: epochs trained before --component-init umap runs (default 3)")
-    p.add_argument("--component-refit-at-end", action="store_true", default=None,
-                   help="GMVAE with --component-init umap: after the last epoch, set the mixture once more "
-                        "from a clustering of the trained codes")
     p.add_argument("--likelihood", choices=LIKELIHOODS)
     p.add_argument("--gaussian-c", type=number_flag(float, _model_range("gaussian_c")), help="Gaussian likelihood variance c")
     p.add_argument("--arch", choices=(*ARCHS, "auto"),
@@ -133,8 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--eval-k", type=number_flag(int, _train_range("eval_k")), help="importance samples for the IWAE NLL")
     p.add_argument("--nll-images", type=number_flag(int, TrainConfig.NLL_IMAGES), help="test images for the NLL (default 1000)")
-    p.add_argument("--temperature-start", type=number_flag(float, _train_range("temperature_start")))
-    p.add_argument("--temperature-end", type=number_flag(float, _train_range("temperature_end")))
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training step (meant for GPUs: on the 2-core CPU it ran at 0.8x the eager speed)")
     p.add_argument("--embed-sample", type=number_flag(int, Range(0, TrainConfig.RANGES["embed_sample"].hi)),
@@ -181,15 +168,21 @@ def family_options() -> dict[str, tuple[dataclasses.Field, list[str]]]:
 
 
 def _add_family_options(p: argparse.ArgumentParser) -> None:
-    """One flag per family option, typed from its annotation, its help from its metadata."""
+    """One flag per family option, typed from its annotation (a number within the family's
+    ``RANGES``; a bool as yes / no, or alone for yes), its help and ``choices`` from its metadata."""
     group = p.add_argument_group("family options", "each applies to the families named in its help")
-    bounds = Range(-MAX_OPTION_MAGNITUDE, MAX_OPTION_MAGNITUDE)  # the family's own check says more
-    parse = {"int": number_flag(int, bounds), "float": number_flag(float, bounds), "str": str, "bool": _yes_no}
     for name, (f, owners) in family_options().items():
+        options = FAMILIES[owners[0]].Options
+        bounds = options.RANGES.get(name, Range(-MAX_OPTION_MAGNITUDE, MAX_OPTION_MAGNITUDE))  # check() says more
         kind = str(f.type)
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=parse.get(kind, str),
-                           metavar="{yes,no}" if kind == "bool" else None,
-                           help=f"{f.metadata.get('help', name)} [{', '.join(owners)}; default {f.default!r}]")
+        flag = {"type": {"int": number_flag(int, bounds), "float": number_flag(float, bounds),
+                         "bool": _yes_no}.get(kind, str),
+                "help": f"{f.metadata.get('help', name)} [{', '.join(owners)}; default {f.default!r}]"}
+        if kind == "bool":
+            flag |= {"nargs": "?", "const": True, "metavar": "{yes,no}"}
+        if "choices" in f.metadata:
+            flag["choices"] = f.metadata["choices"]
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", **flag)
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -227,6 +220,7 @@ def _merged_configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
             if getattr(args, flag) is not None:
                 sections[section][key] = getattr(args, flag)
     model_type = sections["model"].get("model_type", "vae")
+    _move_family_keys(sections, model_type)
     for name, (_, owners) in family_options().items():
         value = getattr(args, f"opt_{name}")
         if value is None:
@@ -240,9 +234,27 @@ def _merged_configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
                                       "nll_images": args.nll_images}
     ModelConfig.check_partial(sections["model"])
     train = TrainConfig.from_dict(sections["train"])
-    check_run_options(sections["model"].get("model_type", "vae"), sections["model"].get("likelihood", "bernoulli"),
-                      train)
+    check_run_options(sections["model"], train)
     return sections["model"], train
+
+
+def _move_family_keys(sections: dict[str, dict[str, Any]], model_type: Any) -> None:
+    """An older --config file's 'train' keys that are family options now (the GMVAE's temperatures
+    and component init) move into the model's options when ``model_type`` has them; for another
+    family they stay, to be checked and ignored as before (TrainConfig.moved_options)."""
+    known = isinstance(model_type, str) and model_type in FAMILIES  # else check_partial refuses it
+    names = {f.name for f in dataclasses.fields(FAMILIES[model_type].Options)} if known else set()
+    moving = [key for key in sections["train"] if key in moved_train_keys() and key in names]
+    if not moving:
+        return
+    options = dict(as_dict(sections["model"].get("options", {}), "options"))
+    for key in moving:
+        value = sections["train"].pop(key)
+        if key in options and options[key] != value:
+            raise ConfigError(f"{key} is given twice, as train.{key} (where older configs kept it) and as "
+                              f"model.options.{key}, with different values")
+        options[key] = value
+    sections["model"]["options"] = options
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -332,6 +344,7 @@ def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise TrainStateError(state, f"cannot resume: {out} holds no resume state from an earlier run (a run "
                                      "writes it when its first epoch ends); start without --resume")
     model_cfg, train_cfg, _ = peek_train_state(state)
+    model_cfg = model_cfg.with_moved_options(train_cfg)  # a state written when the train config held them
     overrides = {k: getattr(args, k) for k in ("epochs", "device", "data_dir") if getattr(args, k) is not None}
     train_cfg = TrainConfig.from_dict(train_cfg.to_dict() | overrides)
     data = load_dataset(train_cfg.dataset, train_cfg.data_dir, train_cfg.image_size, train_cfg.seed)

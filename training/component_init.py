@@ -20,18 +20,23 @@ than the clustering did (Fashion-MNIST: 0.01-0.04 lower accuracy by epoch 20), w
 themselves keep improving. So ``component_refit_at_end`` runs the same initialisation once more after
 the last epoch: the final mixture is the clustering of the trained codes (docs/gmvae-clustering.md,
 "The final refit").
+
+The GMVAE's ``after_epoch`` hook calls ``during_training`` at those two moments; the trainer names no family.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vaescope.training.metrics import float_batch
+from vaescope.training.models.base import EpochEnd
 from vaescope.training.models.gmvae import GMVAE
 from vaescope.training.threads import torch_threads
 
@@ -134,3 +139,22 @@ def fit_head(model: GMVAE, h: Tensor, labels: Tensor) -> float:
         head.weight.copy_(full_w)
         head.bias.copy_(full_b)
         return float((head(h).argmax(-1) == labels).float().mean())
+
+
+def during_training(model: GMVAE, end: EpochEnd, refit: bool) -> dict[str, Any]:
+    """Set ``model``'s mixture from its codes at the end of epoch ``end.epoch`` of a run (the first
+    initialisation, or the final ``refit``); returns the epoch's history entry, ``component_init``
+    or ``component_refit`` (sizes, the head's agreement, seconds). The main process clusters and
+    fits; Adam's moments of the changed parameters are dropped and, under DDP, the other ranks
+    receive the new values (``end.replaced``)."""
+    end.before_change()  # the record keeps the codes from before the mixture is set from them
+    started = time.perf_counter()
+    done = initialise_components(model, end.images, end.seed) if end.main else None
+    end.replaced([model.prior_mean, model.prior_logvar, *model.y_head.parameters()])
+    if done is None:
+        return {}
+    seconds = time.perf_counter() - started
+    end.log(f"components {'refitted' if refit else 'initialised'} from a UMAP + GMM clustering in {seconds:.0f}s: "
+            f"sizes {done.sizes}, q(y|x) agrees with it on {done.head_agreement:.1%}")
+    return {"component_refit" if refit else "component_init": {
+        "sizes": done.sizes, "head_agreement": round(done.head_agreement, 4), "seconds": round(seconds, 1)}}

@@ -3,6 +3,11 @@
 Both configs round-trip through plain dicts (``to_dict`` / ``from_dict``) so they can live inside a
 checkpoint's JSON metadata. Validation happens in ``__post_init__`` so a bad value fails where it is
 made, with a message that names the field.
+
+Neither names a family: a family's hyper-parameters are its ``Options`` (``models/<family>.py``),
+and the keys older files kept elsewhere say themselves where they moved
+(``FamilyOptions.FROM_MODEL_CONFIG`` / ``FROM_TRAIN_CONFIG``), so old checkpoints, resume states
+and ``--config`` files are read into today's layout.
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ from vaescope.training.checks import (
     only_keys,
 )
 
-__all__ = ["ARCHS", "BINARIZE", "COMPONENT_INITS", "DISPLAYS", "LIKELIHOODS", "ConfigError", "FamilyOptions",
-           "ModelConfig", "TrainConfig", "auto_arch", "check_run_options"]
+__all__ = ["ARCHS", "BINARIZE", "DISPLAYS", "LIKELIHOODS", "ConfigError", "FamilyOptions", "ModelConfig",
+           "TrainConfig", "auto_arch", "check_run_options", "moved_train_keys"]
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
-COMPONENT_INITS = ("random", "umap")
 DISPLAYS = ("image", "line")  # how the data is drawn: images, or sequences as lines (waveforms)
 BINARIZE = ("none", "dynamic", "static")  # --binarize: see TrainConfig
 CONV_MIN_SIDE = 16  # the conv nets need square images of at least this side (--arch auto)
@@ -99,6 +103,11 @@ class FamilyOptions(_DictMixin):
 
     DEFAULT_RANGE: ClassVar[Range | None] = Range(-limits.MAX_OPTION_MAGNITUDE, limits.MAX_OPTION_MAGNITUDE)
     PREFIX: ClassVar[str] = "option "
+    # Where older files kept some of these options (each is read into ``options`` on loading):
+    # a format-1 model_config's top-level key -> the option's name,
+    FROM_MODEL_CONFIG: ClassVar[dict[str, str]] = {}
+    # and the options a train config held before they became the family's (TrainConfig.from_dict).
+    FROM_TRAIN_CONFIG: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -107,11 +116,23 @@ class FamilyOptions(_DictMixin):
     def check(self) -> None:
         """Raise ConfigError for a value out of range; nothing to check by default."""
 
+    @classmethod
+    def checked_value(cls, name: str, value: Any) -> Any:
+        """``value`` checked as option ``name`` alone (its type and range), as ``__post_init__``
+        checks it; ConfigError naming the option otherwise."""
+        kind = {f.name: str(f.type) for f in dataclasses.fields(cls)}[name]
+        return typed_value(value, kind, cls.PREFIX + name, cls.RANGES.get(name, cls.DEFAULT_RANGE))
 
-# Keys a format-1 checkpoint (and an older --config file) kept at the top of model_config; they are
-# the GMVAE's options now (models/gmvae.py).
-LEGACY_GMVAE_KEYS = {"num_components": "components", "categorical_weight": "categorical_weight",
-                     "z_given_y": "z_given_y"}
+
+def _families() -> dict[str, Any]:
+    from vaescope.training.models import FAMILIES  # the registry imports this module: import late
+
+    return FAMILIES
+
+
+def moved_train_keys() -> dict[str, type[FamilyOptions]]:
+    """Keys a train config held before they became a family's options: key -> that ``Options``."""
+    return {key: cls.Options for cls in _families().values() for key in cls.Options.FROM_TRAIN_CONFIG}
 
 
 @dataclass
@@ -165,17 +186,37 @@ class ModelConfig(_DictMixin):
 
         return family(self.model_type).Options.from_dict(self.options)
 
+    def with_moved_options(self, train: TrainConfig) -> ModelConfig:
+        """This config with the values that an older train config held for options of this family
+        (``train.moved_options``: a checkpoint, resume state or --config file written before they
+        moved); those of other families are dropped, as the trainer then ignored them."""
+        from vaescope.training.models import family
+
+        names = {f.name for f in dataclasses.fields(family(self.model_type).Options)}
+        moved = {k: v for k, v in train.moved_options.items() if k in names}
+        if not moved:
+            return self
+        return dataclasses.replace(self, options=self.options | moved)  # checked again
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``; a format-1 dict (the GMVAE's keys at the top) is upgraded."""
+        """Inverse of ``to_dict``; a format-1 dict (family options at the top) is upgraded."""
         return super().from_dict(cls._upgraded(data))
 
-    @staticmethod
-    def _upgraded(data: Any) -> dict[str, Any]:
+    @classmethod
+    def _upgraded(cls, data: Any) -> dict[str, Any]:
+        """``data`` with a format-1 config's top-level family keys moved into ``options`` (those of
+        another family than its own are dropped: format 1 wrote every key for every family)."""
         data = dict(as_dict(data, "model_config"))
-        legacy = {LEGACY_GMVAE_KEYS[k]: data.pop(k) for k in list(data) if k in LEGACY_GMVAE_KEYS}
-        if data.get("model_type") == "gmvae" and legacy:
-            data["options"] = {**legacy, **as_dict(data.get("options", {}), "options")}
+        families = _families()
+        legacy = {k: data.pop(k) for k in list(data)
+                  if any(k in c.Options.FROM_MODEL_CONFIG for c in families.values())}
+        model_type = data.get("model_type", cls.model_type)
+        known = isinstance(model_type, str) and model_type in families  # else refused by the caller's checks
+        own = families[model_type].Options.FROM_MODEL_CONFIG if known else {}
+        kept = {own[k]: v for k, v in legacy.items() if k in own}
+        if kept:
+            data["options"] = {**kept, **as_dict(data.get("options", {}), "options")}
         return data
 
     @classmethod
@@ -194,7 +235,8 @@ class ModelConfig(_DictMixin):
         choices = {"arch": (*ARCHS, "auto"), "likelihood": LIKELIHOODS, "display": DISPLAYS}
         for key in choices.keys() & data.keys():
             as_choice(data[key], key, choices[key])
-        family(as_str(data.get("model_type", "vae"), "model_type", 100)).Options.from_dict(data.get("options", {}))
+        family(as_str(data.get("model_type", cls.model_type), "model_type", 100)).Options.from_dict(
+            data.get("options", {}))
 
 
 @dataclass
@@ -206,17 +248,6 @@ class TrainConfig(_DictMixin):
     seed: int = 0
     device: str = "auto"  # auto picks CUDA, then Apple's MPS, then the CPU
     warmup_epochs: int = 0  # linear KL warm-up (Bowman et al. 2016) against posterior collapse
-    # GMVAE Gumbel-softmax temperature, annealed exponentially from start to end over the run
-    # (Jang et al. 2017 anneal towards ~0.5; lower is closer to one-hot but noisier gradients).
-    temperature_start: float = 1.0
-    temperature_end: float = 0.5
-    # GMVAE only: "random" keeps the initial mixture; "umap" re-initialises it after
-    # ``component_init_epoch`` epochs from a clustering of the codes (training/component_init.py).
-    component_init: str = "random"
-    component_init_epoch: int = 3
-    # GMVAE with component_init "umap": cluster the codes once more after the last epoch and set the
-    # mixture to that clustering, so the final components are those of the trained codes.
-    component_refit_at_end: bool = False
     eval_k: int = 100  # importance samples for the IWAE NLL bound (Burda et al. 2016)
     data_dir: str = "~/.cache/vaescope/data"
     image_size: int = 64  # folder: datasets are resized to this square size
@@ -246,20 +277,17 @@ class TrainConfig(_DictMixin):
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": Range(1, limits.MAX_EPOCHS), "batch_size": Range(1, limits.MAX_BATCH_SIZE),
         "lr": Range(0, limits.MAX_LR, lo_open=True), "seed": Range(0, limits.MAX_SEED),
-        "warmup_epochs": Range(0, limits.MAX_EPOCHS), "temperature_start": Range(*limits.TEMPERATURE_RANGE),
-        "temperature_end": Range(*limits.TEMPERATURE_RANGE), "component_init_epoch": Range(1, limits.MAX_EPOCHS),
-        "eval_k": Range(1, limits.MAX_EVAL_K), "image_size": Range(1, limits.MAX_IMAGE_SIDE),
+        "warmup_epochs": Range(0, limits.MAX_EPOCHS), "eval_k": Range(1, limits.MAX_EVAL_K),
+        "image_size": Range(1, limits.MAX_IMAGE_SIDE),
         "embed_sample": Range(-1, limits.MAX_SAMPLE_IMAGES), "record": Range(0, limits.MAX_RECORD_POINTS),
     }
     NLL_IMAGES: ClassVar[Range] = Range(1, limits.MAX_NLL_IMAGES)  # extra["nll_images"], --nll-images
 
     def __post_init__(self) -> None:
         self._check_fields()
-        _check(self.component_init in COMPONENT_INITS,
-               f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
-        _check(not self.component_refit_at_end or self.component_init != "random",
-               "component_refit_at_end (--component-refit-at-end) re-runs the component initialisation: "
-               "also set component_init to umap (--component-init umap)")
+        # Values an older train config held for options that are a family's now (from_dict sets
+        # them; ModelConfig.with_moved_options puts them where they belong). Not a field: never written.
+        self.moved_options: dict[str, Any] = {}
         _check(self.image_size in IMAGE_SIZES,
                f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {self.image_size}")
         _check(DEVICE_PATTERN.fullmatch(self.device) is not None,
@@ -269,6 +297,18 @@ class TrainConfig(_DictMixin):
         as_choice(self.binarize, "binarize", BINARIZE)
         if self.corrupt:
             self.corruption()  # raises ConfigError for a bad KIND:LEVEL
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``. Keys that older train configs held for what are a family's
+        options now (``moved_train_keys``) are checked by that family's ``Options`` and kept aside
+        in ``moved_options``, so every checkpoint and resume state written before still reads."""
+        data = dict(as_dict(data, cls.__name__))
+        owners = moved_train_keys()
+        moved = {key: owners[key].checked_value(key, data.pop(key)) for key in list(data) if key in owners}
+        config = super().from_dict(data)
+        config.moved_options = moved
+        return config
 
     def corruption(self) -> tuple[str, float] | None:
         """``corrupt`` as (kind, level), or None when the inputs are left as they are."""
@@ -294,13 +334,18 @@ def auto_arch(image_shape: tuple[int, ...]) -> str:
     return "conv" if h == w >= CONV_MIN_SIDE else "mlp"
 
 
-def check_run_options(model_type: str, likelihood: str, cfg: TrainConfig) -> None:
-    """The data options of a run that depend on the model: ``corrupt`` needs a family that does
-    not corrupt its input by itself (not the dae), ``binarize`` the Bernoulli likelihood.
-    Raises ConfigError in one line."""
-    if cfg.corrupt and model_type == "dae":
-        raise ConfigError(f"--corrupt {cfg.corrupt} cannot be used with --model dae, which corrupts its input "
-                          "itself: set its --corruption and --corruption-level instead")
+def check_run_options(model: dict[str, Any], cfg: TrainConfig) -> None:
+    """The run options that depend on the model: the family's own rules (its ``check_run``, with
+    its options; e.g. no ``corrupt`` for a family that corrupts its input itself), and
+    ``binarize`` needs the Bernoulli likelihood. ``model`` is a model config's dict, which may lack
+    what the dataset decides (latent-train checks before it reads the data). Raises ConfigError in
+    one line."""
+    from vaescope.training.models import family
+
+    model = ModelConfig._upgraded(model)
+    cls = family(as_str(model.get("model_type", ModelConfig.model_type), "model_type", 100))
+    cls.check_run(cls.Options.from_dict(model.get("options", {})), cfg)
+    likelihood = model.get("likelihood", ModelConfig.likelihood)
     if cfg.binarize != "none" and likelihood != "bernoulli":
         raise ConfigError(f"--binarize {cfg.binarize} needs --likelihood bernoulli (binarised pixels are Bernoulli "
                           f"draws), not {likelihood}")

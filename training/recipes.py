@@ -53,8 +53,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("digits/cvae", "digits", {"model_type": "cvae", "arch": "mlp", "latent_dim": 8},
            {"epochs": 150, "warmup_epochs": 20}),
     Recipe("digits/gmvae", "digits", {"model_type": "gmvae", "arch": "mlp", "latent_dim": 8,
-                                      "options": {"categorical_weight": 0.5}},
-           {"epochs": 150, "warmup_epochs": 20, "temperature_end": 0.3}),
+                                      "options": {"categorical_weight": 0.5, "temperature_end": 0.3}},
+           {"epochs": 150, "warmup_epochs": 20}),
     # the seeds' other autoencoders (issue 24): one small model each, on digits
     # 600 epochs at lr 3e-3: gradient descent reaches the PCA subspace slowly along its weakest
     # directions (150 epochs at 1e-3 left the last principal angle at 88 degrees; these, under 3)
@@ -100,9 +100,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("mnist/cvae", "mnist", {"model_type": "cvae", **FMNIST_CONV}, {"epochs": 15}),
     # the documented Fashion-MNIST GMVAE command (docs/gmvae-clustering.md), on MNIST
     Recipe("mnist/gmvae", "mnist", {"model_type": "gmvae", **FMNIST_CONV,
-                                    "options": {"categorical_weight": 0.2, "z_given_y": False}},
-           {"epochs": 20, "temperature_end": 0.3, "component_init": "umap", "component_init_epoch": 5,
-            "component_refit_at_end": True}),
+                                    "options": {"categorical_weight": 0.2, "z_given_y": False, "temperature_end": 0.3,
+                                                "component_init": "umap", "component_init_epoch": 5,
+                                                "component_refit_at_end": True}},
+           {"epochs": 20}),
     # a 2-d code: the map is the code itself; its record shows the space forming (lesson 7)
     Recipe("mnist/vae-2d", "mnist", {"model_type": "vae", "arch": "mlp", "latent_dim": 2, "hidden_dim": 512},
            {"epochs": 30}),
@@ -111,8 +112,8 @@ RECIPES: tuple[Recipe, ...] = (
     # categorical_weight 0.2 and 20 epochs, seed 0: clustering accuracy 0.639, the best single run
     # (the three-seed mean of this setting is 0.556; docs/gmvae-clustering.md)
     Recipe("fashion-mnist/gmvae", "fashion-mnist", {"model_type": "gmvae", **FMNIST_CONV,
-                                                        "options": {"categorical_weight": 0.2}},
-           {"epochs": 20, "temperature_end": 0.3}),
+                                                        "options": {"categorical_weight": 0.2, "temperature_end": 0.3}},
+           {"epochs": 20}),
 )
 
 

@@ -11,6 +11,12 @@ record (``record``; record.py), both described in embedded.py. The data options:
 (data.binarized; dynamic draws per batch here), ``corrupt`` (the input of every step is corrupted,
 the loss scores the clean image). Validation and the final metrics always see clean test images
 (binarised once, with a fixed seed, when the run is binarised).
+
+The trainer names no family: what differs between families goes through the hooks of
+``LatentModel`` (models/base.py): ``check_run`` before training, ``training_schedule`` for each
+step's loss options (a GMVAE's temperature), ``evaluation_options`` for validation and the final
+metrics, ``validation_metrics`` for each epoch's record, and ``after_epoch`` (a GMVAE's component
+initialisation).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,7 @@ from vaescope.training.config import ConfigError, ModelConfig, TrainConfig, chec
 from vaescope.training.corruption import corrupt
 from vaescope.training.data import BINARIZE_TEST_SEED, Dataset, binarized, load_dataset
 from vaescope.training.embedded import default_sample_size, sample_tensors, subset_indices
-from vaescope.training.models import LatentModel, build_model
+from vaescope.training.models import EpochEnd, LatentModel, build_model
 from vaescope.training.record import Recorder
 from vaescope.training.tensorfile import stale_temporaries, write_atomically
 from vaescope.training.train_state import (
@@ -78,12 +85,6 @@ def kl_weight_at(epoch_progress: float, beta: float, warmup_epochs: int) -> floa
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, epoch_progress / warmup_epochs)
-
-
-def temperature_at(progress: float, start: float, end: float) -> float:
-    """Exponential Gumbel-softmax annealing (Jang et al. 2017), progress in [0, 1]."""
-    progress = min(max(progress, 0.0), 1.0)
-    return start * (end / start) ** progress
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
     order = _epoch_order(len(images), cfg.seed, epoch, ctx).to(images.device)
     n_batches = math.ceil(len(order) / cfg.batch_size)
     use_amp = amp_enabled(cfg, device)
-    condition = _unwrap(net).condition
+    model = _unwrap(net)
+    condition = model.condition
     corruption = cfg.corruption()
     # the record's frames inside the first epoch (rank 0 keeps the record)
     frames = recorder.mid_epoch_batches(n_batches) if recorder is not None and epoch == 0 else {}
@@ -151,7 +153,7 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
     net.train()
     for b in bar:
         if b in frames:
-            recorder.capture(_unwrap(net), epoch + frames[b])  # type: ignore[union-attr]
+            recorder.capture(model, epoch + frames[b])  # type: ignore[union-attr]
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255)
         if cfg.binarize == "dynamic":  # a fresh Bernoulli draw of every image each time it is seen
@@ -160,10 +162,10 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
         x_in, target = (x, None) if corruption is None else (corrupt(x, *corruption), x)
         y = condition.from_labels(labels[idx].to(device, non_blocking=True))  # None unless class-conditional
         progress = epoch + b / n_batches
-        w = kl_weight_at(progress, _beta(net), cfg.warmup_epochs)
-        tau = temperature_at(progress / cfg.epochs, cfg.temperature_start, cfg.temperature_end)
+        w = kl_weight_at(progress, model.config.beta, cfg.warmup_epochs)
+        schedule = model.training_schedule(progress, cfg.epochs)  # the family's own (a temperature)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = net(x_in, y, kl_weight=w, temperature=tau, target=target)
+            out = net(x_in, y, kl_weight=w, target=target, **schedule)
         if not torch.isfinite(out.total):
             raise TrainingDiverged(f"loss became {out.total.item()} at epoch {epoch + 1}, batch {b + 1}; the last "
                                    "good checkpoint is kept. Try a lower --lr or a KL warm-up.")
@@ -175,20 +177,13 @@ def _run_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, images: Tensor,
             sums[key] += value
         if b % 10 == 0:
             bar.set_postfix({k: f"{v:.2f}" for k, v in step.items()})
-    schedule = {"kl_weight": w}
-    if condition.is_mixture:  # only a mixture's Gumbel-softmax uses the temperature
-        schedule["temperature"] = tau
-    return {k: v / n_batches for k, v in sums.items()} | schedule
+    return {k: v / n_batches for k, v in sums.items()} | {"kl_weight": w} | schedule
 
 
 def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
     """bf16 autocast on CUDA when ``cfg.amp``; the CPU trains in fp32. (The tests switch autocast on
     for the CPU to check the mixed-precision path where no GPU is available.)"""
     return cfg.amp and device.type == "cuda"
-
-
-def _beta(net: torch.nn.Module) -> float:
-    return _unwrap(net).config.beta
 
 
 def _unwrap(net: torch.nn.Module) -> LatentModel:
@@ -208,9 +203,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     if ctx.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
-    check_run_options(model_config.model_type, model_config.likelihood, cfg)
+    model_config = model_config.with_moved_options(cfg)  # an older train config's family options
+    check_run_options(model_config.to_dict(), cfg)
     _check_data(model_config, data)
-    _check_component_init(model_config, cfg)
     plan_model(model_config, data.info.class_names)  # refuses a model beyond the limits before allocating it
     # the sample and the record keep the grey images: the explorer shows what the dataset holds, and a
     # model trained on binarised images is explored on the same images with or without the dataset
@@ -233,7 +228,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
     net: torch.nn.Module = model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:  # the step only: checkpoints, metrics and the component init use the plain model
+    if cfg.compile:  # the step only: checkpoints, metrics and the epoch hooks use the plain model
         net = torch.compile(net)
     # Data lives on the training device (uint8: 4x smaller than float) so batches never cross PCIe.
     images, labels = data.train.images.to(device), data.train.labels.to(device)
@@ -243,13 +238,9 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             stats = _run_epoch(net, opt, images, labels, cfg, epoch, ctx, device, show_progress, recorder)
-            if recorder is not None and _components_due(cfg, epoch):
-                recorder.capture(model, epoch + 1)  # the codes before the mixture is set from them
-            init = _maybe_init_components(model, opt, cfg, epoch, images, ctx, show_progress)
-            if recorder is not None and (init or recorder.due(epoch + 1, cfg.epochs)):
-                recorder.capture(model, epoch + 1)
+            extra = _after_epoch(model, opt, cfg, epoch, images, ctx, show_progress, recorder)
             if ctx.main:
-                history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | init)
+                history.append(_epoch_record(model, data, cfg, epoch, stats, time.perf_counter() - started) | extra)
                 meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, epoch + 1,
                                    sample=sample, recorder=recorder, link=link)
                 if show_progress:
@@ -264,7 +255,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, out_dir: str | P
         result.metrics = metrics_mod.evaluate(
             model, data.test.images, data.test.labels, train_images=data.train.images,
             train_labels=data.train.labels, eval_k=cfg.eval_k, nll_images=nll_images(cfg, len(data.test)),
-            temperature=cfg.temperature_end, factors=data.test.factors, factor_names=data.info.factor_names)
+            factors=data.test.factors, factor_names=data.info.factor_names, **model.evaluation_options())
         if "nll_iwae" in result.metrics:
             result.metrics["nll_protocol"] = nll_protocol(cfg, result.metrics["nll_k"], result.metrics["nll_images"])
         meta = _save_epoch(model, opt, model_config, cfg, data, history, out_dir, len(history), result.metrics,
@@ -336,50 +327,31 @@ def _check_data(model_config: ModelConfig, data: Dataset) -> None:
         raise ConfigError(f"dataset {data.info.name[:200]!r} cannot be described in a checkpoint: {exc}") from None
 
 
-def _check_component_init(model_config: ModelConfig, cfg: TrainConfig) -> None:
-    if cfg.component_init == "random":
-        return
-    if model_config.model_type != "gmvae" or model_config.options.get("z_given_y", True):
-        raise ConfigError(f"component_init={cfg.component_init!r} is for the mean-field GMVAE: use --model gmvae "
-                         "--z-given-y no, or leave --component-init at random")
-    if cfg.component_init_epoch >= cfg.epochs:
-        raise ConfigError(f"component_init_epoch={cfg.component_init_epoch} must be below epochs={cfg.epochs}: "
-                         "the mixture is initialised after that many epochs and then trained")
+def _after_epoch(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, images: Tensor,
+                 ctx: _Dist, show_progress: bool, recorder: Recorder | None) -> dict[str, Any]:
+    """The family's ``after_epoch`` hook after epoch ``epoch`` (0-based), then the record's frame
+    when due or when the hook changed the model (which also gets the frame from before the change).
+    Returns the hook's entries for the epoch's history record."""
+    changed = False
 
+    def before_change() -> None:
+        nonlocal changed
+        changed = True
+        if recorder is not None:
+            recorder.capture(model, epoch + 1)
 
-def _components_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Whether a GMVAE's mixture is (re)set from its codes after epoch ``epoch`` (0-based)."""
-    first = epoch + 1 == cfg.component_init_epoch
-    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs  # never the init's epoch: _check_component_init
-    return cfg.component_init != "random" and (first or refit)
+    def replaced(params: Iterable[torch.nn.Parameter]) -> None:
+        for p in params:
+            opt.state.pop(p, None)  # Adam's moments belonged to the old values
+            if ctx.world > 1:
+                dist.broadcast(p.data, 0)
 
-
-def _maybe_init_components(model: LatentModel, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
-                           images: Tensor, ctx: _Dist, show_progress: bool) -> dict[str, Any]:
-    """After epoch ``component_init_epoch``, and after the last one with ``component_refit_at_end``,
-    set a GMVAE's mixture from a clustering of its codes (training/component_init.py). The epoch's
-    history record gets ``component_init`` or, for the final refit, ``component_refit``.
-    Rank 0 clusters and fits; under DDP the other ranks receive its values by broadcast."""
-    refit = cfg.component_refit_at_end and epoch + 1 == cfg.epochs
-    if not _components_due(cfg, epoch):
-        return {}
-    from vaescope.training.component_init import initialise_components
-
-    started = time.perf_counter()
-    done = initialise_components(model, images, cfg.seed) if ctx.main else None  # type: ignore[arg-type]
-    params = [model.prior_mean, model.prior_logvar, *model.y_head.parameters()]  # type: ignore[union-attr]
-    for p in params:
-        opt.state.pop(p, None)  # Adam's moments belonged to the old values
-        if ctx.world > 1:
-            dist.broadcast(p.data, 0)
-    if done is None:
-        return {}
-    seconds = time.perf_counter() - started
-    if show_progress:
-        tqdm.write(f"components {'refitted' if refit else 'initialised'} from a UMAP + GMM clustering in "
-                   f"{seconds:.0f}s: sizes {done.sizes}, q(y|x) agrees with it on {done.head_agreement:.1%}")
-    return {"component_refit" if refit else "component_init": {
-        "sizes": done.sizes, "head_agreement": round(done.head_agreement, 4), "seconds": round(seconds, 1)}}
+    log = tqdm.write if show_progress and ctx.main else (lambda line: None)
+    extra = model.after_epoch(EpochEnd(epoch=epoch + 1, epochs=cfg.epochs, images=images, seed=cfg.seed,
+                                       main=ctx.main, before_change=before_change, replaced=replaced, log=log))
+    if recorder is not None and (changed or recorder.due(epoch + 1, cfg.epochs)):
+        recorder.capture(model, epoch + 1)
+    return extra
 
 
 # -- resume -------------------------------------------------------------------------------------
@@ -412,7 +384,7 @@ def _resume(model: LatentModel, opt: torch.optim.Optimizer, out_dir: Path, model
 
 def _check_same_run(state_path: Path, saved_model: ModelConfig, saved_train: TrainConfig, model_config: ModelConfig,
                     cfg: TrainConfig) -> None:
-    if saved_model.to_dict() != model_config.to_dict():
+    if saved_model.with_moved_options(saved_train).to_dict() != model_config.to_dict():
         raise TrainStateError(state_path, "cannot resume: the resume state was made for another model config")
     changed = sorted(k for k, v in saved_train.to_dict().items()
                      if k not in RESUME_MAY_CHANGE and getattr(cfg, k) != v)
@@ -433,16 +405,13 @@ def _epoch_record(model: LatentModel, data: Dataset, cfg: TrainConfig, epoch: in
     model.eval()
     val_images, val_labels = data.test.images, model.condition.from_labels(data.test.labels)
     rng = torch.get_rng_state()  # validation sampling must not shift the training RNG stream
-    val = metrics_mod.negative_elbo(model, val_images, val_labels, temperature=cfg.temperature_end)
+    val = metrics_mod.negative_elbo(model, val_images, val_labels, **model.evaluation_options())
     torch.set_rng_state(rng)
+    schedules = {k: v for k, v in stats.items() if k not in ("loss", "recon", "kl")}  # kl_weight, the family's own
     record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_recon": stats["recon"],
               "train_kl": stats["kl"], "val_loss": val["loss"], "val_recon": val["recon"], "val_kl": val["kl"],
-              **{k: stats[k] for k in ("kl_weight", "temperature") if k in stats}, "seconds": round(seconds, 3)}
-    if model.condition.is_mixture:  # how well its components match the classes (watched, never trained on)
-        assignments = metrics_mod.component_assignments(model, val_images)
-        record["val_cluster_accuracy"] = round(metrics_mod.cluster_accuracy(
-            assignments, data.test.labels.numpy(), model.condition.size), 4)
-    return record
+              **schedules, "seconds": round(seconds, 3)}
+    return record | model.validation_metrics(val_images, data.test.labels)
 
 
 def _epoch_line(rec: dict) -> str:

@@ -20,7 +20,7 @@ from vaescope.training.models import (  # noqa: F401 - each registers its family
     vae,
     vrae,
 )
-from vaescope.training.models.base import FAMILIES, LatentModel, family, register
+from vaescope.training.models.base import FAMILIES, EpochEnd, LatentModel, family, register
 
 
 def build_model(config: ModelConfig, class_names: tuple[str, ...] | list[str] = ()) -> LatentModel:
@@ -30,5 +30,5 @@ def build_model(config: ModelConfig, class_names: tuple[str, ...] | list[str] = 
     return model
 
 
-__all__ = ["FAMILIES", "build_model", "family", "register", "LatentModel", "LossOutput", "Posterior",
+__all__ = ["FAMILIES", "EpochEnd", "build_model", "family", "register", "LatentModel", "LossOutput", "Posterior",
            "ModelConfig"]

@@ -4,13 +4,18 @@ the Gaussian-posterior VAE maths they share, and the registry a family joins wit
 A family is one file: a ``LatentModel`` subclass with ``encode`` and ``decode_logits``, its
 ``Options`` dataclass, a ``describe`` of itself, and ``@register("name")``. Nothing else in the
 project lists the families.
+
+The trainer (``training/train.py``) names no family: what a family adds to training goes through
+the hooks at the end of ``LatentModel`` (``check_run``, ``training_schedule``,
+``evaluation_options``, ``validation_metrics``, ``after_epoch``), each a no-op by default.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,9 @@ from vaescope.contract import (
     gaussian_log_prob,
 )
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
+
+if TYPE_CHECKING:
+    from vaescope.training.config import TrainConfig
 
 FAMILIES: dict[str, type[LatentModel]] = {}
 
@@ -53,6 +61,24 @@ def family(name: str) -> type[LatentModel]:
 @dataclass
 class NoOptions(FamilyOptions):
     """A family without hyper-parameters of its own."""
+
+
+@dataclass
+class EpochEnd:
+    """What ``LatentModel.after_epoch`` is given when an epoch of training has ended. Under
+    DistributedDataParallel every rank calls the hook; ``replaced`` must be called on all of them."""
+
+    epoch: int  # epochs finished (1-based): the history record being written is this epoch's
+    epochs: int  # the run's epochs
+    images: Tensor  # the training images [N, C, H, W] (uint8, on the training device)
+    seed: int  # the run's seed
+    main: bool  # whether this process writes the run's files (rank 0 under DDP)
+    # Call before changing the model's weights: the training record keeps the codes from before.
+    before_change: Callable[[], None]
+    # Call after setting parameters outside the optimizer: their Adam moments are dropped (they
+    # belonged to the old values) and, under DDP, rank 0's values are sent to every rank.
+    replaced: Callable[[Iterable[nn.Parameter]], None]
+    log: Callable[[str], None]  # a line for the console (nothing when the run is quiet)
 
 
 class LatentModel(nn.Module):
@@ -169,9 +195,10 @@ class LatentModel(nn.Module):
         return LossOutput(total=recon + w * kl, recon=recon, kl=kl)
 
     def forward(self, x: Tensor, condition: Tensor | None = None, kl_weight: float | None = None,
-                temperature: float | None = None, target: Tensor | None = None) -> LossOutput:
-        """``loss`` under the name DistributedDataParallel wraps."""
-        return self.loss(x, condition, kl_weight=kl_weight, temperature=temperature, target=target)
+                temperature: float | None = None, target: Tensor | None = None, **options: Any) -> LossOutput:
+        """``loss`` under the name DistributedDataParallel wraps (``options``: further keywords of
+        a family's ``training_schedule``)."""
+        return self.loss(x, condition, kl_weight=kl_weight, temperature=temperature, target=target, **options)
 
     def recon_nll(self, logits: Tensor, x: Tensor) -> Tensor:
         """-log p(x|z) per image [B] (or [..., B] for leading sample dims), in nats.
@@ -198,3 +225,41 @@ class LatentModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # -- the trainer's hooks (training/train.py calls them; each is a no-op by default) ----------
+    @classmethod
+    def check_run(cls, options: FamilyOptions, train: TrainConfig) -> None:
+        """Raise ConfigError when this family, with ``options`` (its ``Options``), cannot be trained
+        with the run options ``train`` (e.g. ``--corrupt`` on a family that corrupts its input
+        itself). latent-train calls it before the dataset is read; the trainer again at the start."""
+
+    def training_schedule(self, progress: float, epochs: int) -> dict[str, float]:
+        """Keyword arguments of ``loss`` for the step at ``progress`` epochs into a run of
+        ``epochs`` (epoch + batch / batches), for the family's own schedules (a GMVAE's
+        Gumbel-softmax temperature). Each is also recorded in the epoch's history, at its value of
+        the epoch's last step. The KL warm-up (``kl_weight``) is the trainer's, for every family."""
+        return {}
+
+    def evaluation_options(self) -> dict[str, float]:
+        """Keyword arguments of ``loss`` for validation and the final metrics (the end values of
+        ``training_schedule``); the metrics take ``temperature``."""
+        return {}
+
+    def validation_metrics(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        """Numbers added to each epoch's history after validation, from the test split: uint8
+        images [N, C, H, W] and class labels [N], watched, never trained on. A mixture (the
+        contract's ``condition.is_mixture``) reports how well its components match the classes
+        (``val_cluster_accuracy``, Hungarian-matched)."""
+        if not self.condition.is_mixture:
+            return {}
+        from vaescope.training import metrics  # metrics imports the models: import late
+
+        assignments = metrics.component_assignments(self, images)
+        return {"val_cluster_accuracy": round(metrics.cluster_accuracy(
+            assignments, labels.numpy(), self.condition.size), 4)}
+
+    def after_epoch(self, end: EpochEnd) -> dict[str, Any]:
+        """Called after every epoch, before its checkpoint is written: a family may change itself
+        here (a GMVAE sets its mixture from a clustering of its codes). Returns entries for the
+        epoch's history record (JSON values); none by default."""
+        return {}

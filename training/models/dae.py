@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from vaescope.contract import LossOutput
-from vaescope.training.config import ConfigError, FamilyOptions
+from vaescope.training.config import ConfigError, FamilyOptions, TrainConfig
 from vaescope.training.corruption import CORRUPTIONS, check_corruption, corrupt
 from vaescope.training.models.ae import AE
 from vaescope.training.models.base import register
@@ -43,6 +43,13 @@ class DAEOptions(FamilyOptions):
 class DAE(AE):
     Options = DAEOptions
     showcase_rank = 5
+
+    @classmethod
+    def check_run(cls, options: FamilyOptions, train: TrainConfig) -> None:
+        """No --corrupt: the DAE corrupts its input itself (its ``corruption`` option)."""
+        if train.corrupt:
+            raise ConfigError(f"--corrupt {train.corrupt} cannot be used with --model dae, which corrupts its input "
+                              "itself: set its --corruption and --corruption-level instead")
 
     def _words(self) -> tuple[str, str, str]:
         o = self.options

@@ -17,23 +17,37 @@ q(y) = E_x q(y|x) stands for the aggregate posterior, as in Hoffman & Johnson 20
 The first term pushes every q(y|x) towards the average, which fights confident cluster
 assignments; ``categorical_weight`` scales only that term (1 gives the plain ELBO), while the
 balance term, which keeps all K components in use, always has weight 1.
+
+Training: the Gumbel-softmax temperature is annealed over the run (``training_schedule``), and
+``component_init umap`` sets the mixture from a clustering of the codes after a few epochs, and
+with ``component_refit_at_end`` once more after the last (``after_epoch``; training/component_init.py).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaescope import limits
 from vaescope.contract import Condition, LossOutput, Posterior, gaussian_log_prob
-from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
-from vaescope.training.models.base import LatentModel, register
+from vaescope.training.checks import Range
+from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig, TrainConfig
+from vaescope.training.models.base import EpochEnd, LatentModel, register
 from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
+COMPONENT_INITS = ("random", "umap")  # the component_init option (training/component_init.py)
+
+
+def temperature_at(progress: float, start: float, end: float) -> float:
+    """Exponential Gumbel-softmax annealing (Jang et al. 2017), progress in [0, 1]."""
+    progress = min(max(progress, 0.0), 1.0)
+    return start * (end / start) ** progress
 
 
 @dataclass
@@ -45,10 +59,47 @@ class GMVAEOptions(FamilyOptions):
     # True: q(z|x, y), whose network sees the component; False: the mean-field q(z|x) of VaDE
     z_given_y: bool = field(default=True, metadata={
         "help": "'yes' = q(z|x,y); 'no' = mean-field q(z|x), clusters set by the mixture"})
+    # Annealed exponentially from start to end over the run (Jang et al. 2017 anneal towards ~0.5;
+    # lower is closer to one-hot but gives noisier gradients); validation and the final metrics use
+    # the end value.
+    temperature_start: float = field(default=1.0, metadata={
+        "help": "Gumbel-softmax temperature of q(y|x) at the start"})
+    temperature_end: float = field(default=0.5, metadata={
+        "help": "Gumbel-softmax temperature at the end (annealed exponentially), also used for validation"})
+    # "random" keeps the initial mixture; "umap" sets it after component_init_epoch epochs from a
+    # clustering of the codes (training/component_init.py): clusters that depend far less on the
+    # seed (docs/gmvae-clustering.md)
+    component_init: str = field(default="random", metadata={
+        "choices": COMPONENT_INITS,
+        "help": "'umap' re-initialises the mixture from a UMAP + GMM clustering of the codes (needs --z-given-y no)"})
+    component_init_epoch: int = field(default=3, metadata={"help": "epochs trained before --component-init umap runs"})
+    # the mixture drifts from the clustering while the codes keep improving (docs/gmvae-clustering.md)
+    component_refit_at_end: bool = field(default=False, metadata={
+        "help": "with --component-init umap: after the last epoch, set the mixture once more from a clustering "
+                "of the trained codes"})
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "temperature_start": Range(*limits.TEMPERATURE_RANGE), "temperature_end": Range(*limits.TEMPERATURE_RANGE),
+        "component_init_epoch": Range(1, limits.MAX_EPOCHS)}
+    # format-1 checkpoints kept the first three at the top of model_config; train configs (checkpoints,
+    # resume states and --config files before the trainer named no family) held the rest
+    FROM_MODEL_CONFIG: ClassVar[dict[str, str]] = {
+        "num_components": "components", "categorical_weight": "categorical_weight", "z_given_y": "z_given_y"}
+    FROM_TRAIN_CONFIG: ClassVar[tuple[str, ...]] = (
+        "temperature_start", "temperature_end", "component_init", "component_init_epoch", "component_refit_at_end")
 
     def check(self) -> None:
         if self.components < 0 or self.categorical_weight < 0:
             raise ConfigError("components and categorical_weight must be >= 0")
+        if self.component_init not in COMPONENT_INITS:
+            raise ConfigError(f"component_init must be one of {COMPONENT_INITS}, got {self.component_init!r}")
+        if self.component_refit_at_end and self.component_init == "random":
+            raise ConfigError("component_refit_at_end (--component-refit-at-end) re-runs the component "
+                              "initialisation: also set component_init to umap (--component-init umap)")
+        if self.component_init != "random" and self.z_given_y:
+            # with q(z|x, y) the codes would depend on the very assignments being set
+            raise ConfigError(f"component_init={self.component_init!r} is for the mean-field GMVAE: set "
+                              "--z-given-y no, or leave --component-init at random")
 
 
 def categorical_kl_parts(log_q_y: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,6 +139,13 @@ class GMVAE(LatentModel):
     def check_config(cls, config: ModelConfig) -> None:
         if cls.components_of(config) < 2:
             raise ConfigError("a gmvae needs num_components >= 2 (set --components)")
+
+    @classmethod
+    def check_run(cls, options: GMVAEOptions, train: TrainConfig) -> None:  # type: ignore[override]
+        if options.component_init != "random" and options.component_init_epoch >= train.epochs:
+            raise ConfigError(f"component_init_epoch={options.component_init_epoch} must be below "
+                              f"epochs={train.epochs}: the mixture is initialised after that many epochs and "
+                              "then trained")
 
     @property
     def condition(self) -> Condition:
@@ -158,6 +216,27 @@ class GMVAE(LatentModel):
         return LossOutput(total=total, recon=recon, kl=gauss_kl + cat_kl,
                           extras={"gauss_kl": gauss_kl.detach(), "cat_kl": cat_kl.detach(),
                                   "balance_kl": balance.detach()})
+
+    # -- training: the temperature's schedule and the mixture's (re)initialisation -----------------
+    def training_schedule(self, progress: float, epochs: int) -> dict[str, float]:
+        """The Gumbel-softmax temperature, annealed from ``temperature_start`` to ``temperature_end``."""
+        o = self.options
+        return {"temperature": temperature_at(progress / epochs, o.temperature_start, o.temperature_end)}
+
+    def evaluation_options(self) -> dict[str, float]:
+        return {"temperature": self.options.temperature_end}
+
+    def after_epoch(self, end: EpochEnd) -> dict[str, Any]:
+        """After epoch ``component_init_epoch``, and after the last one with ``component_refit_at_end``,
+        set the mixture from a clustering of the codes; the history gets ``component_init`` or,
+        for the final refit, ``component_refit`` (training/component_init.py)."""
+        o = self.options
+        refit = o.component_refit_at_end and end.epoch == end.epochs  # never the init's epoch: check_run
+        if o.component_init == "random" or not (end.epoch == o.component_init_epoch or refit):
+            return {}
+        from vaescope.training import component_init  # it imports this module
+
+        return component_init.during_training(self, end, refit)
 
     def log_importance_weights(self, x: Tensor, condition: Tensor | None, k: int) -> Tensor:
         """Joint proposal q(y, z|x): log p(x|z) + log p(z|y) + log p(y) - log q(z|x,y) - log q(y|x)."""
