@@ -165,3 +165,31 @@ def factor_mig(entry: ModelEntry) -> tuple[float, dict[str, float]] | None:
         score, per_factor = mig(latents.mean, latents.factors)
         entry.memo["mig"] = (float(score), {name: float(v) for name, v in zip(latents.factor_names, per_factor, strict=True)})
     return entry.memo["mig"]
+
+
+OOD_IMAGES = 1_000  # evaluation images of each side scored for the likelihood lesson (a seeded subset)
+
+
+def ood_aurocs(model: ModelEntry, other: ModelEntry) -> dict[str, float]:
+    """How well each of ``model``'s anomaly scores (``scores.score_kinds``) tells ``other``'s
+    evaluation images (resized to ``model``'s) from ``model``'s own: score key -> AUROC (1 perfect,
+    0.5 chance, below 0.5 the other data looks *more* likely). On seeded subsets of OOD_IMAGES each;
+    kept in ``model.memo``."""
+    from vaescope.explorer.core.scores import auroc, resize_images, score_kinds, score_table
+
+    key = ("ood_aurocs", other.key)
+    if key not in model.memo:
+        for entry in (model, other):
+            if not entry.has_points or entry.latents.images is None:
+                raise InputError(f"{entry.name} has no evaluation images to score")
+
+        def subset(entry: ModelEntry) -> np.ndarray:
+            images = entry.latents.images
+            if len(images) > OOD_IMAGES:
+                images = images[np.sort(np.random.default_rng(0).choice(len(images), OOD_IMAGES, replace=False))]
+            return images
+
+        inside = score_table(model, subset(model))
+        outside = score_table(model, resize_images(subset(other), model.description.image_shape))
+        model.memo[key] = {kind.key: auroc(inside[kind.key], outside[kind.key]) for kind in score_kinds(model)}
+    return model.memo[key]

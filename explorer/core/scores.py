@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vaescope.bounds import negative_elbo, reconstruction_error
+from vaescope.bounds import reconstruct
 from vaescope.contract import likelihood_of
 from vaescope.errors import InputError
 from vaescope.explorer.core.store import ModelEntry
@@ -30,46 +30,108 @@ CURVE_IMAGES = 64  # test images averaged per point of the breakdown curve
 
 @dataclass(frozen=True)
 class ScoreKind:
+    key: str  # "elbo", "recon" or "complexity": what ``score_images(..., score=key)`` computes
     name: str  # what the score is, for labels
     higher: str  # what a high score means
-    elbo: bool  # the negative ELBO under the model's likelihood (else the reconstruction error)
+
+    @property
+    def elbo(self) -> bool:
+        return self.key == "elbo"
 
 
-def score_kind(entry: ModelEntry) -> ScoreKind:
-    """The score this model is ranked by: its −ELBO when it has a prior and declares a likelihood,
-    else its reconstruction error (a log-likelihood is never guessed)."""
+ELBO = "elbo"
+RECON = "recon"
+COMPLEXITY = "complexity"
+
+
+def score_kinds(entry: ModelEntry) -> list[ScoreKind]:
+    """The scores this model can be ranked by, the default first: its −ELBO when it has a prior and
+    declares a likelihood (a log-likelihood is never guessed), then the reconstruction error, then
+    the −ELBO corrected for input complexity (Serrà et al. 2020, "Input complexity and
+    out-of-distribution detection with likelihood-based generative models": the model's code length
+    in bits minus the image's PNG-compressed length, so that simple images stop looking likely)."""
+    recon = ScoreKind(RECON, "reconstruction error", "the model rebuilds the image badly")
     likelihood = likelihood_of(entry.model) if entry.description.decodes else None
-    if entry.description.has_prior and likelihood is not None:
-        return ScoreKind(f"−ELBO (nats, {likelihood.name} likelihood)", "the model explains the image badly", True)
-    return ScoreKind("reconstruction error", "the model rebuilds the image badly", False)
+    if not entry.description.has_prior or likelihood is None:
+        return [recon]
+    return [ScoreKind(ELBO, f"−ELBO (nats, {likelihood.name} likelihood)", "the model explains the image badly"),
+            recon,
+            ScoreKind(COMPLEXITY, "−ELBO minus PNG length (bits)",
+                      "the model explains the image worse than a generic compressor does")]
+
+
+def score_kind(entry: ModelEntry, score: str | None = None) -> ScoreKind:
+    """The score ``score`` names among the model's (``score_kinds``), its default when None;
+    InputError for one the model cannot give."""
+    kinds = score_kinds(entry)
+    if score is None:
+        return kinds[0]
+    found = next((k for k in kinds if k.key == score), None)
+    if found is None:
+        raise InputError(f"score {str(score)[:40]!r} is not one this model gives: {', '.join(k.key for k in kinds)}")
+    return found
+
+
+def png_bits(images: np.ndarray) -> np.ndarray:
+    """The PNG-compressed length in bits [N] of uint8 images [N, C, H, W] (the input-complexity
+    estimate of Serrà et al. 2020: a generic lossless compressor's code length)."""
+    import io
+
+    from PIL import Image
+
+    out = np.empty(len(images), np.float64)
+    for i, image in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buffer, format="PNG",
+                                                                                           compress_level=9)
+        out[i] = 8 * len(buffer.getvalue())
+    return out
 
 
 @torch.inference_mode()
-def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None = None,
-                 batch_size: int = 512) -> np.ndarray:
-    """Anomaly scores [N] of images [N, C, H, W] (uint8, or float in [0, 1]); higher is more unusual."""
+def score_table(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None = None,
+                batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Every score the model gives (``score_kinds``), key -> [N], for images [N, C, H, W] (uint8, or
+    float in [0, 1]), from one pass through the model; higher is more unusual."""
     if not entry.description.decodes:
         raise InputError("precomputed embeddings have no model to score images with")
     model, description = entry.model, entry.description
-    elbo = score_kind(entry).elbo
+    keys = [kind.key for kind in score_kinds(entry)]
+    likelihood = likelihood_of(model) if ELBO in keys else None
     x_all = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    scores = []
+    parts: dict[str, list[np.ndarray]] = {RECON: [], ELBO: []}
     for start in range(0, len(x_all), batch_size):
         x = torch.from_numpy(x_all[start:start + batch_size]).to(model.device)
         y = None if labels is None else description.condition.from_labels(
             torch.from_numpy(labels[start:start + batch_size]).to(model.device))
-        score = negative_elbo(model, x, y) if elbo else reconstruction_error(model, x, y)
-        scores.append(score.float().cpu().numpy())
-    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+        rec = reconstruct(model, x, y)
+        parts[RECON].append((rec.decoded - x).pow(2).flatten(1).mean(1).cpu().numpy())
+        if likelihood is not None:
+            parts[ELBO].append((-likelihood.log_prob(x, rec.decoded) + rec.kl).float().cpu().numpy())
+    table = {key: np.concatenate(parts[key]) if parts[key] else np.zeros(0, np.float32)
+             for key in (RECON, ELBO) if key in keys}
+    if COMPLEXITY in keys:
+        pixels = images if images.dtype == np.uint8 else (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+        table[COMPLEXITY] = (table[ELBO].astype(np.float64) / np.log(2) - png_bits(pixels)).astype(np.float32)
+    return table
 
 
-def test_scores(entry: ModelEntry) -> np.ndarray:
-    """Scores [N] of the model's evaluation images, computed once per model."""
-    memo = entry.memo.get("anomaly_scores")
+def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None = None,
+                 batch_size: int = 512, score: str | None = None) -> np.ndarray:
+    """Anomaly scores [N] of images [N, C, H, W] (uint8, or float in [0, 1]); higher is more unusual.
+    ``score``: one of the model's ``score_kinds`` keys (its default when None)."""
+    key = score_kind(entry, score).key
+    return score_table(entry, images, labels, batch_size)[key]
+
+
+def test_scores(entry: ModelEntry, score: str | None = None) -> np.ndarray:
+    """Scores [N] of the model's evaluation images, computed once per model and score."""
+    key = ("anomaly_scores", score_kind(entry, score).key)
+    memo = entry.memo.get(key)
     if memo is None:
         if not entry.has_points or entry.latents.images is None:
             raise InputError(f"no evaluation images to score: {entry.data_note or 'none were given'}")
-        memo = entry.memo["anomaly_scores"] = score_images(entry, entry.latents.images, entry.latents.labels)
+        memo = entry.memo[key] = score_images(entry, entry.latents.images, entry.latents.labels, score=score)
     return memo
 
 
