@@ -97,6 +97,11 @@ MAX_RECORD_BYTES = 64 << 20  # the recorded codes, as float16 (E x N x D x 2 byt
 MAX_MAP_COORDINATE = 1e6  # a clicked map spot (a projection's coordinates stay far inside)
 
 
+# -- the map as an instrument (explorer/core/neighbours.py, selection.py, manifold.py) -------------
+MAX_NEIGHBOURS = 100  # nearest neighbours listed for one point
+MAX_SEARCH_CHARS = 200  # one search or filter typed on the map
+MAX_MANIFOLD_STEPS = 20  # cells a side of the decoded manifold grid (400 decodes at most)
+
 def table() -> str:
     """The README's limits table, read from this file: one row per limit, under its section."""
     import inspect
