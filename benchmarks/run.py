@@ -32,6 +32,7 @@ FIGURES = {
     "maps": ("benchmarks.maps", "3. Latent maps"),
     "training": ("benchmarks.throughput", "4. Training throughput"),
     "memory": ("benchmarks.memory", "5. Memory"),
+    "neighbours": ("benchmarks.neighbours", "6. Nearest neighbours in latent space"),
 }
 
 
