@@ -15,6 +15,8 @@ from sklearn.decomposition import PCA
 
 from vaescope.explorer.core import measures
 from vaescope.explorer.core.compare import (
+    ACTIONS,
+    default_pair,
     interpolation_rows,
     posterior_rows,
     prior_rows,
@@ -27,7 +29,7 @@ from vaescope.explorer.core.maps import MapView, color_choices, map_colors, map_
 from vaescope.explorer.core.projection import fit_projection
 from vaescope.explorer.core.store import ModelStore
 from vaescope.explorer.ui.app import build_app
-from vaescope.explorer.ui.state import SessionPair
+from vaescope.explorer.ui.state import Session, SessionPair
 from vaescope.training.config import ModelConfig
 from vaescope.training.data import load_shapes
 from vaescope.training.models import build_model
@@ -40,10 +42,10 @@ def app(tiny_checkpoint_dir: Path):
 
 def paired(app, a: str, b: str) -> SessionPair:
     pair = SessionPair()
-    compare = app.panels["compare"]
-    compare.load("a", a, pair)
-    compare.load("b", b, pair)
-    compare.draw_both("pca", "class", "none", pair)
+    view = app.panels["compare"]
+    view.sides["a"].load(a, pair)
+    view.sides["b"].load(b, pair)
+    view.bar.draw_both("pca", "class", "none", pair)
     return pair
 
 
@@ -55,66 +57,160 @@ def traces(box: str) -> dict:
     return json.loads(box)
 
 
+def click(side: str, index: object) -> str:
+    return json.dumps({"kind": "point", "side": side, "index": index})
+
+
 def test_a_click_on_either_map_shows_that_image_through_both_models(app) -> None:
     pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
-    compare = app.panels["compare"]
+    bar = app.panels["compare"].bar
     ae, vae = (app.ctx.store.open_name(n) for n in ("tiny-ae.safetensors", "tiny-vae.safetensors"))
     assert same_images(ae, vae) is None
-    out = by_id(compare.pick(json.dumps({"kind": "point", "side": "b", "index": 12}), pair))
+    out = by_id(bar.pick(click("b", 12), pair))
     assert "Test image #12" in out["compare-picked-info"] and pair.picks == [12]
     for side, entry in (("a", ae), ("b", vae)):
         placed = traces(out[f"compare-overlays-{side}"])["you are here"]
         expected = pair.side(side).view.projection.transform(entry.latents.mean[12:13])
         np.testing.assert_allclose(placed, expected, atol=1e-3)  # the same image, on each side's own map
         assert out[f"compare-recon-{side}"].size[0] >= 64  # an image, upscaled for the page
-    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 40}), pair)
-    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 7}), pair)
+    bar.pick(click("a", 40), pair)
+    assert by_id(bar.pick_index("a", 7, pair))["compare-picked-info"].endswith("#40 → #7 (what *Interpolate* joins).")
     assert pair.picks == [40, 7]  # the last two: what Interpolate joins
 
 
 def test_every_button_answers_on_both_sides(app) -> None:
     pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
-    compare = app.panels["compare"]
-    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 3}), pair)
-    compare.pick(json.dumps({"kind": "point", "side": "a", "index": 30}), pair)
+    bar = app.panels["compare"].bar
+    bar.pick_index("a", 3, pair)
+    bar.pick_index("a", 30, pair)
     for kind in ("samples", "interpolate", "traverse", "posterior", "denoise"):
-        out = by_id(compare.actor(kind)(pair))
+        out = by_id(bar.actor(kind)(pair))
         for side, name in (("a", "tiny-ae"), ("b", "tiny-vae")):
-            assert f"compare-result-{side}" in out, kind
+            assert out[f"compare-result-{side}"].value is not None, kind
+            assert out[f"compare-chart-{side}"].visible is False, kind  # no chart of an earlier press stays
             assert out[f"compare-note-{side}"].startswith(f"**{name}**"), (kind, out[f"compare-note-{side}"])
-    path = traces(by_id(compare.actor("interpolate")(pair))["compare-overlays-b"])["path"]
+    path = traces(by_id(bar.actor("interpolate")(pair))["compare-overlays-b"])["path"]
     assert len(path) == 10
-    posterior = by_id(compare.actor("posterior")(pair))
+    posterior = by_id(bar.actor("posterior")(pair))
     assert traces(posterior["compare-overlays-b"])["cloud"] and not traces(posterior["compare-overlays-a"])["cloud"]
     assert "deterministic" in posterior["compare-note-a"]  # the AE has no spread to sample
-    kl = by_id(compare.actor("kl")(pair))
-    assert "compare-chart-b" in kl and "Active units" in kl["compare-note-b"]
+    samples = by_id(bar.actor("samples")(pair))  # no path of its own: the last pick stays marked, the path goes
+    assert not traces(samples["compare-overlays-b"])["path"] and len(traces(samples["compare-overlays-b"])["you are here"]) == 1
+    kl = by_id(bar.actor("kl")(pair))
+    assert kl["compare-chart-b"].visible and "Active units" in kl["compare-note-b"]
+    assert kl["compare-result-b"].value is None  # the samples grid of the press before is gone
+
+
+def test_a_lesson_pressing_several_buttons_shows_every_answer(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    bar = app.panels["compare"].bar
+    bar.pick_index("a", 3, pair)
+    out = by_id(bar.act(["kl", "traverse"], pair))
+    assert out["compare-chart-b"].visible and out["compare-result-b"].value is not None
+    assert "Active units" in out["compare-note-b"] and "from test image #3" in out["compare-note-b"]
 
 
 def test_an_answer_computed_while_a_side_changed_models_is_dropped(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaescope.explorer.ui import compare as compare_module
+
     pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
-    compare = app.panels["compare"]
-    real = compare._act_side
+    view = app.panels["compare"]
+    real = compare_module.answer
 
-    def switch_meanwhile(kind, side, entry, pair_):
-        if side == "b":
-            compare.load("b", "tiny-cvae.safetensors", pair_)  # another event switches side B
-        return real(kind, side, entry, pair_)
+    def switch_meanwhile(kind, entry, picks):
+        if entry.name == "tiny-vae.safetensors":
+            view.sides["b"].load("tiny-cvae.safetensors", pair)  # another event switches side B
+        return real(kind, entry, picks)
 
-    monkeypatch.setattr(compare, "_act_side", switch_meanwhile)
-    assert compare.actor("samples")(pair) == gr.skip()
+    monkeypatch.setattr(compare_module, "answer", switch_meanwhile)
+    assert view.bar.actor("samples")(pair) == gr.skip()
 
 
 def test_bad_clicks_are_ignored_and_out_of_range_ones_refused(app) -> None:
     pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
-    compare = app.panels["compare"]
+    bar = app.panels["compare"].bar
     for payload in ("[" * 100_000, "null", '{"kind": "point", "side": "c", "index": 1}', '{"kind": "xy"}'):
-        assert compare.pick(payload, pair) == gr.skip()
+        assert bar.pick(payload, pair) == gr.skip()
     with pytest.raises(gr.Error, match="between 0 and"):
-        compare.pick('{"kind": "point", "side": "a", "index": 100000}', pair)
-    empty = SessionPair()
-    with pytest.raises(gr.Error, match="Choose a model"):
-        compare.actor("samples")(empty)
+        bar.pick(click("a", 100000), pair)
+    with pytest.raises(gr.Error, match="A map point must be a whole number"):
+        bar.pick(click("b", "NaN"), pair)
+
+
+def test_nothing_pressed_before_a_model_is_chosen_raises_an_error(app) -> None:
+    """A button pressed before the models are there says, under each map, what to choose; drawing,
+    clicking and an empty choice change nothing; none of them is an error toast."""
+    view, empty = app.panels["compare"], SessionPair()
+    for kind in ACTIONS:
+        out = by_id(view.bar.actor(kind)(empty))  # the handler as the page calls it: no gr.Error
+        for side in "ab":
+            assert out[f"compare-note-{side}"] == f"Side {side.upper()} has no model yet: choose one in the list above its map."
+            assert out[f"compare-result-{side}"].value is None and out[f"compare-chart-{side}"].visible is False
+    assert view.bar.draw_both("pca", "class", "none", empty) == gr.skip()
+    assert view.bar.draw_missing("pca", "class", "none", empty) == gr.skip()
+    assert view.bar.pick(click("a", 3), empty) == gr.skip()
+    assert by_id(view.sides["a"].load(None, empty)) == {"compare-note-a": "Choose a model for side A in the list above its map."}
+    half = SessionPair()  # one side chosen: it answers, the other says what to choose
+    view.sides["b"].load("tiny-vae.safetensors", half)
+    out = by_id(view.bar.actor("samples")(half))
+    assert out["compare-note-a"].startswith("Side A has no model yet") and out["compare-note-b"].startswith("**tiny-vae**")
+
+
+def test_switching_one_side_clears_everything_it_showed(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    view = app.panels["compare"]
+    view.bar.pick_index("a", 5, pair)
+    view.bar.actor("denoise")(pair)
+    out = by_id(view.sides["a"].load("tiny-gmvae.safetensors", pair))
+    assert set(out) == {"compare-map-a", "compare-info-a", "compare-overlays-a", "compare-recon-a", "compare-note-a",
+                        "compare-result-a", "compare-chart-a"}  # side B keeps what it shows
+    assert out["compare-recon-a"].value is None and out["compare-recon-a"].label == "Through tiny-gmvae"
+    assert out["compare-result-a"].value is None and out["compare-chart-a"].visible is False
+    assert out["compare-note-a"] == "" and not any(traces(out["compare-overlays-a"]).values())
+    assert "Drawing the map of tiny-gmvae" in json.dumps(out["compare-map-a"].to_plotly_json(), default=str)
+    assert pair.a.view is None and pair.a.key == app.ctx.store.open_name("tiny-gmvae.safetensors").key
+
+
+def test_a_side_that_cannot_load_keeps_its_model_and_says_why(app) -> None:
+    pair = paired(app, "tiny-ae.safetensors", "tiny-vae.safetensors")
+    out = by_id(app.panels["compare"].sides["a"].load("no-such.safetensors", pair))
+    assert out["compare-model-a"].value == "tiny-ae.safetensors"  # the list names the model the side still has
+    assert out["compare-note-a"].startswith("⚠️ Cannot load no-such.safetensors")
+    assert pair.a.key == app.ctx.store.open_name("tiny-ae.safetensors").key
+
+
+def test_both_maps_are_drawn_by_the_explore_maps_code(app) -> None:
+    """A side's map and the Explore map of the same model and projection place every point alike."""
+    pair = paired(app, "tiny-vae.safetensors", "tiny-ae.safetensors")
+    side = app.panels["compare"].sides["a"].draw("pca", "class", "none", pair)
+    session = Session()
+    app.panels["models"].load_checkpoint("tiny-vae.safetensors", session)
+    explore = app.panels["map"].draw_map("pca", 2, "class", "none", 0, 0, session)
+    points = lambda figure: {t.name: (list(t.x), list(t.y)) for t in figure.data if t.customdata is not None}  # noqa: E731
+    compare_map = side[app.panels["compare"].sides["a"].plot]
+    assert points(compare_map) == points(explore[app.panels["map"].plot]) and points(compare_map)
+    assert pair.a.view.indices.tolist() == session.view.indices.tolist()
+
+
+def test_the_view_opens_with_two_sensible_models(app, tiny_checkpoint_dir: Path) -> None:
+    shipped = ["digits/ae.safetensors", "digits/vae.safetensors", "mnist/ae.safetensors", "mnist/vae.safetensors"]
+    lessons = [m.models for m in LESSONS if len(m.models) == 2]
+    unused = lambda: pytest.fail("the first model is not needed when a lesson's pair is listed")  # noqa: E731
+    assert default_pair(shipped, lessons, unused) == ("mnist/ae.safetensors", "mnist/vae.safetensors")
+    assert default_pair(["d/ae", "d/vae", "e/cvae"], lessons, lambda: "d/vae") == ("d/vae", "d/ae")  # a sibling
+    assert default_pair(["runs/a/m", "runs/b/m"], [], lambda: "runs/b/m") == ("runs/b/m", "runs/a/m")
+    assert default_pair(["only"], [], lambda: "only") == ("only", None)
+    assert default_pair([], lessons, lambda: None) == (None, None)
+    # the tiny folder has no lesson's models: its first model (tiny-vae, a VAE ranks first) and a sibling
+    view = build_app(tiny_checkpoint_dir, device="cpu").panels["compare"]
+    assert [side.model.value for side in view.sides.values()] == ["tiny-vae.safetensors", "tiny-ae.safetensors"]
+    pair = SessionPair()  # the tab shown for the first time: each side loads its list's model, then both draw
+    for side in view.sides.values():
+        side.load_if_empty(side.model.value, pair)
+    drawn = by_id(view.bar.draw_missing("pca", "class", "none", pair))
+    assert {"compare-map-a", "compare-map-b"} <= set(drawn) and pair.a.view is not None and pair.b.view is not None
+    assert view.sides["a"].load_if_empty("tiny-cvae.safetensors", pair) == gr.skip()  # shown again: nothing reloads
+    assert view.bar.draw_missing("pca", "class", "none", pair) == gr.skip()
 
 
 def test_interpolation_rows_run_from_one_code_to_the_other(tiny_checkpoint_dir: Path) -> None:

@@ -1,23 +1,32 @@
 """Two models side by side, on the same evaluation images: what each side shows for one request.
 
 Each function takes one model's ``ModelEntry`` and returns plain arrays (images float32
-[M, C, H, W] in [0, 1], codes [M, D]) plus words for the page; the compare panel calls it once per
-side. Nothing here branches on a family: it asks the contract (a prior, classes, components).
+[M, C, H, W] in [0, 1], codes [M, D]) plus words for the page; ``answer`` is the side-by-side
+view's action bar in one function (an action's name -> the core function that answers it), called
+once per side. Nothing here branches on a family: it asks the contract (a prior, classes,
+components).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import decode, index_code, prior_codes
+from vaescope.explorer.core.diagnostics import kl_panel
 from vaescope.explorer.core.dims import dim_info
 from vaescope.explorer.core.interpolation import lerp
 from vaescope.explorer.core.sampling import component_names
+from vaescope.explorer.core.scores import denoise
 from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.timeline import training_timeline
 
 SAMPLE_COLUMNS = 8  # images per row of a prior-sample grid
 SAMPLE_ROWS_MAX = 10  # rows: one per class or component, at most this many
@@ -25,6 +34,10 @@ TRAVERSAL_ROWS = 4  # the three most used dims and the least used one
 TRAVERSAL_STEPS = 9
 POSTERIOR_SAMPLES = 48  # codes drawn from q(z|x) for the reparameterisation view
 KL_DEAD = 0.01  # nats: a dimension below this carries (almost) nothing
+DENOISE = ("gaussian", 0.5)  # the corruption the side-by-side view's denoise button applies
+ACTIONS = {"samples": "Prior samples", "interpolate": "Interpolate the last two picks",
+           "traverse": "Traverse from the pick", "posterior": "Posterior samples of the pick",
+           "denoise": "Denoise the pick", "kl": "KL per dimension", "timeline": "Play the training"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,90 @@ class Rows:
     row_labels: list[str]
     note: str
     codes: np.ndarray | None = None  # [M, D] the codes decoded, when they belong on the map
+
+
+def default_pair(names: Sequence[str], preferred: Sequence[Sequence[str]],
+                 first: Callable[[], str | None]) -> tuple[str | None, str | None]:
+    """The two models the side-by-side view opens with, among the listed ``names``:
+
+    1. the first of the ``preferred`` pairs (the side-by-side lessons' models, in their order) whose
+       two models are both listed: on the shipped models, lesson 1's mnist/ae and mnist/vae;
+    2. else ``first()`` (the Explore page's first model) on side A and, on side B, the first other
+       model by name in A's folder (on the shipped layout, a sibling on the same dataset), else the
+       first other model listed;
+    3. one model: it on side A, nothing on side B; none: nothing on either.
+
+    ``first`` is called only when rule 1 finds no pair (it may read checkpoint headers).
+
+    Examples:
+        >>> default_pair(["mnist/ae.safetensors", "mnist/vae.safetensors", "x.safetensors"],
+        ...              [("mnist/ae.safetensors", "mnist/vae.safetensors")], lambda: "x.safetensors")
+        ('mnist/ae.safetensors', 'mnist/vae.safetensors')
+        >>> default_pair(["d/ae", "d/vae", "e/vae"], [], lambda: "d/vae")
+        ('d/vae', 'd/ae')
+    """
+    listed = list(names)
+    for pair in preferred:
+        if len(pair) == 2 and pair[0] != pair[1] and all(name in listed for name in pair):
+            return pair[0], pair[1]
+    if not listed:
+        return None, None
+    a = first()
+    a = a if a in listed else listed[0]
+    others = [name for name in listed if name != a]
+    folder = PurePosixPath(a).parent
+    siblings = [name for name in others if PurePosixPath(name).parent == folder]
+    return a, (siblings or others or [None])[0]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One model's answer to one action: words, and images (``rows``) or a chart (``figure``), and
+    codes to place on that model's map by trace name ("path", "cloud", "you are here")."""
+
+    kind: str  # the action (a key of ACTIONS)
+    note: str
+    rows: Rows | None = None
+    figure: go.Figure | None = None
+    overlay: dict[str, Any] = field(default_factory=dict)
+
+
+def answer(kind: str, entry: ModelEntry, picks: Sequence[int]) -> Answer:
+    """Action ``kind`` on one model, from the evaluation images last clicked (``picks``, oldest
+    first; the first image when there is none). Raises InputError, in words for the page, when this
+    model cannot answer (no decoder, no training record, fewer than two picks to interpolate).
+
+    Examples:
+        >>> answer("interpolate", entry, [3, 30]).rows.images.shape[0]  # doctest: +SKIP
+        10
+    """
+    if kind == "kl":
+        figure, notes = kl_panel(entry)
+        return Answer(kind, " ".join(notes[:2]), figure=figure)
+    if kind == "timeline":
+        figure, words = training_timeline(entry)
+        return Answer(kind, words, figure=figure)
+    if kind not in ACTIONS:
+        raise InputError(f"unknown action {kind!r}")
+    if not entry.description.decodes:
+        raise InputError("precomputed embeddings have no decoder: nothing to decode")
+    last = picks[-1] if picks else 0
+    if kind == "samples":
+        return Answer(kind, (rows := prior_rows(entry)).note, rows)
+    if kind == "interpolate":
+        if len(picks) < 2:
+            raise InputError("click two points on a map first: the interpolation joins the last two picks")
+        rows = interpolation_rows(entry, picks[-2], picks[-1])
+        return Answer(kind, rows.note, rows, overlay={"path": rows.codes})
+    if kind == "traverse":
+        return Answer(kind, (rows := traversal_rows(entry, last)).note, rows)
+    if kind == "posterior":
+        rows = posterior_rows(entry, last)
+        overlay: dict[str, Any] = {"you are here": [entry.latents.mean[last]]}
+        if entry.latents.std[last].any():  # a deterministic encoder has no cloud to draw
+            overlay["cloud"] = rows.codes
+        return Answer(kind, rows.note, rows, overlay=overlay)
+    return Answer(kind, (rows := denoise_rows(entry, last)).note, rows)
 
 
 def same_images(a: ModelEntry, b: ModelEntry) -> str | None:
@@ -122,6 +219,16 @@ def posterior_rows(entry: ModelEntry, index: int, n: int = POSTERIOR_SAMPLES, se
     if not std.any():
         note = f"test image #{index}: this model's encoder is deterministic (σ = 0): every sample is the same code"
     return Rows(decode(entry, codes, code.y), SAMPLE_COLUMNS, [""] * (n // SAMPLE_COLUMNS), note, codes)
+
+
+def denoise_rows(entry: ModelEntry, index: int, kind: str = DENOISE[0], level: float = DENOISE[1]) -> Rows:
+    """Evaluation image ``index`` clean, corrupted by ``kind`` noise at ``level``, and rebuilt from the
+    code of the corrupted image: one row of three, with both errors in the note."""
+    code = index_code(entry, index)
+    out = denoise(entry, code.image, kind, level, seed=0, label=code.y)
+    return Rows(np.stack([out.clean, out.corrupted, out.rebuilt]), 3, [""],
+                f"test image #{index}: clean · with {kind} noise (level {level}) · rebuilt from its code · "
+                f"error {out.corrupted_error:.4f} → {out.rebuilt_error:.4f} (mean squared, per pixel)")
 
 
 def posterior_spread(entry: ModelEntry) -> float:

@@ -1,26 +1,34 @@
 """The latent map of a model: which points, coloured by what, with which overlays, as a plotly figure.
 
 ``MapView`` records what a session's map shows (its projection and the evaluation indices of its
-rows) so that clicks, paths and markers can be mapped back and forth.
+rows) so that clicks, paths and markers can be mapped back and forth. ``draw_map`` is the one way a
+map is drawn (the Explore page's and each side of the side-by-side view's), and ``read_click`` /
+``point_code`` the one way a click on one is read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from vaescope.contract import LatentGroup
+from vaescope.errors import InputError
 from vaescope.explorer.core import figures
-from vaescope.explorer.core.codes import prior_codes
-from vaescope.explorer.core.projection import Projection
+from vaescope.explorer.core.codes import Code, index_code, prior_codes
+from vaescope.explorer.core.projection import Projection, ProjectionCache
 from vaescope.explorer.core.sampling import component_names
 from vaescope.explorer.core.store import ModelEntry
+from vaescope.explorer.core.values import whole
 
 PRIOR_OVERLAY_POINTS = 300
+MAX_CLICK_CHARS = 1000  # the page script sends a few dozen characters; anything longer is not a click
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 COLOR_LABELS = {"class": "class", "component": "mixture component", "recon": "reconstruction error",
                 "kl": "KL per image", "none": "one colour"}
@@ -139,6 +147,73 @@ def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.nd
     z = prior_codes(entry, PRIOR_OVERLAY_POINTS, seed=0, condition=comp)
     name = "prior samples" if comp is None else f"prior of {component_names(entry)[comp]}"
     return view.projection.transform(view.slice(z)), name
+
+
+def draw_map(entry: ModelEntry, projections: ProjectionCache, method: str, dims: int = 2, color_by: str = "class",
+             overlay: str = "none", *, max_points: int = 0, group: LatentGroup | None = None,
+             path: np.ndarray | None = None, marker: list[np.ndarray] | None = None,
+             progress: Callable[[float, str], None] | None = None) -> tuple[MapView, go.Figure]:
+    """(view, figure) of the map of ``entry``'s evaluation codes: a seeded subset of ``max_points``
+    (0: all), the slice ``group`` of each code (None: the whole code), projected by ``method`` into
+    ``dims`` dimensions through the shared cache (one fit per model, layer, method and points; a
+    second caller waits for the first), and drawn by ``map_figure``. A colouring or overlay the
+    model does not offer falls back to its first / to none, so one setting can serve two models.
+
+    Raises InputError for a model without evaluation images or a projection that cannot be fitted.
+
+    Examples:
+        >>> view, figure = draw_map(entry, ProjectionCache(None), "pca")  # doctest: +SKIP
+        >>> view.projection.dims, len(view.indices) == len(entry.latents)  # doctest: +SKIP
+        (2, True)
+    """
+    if not entry.has_points:
+        raise InputError(f"No map for {_short(entry)}: {entry.data_note}.")
+    if method not in METHOD_NAMES:
+        raise InputError(f"Projection must be one of {', '.join(METHOD_NAMES)}.")
+    colours = [value for _, value in color_choices(entry)]
+    color_by = color_by if color_by in colours else colours[0]
+    overlay = overlay if overlay in [value for _, value in overlay_choices(entry)] else "none"
+    view = MapView(entry.key, None, subsample(len(entry.latents), max_points), method, color_by, group)  # type: ignore[arg-type]
+    try:  # the cache key names the layer: a hierarchical model has a map per layer
+        projection = projections.get(f"{entry.key}:{group.name if group is not None else ''}",
+                                     view.slice(entry.latents.mean[view.indices]), method, int(dims),
+                                     progress=progress)
+    except ValueError as exc:
+        raise InputError(f"Cannot project: {exc}") from None
+    view = dataclasses.replace(view, projection=projection)
+    return view, map_figure(entry, view, overlay, path, marker)
+
+
+def placeholder(entry: ModelEntry) -> go.Figure:
+    """What a model's map shows until it is drawn, or why it has none (no evaluation images)."""
+    if entry.has_points:
+        return message_figure(f"Drawing the map of {_short(entry)}…")
+    return message_figure(f"No map for {_short(entry)}: {entry.data_note}.")
+
+
+def read_click(payload: str | None) -> dict[str, Any] | None:
+    """A click the page script sent ({"kind": "point", "index": i} on a point, {"kind": "xy", "x":
+    .., "y": ..} on empty space; the side-by-side maps add "side"), as a dict; None for anything
+    else (too long to be a click, not JSON, not an object). Its values are still unchecked."""
+    if len(payload or "") > MAX_CLICK_CHARS:
+        return None
+    try:
+        data = json.loads(payload or "null")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def point_code(entry: ModelEntry, index: Any) -> Code:
+    """The code of the evaluation image a click on a map point names (its index, from the page);
+    InputError when it names none of this model's images."""
+    if not entry.has_points:
+        raise InputError(f"Point {str(index)[:20]!r} is not an image of this model.")
+    return index_code(entry, whole(index, "A map point", 0, len(entry.latents) - 1))
+
+
+def _short(entry: ModelEntry) -> str:
+    return entry.name.removesuffix(".safetensors")
 
 
 def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray | None = None,

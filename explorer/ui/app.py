@@ -27,16 +27,16 @@ import torch
 from vaescope.devices import pick_device
 from vaescope.errors import InputError
 from vaescope.explorer.core.embeddings import read_embeddings
-from vaescope.explorer.core.lessons import page_model
+from vaescope.explorer.core.lessons import LESSONS, page_model
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.store import ModelStore, default_cache_dir
 from vaescope.explorer.ui.anomaly import AnomalyPanel
 from vaescope.explorer.ui.common import Context, Downloads
-from vaescope.explorer.ui.compare import ComparePanel
+from vaescope.explorer.ui.compare import CompareView
 from vaescope.explorer.ui.denoising import DenoisingPanel
 from vaescope.explorer.ui.diagnostics import DiagnosticsPanel
 from vaescope.explorer.ui.interpolation import InterpolationPanel
-from vaescope.explorer.ui.lessons import LessonsPanel
+from vaescope.explorer.ui.lessons import LessonPage, LessonsPanel
 from vaescope.explorer.ui.map import MapPanel
 from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.sampling import SamplingPanel
@@ -106,16 +106,19 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         # a value, not a factory: Gradio deep-copies it once per browser tab. (A callable value is also
         # re-run by Gradio on every page load, which raced the model panel's own load event.)
         session = gr.State(Session())
+        # phase 1: every panel, given what it depends on, then the layout (each panel builds its own
+        # components); phase 2: the wiring. No panel sets another's attributes.
         traversal = TraversalPanel(ctx, session)
-        latent_map = MapPanel(ctx, session, traversal)
         interpolation = InterpolationPanel(ctx, session, traversal)
+        latent_map = MapPanel(ctx, session, traversal, interpolation)
         sampling = SamplingPanel(ctx, session)
         diagnostics = DiagnosticsPanel(session)
         denoising, anomaly = DenoisingPanel(ctx, session), AnomalyPanel(ctx, session)
         panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly]
-        models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb)
-        compare = ComparePanel(ctx)
-        lessons = LessonsPanel(ctx, compare)
+        models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb,
+                             url_choice=lambda params: page_model(params.get("lesson")))
+        compare = CompareView(ctx, default_checkpoint, [lesson.models for lesson in LESSONS if len(lesson.models) == 2])
+        lessons = LessonsPanel(ctx, compare, models, session)
         lessons.build_banner()
         with gr.Tabs(elem_id="top-tabs") as top_tabs:
             with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
@@ -129,18 +132,14 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
                 lessons.build()
         for tab in (explore_tab, compare_tab, lessons_tab):
             tab.select(None, js=RESIZE_JS)
-        latent_map.path_box = interpolation.path_json  # built now: the map redraws the path with itself
-        lessons.top_tabs, lessons.explore_tabs, lessons.models, lessons.session = top_tabs, explore_tabs, models, session
-        models.url_choice = lambda params: page_model(params.get("lesson"))
-        lessons.followups = {
+        latent_map.wire(models.wire(demo))
+        compare.wire(compare_tab)
+        lessons.wire(demo, LessonPage(top_tabs, explore_tabs, followups={
             "*": [(latent_map.draw_map, latent_map.draw_inputs(), latent_map.draw_outputs())],
             "anomalies": [
                 (anomaly.score_test_images, [session], [anomaly.note, anomaly.histogram, anomaly.typical,
                                                         anomaly.unusual]),
-                (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}
-        latent_map.wire(models.wire(demo))
-        compare.wire()
-        lessons.wire(demo)
+                (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}))
         traversal.wire()
         interpolation.wire()
         for panel in (sampling, diagnostics, denoising, anomaly):

@@ -107,6 +107,11 @@ def _sessions(args: Iterable[Any]) -> list[Session]:
     return found
 
 
+def reporter(progress: Any) -> Callable[[float, str], None] | None:
+    """Gradio's progress tracker as the (fraction, words) callback core functions take (None: none)."""
+    return None if progress is None else lambda fraction, words: progress(fraction, desc=words)
+
+
 def as_response(updates: Any) -> Any:
     """An event's return value: its dict of updates, or ``gr.skip()`` (nothing changes) when the
     dict is empty; Gradio would read an empty dict as one output value and fail."""

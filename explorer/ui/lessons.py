@@ -2,14 +2,18 @@
 the buttons that make its point, and writes its explanation, measured on those models, in the
 banner at the top of the page. Every control stays live afterwards.
 
-A lesson runs as a chain of the page's own events (Gradio runs each step after the previous one):
-choose the models and views, load each model (the side-by-side view's loaders, or the Explore
-page's), draw, then ``finish``: the picks, the buttons, the words.
+A lesson is data (``core.lessons.Lesson``: its models, views, settings, picks, buttons and words).
+It runs as a chain of the page's own events (Gradio runs each step after the previous one): choose
+the models and views, load each model (the side-by-side view's own loaders, or the Explore page's),
+draw, then ``finish``: the picks and buttons through the side-by-side view's typed methods
+(``ActionBar.pick_index``, ``ActionBar.act``), and the words.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -17,7 +21,8 @@ import gradio as gr
 from vaescope.errors import InputError
 from vaescope.explorer.core.lessons import LESSONS, Lesson, find, missing_models
 from vaescope.explorer.ui.common import Context, log
-from vaescope.explorer.ui.compare import SIDES, ComparePanel
+from vaescope.explorer.ui.compare import CompareView
+from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.state import SessionPair
 
 INTRO = ("**Lessons.** Each one loads the models that show one idea of the lectures, sets the views and "
@@ -29,19 +34,27 @@ SCROLL_TO_VIEW_JS = ("(name) => { if (%s.includes(name)) { const t = document.qu
                      " if (t) t.scrollIntoView({block: 'start'}); } }")
 
 
+Followup = tuple[Callable[..., Any], list[Any], list[Any]]  # (handler, inputs, outputs) of an Explore page event
+
+
+@dataclass(frozen=True)
+class LessonPage:
+    """What a lesson drives beyond the side-by-side view, built with the page's layout and given to
+    ``LessonsPanel.wire``: the page's tabs, and what to run on the Explore page once a one-model
+    lesson's model is there, by the lesson's view ("*": every one-model lesson)."""
+
+    top_tabs: Any
+    explore_tabs: Any
+    followups: dict[str, list[Followup]]
+
+
 class LessonsPanel:
-    def __init__(self, ctx: Context, compare: ComparePanel) -> None:
+    def __init__(self, ctx: Context, compare: CompareView, models: ModelsPanel, session: gr.State) -> None:
         self.ctx = ctx
-        self.compare = compare
+        self.compare = compare  # the side-by-side view a two-model lesson runs in
+        self.models = models  # the Explore page's model panel a one-model lesson switches
+        self.session = session  # the Explore page's session
         self.buttons: dict[str, Any] = {}
-        # set by the app: the top tabs, the Explore page's model dropdown, tabs and session, and what
-        # to run on the Explore page once a one-model lesson's model is there (by the lesson's view;
-        # "*": for every one-model lesson)
-        self.top_tabs: Any = None
-        self.explore_tabs: Any = None
-        self.models: Any = None
-        self.session: Any = None
-        self.followups: dict[str, list[tuple[Any, list[Any], list[Any]]]] = {}
 
     def build_banner(self) -> None:
         with gr.Group(visible=False, elem_id="lesson-banner-group") as self.banner_group:
@@ -65,8 +78,9 @@ class LessonsPanel:
                                                       interactive=not missing, elem_id=f"lesson-{lesson.name}")
 
     # -- events --
-    def wire(self, demo: gr.Blocks) -> None:
+    def wire(self, demo: gr.Blocks, page: LessonPage) -> None:
         """Wire every lesson's chain: one per Start button, and one for ``?lesson=NAME`` on page load."""
+        self.page = page  # start() selects its tabs
         heads = [(button.click(lambda n=name: n, None, [self.name], queue=False, show_progress="hidden"))
                  for name, button in self.buttons.items()]
         heads.append(demo.load(None, None, [self.name], js=URL_LESSON_JS))
@@ -74,28 +88,21 @@ class LessonsPanel:
             self._chain(head)
 
     def _chain(self, head: Any) -> None:
-        compare = self.compare
-        start_out = [self.banner_group, self.banner, self.chart, self.top_tabs, self.explore_tabs,
-                     self.models.dropdown, compare.method, compare.color, compare.overlay,
-                     *compare.outputs("model")]
-        started = head.then(self.start, [self.name], start_out, show_progress="hidden")
+        compare, bar = self.compare, self.compare.bar
+        start_out = [self.banner_group, self.banner, self.chart, self.page.top_tabs, self.page.explore_tabs,
+                     self.models.dropdown, *bar.settings(), *(side.model for side in compare.sides.values())]
+        step = head.then(self.start, [self.name], start_out, show_progress="hidden")
         # the side-by-side lessons: load both sides (skipped by an empty name), draw, finish
-        step = started
-        for side in SIDES:
-            model = compare.side(side, "model")
-            side_out = [compare.side(side, p) for p in ("plot", "info", "overlays", "note", "result", "chart")]
-            step = step.then(self._compare_loader(side), [self.name, model, compare.pair], side_out,
-                             show_progress_on=[compare.side(side, "plot")])
-        step = step.then(self._drawer(), [self.name, compare.method, compare.color, compare.overlay, compare.pair],
-                         compare.draw_outputs())
-        finish_out = [self.banner, self.chart, compare.original, *compare.outputs("recon"), compare.picked_info,
-                      *compare.outputs("note"), *compare.outputs("result"), *compare.outputs("chart"),
-                      *compare.outputs("overlays")]
-        step = step.then(self.finish, [self.name, compare.pair], finish_out)
+        for name, side in compare.sides.items():
+            step = step.then(self._compare_loader(name), [self.name, side.model, compare.pair], side.load_outputs(),
+                             show_progress_on=[side.plot])
+        step = step.then(self._drawer(), [self.name, *bar.settings(), compare.pair], bar.draw_outputs())
+        step = step.then(self.finish, [self.name, compare.pair],
+                         [self.banner, self.chart, *bar.pick_outputs(), *bar.answer_outputs()])
         # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels
         step = step.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
                          self.models.outputs(), show_progress_on=[self.models.card])
-        for view, steps in self.followups.items():
+        for view, steps in self.page.followups.items():
             for fn, inputs, outputs in steps:
                 step = step.then(self._only_for(view, fn), [self.name, *inputs], outputs)
         step.then(None, [self.name], None, js=SCROLL_TO_VIEW_JS % json.dumps(
@@ -117,14 +124,15 @@ class LessonsPanel:
                                    self.banner: f"### {lesson.title}\nLoading the models…",
                                    self.chart: gr.Plot(visible=False)}
         if len(lesson.models) == 2:
-            updates |= {self.top_tabs: gr.Tabs(selected="compare"), self.compare.method: lesson.method,
-                        self.compare.color: lesson.color, self.compare.overlay: lesson.overlay,
-                        self.compare.side("a", "model"): lesson.models[0],
-                        self.compare.side("b", "model"): lesson.models[1]}
+            bar = self.compare.bar
+            updates |= {self.page.top_tabs: gr.Tabs(selected="compare"), bar.method: lesson.method,
+                        bar.color: lesson.color, bar.overlay: lesson.overlay}
+            updates |= {side.model: model for side, model in zip(self.compare.sides.values(), lesson.models,
+                                                                 strict=True)}
         else:
-            updates |= {self.top_tabs: gr.Tabs(selected="explore"), self.models.dropdown: lesson.models[0]}
+            updates |= {self.page.top_tabs: gr.Tabs(selected="explore"), self.models.dropdown: lesson.models[0]}
             if lesson.view != "map":
-                updates[self.explore_tabs] = gr.Tabs(selected=lesson.view)
+                updates[self.page.explore_tabs] = gr.Tabs(selected=lesson.view)
         return updates
 
     def _compare_loader(self, side: str) -> Any:
@@ -132,7 +140,7 @@ class LessonsPanel:
             lesson = find(name)
             if lesson is None or len(lesson.models) != 2 or missing_models(lesson, self.ctx.store.names()):
                 return gr.skip()
-            return self.compare.load(side, model, pair)
+            return self.compare.sides[side].load(model, pair)
         return load_lesson_side
 
     def _drawer(self) -> Any:
@@ -140,7 +148,7 @@ class LessonsPanel:
             lesson = find(name)
             if lesson is None or len(lesson.models) != 2 or pair.a.key is None or pair.b.key is None:
                 return gr.skip()
-            return self.compare.draw_both(method, color, overlay, pair)
+            return self.compare.bar.draw_both(method, color, overlay, pair)
         return draw_lesson
 
     def _explore_loader(self) -> Any:
@@ -182,17 +190,14 @@ class LessonsPanel:
         return updates
 
     def _press(self, lesson: Lesson, entries: list[Any], pair: SessionPair) -> dict[Any, Any]:
-        updates: dict[Any, Any] = {}
+        """The lesson's picks (on side A's map) and buttons; nothing if a side changed models meanwhile."""
+        versions = pair.versions()
+        bar, updates = self.compare.bar, {}
         for index in lesson.picks(entries):
-            payload = f'{{"kind": "point", "side": "a", "index": {int(index)}}}'
-            picked = self.compare.pick(payload, pair)
-            if isinstance(picked, dict):
-                updates |= picked
-        for action in lesson.actions:
-            answered = self.compare.actor(action)(pair)
-            if isinstance(answered, dict):
-                updates |= answered
-        return updates
+            updates |= bar.pick_index("a", int(index), pair)
+        if lesson.actions:
+            updates |= bar.act(lesson.actions, pair)
+        return updates if pair.versions() == versions else {}
 
     def _unknown(self, name: str) -> dict[Any, Any]:
         known = ", ".join(lesson.name for lesson in LESSONS)

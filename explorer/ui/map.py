@@ -8,8 +8,6 @@ listener reads it with a ``js`` function.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any
 
 import gradio as gr
@@ -17,27 +15,26 @@ import numpy as np
 import torch
 
 from vaescope.contract import fill_other_groups
-from vaescope.errors import InputError
-from vaescope.explorer.core.codes import Code, decode, index_code
+from vaescope.explorer.core.codes import Code, decode
 from vaescope.explorer.core.dims import parse_page
 from vaescope.explorer.core.maps import (
     METHOD_NAMES,
     MapView,
     color_choices,
-    map_figure,
-    message_figure,
+    draw_map,
     overlay_choices,
+    placeholder,
+    point_code,
     points_json,
-    subsample,
+    read_click,
 )
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.values import number, whole
-from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, short_name
+from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, reporter, short_name
 from vaescope.explorer.ui.state import Session
 from vaescope.limits import MAX_EMBEDDING_POINTS, MAX_MAP_COORDINATE
 
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
-MAX_PICK_CHARS = 1000
 HOVER_PX = 104  # the hover thumbnail's size
 PICK_HINT = "Click a point on the map to see it here and traverse from it."
 CAPTION = ("**Latent map.** Each dot is one evaluation image, placed by its code: the encoder's summary of the "
@@ -45,11 +42,11 @@ CAPTION = ("**Latent map.** Each dot is one evaluation image, placed by its code
 
 
 class MapPanel:
-    def __init__(self, ctx: Context, session: gr.State, traversal: Any) -> None:
+    def __init__(self, ctx: Context, session: gr.State, traversal: Any, interpolation: Any) -> None:
         self.ctx = ctx
         self.session = session  # the gr.State holding this tab's Session
-        self.traversal = traversal  # the TraversalPanel a click starts from
-        self.path_box: Any = None  # the interpolation's path JSON box (set by the app)
+        self.traversal = traversal  # the TraversalPanel a click starts from (its marker follows the code)
+        self.interpolation = interpolation  # the InterpolationPanel whose path the map redraws with itself
 
     def build(self) -> None:
         gr.Markdown(CAPTION, elem_id="map-caption", elem_classes="caption")
@@ -89,11 +86,9 @@ class MapPanel:
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         colors = color_choices(entry)
-        waiting = (message_figure(f"Drawing the map of {short_name(entry)}…") if entry.has_points
-                   else message_figure(f"No map for {short_name(entry)}: {entry.data_note}."))
         return {self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
                 self.overlay: gr.Dropdown(choices=overlay_choices(entry), value="none"),
-                self.plot: waiting, self.info: "", self.picked_original: None, self.picked_recon: None,
+                self.plot: placeholder(entry), self.info: "", self.picked_original: None, self.picked_recon: None,
                 self.picked_info: PICK_HINT}
 
     # -- events --
@@ -102,7 +97,7 @@ class MapPanel:
 
     def draw_outputs(self) -> list[Any]:
         # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
-        return [self.plot, self.info, self.traversal.marker, self.path_box]
+        return [self.plot, self.info, self.traversal.marker, self.interpolation.path_json]
 
     def wire(self, after_load: list[Any]) -> None:
         inputs, outputs = self.draw_inputs(), self.draw_outputs()
@@ -126,40 +121,27 @@ class MapPanel:
                  page: Any, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
         if not entry.has_points:
-            return {self.plot: message_figure(f"No map for {short_name(entry)}: {entry.data_note}."), self.info: ""}
+            return {self.plot: placeholder(entry), self.info: ""}
         limit = whole(max_points, "Max points (0 for all)", 0, MAX_EMBEDDING_POINTS, default=0)
-        idx = subsample(len(entry.latents), limit)
-        groups = entry.description.latent_groups
-        group = parse_page(page, entry)[0] if len(groups) > 1 else None
-        view = MapView(entry.key, None, idx, method, color_by, group)  # type: ignore[arg-type]
-        try:  # single-flight per (model, layer, method, dims, points): a second caller waits for the first
-            projection = self.ctx.projections.get(f"{entry.key}:{group.name if group else ''}",
-                                                  view.slice(entry.latents.mean[idx]), method, int(dims),
-                                                  progress=lambda f, d: progress(f, desc=d))
-        except ValueError as exc:
-            raise InputError(f"Cannot project: {exc}") from None
-        view = dataclasses.replace(view, projection=projection)
+        group = parse_page(page, entry)[0] if len(entry.description.latent_groups) > 1 else None
+        view, figure = draw_map(entry, self.ctx.projections, method, int(dims), color_by, overlay, max_points=limit,
+                                group=group, path=session.path, marker=session.trail, progress=reporter(progress))
         session.update(version, view=view)
-        figure = map_figure(entry, view, overlay, session.path, session.trail)
-        clickable = "; click empty space to decode that spot" if projection.invertible and int(dims) == 2 else ""
-        info = (f"**{short_name(entry)}** · {len(idx):,} of {len(entry.latents):,} images. Click a point to "
+        clickable = "; click empty space to decode that spot" if view.projection.invertible and int(dims) == 2 else ""
+        info = (f"**{short_name(entry)}** · {len(view.indices):,} of {len(entry.latents):,} images. Click a point to "
                 f"inspect and traverse it{clickable}.")
         return {self.plot: figure, self.info: info, self.traversal.marker: points_json(view, session.trail),
-                self.path_box: points_json(view, session.path)}
+                self.interpolation.path_json: points_json(view, session.path)}
 
     @handler
     def pick(self, payload: str | None, session: Session) -> dict[Any, Any]:
         """A click on the map: a point (its image), or a spot of a 2D PCA map (the PCA inverse)."""
         version, entry = self.ctx.current(session)
-        view = session.view
-        try:  # the bridge sends a few dozen characters; anything longer is not a click
-            data = json.loads(payload or "null") if len(payload or "") <= MAX_PICK_CHARS else None
-        except (json.JSONDecodeError, RecursionError):
-            data = None
-        if not isinstance(data, dict) or view is None or view.key != entry.key:
+        view, data = session.view, read_click(payload)
+        if data is None or view is None or view.key != entry.key:
             return {}
         if data.get("kind") == "point":
-            code = self._point(entry, data.get("index"))
+            code = point_code(entry, data.get("index"))
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
             if not entry.description.decodes:  # precomputed codes: the item itself, nothing to decode
                 session.update(version, picked=code)
@@ -193,12 +175,6 @@ class MapPanel:
         if entry is None or not entry.has_points or not 0 <= i < len(entry.latents):
             return gr.skip()
         return big(entry, entry.latents.image(i), HOVER_PX)
-
-    @staticmethod
-    def _point(entry: ModelEntry, index: Any) -> Code:
-        if not entry.has_points:
-            raise InputError(f"Point {index!r} is not an image of this model.")
-        return index_code(entry, whole(index, "A map point", 0, len(entry.latents) - 1))
 
 
 def place_on_map(entry: ModelEntry, view: MapView, xy: np.ndarray, current: Code | None) -> np.ndarray:

@@ -17,8 +17,8 @@ import gradio as gr
 from vaescope.errors import InputError
 from vaescope.explorer.core.cards import data_note, model_card
 from vaescope.explorer.core.checkpoints import choose_default
-from vaescope.explorer.core.store import ModelEntry
-from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, as_response, log
+from vaescope.explorer.core.store import ModelEntry, ModelStore
+from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, Panel, as_response, log, reporter
 from vaescope.explorer.ui.state import Session
 from vaescope.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
@@ -28,9 +28,22 @@ PRESENT_JS = ("(on) => { document.body.classList.toggle('present', !!on); "
               "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
 
 
+def first_model(store: ModelStore, default: str | None, names: list[str]) -> str | None:
+    """The model a page opens with: the operator's ``default`` when listed, else a model handed to
+    vs.explore, else the folder's showcase choice (``choose_default``), else the first name."""
+    if default in names:
+        return default
+    if store.root is not None:
+        folder = [n for n in names if (store.root / n).is_file()]
+        memory = [n for n in names if n not in folder]
+        return memory[0] if memory else choose_default(store.root, folder)
+    return names[0] if names else None
+
+
 class ModelsPanel:
     def __init__(self, ctx: Context, session: gr.State, panels: list[Panel], default: str | None,
-                 max_upload_mb: int) -> None:
+                 max_upload_mb: int, url_choice: Callable[[Mapping[str, str]], str | None] = lambda params: None
+                 ) -> None:
         self.ctx = ctx
         self.session = session
         self.panels = panels
@@ -38,7 +51,7 @@ class ModelsPanel:
         self.max_upload_mb = max_upload_mb
         # the model a page's own link asks for (``?lesson=NAME`` of a one-model lesson), which a page
         # load opens instead of the default: the page never shows one model under words about another
-        self.url_choice: Callable[[Mapping[str, str]], str | None] = lambda params: None
+        self.url_choice = url_choice
 
     def build(self) -> None:
         names = self.ctx.store.names()
@@ -62,13 +75,7 @@ class ModelsPanel:
         self.note = gr.Markdown("", elem_id="data-note")
 
     def _first(self, names: list[str]) -> str | None:
-        if self.default in names:
-            return self.default
-        if self.ctx.store.root is not None:
-            folder = [n for n in names if (self.ctx.store.root / n).is_file()]
-            memory = [n for n in names if n not in folder]
-            return memory[0] if memory else choose_default(self.ctx.store.root, folder)
-        return names[0] if names else None
+        return first_model(self.ctx.store, self.default, names)
 
     def outputs(self) -> list[Any]:
         """Everything a switch updates: the dropdown, the card, the note and every panel's outputs."""
@@ -129,7 +136,7 @@ class ModelsPanel:
         first = current if current in names else self._first(names)
         problems = []
         for name in [first, *(n for n in names if n != first)]:
-            out = self._switch(session, lambda n=name: self.ctx.store.open_name(n, _reporter(progress)),
+            out = self._switch(session, lambda n=name: self.ctx.store.open_name(n, reporter(progress)),
                                gr.Dropdown(choices=names, value=name), problems)
             if out is not None:
                 if problems:
@@ -141,7 +148,7 @@ class ModelsPanel:
         if not name:
             return self._failed("Choose a model.", session)
         problems: list[str] = []
-        out = self._switch(session, lambda: self.ctx.store.open_name(name, _reporter(progress)), gr.skip(), problems)
+        out = self._switch(session, lambda: self.ctx.store.open_name(name, reporter(progress)), gr.skip(), problems)
         return out if out is not None else self._failed(f"Cannot load {name} — {problems[0]}", session)
 
     def _upload_checkpoint(self, path: str | None, session: Session, progress: gr.Progress) -> dict[Any, Any]:
@@ -149,7 +156,7 @@ class ModelsPanel:
             return self._failed("No file arrived.", session)
         name = f"uploaded: {Path(path).name}"
         problems: list[str] = []
-        out = self._switch(session, lambda: self.ctx.store.open_path(Path(path), name, _reporter(progress)),
+        out = self._switch(session, lambda: self.ctx.store.open_path(Path(path), name, reporter(progress)),
                            gr.Dropdown(value=None), problems)
         if out is None:
             return self._failed(f"Cannot load the uploaded checkpoint — {problems[0]}", session)
@@ -194,6 +201,3 @@ class ModelsPanel:
         dropdown = gr.Dropdown(value=current) if choices is None else gr.Dropdown(choices=choices, value=current)
         return {self.dropdown: dropdown, self.note: f"⚠️ {message}"}
 
-
-def _reporter(progress: gr.Progress) -> Callable[[float, str], None]:
-    return lambda fraction, message: progress(fraction, desc=message)

@@ -88,6 +88,10 @@ class SessionPair:
     def sessions(self) -> tuple[Session, Session]:
         return self.a, self.b
 
+    def versions(self) -> tuple[int, int]:
+        """Both sides' versions: an answer computed while they moved belongs to another model."""
+        return self.a.version, self.b.version
+
     def pick(self, index: int) -> list[int]:
         """Record a click on evaluation image ``index``; the last two picks."""
         with _UPDATE:

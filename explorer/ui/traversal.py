@@ -70,7 +70,6 @@ class TraversalPanel:
     def __init__(self, ctx: Context, session: gr.State) -> None:
         self.ctx = ctx
         self.session = session
-        self.map: Any = None  # the MapPanel whose "you are here" marker follows the code (set by the app)
 
     # -- layout --
     def build(self) -> None:

@@ -168,10 +168,12 @@
   // -- the side-by-side view --
   const sides = ['a', 'b'];
   const compareDiv = (side) => document.querySelector(`#compare-map-${side} .js-plotly-plot`);
-  const findPoint = (gd, index) => {  // [x, y] of the data point whose customdata is index, or null
-    for (const t of gd.data || []) {
-      if (!t.customdata || !t.x) continue;
-      for (let i = 0; i < t.customdata.length; i++) {
+  // [x, y] of the data point whose customdata is index, or null. It reads _fullData: plotly.py 6 sends
+  // numpy arrays base64-encoded ({dtype, bdata}), which gd.data keeps as sent and _fullData decodes.
+  const findPoint = (gd, index) => {
+    for (const t of gd._fullData || []) {
+      if (!t.customdata || !t.x || t.visible !== true) continue;
+      for (let i = 0; i < t._length; i++) {
         const cd = Array.isArray(t.customdata[i]) ? t.customdata[i][0] : t.customdata[i];
         if (Number(cd) === index) return [t.x[i], t.y[i]];
       }
