@@ -322,3 +322,168 @@ def trained(style: str, steps: int = 600, seed: int = 0) -> nn.Module:
         return model.eval()
     finally:
         torch.set_num_threads(threads)
+
+
+# -- researchers' own models as they really are (issue #32) -----------------------------------------
+# Kept out of STYLES (whose models every export test runs); trained by ``trained_more``.
+K = 10  # digit classes
+
+
+class AntixKConditionalVAE(nn.Module):
+    """AntixK's ConditionalVAE in miniature, faithfully: ``forward(input, labels=onehot)`` embeds the
+    class as one extra image channel (``embed_class``: a linear map of the one-hot [B, K] to H*W)
+    beside the image (``embed_data``: a 1x1 conv), ``encode`` takes that 2-channel input and returns
+    ``[mu, log_var]``, and ``decode`` takes ``cat([z, onehot])``; tanh outputs, inputs in [-1, 1]."""
+
+    def __init__(self, num_classes: int = K, img_size: int = 8) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.embed_class = nn.Linear(num_classes, img_size * img_size)
+        self.embed_data = nn.Conv2d(1, 1, kernel_size=1)
+        self.encoder = nn.Sequential(nn.Conv2d(2, 16, 3, stride=2, padding=1), nn.LeakyReLU(), nn.Flatten(),
+                                     nn.Linear(16 * 16, 64), nn.LeakyReLU())
+        self.fc_mu, self.fc_var = nn.Linear(64, D), nn.Linear(64, D)
+        self.decoder_input = nn.Linear(D + num_classes, 64)
+        self.decoder = nn.Sequential(nn.LeakyReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, input: Tensor) -> list[Tensor]:  # noqa: A002 - AntixK's name
+        result = self.encoder(input)
+        return [self.fc_mu(result), self.fc_var(result)]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(self.decoder_input(z))
+
+    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, input: Tensor, **kwargs: Tensor) -> list[Tensor]:  # noqa: A002
+        y = kwargs["labels"].float()
+        embedded_class = self.embed_class(y).view(-1, self.img_size, self.img_size).unsqueeze(1)
+        embedded_input = self.embed_data(input)
+        x = torch.cat([embedded_input, embedded_class], dim=1)
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var)
+        z = torch.cat([z, y], dim=1)
+        return [self.decode(z), input, mu, log_var]
+
+    def loss(self, x: Tensor, labels: Tensor) -> Tensor:
+        x = 2 * x - 1
+        recons, _, mu, log_var = self(x, labels=F.one_hot(labels, K).float())
+        recon = (recons - x).pow(2).sum() / 0.1
+        return (recon - 0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())) / len(x)
+
+
+class IndexCVAE(nn.Module):
+    """A home-made CVAE taking the class as indices: ``encode(x, y)`` / ``decode(z, y)``, y [B] int64
+    through an ``nn.Embedding``; sigmoid pixels, inputs in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(K, 8)
+        self.fc1, self.fc_mu, self.fc_var = nn.Linear(64 + 8, 64), nn.Linear(64, D), nn.Linear(64, D)
+        self.fc3, self.fc4 = nn.Linear(D + 8, 64), nn.Linear(64, 64)
+
+    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.relu(self.fc1(torch.cat([x.flatten(1), self.embed(y)], 1)))
+        return self.fc_mu(h), self.fc_var(h)
+
+    def decode(self, z: Tensor, y: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(torch.cat([z, self.embed(y)], 1))))).view(-1, 1, 8, 8)
+
+    def loss(self, x: Tensor, labels: Tensor) -> Tensor:
+        mu, logvar = self.encode(x, labels)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = F.binary_cross_entropy(self.decode(z, labels), x, reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / len(x)
+
+
+class OneHotCVAE(nn.Module):
+    """The tutorials' CVAE: ``encode(x, c)`` / ``decode(z, c)`` with c one-hot [B, K] joined to flat
+    inputs and to the code; sigmoid pixels, flat inputs in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc_mu, self.fc_var = nn.Linear(64 + K, 64), nn.Linear(64, D), nn.Linear(64, D)
+        self.fc3, self.fc4 = nn.Linear(D + K, 64), nn.Linear(64, 64)
+
+    def encode(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.relu(self.fc1(torch.cat([x, c], 1)))
+        return self.fc_mu(h), self.fc_var(h)
+
+    def decode(self, z: Tensor, c: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(torch.cat([z, c], 1)))))
+
+    def loss(self, x: Tensor, labels: Tensor) -> Tensor:
+        c = F.one_hot(labels, K).float()
+        mu, logvar = self.encode(x.flatten(1), c)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = F.binary_cross_entropy(self.decode(z, c), x.flatten(1), reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / len(x)
+
+
+class IWAEStyleVAE(nn.Module):
+    """AntixK's IWAE: ``encode(x) -> [mu, log_var]``, but ``decode`` takes S samples per image,
+    z [B, S, D], and returns [B, S, C, H, W] (``B, _, _ = z.size()`` fails on [B, D])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU())
+        self.fc_mu, self.fc_var = nn.Linear(64, D), nn.Linear(64, D)
+        self.decoder = nn.Sequential(nn.Linear(D, 64), nn.ReLU(), nn.Linear(64, 64), nn.Sigmoid())
+
+    def encode(self, input: Tensor) -> list[Tensor]:  # noqa: A002
+        h = self.encoder(input)
+        return [self.fc_mu(h), self.fc_var(h)]
+
+    def decode(self, z: Tensor) -> Tensor:
+        B, _, _ = z.size()  # noqa: N806 - AntixK's code
+        z = z.contiguous().view(-1, D)
+        return self.decoder(z).view(B, -1, 1, 8, 8)
+
+    def loss(self, x: Tensor) -> Tensor:
+        mu, log_var = self.encode(x)
+        z = (mu + torch.randn_like(mu) * (0.5 * log_var).exp())[:, None]  # S = 1
+        recon = F.binary_cross_entropy(self.decode(z)[:, 0], x, reduction="sum")
+        return (recon - 0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())) / len(x)
+
+
+class NaNDecoder(nn.Module):
+    """A trained ``ExamplesVAE`` whose decoder gives NaN for every code whose first value is above 0."""
+
+    def __init__(self, base: ExamplesVAE) -> None:
+        super().__init__()
+        self.base = base
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.encode(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        out = self.base.decode(z)
+        return torch.where((z[:, :1] > 0), torch.full_like(out, float("nan")), out)
+
+
+MORE_STYLES = {"antixk-cvae": AntixKConditionalVAE, "index-cvae": IndexCVAE, "onehot-cvae": OneHotCVAE,
+               "iwae": IWAEStyleVAE}
+CONDITIONAL = ("antixk-cvae", "index-cvae", "onehot-cvae")  # their loss takes the labels
+
+
+@cache
+def trained_more(style: str, steps: int = 600, seed: int = 0) -> nn.Module:
+    """A ``MORE_STYLES`` model trained on digits with Adam (seeded; one intra-op thread), with the
+    labels for the conditional ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = MORE_STYLES[style]()
+        x, y = digits()[:2]
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(len(x), (128,), generator=gen)
+            opt.zero_grad()
+            (model.loss(x[idx], y[idx]) if style in CONDITIONAL else model.loss(x[idx])).backward()
+            opt.step()
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)

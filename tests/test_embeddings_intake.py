@@ -134,8 +134,8 @@ def _crafted_bombs(folder: Path) -> dict[Path, str]:
     pq.write_table(table, folder / "giant-row.parquet")
     return {
         lying_npz(folder / "billion-rows.npz", (10**9, 16)):
-            "latents of shape [1000000000, 16] exceed the limits: at most 2,000,000 points, 8192 dimensions and "
-            "100,000,000 values",
+            "latents of shape [1000000000, 16] exceed the limits: at most 20,000,000 points (above 2,000,000, a "
+            "seeded subset of that many is read), 8192 dimensions and 100,000,000 values",
         lying_npz(folder / "objects.npz", (10, 4), "|O"): "the latents array holds Python objects, which are never unpickled",
         lying_npz(folder / "records.npz", (10,), [("a", "<f4"), ("b", "<f4")]):
             "the latents array holds records (a structured dtype) (V8 [10]); only plain arrays of numbers or strings are read",
@@ -387,9 +387,11 @@ def test_rows_and_labels_are_counted_from_the_footer(tmp_path: Path, monkeypatch
     path = parquet(tmp_path / "r.parquet", vector=pa.array([[1.0, 2.0]] * 10), label=[f"class {i}" for i in range(10)])
     _never_read(monkeypatch)
     monkeypatch.setattr(embeddings, "MAX_EMBEDDING_POINTS", 5)
+    monkeypatch.setattr(embeddings, "MAX_EMBEDDING_FILE_ROWS", 5)  # below it, a seeded subset is read instead
     with pytest.raises(EmbeddingsError, match=r"^r.parquet: 10 rows; between 1 and 5 are read$"):
         read_embeddings(path)
     monkeypatch.setattr(embeddings, "MAX_EMBEDDING_POINTS", 10)
+    monkeypatch.setattr(embeddings, "MAX_EMBEDDING_FILE_ROWS", 100)
     monkeypatch.setattr(embeddings, "MAX_EMBEDDING_LABEL_BYTES", 64)
     with pytest.raises(EmbeddingsError, match=r"^r.parquet: the label column declares \d+ bytes of labels; at most 64"):
         read_embeddings(path)

@@ -16,7 +16,9 @@ installed beneath it as ``vaescope.training`` and ``vaescope.explorer``. The mod
 
 from __future__ import annotations
 
+import html
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,8 +63,9 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
 
     ``images``: a numpy array, torch tensor or torch ``Dataset``, uint8 or float in [0, 1], shaped
     ``[N, C, H, W]``, ``[N, H, W]``, ``[N, H, W, C]`` or flat, of the model's image shape; at most
-    20,000 and 64 MiB as uint8 (a seeded subset above that). ``labels``: ints [N], -1 where unknown
-    (a ``Dataset`` of (image, label) pairs brings its own). Without ``images`` the checkpoint has no
+    20,000 and 64 MiB as uint8 (above that, a seeded subset of the images and the same rows of the
+    labels, said in a warning). ``labels``: ints [N], -1 where unknown, or strings (class names, in
+    the order of the model's class names; a ``Dataset`` of (image, label) pairs brings its own). Without ``images`` the checkpoint has no
     sample. For a foreign model use ``vs.export``. Read the sample back with
     ``vaescope.training.checkpoint.read_sample(path)``.
 
@@ -76,7 +79,7 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
     """
     import numpy as np
 
-    from vaescope.adapter import images_as_tensor
+    from vaescope.adapter import given_images, values_per_image
     from vaescope.errors import InputError
     from vaescope.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
     from vaescope.training.checkpoint import CheckpointMeta, save_checkpoint
@@ -97,20 +100,15 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
         meta = CheckpointMeta(model_config=config, train_config=TrainConfig(dataset="unknown").to_dict(), dataset=block)
     extra = {}
     if images is not None:
-        x, y = images_as_tensor(images)
-        if labels is not None:
-            y = np.asarray(labels).astype(np.int64).ravel()
-            if len(y) != len(x):
-                raise InputError(f"labels must give one label per image: {len(y)} labels for {len(x)} images")
-        per_image = max(1, int(np.prod(x.shape[1:])))
-        limit = min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // per_image)
-        if len(x) > limit:  # a seeded subset, the same rows of images and labels
-            keep = np.sort(np.random.default_rng(0).choice(len(x), limit, replace=False))
-            x, y = x[keep], None if y is None else np.asarray(y)[keep]
-        pixels = (x.numpy() * 255 + 0.5).astype(np.uint8)
+        names = meta.dataset.get("class_names") or model.class_names or None
+        given = given_images(images, labels, names, limit=min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // values_per_image(images)))
+        if given.subset:
+            _say(f"vs.save: the checkpoint carries {given.origin('vs.save')} (a sample holds at most "
+                 f"{MAX_SAMPLE_IMAGES:,} images and {MAX_SAMPLE_BYTES >> 20} MiB)")
+        pixels = (given.images.numpy() * 255 + 0.5).astype(np.uint8)
         try:
-            extra = sample_tensors(pixels, None if y is None else np.asarray(y), image_shape=config.image_shape,
-                                   num_classes=len(meta.dataset.get("class_names", ())))
+            extra = sample_tensors(pixels, None if given.labels is None else given.labels.numpy(),
+                                   image_shape=config.image_shape, num_classes=len(meta.dataset.get("class_names", ())))
         except ConfigError as exc:
             raise InputError(f"vs.save: {exc}") from None
     return save_checkpoint(path, model, meta, extra=extra)
@@ -120,74 +118,285 @@ def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any 
            class_names: Sequence[str] | None = None, **adapter_options: Any) -> Path:
     """Write ``model`` as an ONNX bundle at ``path`` (a ``.safetensors`` file): its encoder, decoder,
     prior and KL as ONNX graphs, its description and metadata, and ``images`` (with ``labels``) as
-    an embedded evaluation sample (at most 20,000). The explorer and ``vs.load`` open it with
-    onnxruntime; nothing in it can run Python.
+    an embedded evaluation sample (at most 20,000 images and 64 MiB: above that, a seeded subset
+    of the images and the same rows of the labels, said in a warning). The explorer and
+    ``vs.load`` open it with onnxruntime; nothing in it can run Python.
 
     ``model`` is a vaescope model (``vs.load``), a checkpoint path, or any object with ``encode``
-    and ``decode`` (read through ``vaescope.adapter.adapt`` with ``adapter_options``). Every graph
-    must reproduce PyTorch's outputs within 1e-4 on the sample (or on noise without one), or
-    nothing is written.
+    and ``decode`` (read through ``vaescope.adapter.adapt`` with ``adapter_options``: the keywords
+    of ``vs.explore``, ``condition="class"`` and ``classes=K`` included). Every graph must
+    reproduce PyTorch's outputs within 1e-4 on the sample (or on noise without one), or nothing is
+    written. ``labels`` are integers or strings (class names). A module is put back in the
+    train / eval mode and on the device it had before the call.
+
+    Examples:
+        >>> import vaescope as vs
+        >>> vs.export(my_vae, "my-vae.safetensors", images=x_test, labels=y_test)  # doctest: +SKIP
+        PosixPath('my-vae.safetensors')
     """
     import numpy as np
 
-    from vaescope.adapter import adapt, images_as_tensor
+    from vaescope.adapter import adapt, given_images, values_per_image
     from vaescope.bundle import export_bundle
-    from vaescope.limits import MAX_SAMPLE_IMAGES
+    from vaescope.errors import InputError
+    from vaescope.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
     from vaescope.training.models import LatentModel
 
+    target = Path(path)
+    if target.suffix.lower() != ".safetensors":
+        raise InputError(f"vs.export writes one .safetensors file (the explorer lists those, and onnx.load cannot "
+                         f"read a bundle): name it {target.with_suffix('.safetensors').name!r}, not {target.name!r}")
     if isinstance(model, str | os.PathLike):
         model = load(model, device="cpu")
-    x, y = (None, None) if images is None else images_as_tensor(images, limit=MAX_SAMPLE_IMAGES)
-    if labels is not None:
-        y = np.asarray(labels).astype(np.int64).ravel()
-    meta = getattr(model, "meta", None)
-    if isinstance(model, LatentModel):
-        if class_names is not None:
-            model.class_names = tuple(str(c) for c in class_names)
-        contract_model = model
-    else:
-        contract_model = adapt(model, x, class_names=tuple(class_names or ()), **adapter_options)
-    sample = None if x is None else (x.numpy() * 255 + 0.5).astype(np.uint8)
-    return export_bundle(contract_model, Path(path), sample, None if y is None else np.asarray(y), meta)
+    state = _ModuleState(model)
+    try:
+        given = None
+        if images is not None:
+            limit = min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // values_per_image(images))
+            given = given_images(images, labels, class_names, limit=limit)
+            if given.subset:
+                _say(f"vs.export: the bundle carries {given.origin('vs.export')} as its sample (a bundle's sample "
+                     f"holds at most {MAX_SAMPLE_IMAGES:,} images and {MAX_SAMPLE_BYTES >> 20} MiB)")
+        elif labels is not None:
+            raise InputError("labels go with images: pass images=... as well")
+        names = class_names if class_names is not None else (given.class_names if given is not None else None)
+        y = None if given is None or given.labels is None else given.labels
+        meta = getattr(model, "meta", None)
+        if isinstance(model, LatentModel):
+            if names is not None:
+                model.class_names = tuple(str(c) for c in names)
+            contract_model = model
+        else:
+            contract_model = adapt(model, None if given is None else given.images, labels=y,
+                                   class_names=tuple(names or ()), **adapter_options)
+        sample = None if given is None else (given.images.numpy() * 255 + 0.5).astype(np.uint8)
+        return export_bundle(contract_model, target, sample, None if y is None else y.numpy(), meta)
+    finally:
+        state.restore()
+
+
+EXPLORE_HEIGHT = 1000  # px of the explorer shown inside a notebook (inline=True): its map and panels need a page
+_SERVED: dict[int, Any] = {}  # port -> the app vs.explore serves there, in this process (a re-run cell replaces it)
+_LAUNCH_ALIASES = {"port": "server_port", "host": "server_name"}  # latent-explore's --port and --host
 
 
 def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: Sequence[str] | None = None, *,
             latents: Any = None, name: str | None = None, device: str = "auto",
             image_shape: tuple[int, ...] | None = None,
             input_shape: str = "auto", input_range: str = "auto", output: str = "auto", prior: str = "auto",
+            spread: str = "auto", stochastic: bool = False,
+            condition: str = "none", classes: int | None = None, condition_format: str = "auto",
             encode_output: Callable[[Any], Any] | None = None, decode_output: Callable[[Any], Any] | None = None,
+            decode_input: Callable[[Any], Any] | None = None, inline: bool | None = None,
             **launch_options: Any) -> Any:
     """Open the explorer on ``x`` and return the running app (``app.close()`` stops it).
 
     ``x`` is a model object (a vaescope model, or any object with ``encode`` and ``decode``, read
     through ``vaescope.adapter.adapt`` with the keywords ``image_shape``, ``input_shape``,
-    ``input_range``, ``output``, ``prior``, ``encode_output``, ``decode_output``), a checkpoint
-    path, a folder of checkpoints, or an embeddings file (.npz / .parquet). ``images`` (numpy
-    array, torch tensor or torch ``Dataset``; uint8 or float in [0, 1]) are the evaluation images
-    the map shows, with optional ``labels`` and free-form ``class_names``. Without a model,
-    ``latents=Z`` [N, D] maps precomputed codes from any encoder (with optional images as
-    thumbnails); the decoding panels then say there is no decoder.
+    ``input_range``, ``output``, ``prior``, ``spread``, ``stochastic``, ``condition``,
+    ``classes``, ``condition_format``, ``encode_output``, ``decode_output``, ``decode_input``:
+    the adapter decides by evidence where it is clear and otherwise asks for the keyword that
+    settles it), a checkpoint path (refused as ``vs.load`` refuses it, before anything is
+    served), a folder of checkpoints, or an embeddings file (.npz / .parquet).
+
+    ``images`` (numpy array, torch tensor or torch ``Dataset``; uint8 or float in [0, 1]) are the
+    evaluation images the map shows, with optional ``labels`` (integers, or strings: class names,
+    numbered in the order of ``class_names`` when given, else sorted) and ``class_names``. Above
+    70,000 images the map encodes a seeded subset (seed 0) of the images and the same rows of the
+    labels, and says so. Without a model, ``latents=Z`` [N, D] maps precomputed codes from any
+    encoder (with optional images as thumbnails); the decoding panels then say there is no decoder.
+
+    A class-conditional model of your own: ``condition="class", classes=K`` with ``labels``; the
+    adapter gives each image's class to encode and decode the way the model takes it (a second
+    argument, as indices or one-hot, or joined to the input as AntixK's ConditionalVAE does), and
+    class sampling decodes with the class chosen.
 
     ``launch_options`` are Gradio's own ``launch()`` keywords (``server_name``, ``server_port``,
-    ``prevent_thread_lock``, ``inbrowser``, ``share``, ...). The server binds 127.0.0.1 unless
-    told otherwise. From a script it opens a browser tab and blocks until Ctrl-C (pass
-    ``prevent_thread_lock=True`` to serve in the background); in a notebook it shows inline.
+    ``prevent_thread_lock``, ``inbrowser``, ``share``, ...; ``port=`` and ``host=`` are read as
+    ``server_port=`` and ``server_name=``); an unknown keyword is refused in one sentence. The
+    server binds 127.0.0.1 unless told otherwise. From a script it opens a browser tab and blocks
+    until Ctrl-C (pass ``prevent_thread_lock=True`` to serve in the background). In a notebook it
+    serves in the background and shows a link to open the explorer in its own tab (it needs a full
+    page); ``inline=True`` shows it in the notebook instead, ``EXPLORE_HEIGHT`` px high. Calling
+    it again with the ``server_port`` of an explorer it started earlier in this process (a re-run
+    cell) closes that one first; a port held by anything else is refused in one sentence.
+
+    Your module is put in eval mode (and on ``device``) while it is served; ``app.close()`` puts it
+    back in the mode and on the device it had.
+
+    Examples:
+        >>> import vaescope as vs
+        >>> app = vs.explore(my_vae, images=x_test, labels=y_test, prevent_thread_lock=True)  # doctest: +SKIP
+        >>> app = vs.explore(my_cvae, images=x_test, labels=y_test, condition="class", classes=10)  # doctest: +SKIP
+        >>> app.close()  # doctest: +SKIP
     """
     from vaescope.devices import pick_device
-    from vaescope.explorer.ui.app import build_app, prepare_process
 
-    store, default = _store_for(x, images, labels, class_names, latents=latents, name=name,
-                                device=pick_device(device),
-                                adapter_options={"image_shape": image_shape, "input_shape": input_shape,
-                                                 "input_range": input_range, "output": output, "prior": prior,
-                                                 "encode_output": encode_output, "decode_output": decode_output})
-    app = build_app(store=store, default_checkpoint=default)
-    prepare_process(int(launch_options.pop("torch_threads", 1)))
-    launch_options.setdefault("server_name", "127.0.0.1")
-    if "inbrowser" not in launch_options and not _in_notebook():
-        launch_options["inbrowser"] = True
-    app.launch(**launch_options)
+    launch_options = _launch_options(launch_options)
+    torch_threads = int(launch_options.pop("torch_threads", 1))
+    state = _ModuleState(x)
+    try:
+        store, default = _store_for(x, images, labels, class_names, latents=latents, name=name,
+                                    device=pick_device(device),
+                                    adapter_options={"image_shape": image_shape, "input_shape": input_shape,
+                                                     "input_range": input_range, "output": output, "prior": prior,
+                                                     "spread": spread, "stochastic": stochastic,
+                                                     "condition": condition, "classes": classes,
+                                                     "condition_format": condition_format,
+                                                     "encode_output": encode_output,
+                                                     "decode_output": decode_output, "decode_input": decode_input})
+        from vaescope.explorer.ui.app import build_app, prepare_process
+
+        app = build_app(store=store, default_checkpoint=default)
+        prepare_process(torch_threads)
+        notebook = _in_notebook()
+        launch_options.setdefault("server_name", "127.0.0.1")
+        if notebook:
+            launch_options.setdefault("prevent_thread_lock", True)  # a cell must not block the kernel
+            launch_options["inline"] = bool(inline)
+            if inline:
+                launch_options.setdefault("height", EXPLORE_HEIGHT)
+        else:
+            if inline is not None:
+                launch_options["inline"] = inline
+            if "inbrowser" not in launch_options:
+                launch_options["inbrowser"] = True
+        _launch(app, launch_options)
+    except BaseException:
+        state.restore()
+        raise
+    blocked = not launch_options.get("prevent_thread_lock") and not bool(getattr(sys, "ps1", sys.flags.interactive))
+    if blocked:  # a script's call returns after Ctrl-C: nothing serves the model any more
+        state.restore()
+        return app
+    _on_close(app, state)
+    if notebook and not inline:
+        _show_link(app.local_url)
     return app
+
+
+def _launch_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Gradio's launch keywords, with ``port`` / ``host`` read as ``server_port`` / ``server_name``;
+    an unknown keyword (a slip, or a misspelt adapter keyword) is refused in one sentence."""
+    import difflib
+    import inspect
+
+    from gradio import Blocks
+
+    from vaescope.errors import InputError
+
+    options = dict(options)
+    for alias, real in _LAUNCH_ALIASES.items():
+        if alias in options:
+            if real in options:
+                raise InputError(f"pass {real}= or {alias}=, not both")
+            options[real] = options.pop(alias)
+    allowed = {p for p in inspect.signature(Blocks.launch).parameters if p != "self" and not p.startswith("_")}
+    allowed |= {"torch_threads"}
+    own = [p for p in inspect.signature(explore).parameters if p != "launch_options"]
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, [*own, *allowed, *_LAUNCH_ALIASES], n=1, cutoff=0.6)
+            raise InputError(f"vs.explore got an unknown keyword {key}=" + (f" (did you mean {close[0]}=?)" if close else "")
+                             + "; it takes the adapter's keywords (input_range=, output=, spread=, condition=, ...) and "
+                             "Gradio's launch() keywords (server_port=, server_name=, share=, prevent_thread_lock=, ...)")
+    port = options.get("server_port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise InputError(f"server_port must be a whole number in 1..65535 (or None for the first free one from "
+                         f"7860), got {port!r}")
+    return options
+
+
+def _launch(app: Any, options: dict[str, Any]) -> None:
+    """``app.launch(**options)``; an explorer this process serves on the port asked for is closed
+    first (a re-run notebook cell), and a port held by anything else is refused in one sentence."""
+    from vaescope.errors import InputError
+
+    port = options.get("server_port")
+    earlier = _SERVED.get(port) if port is not None else None
+    if earlier is not None and getattr(earlier, "is_running", False):
+        earlier.close(verbose=False)
+        _say(f"vaescope: closed the explorer this process started earlier on port {port}, to serve this one there")
+    try:
+        app.launch(**options)
+    except OSError as exc:
+        if "Cannot find empty port" not in str(exc):
+            raise InputError(f"the explorer cannot be served: {str(exc).splitlines()[0][:200]}") from None
+        if port is None:
+            raise InputError("no port is free from 7860 to 7959: pass server_port=... (a free port), or close earlier "
+                             "explorers with app.close()") from None
+        raise InputError(f"port {port} is in use: pass server_port=... (another port, or None for the first free "
+                         "one), or close the earlier app with app.close()") from None
+
+
+def _on_close(app: Any, state: _ModuleState) -> None:
+    """Remember the app by its port, and make ``app.close()`` put the user's module back as it was."""
+    port = getattr(app, "server_port", None)
+    if port is not None:
+        _SERVED[port] = app
+    close = app.close
+
+    def close_and_restore(verbose: bool = True) -> None:
+        try:
+            close(verbose)
+        finally:
+            state.restore()
+            if port is not None and _SERVED.get(port) is app:
+                del _SERVED[port]
+
+    app.close = close_and_restore
+
+
+def _show_link(url: str) -> None:
+    """In a notebook: a link to the explorer, which needs a page of its own."""
+    text = (f"The vaescope explorer is running at {url} : open it in a new tab (it needs a full page). "
+            "Pass inline=True to show it in the notebook; app.close() stops it.")
+    try:
+        from IPython.display import HTML, display
+    except ImportError:
+        print(text)
+        return
+    link = html.escape(url, quote=True)
+    display(HTML(f'<p>The vaescope explorer is running at <a href="{link}" target="_blank" rel="noopener">{link}</a>: '
+                 "open it in a new tab (it needs a full page). Pass <code>inline=True</code> to show it in the "
+                 "notebook; <code>app.close()</code> stops it.</p>"))
+
+
+def _say(message: str) -> None:
+    """A note for the user that is not an error (a subset taken, an earlier app closed)."""
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+class _ModuleState:
+    """The train / eval flag of every submodule of a user's torch module, and its device, to put
+    back after vaescope used it (vs.export at once; vs.explore when its app closes)."""
+
+    def __init__(self, obj: Any) -> None:
+        import torch
+
+        self.module = obj if isinstance(obj, torch.nn.Module) else None
+        self.flags = [] if self.module is None else [(m, m.training) for m in self.module.modules()]
+        self.device = self._device()
+        self.done = False
+
+    def _device(self) -> Any:
+        if self.module is None:
+            return None
+        first = next(self.module.parameters(), None)
+        if first is None:
+            first = next(self.module.buffers(), None)
+        return None if first is None else first.device
+
+    def restore(self) -> None:
+        if self.module is None or self.done:
+            return
+        self.done = True
+        if self.device is not None and self._device() != self.device:
+            self.module.to(self.device)
+        for m, training in self.flags:
+            m.training = training
 
 
 def _in_notebook() -> bool:
@@ -203,21 +412,14 @@ def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | No
                name: str | None, device: Any, adapter_options: dict[str, Any]) -> tuple[Any, str | None]:
     """A model store holding what ``explore`` was given, and the name to open first."""
     from vaescope.errors import InputError
-    from vaescope.explorer.core.embeddings import read_embeddings, table_from_arrays
+    from vaescope.explorer.core.embeddings import read_embeddings
     from vaescope.explorer.core.store import ModelStore
 
     if latents is not None:
         if x is not None:
             raise InputError("give a model or latents=, not both")
         store, label = ModelStore(None, device), name or "embeddings"
-        images_array = None
-        if images is not None:
-            from vaescope.adapter import images_as_tensor
-            from vaescope.limits import MAX_EMBEDDING_POINTS
-
-            images_array = images_as_tensor(images, limit=MAX_EMBEDDING_POINTS)[0].numpy()
-        store.add_embeddings(label, table_from_arrays(latents, images_array, labels, class_names,
-                                                      "the codes given to vs.explore"))
+        store.add_embeddings(label, _codes_table(latents, images, labels, class_names))
         return store, label
     if isinstance(x, str | os.PathLike):
         path = Path(x).expanduser()
@@ -229,6 +431,7 @@ def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | No
             store = ModelStore(None, device)
             store.add_embeddings(name or path.name, read_embeddings(path))
             return store, name or path.name
+        load(path, device="cpu")  # refused here as vs.load refuses it, before anything is served
         store = ModelStore(None, device)
         store.add_file(path, name or path.name)
         return store, name or path.name
@@ -241,47 +444,79 @@ def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | No
     return store, label
 
 
+def _codes_table(latents: Any, images: Any, labels: Any, class_names: Sequence[str] | None) -> Any:
+    """An EmbeddingTable of codes given to vs.explore: above MAX_EMBEDDING_POINTS, a seeded subset
+    of the codes with the same rows of the images and labels."""
+    import numpy as np
+    import torch
+
+    from vaescope.adapter import given_images, labels_as_classes, subset_rows
+    from vaescope.errors import InputError
+    from vaescope.explorer.core.embeddings import table_from_arrays
+    from vaescope.limits import MAX_EMBEDDING_POINTS
+
+    z = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
+    if z.ndim != 2:
+        raise InputError(f"latents must be [N, D], got {list(z.shape)}")
+    n = len(z)
+    rows = subset_rows(n, MAX_EMBEDDING_POINTS)
+    origin = ("the codes given to vs.explore" if rows is None else
+              f"a seeded subset (seed 0) of {MAX_EMBEDDING_POINTS:,} of the {n:,} codes given to vs.explore")
+    pixels, y, names = None, None, class_names
+    if images is not None:
+        given = given_images(images, labels, class_names, limit=MAX_EMBEDDING_POINTS)
+        if given.total != n:
+            raise InputError(f"images must give one image per code: {given.total:,} images for {n:,} codes")
+        pixels = (given.images.numpy() * 255 + 0.5).astype(np.uint8)
+        y, names = (None if given.labels is None else given.labels.numpy()), given.class_names
+    elif labels is not None:
+        y, names = labels_as_classes(labels, n, class_names)
+        y = y if rows is None else y[rows]
+    return table_from_arrays(z if rows is None else z[rows], pixels, y, names, origin)
+
+
 def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, device: Any,
               name: str | None, options: dict[str, Any]) -> tuple[Any, Any]:
     """(a model answering the contract, its EvalData or None) for a model object."""
     import numpy as np
     import torch
 
-    from vaescope.adapter import adapt, images_as_tensor
+    from vaescope.adapter import adapt, given_images
     from vaescope.errors import InputError
     from vaescope.explorer.core.evaldata import EvalData
     from vaescope.limits import MAX_MAP_POINTS
     from vaescope.training.models import LatentModel
 
-    x_images = None
-    y = None
+    own = isinstance(x, LatentModel)
+    known = class_names if class_names is not None else (tuple(x.class_names) or None if own else None)
+    given = None
     if images is not None:
-        x_images, y = images_as_tensor(images, limit=MAX_MAP_POINTS)
-    if labels is not None:
-        y = torch.as_tensor(np.asarray(labels)).long().flatten()
-        if x_images is None or len(y) != len(x_images):
-            raise InputError(f"labels must give one label per image: {len(y)} labels for "
-                             f"{0 if x_images is None else len(x_images)} images")
-    names = tuple(str(c) for c in class_names) if class_names is not None else None
-    if isinstance(x, LatentModel):
+        given = given_images(images, labels, known, limit=MAX_MAP_POINTS)
+    elif labels is not None:
+        raise InputError("labels go with images: pass images=... as well")
+    names = given.class_names if given is not None and given.class_names is not None else (
+        None if class_names is None else tuple(str(c) for c in class_names))
+    y = None if given is None else given.labels
+    if own:
         model = x.to(device).eval()
         if names is not None:
             model.class_names = names
     else:
         if isinstance(x, torch.nn.Module):
             x = x.to(device)
-        if names is None and y is not None and len(y):
-            names = tuple(str(i) for i in range(int(y.max()) + 1))
-        model = adapt(x, None if x_images is None else x_images.to(torch.float32), name=name,
+        classes = options.get("classes")
+        if names is None and (y is not None and len(y) or classes):
+            count = max(int(y.max()) + 1 if y is not None and len(y) else 0, classes or 0)
+            names = tuple(str(i) for i in range(count))
+        model = adapt(x, None if given is None else given.images, labels=y, name=name,
                       class_names=names or (), **options)
     if names is not None and y is not None and len(y) and int(y.max()) >= len(names):
         raise InputError(f"labels go up to {int(y.max())} but there are {len(names)} class names")
-    if x_images is not None and tuple(x_images.shape[1:]) != model.describe().image_shape:
-        raise InputError(f"the images are {list(x_images.shape[1:])} but the model takes "
+    if given is not None and tuple(given.images.shape[1:]) != model.describe().image_shape:
+        raise InputError(f"the images are {list(given.images.shape[1:])} but the model takes "
                          f"{list(model.describe().image_shape)}")
     data = None
-    if x_images is not None:
-        labels_np = np.full(len(x_images), -1, np.int64) if y is None else y.numpy()
-        data = EvalData((x_images.numpy() * 255 + 0.5).astype(np.uint8), labels_np,
-                        f"the {len(x_images):,} images given to vs.explore")
+    if given is not None:
+        labels_np = np.full(len(given.images), -1, np.int64) if y is None else y.numpy()
+        data = EvalData((given.images.numpy() * 255 + 0.5).astype(np.uint8), labels_np, given.origin("vs.explore"))
     return model, data

@@ -30,10 +30,22 @@ AdapterError that names the keyword to set, never a silently wrong picture:
   model, and the one with clearly the least error is kept (``CLEAR_MARGIN``); else the error lists
   each reading's error and the call that settles it (``output=``, ``input_range=``). Without
   images only a decoder whose values all lie in [0, 1] is read (as pixels) without keywords.
+- A decoder that gives NaN is refused in one sentence that counts the images it failed on; a
+  ``decode`` that raises on codes [B, D] is refused with the call's shape and ``decode_input=``
+  (e.g. ``decode_input=lambda z: z[:, None]`` for AntixK's IWAE, whose decode takes [B, S, D]).
+- A class-conditional model (``condition="class", classes=K``, with the images' labels) gets the
+  class the way it takes it (``condition_format``): ``"index"``: a second argument y [B] (int64),
+  ``encode(x, y)`` / ``decode(z, y)``; ``"onehot"``: a second argument, one-hot [B, K];
+  ``"concat"``: one argument, the one-hot class joined to it: to the image as an extra channel
+  through the model's own ``embed_class`` / ``embed_data`` (AntixK's ConditionalVAE, as its
+  ``forward`` does), else as K constant channels (or K values of a flat input), and to the code
+  (``decode(cat([z, onehot], 1))``). The signature decides between one argument and two; the two
+  second-argument forms are both tried, and when both run but disagree the adapter asks.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -46,11 +58,17 @@ from torch import Tensor
 
 from vaescope.contract import Condition, Description, Posterior
 from vaescope.errors import InputError
+from vaescope.limits import MAX_CLASSES
 
 OUTPUTS = ("pixels", "logits", "tanh")
 INPUT_RANGES = ("unit", "symmetric")
 INPUT_SHAPES = ("image", "flat")
 SPREADS = ("std", "logvar")
+CONDITIONS = ("none", "class")
+CONDITION_FORMATS = ("index", "onehot", "concat")
+FORMAT_WORDS = {"index": "a second argument y [B] (class indices)", "onehot": "a second argument, one-hot [B, K]",
+                "concat": "one-hot, joined to the input and to the code"}
+SUBSET_SEED = 0  # every seeded subset of what a user hands over (images, labels, codes) uses this seed
 CALIBRATION_IMAGES = 64  # images the calibration reconstructs
 # A reading is taken without keywords when its mean squared error (outputs clipped to the reading's
 # range, compared in [0, 1]) is below the mean image's and at most CLEAR_MARGIN of the next best
@@ -76,6 +94,10 @@ class AdapterError(InputError):
     """A foreign model cannot be read as it is; the message names the keyword that settles it."""
 
 
+class ModelFailed(AdapterError):
+    """The foreign model itself failed: it gave NaN, or its decode raised on the codes it was given."""
+
+
 @dataclass(frozen=True)
 class Reading:
     """How to talk to a foreign model: the settled keywords."""
@@ -88,6 +110,8 @@ class Reading:
     prior: bool = True  # a N(0, I) prior over the codes (a VAE); False for a deterministic AE
     spread: str = "logvar"  # what the encoder's spread holds: "logvar", "std" or "log_std"
     draws: int = 1  # encodes averaged per code: > 1 only for a random encoder explored with stochastic=True
+    classes: int = 0  # K for a class-conditional model (condition="class"), else 0
+    condition_format: str = ""  # how it takes the class: one of CONDITION_FORMATS; "" without a class
     notes: tuple[str, ...] = ()  # how each reading was settled, for the model card
 
 
@@ -247,7 +271,8 @@ class ForeignModel:
 
     def __init__(self, module: Any, reading: Reading, *, name: str, class_names: tuple[str, ...] = (),
                  encode_output: Callable[[Any], Any] | None = None,
-                 decode_output: Callable[[Any], Any] | None = None) -> None:
+                 decode_output: Callable[[Any], Any] | None = None,
+                 decode_input: Callable[[Tensor], Any] | None = None) -> None:
         self.module = module
         self.reading = reading
         self.name = name
@@ -255,6 +280,7 @@ class ForeignModel:
         self._encode_fn, self._decode_fn = _methods(module)
         self._encode_output = encode_output
         self._decode_output = decode_output
+        self._decode_input = decode_input
 
     # -- the contract --
     @property
@@ -268,25 +294,31 @@ class ForeignModel:
 
     def describe(self) -> Description:
         r = self.reading
-        kind = "VAE" if r.prior else "autoencoder"
+        kind = ("conditional VAE" if r.classes else "VAE") if r.prior else "autoencoder"
         details = [f"inputs {'flat' if r.input_shape == 'flat' else 'images'} in "
                    f"{'[0, 1]' if r.input_range == 'unit' else '[-1, 1]'}", f"decoder gives {r.output}",
                    f"code shape {list(r.latent_shape)}", *r.notes]
+        if r.classes:
+            details.insert(0, f"{r.classes} classes, given as {FORMAT_WORDS[r.condition_format]} "
+                              f"(condition_format={r.condition_format!r})")
         prior_note = "" if r.prior else (
             "This model's encoder gives one code per image and no spread, so it has no prior: codes drawn from "
             "N(0, I) may land where no image is, and decode to noise.")
         summary = (f"Your model, {self.name}, explored through vaescope's adapter: "
                    + ("a VAE whose codes are compared with a standard normal prior." if r.prior else
-                      "an autoencoder with one code per image."))
+                      "an autoencoder with one code per image.")
+                   + (" It encodes and decodes with the class of each image." if r.classes else ""))
         return Description(family="foreign", title=f"{type(self.module).__name__} ({kind}, your model)",
                            summary=summary, image_shape=r.image_shape, latent_dim=max(1, math.prod(r.latent_shape)),
-                           class_names=self.class_names, condition=Condition(), has_prior=r.prior,
+                           class_names=self.class_names,
+                           condition=Condition("class", r.classes) if r.classes else Condition(), has_prior=r.prior,
                            prior_note=prior_note, details=tuple(details))
 
     @torch.no_grad()
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
-        """x [B, C, H, W] in [0, 1] -> the posterior, codes flattened to [B, D]."""
-        mean, logvar = self._encode_raw(x)
+        """x [B, C, H, W] in [0, 1] (with classes y [B] for a conditional model; class 0 when None)
+        -> the posterior, codes flattened to [B, D]."""
+        mean, logvar = self._encode_raw(x, None, condition)
         mean = mean.float().flatten(1)
         if logvar is None or not self.reading.prior:
             return Posterior.point(mean)
@@ -294,12 +326,13 @@ class ForeignModel:
 
     @torch.no_grad()
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        """z [B, D] -> pixels [B, C, H, W] in [0, 1]."""
-        return to_unit(self._decode_raw(z).float(), self.reading.output)
+        """z [B, D] (with classes y [B] for a conditional model) -> pixels [B, C, H, W] in [0, 1]."""
+        return to_unit(self._decode_raw(z, None, condition).float(), self.reading.output)
 
     def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, temperature^2 I) [n, D]: the standard prior a foreign VAE is assumed to have."""
+        """z ~ N(0, temperature^2 I) [n, D]: the standard prior a foreign VAE is assumed to have (a
+        conditional one's too: the class goes to the decoder, not the prior)."""
         d = self.describe().latent_dim
         return temperature * torch.randn(n, d, generator=generator, device=self.device)
 
@@ -313,40 +346,101 @@ class ForeignModel:
             x = 2 * x - 1
         return x.flatten(1) if reading.input_shape == "flat" else x
 
-    def _encode_once(self, x: Tensor, reading: Reading) -> Parsed:
+    def _classes(self, y: Tensor | None, like: Tensor) -> Tensor:
+        """Class indices [B] int64 on the model's device (class 0 for each of ``like``'s B rows where
+        none are given). ``shape[0]``, not ``len()``: len() would fix the batch size of an export."""
+        if y is None:
+            return torch.zeros(like.shape[0], dtype=torch.long, device=self.device)
+        return y.to(self.device).long().clamp_min(0)
+
+    def _one_hot(self, y: Tensor, reading: Reading) -> Tensor:
+        """[B, K] float; built by comparison, which ONNX exports as it is."""
+        return (y[:, None] == torch.arange(reading.classes, device=y.device)).float()
+
+    def _call_encode(self, inp: Tensor, y: Tensor | None, reading: Reading) -> Any:
+        """The model's encode on its input, with the class the way it takes it."""
+        if not reading.condition_format:
+            return self._encode_fn(inp)
+        y = self._classes(y, inp)
+        if reading.condition_format == "index":
+            return self._encode_fn(inp, y)
+        onehot = self._one_hot(y, reading)
+        if reading.condition_format == "onehot":
+            return self._encode_fn(inp, onehot)
+        return self._encode_fn(self._joined(inp, onehot, reading))
+
+    def _joined(self, inp: Tensor, onehot: Tensor, reading: Reading) -> Tensor:
+        """The input with the one-hot class joined to it (``condition_format="concat"``): AntixK's
+        ConditionalVAE embeds both in ``forward`` before ``encode`` (``embed_data``, a 1x1 conv of
+        the image, and ``embed_class``, a linear map of the one-hot to one H x W channel), and the
+        adapter does the same; without ``embed_class``, K constant channels (or K values)."""
+        if reading.input_shape == "flat":
+            return torch.cat([inp, onehot], 1)
+        b, _, h, w = inp.shape
+        embed_class = getattr(self.module, "embed_class", None)
+        if callable(embed_class):
+            embed_data = getattr(self.module, "embed_data", None)
+            data = embed_data(inp) if callable(embed_data) else inp
+            return torch.cat([data, embed_class(onehot).view(b, 1, h, w)], 1)
+        return torch.cat([inp, onehot[:, :, None, None].expand(b, onehot.shape[1], h, w)], 1)
+
+    def _call_decode(self, z: Tensor, y: Tensor | None, reading: Reading) -> Any:
+        """The model's decode on codes in its own shape, with the class the way it takes it."""
+        second: tuple[Tensor, ...] = ()
+        if reading.condition_format:
+            y = self._classes(y, z)
+            if reading.condition_format == "index":
+                second = (y,)
+            elif reading.condition_format == "onehot":
+                second = (self._one_hot(y, reading),)
+            else:
+                z = torch.cat([z.flatten(1), self._one_hot(y, reading)], 1)
+        if self._decode_input is not None:
+            z = self._decode_input(z)
+        return self._decode_fn(z, *second)
+
+    def _encode_once(self, x: Tensor, reading: Reading, y: Tensor | None = None) -> Parsed:
         """One call of the model's encode on x [B, C, H, W] in [0, 1], as read by ``reading``."""
-        out = self._encode_fn(self._model_input(x, reading))
+        out = self._call_encode(self._model_input(x, reading), y, reading)
         if self._encode_output is not None:
             out = self._encode_output(out)
         return parse_encoded(out)
 
-    def _encode_raw(self, x: Tensor, reading: Reading | None = None) -> tuple[Tensor, Tensor | None]:
+    def _encode_raw(self, x: Tensor, reading: Reading | None = None, y: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor | None]:
         """(mean, log-variance or None) in the model's own code shape [B, ...]. A random encoder
         (``reading.draws`` > 1) is encoded that many times under a fixed seed: the mean of the draws,
         and the model's own spread, or else the draws' variance."""
         reading = reading or self.reading
         if reading.draws <= 1:
-            parsed = self._encode_once(x, reading)
+            parsed = self._encode_once(x, reading, y)
             spread = parsed.spread
             return parsed.mean, None if spread is None else _as_logvar(spread.float(), reading.spread)
         with _seeded(self.device):
-            draws = [self._encode_once(x, reading) for _ in range(reading.draws)]
+            draws = [self._encode_once(x, reading, y) for _ in range(reading.draws)]
         means = torch.stack([d.mean.float() for d in draws])
         if draws[0].spread is not None:
             return means.mean(0), _as_logvar(torch.stack([d.spread.float() for d in draws]).mean(0), reading.spread)
         return means.mean(0), means.var(0).clamp_min(1e-12).log()
 
-    def _decode_raw(self, z: Tensor, reading: Reading | None = None) -> Tensor:
-        return self._decode_values(z, reading)[0]
+    def _decode_raw(self, z: Tensor, reading: Reading | None = None, y: Tensor | None = None) -> Tensor:
+        return self._decode_values(z, reading, y)[0]
 
-    def _decode_values(self, z: Tensor, reading: Reading | None = None) -> tuple[Tensor, str | None]:
-        """(decoder values [B, C, H, W] as the model gives them, "logits" when a name says so)."""
+    def _decode_values(self, z: Tensor, reading: Reading | None = None, y: Tensor | None = None
+                       ) -> tuple[Tensor, str | None]:
+        """(decoder values [B, C, H, W] as the model gives them, "logits" when a name says so).
+        A decode that raises on the codes is refused with the shape it was called with."""
         reading = reading or self.reading
         z = z.to(self.device, torch.float32)
         batch = z.shape[0]  # a SymInt when exported: len() would fix the batch size in the graph
         if reading.latent_shape and len(reading.latent_shape) > 1:
             z = z.reshape(batch, *reading.latent_shape)
-        out = self._decode_fn(z)
+        try:
+            out = self._call_decode(z, y, reading)
+        except InputError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ModelFailed(_decode_failure(exc, z, reading, self._decode_input is not None)) from None
         if self._decode_output is not None:
             out = self._decode_output(out)
         values, named = pixels_from(out)
@@ -355,6 +449,22 @@ class ForeignModel:
             raise AdapterError(f"decode returned {list(values.shape)} for {batch} codes, which is not "
                                f"{batch} images of shape {[c, h, w]}; pass image_shape=(C, H, W)")
         return values.reshape(batch, c, h, w), named
+
+
+def _decode_failure(exc: BaseException, z: Tensor, reading: Reading, has_input: bool) -> str:
+    """One sentence for a decode that raised: the call, the model's own words, the keyword to set."""
+    shape = "[B, " + ", ".join(map(str, z.shape[1:])) + "]"
+    what = "the codes" if len(z.shape) == 2 else "the codes in the shape encode gave them"
+    cls = (f" and the class as {FORMAT_WORDS[reading.condition_format]}" if reading.condition_format
+           and reading.condition_format != "concat" else
+           " (the one-hot class joined to the code)" if reading.condition_format else "")
+    own = (str(exc).strip().splitlines() or [""])[0][:200]
+    hint = ("check decode_input=, which gave the decode its input" if has_input else
+            "if the model's decode takes another shape, say how with decode_input=, e.g. decode_input=lambda z: "
+            "z[:, None] for a decode that takes [B, S, D] (AntixK's IWAE), and decode_output=lambda out: ... for what "
+            "it returns (the same keywords for vaescope.adapter.adapt and vs.export)")
+    return (f"decode(z {list(z.shape)}) raised {type(exc).__name__}: {own}; the adapter calls decode with {what}, "
+            f"shape {shape}{cls}: {hint}")
 
 
 @contextmanager
@@ -399,8 +509,11 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
           input_shape: str = "auto", input_range: str = "auto", output: str = "auto", prior: str = "auto",
           spread: str = "auto", stochastic: bool = False,
           class_names: tuple[str, ...] | list[str] = (), name: str | None = None,
+          labels: Tensor | np.ndarray | None = None, condition: str = "none", classes: int | None = None,
+          condition_format: str = "auto",
           encode_output: Callable[[Any], Any] | None = None,
-          decode_output: Callable[[Any], Any] | None = None) -> ForeignModel:
+          decode_output: Callable[[Any], Any] | None = None,
+          decode_input: Callable[[Tensor], Any] | None = None) -> ForeignModel:
     """Wrap a foreign model so that it answers the contract, settling what its outputs leave open.
 
     ``images`` [N, C, H, W] float in [0, 1] (optional, but needed for ``"auto"`` readings other than
@@ -411,6 +524,13 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
     "logvar": what an unnamed spread holds). ``stochastic=True`` accepts an encoder whose code is a
     random draw (see the module's docstring). What the evidence does not settle raises AdapterError
     naming the keywords to set.
+
+    A class-conditional model: ``condition="class"`` with ``classes=K`` (else the number of
+    ``class_names``, else the labels' largest + 1) and the images' ``labels`` [N] (class indices;
+    class 0 for each image without them); ``condition_format`` ("index" / "onehot" / "concat")
+    says how the model takes the class (see the module's docstring). ``decode_input`` turns the
+    codes [B, D] into what the model's decode takes; ``encode_output`` / ``decode_output`` read
+    what encode and decode return.
 
     Examples:
         >>> import torch
@@ -426,26 +546,38 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
     """
     for value, allowed, keyword in ((input_shape, INPUT_SHAPES, "input_shape"), (input_range, INPUT_RANGES, "input_range"),
                                     (output, OUTPUTS, "output"), (prior, ("normal", "none"), "prior"),
-                                    (spread, SPREADS, "spread")):
+                                    (spread, SPREADS, "spread"), (condition_format, CONDITION_FORMATS, "condition_format")):
         if value != "auto" and value not in allowed:
             raise AdapterError(f"{keyword} must be 'auto' or one of {allowed}, got {value!r}")
     if not isinstance(stochastic, bool):
         raise AdapterError(f"stochastic must be True or False, got {stochastic!r}")
     _methods(module)  # refuse early, with its message
+    y = None if labels is None else torch.as_tensor(np.asarray(labels)).long().flatten()
+    k = _classes_of(condition, classes, tuple(class_names), y, condition_format)
     if images is not None:
         images = images[:CALIBRATION_IMAGES].float()
     shape = _image_shape_from(images, image_shape)
     probe = images if images is not None else torch.full((2, *shape), 0.5)
+    probe_y = None
+    if k:
+        probe_y = (torch.zeros(len(probe), dtype=torch.long) if y is None or images is None else
+                   y[:len(probe)].clamp_min(0))
     label = name or type(module).__name__
     if hasattr(module, "eval"):
         module.eval()
     model = ForeignModel(module, Reading(shape), name=label, class_names=tuple(class_names),
-                         encode_output=encode_output, decode_output=decode_output)
-    reading = _settle_input_shape(model, probe, Reading(shape), input_shape)
+                         encode_output=encode_output, decode_output=decode_output, decode_input=decode_input)
+    if k:
+        reading = _settle_condition(model, probe, probe_y, Reading(shape, classes=k), input_shape, condition_format)
+        if y is None:
+            reading = replace(reading, notes=(*reading.notes, "calibrated with class 0 for every image (no labels)"))
+    else:
+        reading = _settle_input_shape(model, probe, Reading(shape), input_shape)
     ranges = INPUT_RANGES if input_range == "auto" else (input_range,)
     with torch.no_grad():
-        encoded = [model._encode_once(probe, replace(reading, input_range=rng)) for rng in ranges]
-        reading = _settle_draws(model, probe, replace(reading, input_range=ranges[0]), encoded[0], stochastic)
+        encoded = [model._encode_once(probe, replace(reading, input_range=rng), probe_y) for rng in ranges]
+        reading = _settle_draws(model, probe, replace(reading, input_range=ranges[0]), encoded[0], stochastic,
+                                probe_y)
     latent_shape = tuple(int(v) for v in encoded[0].mean.shape[1:]) or (1,)
     gives_spread = encoded[0].spread is not None or reading.draws > 1
     has_prior = gives_spread if prior == "auto" else prior == "normal"
@@ -457,7 +589,9 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
         except AdapterError as exc:
             questions.append(str(exc))
     try:
-        reading = _settle_output(model, images, reading, input_range, output)
+        reading = _settle_output(model, images, reading, input_range, output, probe_y)
+    except ModelFailed:  # NaN, or a decode that raised: nothing else matters until it is fixed
+        raise
     except AdapterError as exc:
         questions.append(str(exc))
     if len(questions) == 1:
@@ -467,6 +601,60 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
                            + "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1)))
     model.reading = reading
     return model
+
+
+def _classes_of(condition: str, classes: int | None, class_names: tuple[str, ...], labels: Tensor | None,
+                condition_format: str) -> int:
+    """K for ``condition="class"`` (the keyword, else the class names, else the labels), 0 without."""
+    if condition not in CONDITIONS:
+        raise AdapterError(f"condition must be one of {CONDITIONS} for a model vaescope did not define, got "
+                           f"{condition!r}")
+    if condition == "none":
+        if classes is not None or condition_format != "auto":
+            raise AdapterError("classes= and condition_format= go with condition='class'; pass condition='class' "
+                               "for a model that encodes and decodes with the class")
+        return 0
+    if classes is None:
+        classes = len(class_names) or (int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+    if isinstance(classes, bool) or not isinstance(classes, int | np.integer) or not 1 <= classes <= MAX_CLASSES:
+        raise AdapterError(f"condition='class' needs the number of classes the model takes, classes=K with K in 1.."
+                           f"{MAX_CLASSES}, got {classes!r} (pass classes=, or labels or class_names to count them)")
+    if labels is not None and len(labels) and int(labels.max()) >= classes:
+        raise AdapterError(f"labels go up to {int(labels.max())} but the model takes {classes} classes "
+                           f"(classes={classes}); its classes are 0..{classes - 1}")
+    return int(classes)
+
+
+def _takes_second_argument(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` can be called with two positional arguments (by its signature; True when the
+    signature cannot be read, so that both ways are tried)."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _needs_second_argument(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s signature requires a second positional argument (a class, most likely)."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return len(required) >= 2
+
+
+def _conditional_hint(model: ForeignModel) -> str:
+    """Why a model whose encode failed looks class-conditional, and the keywords for it; "" if it does not."""
+    why = ("it has embed_class, as AntixK's ConditionalVAE has" if callable(getattr(model.module, "embed_class", None))
+           else "its encode and decode take a second argument" if _needs_second_argument(model._encode_fn)
+           and _needs_second_argument(model._decode_fn) else "")
+    return (f". It looks class-conditional ({why}): pass condition='class' and classes=K with the images' labels, "
+            "e.g. vs.explore(model, images=x, labels=y, condition='class', classes=10)") if why else ""
 
 
 def _settle_input_shape(model: ForeignModel, probe: Tensor, reading: Reading, input_shape: str) -> Reading:
@@ -484,13 +672,64 @@ def _settle_input_shape(model: ForeignModel, probe: Tensor, reading: Reading, in
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             errors.append(f"{shape} inputs: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     raise AdapterError(f"encode failed on {' and on '.join(errors)}; pass input_shape='image' or 'flat' "
-                       "(and image_shape=(C, H, W)) to say what the model takes")
+                       "(and image_shape=(C, H, W)) to say what the model takes" + _conditional_hint(model))
 
 
-def _settle_draws(model: ForeignModel, probe: Tensor, reading: Reading, first: Parsed, stochastic: bool) -> Reading:
+def _settle_condition(model: ForeignModel, probe: Tensor, y: Tensor, reading: Reading, input_shape: str,
+                      condition_format: str) -> Reading:
+    """How a class-conditional model takes the class, and its input shape: each way the signature
+    allows (one argument: ``concat``; two: ``index``, then ``onehot``) is tried on encode and decode;
+    the one that runs is kept. When two run and give different results, the adapter asks."""
+    shapes = INPUT_SHAPES if input_shape == "auto" else (input_shape,)
+    if condition_format != "auto":
+        formats: tuple[str, ...] = (condition_format,)
+    elif _takes_second_argument(model._encode_fn) and _takes_second_argument(model._decode_fn):
+        formats = ("index", "onehot")
+    else:
+        formats = ("concat",)
+    failures: list[str] = []
+    for shape in shapes:
+        worked: dict[str, tuple[Tensor, Tensor]] = {}
+        for fmt in formats:
+            trial = replace(reading, input_shape=shape, condition_format=fmt)
+            try:
+                with torch.no_grad():
+                    mean = model._encode_once(probe[:2], trial, y[:2]).mean
+                    trial = replace(trial, latent_shape=tuple(mean.shape[1:]) or (1,))
+                    values, _ = model._decode_values(mean.float().flatten(1), trial, y[:2])
+            except (AdapterError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+                failures.append(f"{shape} inputs with condition_format={fmt!r}: {type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:160]}")
+                continue
+            worked[fmt] = (mean.float(), values.float())
+        if not worked:
+            continue
+        first, *others = worked
+        agree = all(torch.allclose(worked[first][0], worked[o][0], atol=1e-5, equal_nan=True)
+                    and torch.allclose(worked[first][1], worked[o][1], atol=1e-5, equal_nan=True) for o in others)
+        if not agree:
+            raise AdapterError(
+                f"the model runs with the class given as {' and as '.join(FORMAT_WORDS[f] for f in worked)}, and "
+                "the results differ, so the evidence cannot tell how it takes the class. Say which: "
+                + " or ".join(f"condition_format={f!r}" for f in worked)
+                + f", e.g. vs.explore(model, images=..., labels=..., condition='class', classes={reading.classes}, "
+                f"condition_format={first!r}) (the same keywords for vaescope.adapter.adapt and vs.export)")
+        how = "the keyword" if condition_format != "auto" else (
+            "the only way it runs" if len(formats) == 1 or not others else "every way it runs agrees")
+        return replace(reading, input_shape=shape, condition_format=first,
+                       notes=(*reading.notes, f"class given as {FORMAT_WORDS[first]} ({how})"))
+    raise AdapterError(
+        f"the model fails with the class given every way the adapter tries ({'; '.join(failures)}). Say how it "
+        "takes the class: condition_format='index' (encode(x, y), decode(z, y), y [B] int64), 'onehot' (y one-hot "
+        "[B, K]) or 'concat' (encode and decode take one argument, the one-hot class joined to it), and "
+        "input_shape='image' or 'flat'; a model that takes no class needs no condition=")
+
+
+def _settle_draws(model: ForeignModel, probe: Tensor, reading: Reading, first: Parsed, stochastic: bool,
+                  y: Tensor | None = None) -> Reading:
     """Encode the probe a second time: a code that changes between two calls in eval mode is a random
     draw, refused unless ``stochastic`` (then each code is the mean of STOCHASTIC_DRAWS encodes)."""
-    second = model._encode_once(probe, reading)
+    second = model._encode_once(probe, reading, y)
     pairs = [(first.mean, second.mean)] + ([] if first.spread is None or second.spread is None else
                                            [(first.spread, second.spread)])
     differs = max(float((a.float() - b.float()).abs().max()) for a, b in pairs)
@@ -526,29 +765,46 @@ def _call(**keywords: str) -> str:
     return "vs.explore(model, images=..., " + ", ".join(f"{k}={v!r}" for k, v in keywords.items()) + ")"
 
 
+def _finite(values: Tensor, what: str, of: str) -> None:
+    """Refuse, in one sentence, values [B, ...] with NaN or infinities: how many of the B rows."""
+    bad = ~torch.isfinite(values.float()).flatten(1).all(1)
+    count = int(bad.sum())
+    if count:
+        kind = "NaN" if bool(torch.isnan(values.float()).any()) else "infinite values"
+        raise ModelFailed(f"{what} returned {kind} for {count:,} of the {len(values):,} {of}; the adapter cannot read "
+                           "a model that gives them (a diverged run or broken weights?): fix the model, or pass "
+                           f"{'encode_output' if what == 'encode' else 'decode_output'}= to return finite values")
+
+
 def _settle_output(model: ForeignModel, images: Tensor | None, reading: Reading, input_range: str,
-                   output: str) -> Reading:
+                   output: str, y: Tensor | None = None) -> Reading:
     """Choose the input range and output reading that reconstruct the calibration images with clearly
     the least error: every reading is tried, its outputs clipped to its range (``to_unit``), and
     the best is kept when its mean squared error is below the mean image's and at most CLEAR_MARGIN
-    of the next best's. A decoder output named ``logits`` is read only as logits."""
+    of the next best's. A decoder output named ``logits`` is read only as logits. An encoder or
+    decoder that gives NaN is refused first, counting the images."""
     ranges = INPUT_RANGES if input_range == "auto" else (input_range,)
     outputs = OUTPUTS if output == "auto" else (output,)
-    if len(ranges) == 1 and len(outputs) == 1:
-        return replace(reading, input_range=ranges[0], output=outputs[0],
-                       notes=(*reading.notes, "input range and output set by keywords"))
     if images is None:
+        if len(ranges) == 1 and len(outputs) == 1:
+            return replace(reading, input_range=ranges[0], output=outputs[0],
+                           notes=(*reading.notes, "input range and output set by keywords"))
         return _settle_without_images(model, reading, ranges, outputs)
     errors: dict[tuple[str, str], float] = {}
     for rng in ranges:
         trial = replace(reading, input_range=rng)
         with torch.no_grad():
-            mean, _ = model._encode_raw(images, trial)
-            raw, named = model._decode_values(mean.float().flatten(1), trial)
+            mean, _ = model._encode_raw(images, trial, y)
+            _finite(mean, "encode", "images given")
+            raw, named = model._decode_values(mean.float().flatten(1), trial, y)
+            _finite(raw, "decode", "images given (decoding their codes)")
         for out in outputs:
             if named == "logits" and out != "logits" and output == "auto":
                 continue  # the decoder's own name for its output settles the kind
             errors[(rng, out)] = float((to_unit(raw.float().cpu(), out) - images.cpu()).pow(2).mean())
+    if len(ranges) == 1 and len(outputs) == 1:
+        return replace(reading, input_range=ranges[0], output=outputs[0],
+                       notes=(*reading.notes, "input range and output set by keywords"))
     ranked = sorted(errors.items(), key=lambda kv: kv[1])
     baseline = float((images - images.mean(0, keepdim=True)).pow(2).mean())  # predicting the mean image
     (best, best_err), runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
@@ -579,6 +835,7 @@ def _settle_without_images(model: ForeignModel, reading: Reading, ranges: tuple[
     z = torch.randn(16, max(1, math.prod(reading.latent_shape)), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         raw, named = model._decode_values(z, reading)
+    _finite(raw, "decode", "codes drawn from N(0, I)")
     lo, hi = float(raw.min()), float(raw.max())
     if named == "logits":
         out, why = "logits", "the decoder names its output 'logits'"
@@ -593,24 +850,170 @@ def _settle_without_images(model: ForeignModel, reading: Reading, ranges: tuple[
     return replace(reading, input_range=rng, output=out, notes=(*reading.notes, f"output read without images: {why}"))
 
 
+def subset_rows(n: int, limit: int | None, seed: int = SUBSET_SEED) -> np.ndarray | None:
+    """Sorted row indices of a seeded subset of ``limit`` of ``n`` rows; None when all are kept."""
+    if limit is None or n <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+@dataclass(frozen=True)
+class Given:
+    """Images a user handed over, with their labels, after a seeded subset where there were too many."""
+
+    images: Tensor  # [n, C, H, W] float in [0, 1]
+    labels: Tensor | None  # [n] int64, -1 unknown; None: no labels
+    class_names: tuple[str, ...] | None  # named by string labels or class_names; None: not named
+    total: int  # images given
+    subset: bool  # whether a seeded subset (SUBSET_SEED) was kept
+
+    def origin(self, where: str, what: str = "images") -> str:
+        """Where the images came from, in words, e.g. "a seeded subset (seed 0) of 70,000 of the
+        70,001 images given to vs.explore"."""
+        if not self.subset:
+            return f"the {len(self.images):,} {what} given to {where}"
+        return (f"a seeded subset (seed {SUBSET_SEED}) of {len(self.images):,} of the {self.total:,} {what} given to "
+                f"{where}")
+
+
+def given_images(images: Any, labels: Any = None, class_names: Any = None, *, limit: int | None = None) -> Given:
+    """Images (see ``images_as_tensor``) with their ``labels`` (see ``labels_as_classes``), both cut
+    to the same seeded subset of ``limit`` when there are more: the labels are counted against
+    every image given, then the same rows of both are kept. A torch ``Dataset`` is read only at
+    the rows kept. Raises InputError for what it cannot read.
+
+    Examples:
+        >>> import numpy as np
+        >>> given = given_images(np.zeros((7, 1, 2, 2), np.uint8), ["b", "a"] * 3 + ["c"], limit=5)
+        >>> len(given.images), given.class_names, given.origin("vs.explore")
+        (5, ('a', 'b', 'c'), 'a seeded subset (seed 0) of 5 of the 7 images given to vs.explore')
+    """
+    n = _count(images)
+    y, names = (None, None if class_names is None else tuple(str(c) for c in class_names))
+    if labels is not None:
+        y, names = labels_as_classes(labels, n, class_names)
+    rows = subset_rows(n, limit)
+    x, own = _rows_of(images, rows)
+    if y is not None:
+        labels_t: Tensor | None = torch.from_numpy(y if rows is None else y[rows])
+    else:
+        labels_t = own
+    return Given(x, labels_t, names, n, rows is not None)
+
+
+def labels_as_classes(labels: Any, n: int, class_names: Any = None) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """(labels [n] int64 with -1 where unknown, the class names or None) from one label per image.
+
+    Integer labels (and whole floats) are classes 0..K-1, a negative one unknown. String labels are
+    class names: numbered in the order of ``class_names`` when given (a label not among them is
+    refused), else in sorted order. Anything else is refused in one InputError sentence.
+    """
+    names = None if class_names is None else tuple(str(c) for c in class_names)
+    if isinstance(labels, Tensor):
+        labels = labels.detach().cpu().numpy()
+    try:
+        array = np.asarray(labels)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"labels must be one class per image, as integers or strings: {_first_line(exc)}") from None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        hint = " (one-hot rows? pass labels.argmax(1))" if array.ndim == 2 and len(array) == n else ""
+        raise InputError(f"labels must be one class per image, of shape [{n}], got {list(array.shape)}{hint}")
+    if len(array) != n:
+        raise InputError(f"labels must give one label per image: {len(array)} labels for {n} images")
+    if isinstance(labels, list | tuple) and array.dtype.kind in "US":  # numpy turned a mix into strings
+        array = np.array(labels, dtype=object)
+    if array.dtype == object:
+        values = array.tolist()
+        if all(isinstance(v, str | bytes) for v in values):
+            array = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values], dtype=str)
+        elif all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+            array = np.array(values, np.int64)
+        else:
+            text = next((v for v in values if isinstance(v, str | bytes)), None)
+            other = next(v for v in values if not isinstance(v, str | bytes))
+            found = f"{other!r:.40} and {text!r:.40}" if text is not None else f"{type(other).__name__} {other!r:.40}"
+            raise InputError(f"labels must be integers or strings (class names), not a mix: found {found}")
+    if array.dtype.kind in "US":
+        words = np.char.decode(array, "utf-8", "replace") if array.dtype.kind == "S" else array
+        found = np.unique(words)
+        order = names if names is not None else tuple(str(w) for w in found)
+        index = {w: i for i, w in enumerate(order)}
+        missing = [str(w) for w in found if str(w) not in index]
+        if missing:
+            shown = ", ".join(repr(w) for w in order[:8]) + (", ..." if len(order) > 8 else "")
+            raise InputError(f"label {missing[0]!r} is not among the class_names ({shown}); give class_names that "
+                             "name every label, or leave class_names out to number the labels in sorted order")
+        lookup = np.array([index[str(w)] for w in found], np.int64)
+        return lookup[np.searchsorted(found, words)], order
+    if array.dtype.kind == "b":
+        array = array.astype(np.int64)
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (array == np.round(array))
+        if not whole.all():
+            raise InputError(f"labels must be whole numbers (classes 0, 1, ...) or strings, got "
+                             f"{float(array[~whole][0]):g} among them")
+    elif array.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers or strings (class names), got {array.dtype}")
+    y = array.astype(np.int64)
+    return np.where(y < 0, -1, y), names
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _is_dataset(images: Any) -> bool:
+    return (hasattr(images, "__getitem__") and hasattr(images, "__len__")
+            and not isinstance(images, np.ndarray | Tensor | str | bytes | Mapping))
+
+
+def _count(images: Any) -> int:
+    """How many images ``images`` holds, without reading them (InputError for what is not images)."""
+    if isinstance(images, np.ndarray | Tensor):
+        if images.ndim < 2:
+            raise InputError(f"images must be [N, C, H, W] (C = 1 or 3), [N, H, W], [N, H, W, C] or flat "
+                             f"[N, C*H*W], got {list(images.shape)}")
+        return int(images.shape[0])
+    if _is_dataset(images):
+        return len(images)
+    raise InputError(f"images must be a numpy array, a torch tensor or a torch Dataset, got {type(images).__name__}")
+
+
+def values_per_image(images: Any) -> int:
+    """Values (pixels x channels) in one image of ``images``, from its shape or its first item."""
+    if isinstance(images, np.ndarray | Tensor):
+        return max(1, math.prod(int(v) for v in images.shape[1:]))
+    if _is_dataset(images) and len(images):
+        x, _ = _from_dataset(images, np.array([0]))
+        return max(1, math.prod(int(v) for v in x.shape[1:]))
+    return 1
+
+
 def images_as_tensor(images: Any, limit: int | None = None) -> tuple[Tensor, Tensor | None]:
     """Images from a numpy array, a torch tensor or a torch ``Dataset`` as float [N, C, H, W] in
     [0, 1], with labels [N] when a dataset yields (image, label) pairs. ``limit`` keeps a seeded
-    subset. Raises InputError for what it cannot read."""
+    subset (``given_images`` keeps the same rows of labels given apart). Raises InputError for
+    what it cannot read."""
+    return _rows_of(images, subset_rows(_count(images), limit))
+
+
+def _rows_of(images: Any, rows: np.ndarray | None) -> tuple[Tensor, Tensor | None]:
+    """``images`` at ``rows`` (None: all) as float [n, C, H, W] in [0, 1], with a dataset's labels."""
     labels = None
-    if (hasattr(images, "__getitem__") and hasattr(images, "__len__")
-            and not isinstance(images, np.ndarray | Tensor | str | bytes | Mapping)):
-        images, labels = _from_dataset(images, limit)
+    if _is_dataset(images):
+        images, labels = _from_dataset(images, rows)
+        rows = None
     if isinstance(images, np.ndarray):
         if images.dtype == object:
             raise InputError("images must be a numeric array, not an array of objects")
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = torch.from_numpy(np.ascontiguousarray(images if rows is None else images[rows]))
+        rows = None
     if not isinstance(images, Tensor):
         raise InputError(f"images must be a numpy array, a torch tensor or a torch Dataset, got {type(images).__name__}")
-    if limit is not None and len(images) > limit:
-        keep = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(images), limit, replace=False)))
-        images = images[keep]
-        labels = None if labels is None else labels[keep]
+    if rows is not None:
+        images = images[torch.from_numpy(rows).to(images.device)]
     x = images.detach().cpu()
     if x.ndim == 3:  # [N, H, W] grey
         x = x[:, None]
@@ -646,10 +1049,10 @@ def _unflatten(x: Tensor) -> Tensor:
     raise InputError(f"flat images of {d} values are not square grey or RGB images; reshape them to [N, C, H, W]")
 
 
-def _from_dataset(dataset: Any, limit: int | None) -> tuple[Tensor, Tensor | None]:
-    """Stack a torch Dataset's items ((image, label) pairs or images); PIL images become arrays."""
-    n = len(dataset)
-    indices = range(n) if limit is None or n <= limit else np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
+def _from_dataset(dataset: Any, rows: np.ndarray | None) -> tuple[Tensor, Tensor | None]:
+    """Stack a torch Dataset's items at ``rows`` (None: all; (image, label) pairs or images); PIL
+    images become arrays. Only the items at ``rows`` are read."""
+    indices = range(len(dataset)) if rows is None else rows
     xs, ys = [], []
     for i in indices:
         item = dataset[int(i)]

@@ -34,6 +34,7 @@ MAX_EMBEDDING_LABEL_BYTES = 256 << 20  # labels, and class names, as the file de
 MAX_EMBEDDING_LABEL_CHARS = 256  # one string label or class name (as MAX_CLASS_NAME_CHARS)
 MAX_EMBEDDING_MEMBERS = 64  # zip entries of one .npz (np.savez writes one per array)
 MAX_EMBEDDING_META_BYTES = 4 << 20  # a .parquet footer (schema, row groups) or an .npz zip directory
+MAX_EMBEDDING_FILE_ROWS = 20_000_000  # rows a file may have: above MAX_EMBEDDING_POINTS, a seeded subset of that many is read, block by block
 
 # -- embedded evaluation samples and ONNX bundles ----------------------------------------------------
 MAX_SAMPLE_IMAGES = 20_000  # images a checkpoint or bundle may carry for its map

@@ -6,7 +6,14 @@ An embeddings file is ``.npz`` (no pickles) or ``.parquet``:
   ``images`` ([N, C, H, W], [N, H, W] or [N, H, W, C]; uint8, or float in [0, 1]), ``labels`` [N]
   (integers, or strings), ``class_names`` [K].
 - ``.parquet``: a list-of-floats column ``vector`` (or ``embedding`` / ``latents``; a list or a
-  fixed-size list); optional ``label`` (integers or strings) and ``image`` (PNG / JPEG bytes) columns.
+  fixed-size list); optional ``label`` (integers or strings), ``class_name`` (strings: each row's
+  class name, beside integer labels, or the labels themselves without a ``label`` column) and
+  ``image`` (PNG / JPEG bytes) columns. The class names, class 0 first, may be a JSON list under
+  the schema metadata key ``class_names`` (``table.replace_schema_metadata({"class_names":
+  json.dumps(names)})``): they name integer labels and order string ones (else sorted).
+
+A file of more than ``MAX_EMBEDDING_POINTS`` rows (up to ``MAX_EMBEDDING_FILE_ROWS``) is read as a
+seeded subset of that many rows (``seeded_rows``), block by block, and its origin says so.
 
 A file is checked against ``vaescope.limits`` from what it declares before any of its data is read:
 an .npz by its zip directory and the .npy header of each array used (shape, dtype, order, and the
@@ -20,13 +27,15 @@ The ``EmbeddingsModel`` answers the contract with ``decodes=False``: the panels 
 from __future__ import annotations
 
 import io
+import json
 import lzma
 import math
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,12 +43,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaescope.adapter import SUBSET_SEED
 from vaescope.contract import Condition, Description, Posterior
 from vaescope.errors import InputError
 from vaescope.limits import (
     MAX_EMBEDDING_BYTES,
     MAX_EMBEDDING_DIM,
     MAX_EMBEDDING_FILE_BYTES,
+    MAX_EMBEDDING_FILE_ROWS,
     MAX_EMBEDDING_IMAGE_BYTES,
     MAX_EMBEDDING_IMAGE_SIDE,
     MAX_EMBEDDING_LABEL_BYTES,
@@ -113,9 +124,9 @@ def _check_count(shape: tuple[int, ...], what: str) -> None:
         raise EmbeddingsError(f"{what} must be [N, D] with N >= 1 and D >= 1, got {list(shape)}")
 
 
-def _image_layout(shape: tuple[int, ...], n: int) -> str:
+def _image_layout(shape: tuple[int, ...], n: int, rows_read: int | None = None) -> str:
     """How images of ``shape`` become [N, C, H, W] ("nhw", "nhwc" or "nchw"), checked against the
-    limits from the shape alone."""
+    limits from the shape alone (``rows_read`` of them, when a seeded subset is read)."""
     if len(shape) == 3:
         layout, nchw = "nhw", (shape[0], 1, *shape[1:])
     elif len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
@@ -124,7 +135,7 @@ def _image_layout(shape: tuple[int, ...], n: int) -> str:
         layout, nchw = "nchw", tuple(shape)
     if len(nchw) != 4 or nchw[1] not in (1, 3) or nchw[0] != n or min(nchw[2:]) < 1:
         raise EmbeddingsError(f"images must be [N, C, H, W] (C = 1 or 3) with N = {n}, got {list(shape)}")
-    if max(nchw[2:]) > MAX_EMBEDDING_IMAGE_SIDE or math.prod(nchw) > MAX_EMBEDDING_IMAGE_BYTES:
+    if max(nchw[2:]) > MAX_EMBEDDING_IMAGE_SIDE or math.prod(nchw[1:]) * (rows_read or n) > MAX_EMBEDDING_IMAGE_BYTES:
         raise EmbeddingsError(f"images exceed the limits: sides up to {MAX_EMBEDDING_IMAGE_SIDE} px and "
                               f"{MAX_EMBEDDING_IMAGE_BYTES // 2**20} MB in all")
     return layout
@@ -295,9 +306,11 @@ class _Member:
             raise EmbeddingsError(f"the {self.name} array holds strings of up to {chars:,} characters ({self.described()}); "
                                   f"labels and class names up to {MAX_EMBEDDING_LABEL_CHARS} characters are read")
 
-    def check_bytes(self, limit: int, what: str, hint: str = "") -> None:
-        if self.nbytes > limit:
-            raise EmbeddingsError(f"{self.name} declared as {self.described()} take {_mib(self.nbytes)}; "
+    def check_bytes(self, limit: int, what: str, hint: str = "", share: float = 1.0) -> None:
+        """The declared size against ``limit``; ``share``: the part of the rows read (a seeded subset)."""
+        if self.nbytes * share > limit:
+            kept = "" if share == 1 else f" (the seeded subset read holds {_mib(math.ceil(self.nbytes * share))})"
+            raise EmbeddingsError(f"{self.name} declared as {self.described()} take {_mib(self.nbytes)}{kept}; "
                                   f"at most {_mib(limit)} of {what} are read{hint}")
 
 
@@ -350,17 +363,18 @@ def _npz_plan(archive: zipfile.ZipFile) -> dict[str, _Member]:
         if m.dtype.fields is not None or m.dtype.subdtype is not None or m.dtype.itemsize == 0:
             m.refuse_dtype("only plain arrays of numbers or strings are read")
     latents = plan["latents"]
-    _check_count(latents.shape, latents.name)
+    keep = _npz_rows_kept(latents)
+    share = 1.0 if keep is None else len(keep) / latents.shape[0]
     if latents.dtype.kind not in "biuf" or latents.dtype.itemsize > 8:
         latents.refuse_dtype("codes must be real numbers: floats or integers of at most 8 bytes")
-    latents.check_bytes(MAX_EMBEDDING_BYTES, "codes", " (float32 takes half the room of float64)")
+    latents.check_bytes(MAX_EMBEDDING_BYTES, "codes", " (float32 takes half the room of float64)", share)
     n = latents.shape[0]
     if "images" in plan:
         images = plan["images"]
-        _image_layout(images.shape, n)
+        _image_layout(images.shape, n, None if keep is None else len(keep))
         if images.dtype != np.uint8 and (images.dtype.kind != "f" or images.dtype.itemsize > 8):
             images.refuse_dtype("images must be uint8, or floats in [0, 1]")
-        images.check_bytes(MAX_EMBEDDING_IMAGE_BYTES, "thumbnails")
+        images.check_bytes(MAX_EMBEDDING_IMAGE_BYTES, "thumbnails", share=share)
     if "labels" in plan:
         labels = plan["labels"]
         if labels.shape != (n,):
@@ -374,12 +388,25 @@ def _npz_plan(archive: zipfile.ZipFile) -> dict[str, _Member]:
                 m.refuse_dtype(f"{role} must be integers or strings")
             if m.dtype.kind in "US":
                 m.check_text()
-            m.check_bytes(MAX_EMBEDDING_LABEL_BYTES, role.replace("_", " "))
+            m.check_bytes(MAX_EMBEDDING_LABEL_BYTES, role.replace("_", " "), share=share if role == "labels" else 1.0)
     for m in plan.values():  # a header that disagrees with its zip entry is a crafted file
         if m.offset + m.nbytes != m.info.file_size:
             raise EmbeddingsError(f"{m.info.filename} declares {m.nbytes:,} bytes of data but its zip entry "
                                   f"holds {max(0, m.info.file_size - m.offset):,}")
     return plan
+
+
+def _npz_rows_kept(latents: _Member) -> np.ndarray | None:
+    """The rows of an .npz read (None: all), its codes' shape checked against the limits for them."""
+    if len(latents.shape) != 2:
+        _check_count(latents.shape, latents.name)
+    n, d = latents.shape
+    _check_count((min(n, MAX_EMBEDDING_POINTS), d), latents.name)
+    if n > MAX_EMBEDDING_FILE_ROWS:
+        raise EmbeddingsError(f"{latents.name} of shape {[n, d]} exceed the limits: at most {MAX_EMBEDDING_FILE_ROWS:,} "
+                              f"points (above {MAX_EMBEDDING_POINTS:,}, a seeded subset of that many is read), "
+                              f"{MAX_EMBEDDING_DIM} dimensions and {MAX_EMBEDDING_VALUES:,} values")
+    return _rows_kept(n)
 
 
 def _read_member(archive: zipfile.ZipFile, m: _Member, dtype: np.dtype | type,
@@ -403,20 +430,61 @@ def _read_member(archive: zipfile.ZipFile, m: _Member, dtype: np.dtype | type,
     return out.T if m.fortran else out
 
 
+def _read_rows(archive: zipfile.ZipFile, m: _Member, keep: np.ndarray, dtype: np.dtype | type,
+               convert: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The rows ``keep`` (sorted) of ``m``'s array as ``dtype``, streamed from its zip entry in
+    blocks of rows of about CHUNK_BYTES: only the rows kept are held."""
+    if m.fortran and len(m.shape) > 1:
+        raise EmbeddingsError(f"{m.name} is stored in Fortran order; a file over {MAX_EMBEDDING_POINTS:,} rows is "
+                              "read as a seeded subset from C-order arrays only (np.ascontiguousarray before np.savez)")
+    row_shape = m.shape[1:]
+    row_bytes = max(1, math.prod(row_shape) * m.dtype.itemsize)
+    step = max(1, CHUNK_BYTES // row_bytes)
+    out = np.empty((len(keep), *row_shape), dtype)
+    at = 0
+    with archive.open(m.info) as fh:
+        fh.read(m.offset)
+        for start in range(0, m.shape[0], step):
+            stop = min(start + step, m.shape[0])
+            raw = fh.read((stop - start) * row_bytes)
+            if len(raw) != (stop - start) * row_bytes:
+                raise EmbeddingsError(f"{m.name} ends before the size its header declares")
+            lo, hi = np.searchsorted(keep, [start, stop])
+            if hi > lo:
+                block = np.frombuffer(raw, m.dtype).reshape(stop - start, *row_shape)[keep[lo:hi] - start]
+                out[at:at + hi - lo] = block if convert is None else convert(block)
+                at += hi - lo
+        if fh.read(1):  # also makes zipfile check the entry's CRC
+            raise EmbeddingsError(f"{m.name} holds more data than its header declares")
+    return out
+
+
 def _read_npz(path: Path) -> EmbeddingTable:
     _npz_directory(path)
     with zipfile.ZipFile(path) as archive:
         plan = _npz_plan(archive)
         n = plan["latents"].shape[0]
-        latents = np.ascontiguousarray(_read_member(archive, plan["latents"], np.float32, _codes))
+        keep = _rows_kept(n)
+
+        def read(m: _Member, dtype: np.dtype | type, convert: Callable[[np.ndarray], np.ndarray] | None = None
+                 ) -> np.ndarray:
+            return _read_member(archive, m, dtype, convert) if keep is None else _read_rows(archive, m, keep, dtype,
+                                                                                             convert)
+
+        latents = np.ascontiguousarray(read(plan["latents"], np.float32, _codes))
         images = None
         if "images" in plan:
-            layout = _image_layout(plan["images"].shape, n)
-            images = _as_nchw(_read_member(archive, plan["images"], np.uint8, _pixels), layout)
-        strings = {role: _read_member(archive, plan[role], plan[role].dtype.newbyteorder("="))
+            layout = _image_layout(plan["images"].shape, n, None if keep is None else len(keep))
+            images = _as_nchw(read(plan["images"], np.uint8, _pixels), layout)
+        strings = {role: (read if role == "labels" else partial(_read_member, archive))(
+                       plan[role], plan[role].dtype.newbyteorder("="))
                    for role in ("labels", "class_names") if role in plan}
-    labels, names = _labels(strings.get("labels"), n, strings.get("class_names"))
-    return EmbeddingTable(latents, images, labels, names, f"the {n:,} points of {path.name}")
+    k = n if keep is None else len(keep)
+    labels, names = _labels(strings.get("labels"), k, strings.get("class_names"))
+    origin = (f"the {n:,} points of {path.name}" if keep is None else
+              f"a seeded subset (seed {SUBSET_SEED}) of {k:,} of the {n:,} points of {path.name} (files over "
+              f"{MAX_EMBEDDING_POINTS:,} points are read so)")
+    return EmbeddingTable(latents, images, labels, names, origin)
 
 
 # -- .parquet: the footer first (schema, rows, declared sizes), then the columns, block by block --
@@ -456,9 +524,13 @@ class _Column:
     def refuse(self, rule: str) -> NoReturn:
         raise EmbeddingsError(f"the {self.name} column holds {self.type}; {rule}")
 
-    def check_bytes(self, size: int, limit: int, what: str) -> None:
-        if max(size, self.nbytes) > limit:
-            raise EmbeddingsError(f"the {self.name} column declares {_mib(max(size, self.nbytes))} of {what}; "
+    def check_bytes(self, size: int, limit: int, what: str, share: float = 1.0) -> None:
+        """The declared size (the larger of ``size`` and the pages') against ``limit``; ``share``: the
+        part of the rows read (a seeded subset of a larger file)."""
+        declared = max(size, self.nbytes)
+        if declared * share > limit:
+            kept = "" if share == 1 else f" (the seeded subset read holds {_mib(math.ceil(declared * share))})"
+            raise EmbeddingsError(f"the {self.name} column declares {_mib(declared)} of {what}{kept}; "
                                   f"at most {_mib(limit)} are read")
 
 
@@ -482,8 +554,9 @@ def _parquet_table(path: Path) -> EmbeddingTable:
     key = next((k for k in VECTOR_COLUMNS if k in schema.names), None)
     if key is None:
         raise EmbeddingsError(f"no vector column: name it vector, embedding or latents (found {schema.names[:8]})")
-    if n < 1 or n > MAX_EMBEDDING_POINTS:
-        raise EmbeddingsError(f"{n:,} rows; between 1 and {MAX_EMBEDDING_POINTS:,} are read")
+    keep = _rows_kept(n)
+    k = n if keep is None else len(keep)
+    scale = k / n  # the declared sizes below are the file's; what is read is the kept share of them
     vectors = _parquet_column(md, schema, key)
     t = vectors.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
@@ -491,30 +564,85 @@ def _parquet_table(path: Path) -> EmbeddingTable:
     if not pa.types.is_floating(t.value_type):
         vectors.refuse("vectors must be lists of floats (float16, float32 or float64)")
     if pa.types.is_fixed_size_list(t):
-        _check_count((n, t.list_size), key)
-    if vectors.values > MAX_EMBEDDING_VALUES or vectors.values > n * MAX_EMBEDDING_DIM:
-        raise EmbeddingsError(f"the {key} column declares {vectors.values:,} values for {n:,} row{'s' * (n != 1)}; at most "
-                              f"{MAX_EMBEDDING_DIM} a row and {MAX_EMBEDDING_VALUES:,} in all are read")
-    vectors.check_bytes(vectors.values * t.value_type.bit_width // 8, MAX_EMBEDDING_BYTES, f"{t.value_type} vectors")
-    present = {c: _parquet_column(md, schema, c) for c in ("label", "image") if c in schema.names}
-    if "label" in present:
-        labels = present["label"]
-        text = _is_text(labels.type, pa.types.is_string, pa.types.is_large_string)
-        if not (text or pa.types.is_integer(labels.type)):
-            labels.refuse("labels must be integers or strings")
-        labels.check_bytes(labels.values * 8, MAX_EMBEDDING_LABEL_BYTES, "labels")
+        _check_count((k, t.list_size), key)
+    if vectors.values * scale > MAX_EMBEDDING_VALUES or vectors.values > n * MAX_EMBEDDING_DIM:
+        kept = "" if keep is None else f" (the {k:,} rows of a seeded subset hold {math.ceil(vectors.values * scale):,})"
+        raise EmbeddingsError(f"the {key} column declares {vectors.values:,} values for {n:,} row{'s' * (n != 1)}{kept}; "
+                              f"at most {MAX_EMBEDDING_DIM} a row and {MAX_EMBEDDING_VALUES:,} in all are read")
+    vectors.check_bytes(vectors.values * t.value_type.bit_width // 8, MAX_EMBEDDING_BYTES, f"{t.value_type} vectors",
+                        scale)
+    present = {c: _parquet_column(md, schema, c) for c in ("label", "class_name", "image") if c in schema.names}
+    for c in ("label", "class_name"):
+        if c in present:
+            labels = present[c]
+            text = _is_text(labels.type, pa.types.is_string, pa.types.is_large_string)
+            if not (text or (c == "label" and pa.types.is_integer(labels.type))):
+                labels.refuse("labels must be integers or strings" if c == "label" else "class names must be strings")
+            labels.check_bytes(labels.values * 8, MAX_EMBEDDING_LABEL_BYTES, "labels", scale)
     if "image" in present:
         images = present["image"]
         if not _is_text(images.type, pa.types.is_binary, pa.types.is_large_binary):
             images.refuse("it must hold PNG / JPEG bytes")
-        images.check_bytes(0, MAX_EMBEDDING_IMAGE_BYTES, "encoded images")
+        images.check_bytes(0, MAX_EMBEDDING_IMAGE_BYTES, "encoded images", scale)
+    names = _metadata_class_names(schema.metadata)
     # Strings and images are read as dictionaries: a value repeated a million times is held once.
     with pq.ParquetFile(path, metadata=md, buffer_size=CHUNK_BYTES,
                         read_dictionary=[c for c in present if not pa.types.is_integer(present[c].type)]) as pf:
-        latents = _parquet_vectors(pf, vectors, n)
-        labels_, names = (_parquet_labels(pf, n) if "label" in present else (np.full(n, -1, np.int64), ()))
-        images_ = _parquet_images(pf, n) if "image" in present else None
-    return EmbeddingTable(latents, images_, labels_, names, f"the {n:,} rows of {path.name}")
+        latents = _parquet_vectors(pf, vectors, n, keep)
+        labels_, names_ = _parquet_labels(pf, present, n, keep, names)
+        images_ = _parquet_images(pf, present["image"], n, keep) if "image" in present else None
+    origin = (f"the {n:,} rows of {path.name}" if keep is None else
+              f"a seeded subset (seed {SUBSET_SEED}) of {k:,} of the {n:,} rows of {path.name} (files over "
+              f"{MAX_EMBEDDING_POINTS:,} rows are read so)")
+    return EmbeddingTable(latents, images_, labels_, names_, origin)
+
+
+def _rows_kept(n: int) -> np.ndarray | None:
+    """The rows read of a file of ``n`` rows: all (None) up to MAX_EMBEDDING_POINTS, a seeded subset of
+    that many up to MAX_EMBEDDING_FILE_ROWS; more rows, or none, are refused."""
+    if n < 1 or n > MAX_EMBEDDING_FILE_ROWS:
+        raise EmbeddingsError(f"{n:,} rows; between 1 and {MAX_EMBEDDING_FILE_ROWS:,} are read")
+    return None if n <= MAX_EMBEDDING_POINTS else seeded_rows(n, MAX_EMBEDDING_POINTS)
+
+
+def seeded_rows(n: int, k: int, seed: int = SUBSET_SEED, block: int = 1 << 20) -> np.ndarray:
+    """Sorted indices [k] of a uniformly drawn, seeded subset of ``range(n)``, in memory that grows
+    with ``k`` and ``block``, not ``n``: the count in each block of rows is drawn from the
+    hypergeometric distribution of what is left, then that many rows of the block.
+
+    Examples:
+        >>> rows = seeded_rows(10_000_000, 5)
+        >>> len(rows), bool((np.diff(rows) > 0).all()), bool((seeded_rows(10_000_000, 5) == rows).all())
+        (5, True, True)
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(k, np.int64)
+    at, rows_left, wanted = 0, n, k
+    for start in range(0, n, block):
+        size = min(block, n - start)
+        take = wanted if size == rows_left else int(rng.hypergeometric(size, rows_left - size, wanted)) if wanted else 0
+        out[at:at + take] = np.sort(rng.choice(size, take, replace=False)) + start
+        at, rows_left, wanted = at + take, rows_left - size, wanted - take
+    return out
+
+
+def _metadata_class_names(metadata: dict[bytes, bytes] | None) -> tuple[str, ...] | None:
+    """The class names a parquet file's schema metadata carries (key ``class_names``: a JSON list of
+    strings, class 0 first), or None."""
+    raw = (metadata or {}).get(b"class_names")
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+        raise EmbeddingsError("its class_names metadata must be a JSON list of strings, class 0 first")
+    if len(names) > MAX_EMBEDDING_POINTS or max((len(v) for v in names), default=0) > MAX_EMBEDDING_LABEL_CHARS:
+        raise EmbeddingsError(f"its class_names metadata holds {len(names):,} names of up to "
+                              f"{max(len(v) for v in names):,} characters; names up to {MAX_EMBEDDING_LABEL_CHARS} "
+                              "characters are read")
+    return tuple(names)
 
 
 def _is_text(t: Any, *kinds: Callable[[Any], bool]) -> bool:
@@ -525,111 +653,180 @@ def _is_text(t: Any, *kinds: Callable[[Any], bool]) -> bool:
     return any(kind(t) for kind in kinds)
 
 
-def _parquet_vectors(pf: Any, column: _Column, n: int) -> np.ndarray:
-    """The vector column as float32 [N, D], read row group by row group in blocks of rows whose
-    declared size is a few megabytes; every vector must have one length (no silent regrouping)."""
-    import pyarrow as pa
-
-    md, key = pf.metadata, column.name
-    out: np.ndarray | None = None
-    lengths: list[int] = []  # distinct lengths seen, for the message
+def _batches(pf: Any, column: _Column, keep: np.ndarray | None) -> Iterator[tuple[int, Any, np.ndarray | None]]:
+    """(the file row of the batch's first row, the column's values in the batch, the kept rows'
+    places in it or None for all), row group by row group, in batches whose declared size is
+    about CHUNK_BYTES."""
+    md = pf.metadata
     row = 0
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
         if rg.num_rows < 1:
             continue
-        per_row = max(1, math.ceil(sum(rg.column(j).num_values for j in column.leaves) / rg.num_rows))
-        for batch in pf.iter_batches(batch_size=max(1, CHUNK_BYTES // 8 // per_row), row_groups=[g],
-                                     columns=[key], use_threads=False):
-            vectors = batch.column(0)
-            k = len(vectors)
-            if vectors.null_count:
-                first = int(np.argmax(vectors.is_null().to_numpy(zero_copy_only=False)))
-                raise EmbeddingsError(f"row {row + first:,} of the {key} column has no vector")
-            if pa.types.is_fixed_size_list(vectors.type):
-                seen = np.array([vectors.type.list_size])
-            else:
-                seen = np.unique(vectors.value_lengths().to_numpy(zero_copy_only=False))
-            lengths += [int(s) for s in seen if int(s) not in lengths]
-            if len(lengths) > 1:
-                shown = sorted(lengths)[:6]
-                raise EmbeddingsError(f"the {key} column's vectors do not all have one length: lengths "
-                                      f"{', '.join(map(str, shown[:-1]))} and {shown[-1]} were seen")
-            d = lengths[0]
-            if out is None:
-                _check_count((n, d), key)
-                out = np.empty((n, d), np.float32)
-            if row + k > n:
-                raise EmbeddingsError(f"the {key} column holds more vectors than the file's {n:,} rows")
-            values = vectors.flatten()
-            if values.null_count:
-                raise EmbeddingsError(f"the {key} column's vectors hold missing values (nulls)")
-            out[row:row + k] = _codes(values.to_numpy(zero_copy_only=False)).reshape(k, d)
-            row += k
-    if out is None or row != n:
-        raise EmbeddingsError(f"the {key} column holds {row:,} vectors for the file's {n:,} rows")
+        per_row = max(1, math.ceil(sum(rg.column(j).total_uncompressed_size for j in column.leaves) / rg.num_rows),
+                      math.ceil(sum(rg.column(j).num_values for j in column.leaves) / rg.num_rows) * 8)
+        for batch in pf.iter_batches(batch_size=max(1, CHUNK_BYTES // per_row), row_groups=[g],
+                                     columns=[column.name], use_threads=False):
+            values = batch.column(0)
+            local = None
+            if keep is not None:
+                lo, hi = np.searchsorted(keep, [row, row + len(values)])
+                local = keep[lo:hi] - row
+            yield row, values, local
+            row += len(values)
+
+
+def _parquet_vectors(pf: Any, column: _Column, n: int, keep: np.ndarray | None) -> np.ndarray:
+    """The vector column as float32 [N, D] (the kept rows of it), read row group by row group in
+    blocks of rows whose declared size is a few megabytes; every vector must have one length (no
+    silent regrouping)."""
+    import pyarrow as pa
+
+    key = column.name
+    k = n if keep is None else len(keep)
+    out: np.ndarray | None = None
+    lengths: list[int] = []  # distinct lengths seen, for the message
+    rows = at = 0  # rows of the file seen, vectors kept
+    for row, vectors, local in _batches(pf, column, keep):
+        if vectors.null_count:
+            first = int(np.argmax(vectors.is_null().to_numpy(zero_copy_only=False)))
+            raise EmbeddingsError(f"row {row + first:,} of the {key} column has no vector")
+        if pa.types.is_fixed_size_list(vectors.type):
+            seen = np.array([vectors.type.list_size])
+        else:
+            seen = np.unique(vectors.value_lengths().to_numpy(zero_copy_only=False))
+        lengths += [int(s) for s in seen if int(s) not in lengths]
+        if len(lengths) > 1:
+            shown = sorted(lengths)[:6]
+            raise EmbeddingsError(f"the {key} column's vectors do not all have one length: lengths "
+                                  f"{', '.join(map(str, shown[:-1]))} and {shown[-1]} were seen")
+        d = lengths[0]
+        if out is None:
+            _check_count((k, d), key)
+            out = np.empty((k, d), np.float32)
+        rows = row + len(vectors)
+        if rows > n:
+            raise EmbeddingsError(f"the {key} column holds more vectors than the file's {n:,} rows")
+        vectors = _kept(vectors, local)
+        values = vectors.flatten()
+        if values.null_count:
+            raise EmbeddingsError(f"the {key} column's vectors hold missing values (nulls)")
+        out[at:at + len(vectors)] = _codes(values.to_numpy(zero_copy_only=False)).reshape(len(vectors), d)
+        at += len(vectors)
+    if out is None or rows != n or at != k:
+        raise EmbeddingsError(f"the {key} column holds {rows:,} vectors for the file's {n:,} rows")
     return out
 
 
-def _dictionary_chunks(pf: Any, name: str, n: int) -> list[Any]:
-    """A column's chunks as dictionary arrays (each distinct value once, with int indices)."""
+def _kept(values: Any, local: np.ndarray | None) -> Any:
     import pyarrow as pa
 
-    column = pf.read(columns=[name], use_threads=False).column(0)
-    if len(column) != n:
-        raise EmbeddingsError(f"the {name} column holds {len(column):,} values for the file's {n:,} rows")
-    return [c if pa.types.is_dictionary(c.type) else c.dictionary_encode() for c in column.chunks]
+    return values if local is None else values.take(pa.array(local))
 
 
-def _parquet_labels(pf: Any, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Labels [N] int64 (-1 missing) and class names from an integer or string ``label`` column."""
+def _parquet_labels(pf: Any, present: dict[str, _Column], n: int, keep: np.ndarray | None,
+                    names: tuple[str, ...] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Labels [N] int64 (-1 missing) and class names: from an integer or string ``label`` column (or
+    a string ``class_name`` column without one), with the class names of the file's metadata
+    (``names``) or, for integer labels, of its ``class_name`` column (each label's name)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_integer(pf.schema_arrow.field("label").type):
-        column = pf.read(columns=["label"], use_threads=False).column(0).cast(pa.int64())
-        values = pc.fill_null(column, -1).to_numpy()  # a missing label is unknown
-        return _labels(values, n, None)
-    codes = np.empty(n, np.int64)
+    k = n if keep is None else len(keep)
+    label = present.get("label") or present.get("class_name")
+    if label is None:
+        return np.full(k, -1, np.int64), names or ()
+    if not pa.types.is_integer(label.type):
+        codes, vocabulary = _string_codes(pf, label, k, keep)
+        return _string_labels(codes, vocabulary, names or ())
+    values = np.empty(k, np.int64)
+    at = 0
+    for _, column, local in _batches(pf, label, keep):
+        got = pc.fill_null(_kept(column, local).cast(pa.int64()), -1).to_numpy()  # a missing label is unknown
+        values[at:at + len(got)] = got
+        at += len(got)
+    if at != k:
+        raise EmbeddingsError(f"the label column holds {at:,} values for the file's {n:,} rows")
+    if names is None and "class_name" in present:
+        names = _names_by_label(pf, present["class_name"], values, keep)
+    return _labels(values, k, names)
+
+
+def _names_by_label(pf: Any, column: _Column, labels: np.ndarray, keep: np.ndarray | None) -> tuple[str, ...]:
+    """Class names from a ``class_name`` column beside integer labels: each label's name (one name
+    a label; a label without a name is named by its number)."""
+    codes, vocabulary = _string_codes(pf, column, len(labels), keep)
+    pairs = np.unique(np.stack([labels, codes], 1), axis=0)
+    pairs = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0)]
+    labels_seen, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        c = int(labels_seen[np.argmax(counts > 1)])
+        both = [vocabulary[int(j)] for j in pairs[pairs[:, 0] == c][:2, 1]]
+        raise EmbeddingsError(f"label {c} is named both {both[0]!r} and {both[1]!r} in the class_name column; "
+                              "give each label one name")
+    if not len(pairs):
+        return ()
+    named = {int(c): vocabulary[int(j)] for c, j in pairs}
+    return tuple(named.get(c, str(c)) for c in range(int(pairs[:, 0].max()) + 1))
+
+
+def _string_codes(pf: Any, column: _Column, k: int, keep: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """A string column's kept rows as codes [k] into the words seen (-1: missing), read as
+    dictionaries batch by batch, each distinct word once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    codes = np.empty(k, np.int64)
     vocabulary: dict[str, int] = {}
     at = 0
-    for chunk in _dictionary_chunks(pf, "label", n):
-        words = chunk.dictionary
-        longest = pc.max(pc.utf8_length(words)).as_py() or 0
-        if longest > MAX_EMBEDDING_LABEL_CHARS:
-            raise EmbeddingsError(f"a label is {longest:,} characters long; labels up to "
-                                  f"{MAX_EMBEDDING_LABEL_CHARS} characters are read")
+    for _, values, local in _batches(pf, column, keep):
+        chunk = _kept(values, local)
+        chunk = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
         index = pc.fill_null(chunk.indices, -1).to_numpy().astype(np.int64)
         used, inverse = np.unique(index, return_inverse=True)  # a dictionary may hold words no row uses
         shown = used[used >= 0]
+        words = chunk.dictionary.take(pa.array(shown, pa.int64()))
+        longest = (pc.max(pc.utf8_length(words)).as_py() or 0) if len(words) else 0
+        if longest > MAX_EMBEDDING_LABEL_CHARS:
+            raise EmbeddingsError(f"a label is {longest:,} characters long; labels up to "
+                                  f"{MAX_EMBEDDING_LABEL_CHARS} characters are read")
         lookup = np.array([-1] * (len(used) - len(shown)) +
-                          [-1 if w is None else vocabulary.setdefault(w, len(vocabulary))
-                           for w in words.take(shown).to_pylist()], np.int64)
+                          [-1 if w is None else vocabulary.setdefault(w, len(vocabulary)) for w in words.to_pylist()],
+                          np.int64)
         codes[at:at + len(chunk)] = lookup[inverse.reshape(-1)]
         at += len(chunk)
-    return _string_labels(codes, list(vocabulary), ())
+    if at != k:
+        raise EmbeddingsError(f"the {column.name} column holds {at:,} values for the rows read ({k:,})")
+    return codes, list(vocabulary)
 
 
-def _parquet_images(pf: Any, n: int) -> np.ndarray:
-    """PNG / JPEG bytes per row -> uint8 [N, C, H, W] (all of one size); each distinct image is
-    decoded once, and the total is checked against the limit from the first image's size."""
+def _parquet_images(pf: Any, column: _Column, n: int, keep: np.ndarray | None) -> np.ndarray:
+    """PNG / JPEG bytes per row -> uint8 [N, C, H, W] (the kept rows; all of one size); each distinct
+    image of a batch is decoded once, and the total is checked against the limit from the first
+    image's size."""
+    import pyarrow as pa
+
+    k = n if keep is None else len(keep)
     out: np.ndarray | None = None
     at = 0
-    for chunk in _dictionary_chunks(pf, "image", n):
+    for row, values, local in _batches(pf, column, keep):
+        chunk = _kept(values, local)
+        chunk = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        rows_of = np.arange(row, row + len(values)) if local is None else row + local  # file rows, for messages
         if chunk.null_count:
             first = int(np.argmax(chunk.is_null().to_numpy(zero_copy_only=False)))
-            raise EmbeddingsError(f"image {at + first} is missing")
+            raise EmbeddingsError(f"image {int(rows_of[first])} is missing")
         index = chunk.indices.to_numpy().astype(np.int64)
         # the images shown (a dictionary may hold more), the first row of each, and each row's
         used, first_row, inverse = np.unique(index, return_index=True, return_inverse=True)
         decoded: np.ndarray | None = None
-        for j, (k, row) in enumerate(zip(used.tolist(), first_row.tolist(), strict=True)):
-            frame = _decode_image(chunk.dictionary[k].as_py(), at + row)
+        for j, (u, r) in enumerate(zip(used.tolist(), first_row.tolist(), strict=True)):
+            frame = _decode_image(chunk.dictionary[u].as_py(), int(rows_of[r]))
             if out is None:
-                if n * frame.nbytes > MAX_EMBEDDING_IMAGE_BYTES:
-                    raise EmbeddingsError(f"{n:,} images of {' x '.join(map(str, frame.shape))} take "
-                                          f"{_mib(n * frame.nbytes)}; at most {_mib(MAX_EMBEDDING_IMAGE_BYTES)} are read")
-                out = np.empty((n, *frame.shape), np.uint8)
+                if k * frame.nbytes > MAX_EMBEDDING_IMAGE_BYTES:
+                    raise EmbeddingsError(f"{k:,} images of {' x '.join(map(str, frame.shape))} take "
+                                          f"{_mib(k * frame.nbytes)}; at most {_mib(MAX_EMBEDDING_IMAGE_BYTES)} are read")
+                out = np.empty((k, *frame.shape), np.uint8)
             if frame.shape != out.shape[1:]:
                 raise EmbeddingsError("the images have different sizes; give thumbnails of one size")
             if decoded is None:
@@ -638,8 +835,9 @@ def _parquet_images(pf: Any, n: int) -> np.ndarray:
         if decoded is not None:
             out[at:at + len(chunk)] = decoded[inverse.reshape(-1)]
         at += len(chunk)
-    if out is None:
-        raise EmbeddingsError(f"the image column holds no images for the file's {n:,} rows")
+    if out is None or at != k:
+        raise EmbeddingsError(f"the image column holds no images for the file's {n:,} rows" if out is None else
+                              f"the image column holds {at:,} images for the rows read ({k:,})")
     return out
 
 

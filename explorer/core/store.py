@@ -257,7 +257,7 @@ class ModelStore:
             index, origin = np.arange(n), table.origin
             if n > self.max_points:  # the same seeded subset as evaluation images get
                 index = np.sort(np.random.default_rng(0).choice(n, self.max_points, replace=False))
-                origin = f"{table.origin} (a seeded subset of {self.max_points:,})"
+                origin = f"{table.origin} (a seeded subset (seed 0) of {self.max_points:,} of them)"
             zeros = np.zeros(len(index), np.float32)
             latents = LatentsCache(table.latents[index], np.zeros((len(index), d), np.float32), table.labels[index],
                                    zeros, zeros, np.zeros(d, np.float32), None,
