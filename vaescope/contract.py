@@ -447,6 +447,39 @@ class ExplorableModel(Protocol):
 
 
 CONTRACT_METHODS = ("describe", "encode", "decode", "sample", "kl_per_dim")
+GENERATOR_METHODS = ("encode", "decode", "sample", "kl_per_dim")  # all of them, or none (codes only)
+
+
+@runtime_checkable
+class CodeSource(Protocol):
+    """What any map source has: a ``Description`` and a device. Precomputed embeddings (an
+    embeddings file, codes handed to vs.explore) are only this: their codes are all there is."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def describe(self) -> Description: ...
+
+
+@runtime_checkable
+class Generator(CodeSource, Protocol):
+    """A model that encodes and decodes: ``encode``, ``decode``, ``sample`` and ``kl_per_dim`` (see
+    ``ExplorableModel``). The panels that decode, sample or score ask ``generator_of`` for one."""
+
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior: ...
+
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor: ...
+
+    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor: ...
+
+    def kl_per_dim(self, posterior: Posterior) -> Tensor: ...
+
+
+def generator_of(source: object) -> Generator | None:
+    """``source`` when it encodes and decodes (it has every method of ``Generator``), else None:
+    a source of codes only. Whether a model decodes is what it can do, never a flag it sets."""
+    return source if all(callable(getattr(source, m, None)) for m in GENERATOR_METHODS) else None  # type: ignore[return-value]
 
 
 def fill_other_groups(model: object, z: Tensor, group: str) -> Tensor:
@@ -465,8 +498,10 @@ def check_contract(model: object) -> Description:
         >>> check_contract(build_model(ModelConfig(image_shape=(1, 8, 8), latent_dim=2, arch="mlp"))).latent_dim
         2
     """
+    has = [name for name in GENERATOR_METHODS if callable(getattr(model, name, None))]
     missing = [name for name in CONTRACT_METHODS if not callable(getattr(model, name, None))]
-    if missing or not hasattr(model, "device"):
+    codes_only = not has and callable(getattr(model, "describe", None))  # precomputed embeddings
+    if (missing and not codes_only) or not hasattr(model, "device"):
         raise ContractError(f"{type(model).__name__} does not answer the vaescope model contract: it lacks "
                             f"{missing + ([] if hasattr(model, 'device') else ['device'])}; wrap a module with "
                             "vaescope.adapter.adapt (vs.explore does it for objects with encode and decode)")
@@ -474,6 +509,9 @@ def check_contract(model: object) -> Description:
     if not isinstance(description, Description):
         raise ContractError(f"{type(model).__name__}.describe() returned a {type(description).__name__}, "
                             "not a vaescope.contract.Description")
+    if description.decodes != (not codes_only):  # the words must say what the object can do
+        raise ContractError(f"{type(model).__name__}.describe() says decodes={description.decodes}, but it "
+                            f"{'has no' if codes_only else 'has'} encode / decode / sample / kl_per_dim")
     return description
 
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from vaescope.contract import Generator
 from vaescope.errors import InputError
+from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.uploads import ImageError, prepare_image
 from vaescope.explorer.core.values import whole
@@ -43,9 +45,17 @@ class Code:
         return replace(self, y=y)
 
 
+def decoder_of(entry: ModelEntry, what: str = "decode") -> Generator:
+    """The entry's model when it decodes; InputError (there is no decoder) for precomputed codes."""
+    found = entry.generator
+    if found is None:
+        raise InputError(NO_DECODER.format(what=what))
+    return found
+
+
 def decode(entry: ModelEntry, z: np.ndarray, y: int | None) -> np.ndarray:
     """Codes [D] or [M, D] -> images [M, C, H, W] float32 in [0, 1] (one forward pass)."""
-    model, codes = entry.model, np.atleast_2d(np.asarray(z, np.float32))
+    model, codes = decoder_of(entry), np.atleast_2d(np.asarray(z, np.float32))
     with torch.inference_mode():
         zt = torch.from_numpy(codes).to(model.device)
         condition = entry.description.condition.for_class(y, len(codes), model.device)
@@ -55,7 +65,7 @@ def decode(entry: ModelEntry, z: np.ndarray, y: int | None) -> np.ndarray:
 def prior_codes(entry: ModelEntry, n: int, seed: int, condition: int | None = None,
                 temperature: float = 1.0) -> np.ndarray:
     """n codes [n, D] from the model's prior under a seeded generator."""
-    model = entry.model
+    model = decoder_of(entry, "sample")
     generator = torch.Generator(model.device).manual_seed(int(seed))
     with torch.inference_mode():
         return model.sample(n, condition, temperature, generator).float().cpu().numpy()
@@ -103,7 +113,7 @@ def random_code(entry: ModelEntry, y: int | None, seed: int | None = None) -> Co
 
 def encode_image(entry: ModelEntry, data: bytes | np.ndarray, y: int | None, source: str) -> tuple[Code, str]:
     """prepare_image + encode: the posterior mean of an image, and the note of its conversion."""
-    model, description = entry.model, entry.description
+    model, description = decoder_of(entry, "encode"), entry.description
     try:
         x, note = prepare_image(data, description.image_shape, background=entry.background or "dark")
     except ImageError as exc:

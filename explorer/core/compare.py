@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import torch
 
 from vaescope.errors import InputError
-from vaescope.explorer.core.codes import decode, index_code, prior_codes
+from vaescope.explorer.core.codes import decode, decoder_of, index_code, prior_codes
 from vaescope.explorer.core.diagnostics import kl_panel
 from vaescope.explorer.core.dims import dim_info
 from vaescope.explorer.core.interpolation import lerp
@@ -114,8 +114,7 @@ def answer(kind: str, entry: ModelEntry, picks: Sequence[int]) -> Answer:
         return Answer(kind, words, figure=figure)
     if kind not in ACTIONS:
         raise InputError(f"unknown action {kind!r}")
-    if not entry.description.decodes:
-        raise InputError("precomputed embeddings have no decoder: nothing to decode")
+    decoder_of(entry)  # precomputed codes: there is no decoder, nothing to answer with
     last = picks[-1] if picks else 0
     if kind == "samples":
         return Answer(kind, (rows := prior_rows(entry)).note, rows)
@@ -153,8 +152,7 @@ def prior_rows(entry: ModelEntry, seed: int = 0) -> Rows:
     """Prior samples: a row per class (a decoder that takes the class) or per mixture component,
     else four rows of the prior."""
     description = entry.description
-    if not description.decodes:
-        raise InputError("precomputed embeddings have no decoder to sample with")
+    decoder_of(entry, "sample")
     plan = description.condition.prior_rows(description.class_name, component_names(entry), SAMPLE_ROWS_MAX)
     if plan:
         images = [decode(entry, prior_codes(entry, SAMPLE_COLUMNS, seed + k, condition=row.component), row.decoder_class)
@@ -164,7 +162,7 @@ def prior_rows(entry: ModelEntry, seed: int = 0) -> Rows:
         return Rows(np.concatenate(images), SAMPLE_COLUMNS, [row.label for row in plan], f"prior samples, {how}")
     z = prior_codes(entry, SAMPLE_COLUMNS * 4, seed)
     note = "prior samples: codes drawn from p(z), decoded"
-    if not description.has_prior:
+    if not entry.has_prior:
         note += f" ({description.prior_note or 'this model has no prior: codes from N(0, I)'})"
     return Rows(decode(entry, z, None), SAMPLE_COLUMNS, [""] * 4, note, z)
 

@@ -36,7 +36,7 @@ def grid_scale(images: np.ndarray, cell_px: int = GRID_PX) -> int:
 
 
 def diagnostics(entry: ModelEntry) -> Diagnostics:
-    if not entry.description.decodes:
+    if entry.generator is None:
         empty = message_figure("Precomputed embeddings: no model, so no KL to measure.")
         return Diagnostics(entry.description.prior_note, empty,
                            message_figure("Precomputed embeddings: no training history."), None, None)

@@ -60,7 +60,7 @@ def _dim_info(entry: ModelEntry) -> DimInfo:
         return DimInfo(np.arange(d), None, None, None)
     spread = latents.mean.var(axis=0)
     active = active_dims(latents.mean)
-    if entry.description.has_prior and float(latents.kl_per_dim.sum()) > 0:
+    if entry.has_prior and float(latents.kl_per_dim.sum()) > 0:
         return DimInfo(traversal.dimension_order(latents.kl_per_dim), latents.kl_per_dim, spread, active)
     return DimInfo(traversal.dimension_order(spread), None, spread, active)  # no prior: order by spread
 
@@ -100,7 +100,7 @@ def page_dims(entry: ModelEntry, value: object) -> np.ndarray:
 
 def default_range(entry: ModelEntry) -> str:
     """Slider range a model opens with: its prior's, or the data's when it has no prior (an AE)."""
-    return "prior" if entry.description.has_prior or not entry.has_points else "data"
+    return "prior" if entry.has_prior or not entry.has_points else "data"
 
 
 def slider_bounds(entry: ModelEntry, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from vaescope.adapter import SUBSET_SEED
-from vaescope.contract import Condition, Description, Posterior
+from vaescope.contract import Condition, Description
 from vaescope.errors import InputError
 from vaescope.limits import (
     MAX_EMBEDDING_BYTES,
@@ -864,7 +864,8 @@ def _decode_image(data: object, row: int) -> np.ndarray:
 
 # -- the contract without a decoder --------------------------------------------------------------
 class EmbeddingsModel:
-    """Precomputed codes behind the contract: describes itself, decodes nothing (``decodes=False``)."""
+    """Precomputed codes: a ``CodeSource`` (it describes itself) and no ``Generator``: it has no encode,
+    decode or sample, so every panel that needs them shows that there is no decoder."""
 
     def __init__(self, table: EmbeddingTable, name: str) -> None:
         self.table = table
@@ -884,16 +885,3 @@ class EmbeddingsModel:
             condition=Condition(), has_prior=False, decodes=False,
             prior_note="Precomputed embeddings have no prior and no decoder: nothing can be sampled.",
             details=(f"{len(self.table.latents):,} points", "no decoder"))
-
-    def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
-        raise EmbeddingsError(NO_DECODER.format(what="encode"))
-
-    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        raise EmbeddingsError(NO_DECODER.format(what="decode"))
-
-    def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        raise EmbeddingsError(NO_DECODER.format(what="sample"))
-
-    def kl_per_dim(self, posterior: Posterior) -> Tensor:
-        return torch.zeros_like(posterior.mean)

@@ -67,9 +67,9 @@ def color_choices(entry: ModelEntry) -> list[tuple[str, str]]:
     choices = [(COLOR_LABELS["class"], "class")] if entry.has_points and entry.latents.has_labels else []
     if entry.latents is not None and entry.latents.component_probs is not None:
         choices.append((COLOR_LABELS["component"], "component"))
-    if entry.description.decodes:
+    if entry.generator is not None:
         choices.append((COLOR_LABELS["recon"], "recon"))
-    if entry.description.has_prior:
+    if entry.has_prior:
         choices.append((COLOR_LABELS["kl"], "kl"))
     if entry.latents is not None and entry.latents.factors is not None:  # ground truth: shapes' scale, x, ...
         choices += [(f"true factor: {name}", f"factor:{i}") for i, name in enumerate(entry.latents.factor_names)]
@@ -79,7 +79,7 @@ def color_choices(entry: ModelEntry) -> list[tuple[str, str]]:
 def overlay_choices(entry: ModelEntry) -> list[tuple[str, str]]:
     """(label, value) of the prior overlays: none, the whole prior, and each mixture component."""
     condition = entry.description.condition
-    if not entry.description.decodes:  # precomputed codes: there is no prior to draw from
+    if entry.generator is None:  # precomputed codes: there is no prior to draw from
         return [("none", "none")]
     return condition.overlays(component_names(entry))
 

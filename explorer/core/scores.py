@@ -20,6 +20,7 @@ import torch
 from vaescope.bounds import reconstruct
 from vaescope.contract import likelihood_of
 from vaescope.errors import InputError
+from vaescope.explorer.core.codes import decoder_of
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.corruption import CORRUPTIONS, check_corruption, corrupt
 
@@ -51,8 +52,8 @@ def score_kinds(entry: ModelEntry) -> list[ScoreKind]:
     out-of-distribution detection with likelihood-based generative models": the model's code length
     in bits minus the image's PNG-compressed length, so that simple images stop looking likely)."""
     recon = ScoreKind(RECON, "reconstruction error", "the model rebuilds the image badly")
-    likelihood = likelihood_of(entry.model) if entry.description.decodes else None
-    if not entry.description.has_prior or likelihood is None:
+    likelihood = likelihood_of(entry.generator) if entry.generator is not None else None
+    if not entry.has_prior or likelihood is None:
         return [recon]
     return [ScoreKind(ELBO, f"−ELBO (nats, {likelihood.name} likelihood)", "the model explains the image badly"),
             recon,
@@ -93,9 +94,7 @@ def score_table(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None
                 batch_size: int = 512) -> dict[str, np.ndarray]:
     """Every score the model gives (``score_kinds``), key -> [N], for images [N, C, H, W] (uint8, or
     float in [0, 1]), from one pass through the model; higher is more unusual."""
-    if not entry.description.decodes:
-        raise InputError("precomputed embeddings have no model to score images with")
-    model, description = entry.model, entry.description
+    model, description = decoder_of(entry, "score images with"), entry.description
     keys = [kind.key for kind in score_kinds(entry)]
     likelihood = likelihood_of(model) if ELBO in keys else None
     x_all = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
@@ -219,9 +218,7 @@ def denoise(entry: ModelEntry, clean: np.ndarray, kind: str, level: float, seed:
         check_corruption(kind, level)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if not entry.description.decodes:
-        raise InputError("precomputed embeddings have no model to denoise with")
-    model, description = entry.model, entry.description
+    model, description = decoder_of(entry, "denoise with"), entry.description
     x = torch.from_numpy(np.asarray(clean, np.float32)[None]).to(model.device)
     noisy = corrupt(x, kind, float(level), torch.Generator(model.device).manual_seed(int(seed)))
     y = description.condition.for_class(label, 1, model.device)

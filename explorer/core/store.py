@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vaescope.bundle import is_bundle, load_bundle
-from vaescope.contract import Description, ExplorableModel, check_contract
+from vaescope.contract import Description, ExplorableModel, Generator, check_contract, generator_of
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
 from vaescope.explorer.core.embeddings import EmbeddingsModel, EmbeddingTable
@@ -81,6 +81,20 @@ class ModelEntry:
     def dataset_name(self) -> str:
         """The training dataset's name, when the model says."""
         return str((self.meta.dataset or {}).get("name", "")) if self.meta is not None else ""
+
+    @property
+    def generator(self) -> Generator | None:
+        """The model when it encodes and decodes; None for precomputed codes. The one place the
+        explorer asks what a source can do: panels that decode show or hide by it, and
+        ``codes.decode`` / ``codes.prior_codes`` refuse without it."""
+        return generator_of(self.model)
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model's ``sample`` draws from a prior it was trained towards (not an AE's
+        stand-in N(0, I)): the map's prior overlay, the KL colouring, the slider range and the
+        −ELBO score follow it."""
+        return self.generator is not None and self.description.has_prior
 
     @property
     def has_points(self) -> bool:

@@ -71,9 +71,9 @@ class AnomalyPanel:
                 self.score_btn, self.compare_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
-        others = ood_datasets(entry, self.ctx.store.data_dir) if entry.description.decodes else []
+        others = ood_datasets(entry, self.ctx.store.data_dir) if entry.generator is not None else []
         first = preferred_ood(entry, self.ctx.store.data_dir) if others else None
-        note = "" if entry.description.decodes else f"**{short_name(entry)}** has no decoder: nothing scores images."
+        note = "" if entry.generator is not None else f"**{short_name(entry)}** has no decoder: nothing scores images."
         return {self.note: note, self.histogram: None, self.typical: None, self.unusual: None, self.upload_note: "",
                 self.other: gr.Dropdown(choices=others, value=first),
                 self.compare_note: ""} | decoder_buttons(entry, [self.score_btn, self.compare_btn])

@@ -155,7 +155,7 @@ def decoder_buttons(entry: ModelEntry, buttons: Iterable[Any]) -> dict[Any, Any]
     """Updates that enable ``buttons`` (the ones that need a decoder) for a model that decodes and
     disable them for one that does not (precomputed embeddings): a button that cannot work is never
     pressable, so nothing raises behind it."""
-    return {button: gr.Button(interactive=entry.description.decodes) for button in buttons}
+    return {button: gr.Button(interactive=entry.generator is not None) for button in buttons}
 
 
 def display_of(entry: ModelEntry) -> str:

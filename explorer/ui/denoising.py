@@ -58,7 +58,7 @@ class DenoisingPanel:
         return [self.clean, self.corrupted, self.rebuilt, self.note, self.curve, self.index, self.index_btn, self.curve_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
-        note = "" if entry.description.decodes else f"**{short_name(entry)}** has no decoder: nothing to denoise with."
+        note = "" if entry.generator is not None else f"**{short_name(entry)}** has no decoder: nothing to denoise with."
         return {self.clean: None, self.corrupted: None, self.rebuilt: None, self.note: note, self.curve: None,
                 self.index: gr.Number(value=0, maximum=len(entry.latents) - 1 if entry.has_points else 0)} | \
             decoder_buttons(entry, [self.index_btn, self.curve_btn])

@@ -105,7 +105,7 @@ class InterpolationPanel:
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         cleared: dict[Any, Any] = {c: None for c in [*self.original.values(), *self.recon.values(), self.gif_view,
                                                      self.gif]}
-        info = "" if entry.description.decodes else f"**{short_name(entry)}** · {NO_DECODER.format(what='interpolate')}."
+        info = "" if entry.generator is not None else f"**{short_name(entry)}** · {NO_DECODER.format(what='interpolate')}."
         return cleared | {self.strip: gr.Image(value=None, label="Decoded path (A → B); the path is drawn on the map"),
                           self.info: info, self.path_json: json.dumps({"points": []})} | \
             decoder_buttons(entry, self.decoder_buttons())

@@ -143,11 +143,11 @@ class MapPanel:
         if data.get("kind") == "point":
             code = point_code(entry, data.get("index"))
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
-            if not entry.description.decodes:  # precomputed codes: the item itself, nothing to decode
+            if entry.generator is None:  # precomputed codes: the item itself, nothing to decode
                 session.update(version, picked=code)
                 return {self.picked_original: None if code.image is None else big(entry, code.image, 150),
                         self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct"}
-        elif not entry.description.decodes:
+        elif entry.generator is None:
             return {}
         elif view.projection.invertible and view.projection.dims == 2:
             x, y = _number(data.get("x")), _number(data.get("y"))

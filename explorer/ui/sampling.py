@@ -65,7 +65,7 @@ class SamplingPanel:
         names = description.class_names or tuple(str(i) for i in range(description.condition.size))
         choices = [(name, i) for i, name in enumerate(names)]
         note = "" if choices else f"**{short_name(entry)}** has no classes to sample from."
-        if not description.decodes:
+        if entry.generator is None:
             note = f"**{short_name(entry)}** · {NO_DECODER.format(what='sample')}."
         return {self.cls: gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
                 self.note: note,

@@ -157,7 +157,7 @@ class SidePanel:
             return {}, line
         code = index_code(entry, index)
         updates: dict[Any, Any] = {self.overlays: self.overlay_json(pair, {"you are here": [code.z]})}
-        if entry.description.decodes:
+        if entry.generator is not None:
             updates[self.recon] = big(entry, decode(entry, code.z, code.y)[0], PICK_PX)
         return updates, line
 

@@ -129,7 +129,7 @@ class TraversalPanel:
         return [self.index_btn, self.random_btn, self.reset_btn, self.sketch_btn, self.grid_btn]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
-        if not entry.description.decodes:
+        if entry.generator is None:
             return self._no_decoder(entry, session)
         condition = entry.description.condition
         names = entry.description.class_names or tuple(str(i) for i in range(condition.size))
