@@ -15,7 +15,7 @@ from PIL import Image
 from serving import serving
 
 from vaescope.explorer.core import scores
-from vaescope.explorer.core.store import ModelStore
+from vaescope.explorer.core.store import Derived, ModelStore
 from vaescope.explorer.ui.app import build_app
 
 
@@ -88,7 +88,7 @@ def test_a_model_that_declares_no_likelihood_is_scored_by_reconstruction_error(s
                 raise AttributeError(name)
             return getattr(self.inner, name)
 
-    bare = type(entry)(**{**entry.__dict__, "model": NoLikelihood(entry.model), "memo": {}})
+    bare = type(entry)(**{**entry.__dict__, "model": NoLikelihood(entry.model), "derived": Derived()})
     assert scores.score_kind(bare).name == "reconstruction error"
     images = entry.latents.images[:10]
     x = torch.from_numpy(images.astype(np.float32) / 255)

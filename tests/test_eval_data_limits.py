@@ -28,10 +28,9 @@ def test_a_folder_too_large_at_the_declared_size_is_refused_before_decoding(pets
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(evaldata, "MAX_EVAL_DATA_BYTES", 100_000)  # 20 files x 3 x 64 x 64 = 245,760 bytes
     monkeypatch.setattr(datasets, "_load_image", lambda *a: pytest.fail("an image was decoded"))
-    found = evaldata.resolve_eval_data({"name": "folder:pets", "image_shape": [3, 64, 64]}, {}, pets,
-                                       folders_allowed=True)
-    assert isinstance(found, str)
-    assert "holds 20 image files: at 64 px they take 0.2 MiB, more than the 0.1 MiB read here" in found
+    with pytest.raises(evaldata.NoEvalData, match="holds 20 image files: at 64 px they take 0.2 MiB, more than "
+                                                  "the 0.1 MiB read here"):
+        evaldata.resolve_eval_data({"name": "folder:pets", "image_shape": [3, 64, 64]}, {}, pets, folders_allowed=True)
 
 
 def test_a_folder_within_the_limit_is_read(pets: Path) -> None:

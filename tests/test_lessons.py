@@ -192,7 +192,7 @@ def test_each_lesson_opens_from_its_link(page: object, shelf: ModelStore, name: 
             if set(lesson.actions) & {"kl", "timeline"}:
                 page.wait_for_selector(f"#compare-chart-{side} .js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
         if "timeline" in lesson.actions:  # the animation has a frame per recorded moment
-            expected_frames = shelf.open_name(lesson.models[0]).memo["record"].codes.shape[0]
+            expected_frames = shelf.open_name(lesson.models[0]).derived.record.codes.shape[0]
             page.wait_for_function(  # type: ignore[attr-defined]  # plotly adds the frames after the first draw
                 "(n) => { const gd = document.querySelector('#compare-chart-a .js-plotly-plot');"
                 " return gd && gd._transitionData && gd._transitionData._frames.length === n; }",

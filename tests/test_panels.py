@@ -17,7 +17,7 @@ from vaescope.explorer.core.codes import decode, index_code, random_code
 from vaescope.explorer.core.diagnostics import diagnostics, kl_panel
 from vaescope.explorer.core.dims import SLIDERS, dim_info, nice_bounds, slider_bounds
 from vaescope.explorer.core.maps import subsample
-from vaescope.explorer.core.store import ModelStore
+from vaescope.explorer.core.store import Derived, ModelStore
 from vaescope.explorer.core.uploads import sketch_to_rgb
 from vaescope.explorer.ui.app import build_app
 from vaescope.explorer.ui.state import Session
@@ -89,7 +89,7 @@ def switched(app, name: str) -> tuple[Session, object]:
 def test_slider_moves_reuse_the_dimension_order(app, monkeypatch: pytest.MonkeyPatch) -> None:
     """An AE orders its dims by the spread of all its codes: computed once, not on every move."""
     session, entry = switched(app, "tiny-ae.safetensors")
-    entry.memo.clear()
+    entry.derived = Derived()
     computed = []
     real = dims_module._dim_info
     monkeypatch.setattr(dims_module, "_dim_info", lambda e: computed.append(e.key) or real(e))
@@ -169,7 +169,7 @@ def test_a_result_computed_for_the_previous_model_is_dropped(app, monkeypatch: p
 
 def test_mixture_slider_bounds_sample_the_prior_once(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = store.open_name("tiny-gmvae.safetensors")
-    entry.memo.clear()
+    entry.derived = Derived()
     model, draws = entry.model, []
     real = model.sample
     monkeypatch.setattr(model, "sample", lambda n, *a, **k: draws.append(n) or real(n, *a, **k))

@@ -16,7 +16,7 @@ from PIL import Image
 from vaescope.devices import pick_device
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import choose_default, list_checkpoints, resolve_checkpoint
-from vaescope.explorer.core.evaldata import EvalData, load_eval_images
+from vaescope.explorer.core.evaldata import EvalData, NoEvalData, load_eval_images
 from vaescope.explorer.core.latents import LatentsCache, encode_dataset
 from vaescope.explorer.core.store import ModelStore
 from vaescope.explorer.core.uploads import ImageError, dataset_background, prepare_image
@@ -254,10 +254,10 @@ def test_load_eval_images_digits_and_unknown() -> None:
     data = load_eval_images({"name": "digits", "image_shape": [1, 8, 8]})
     assert isinstance(data, EvalData) and data.images.shape == (300, 1, 8, 8) and data.images.dtype == np.uint8
     assert data.labels.shape == (300,)
-    msg = load_eval_images({"name": "no-such-dataset", "image_shape": [1, 8, 8]})
-    assert isinstance(msg, str) and "no-such-dataset" in msg
-    msg = load_eval_images({"name": "digits", "image_shape": [1, 28, 28]})
-    assert isinstance(msg, str) and "shape" in msg
+    with pytest.raises(NoEvalData, match="'no-such-dataset' could not be loaded"):
+        load_eval_images({"name": "no-such-dataset", "image_shape": [1, 8, 8]})
+    with pytest.raises(NoEvalData, match=r"has images of shape \[1, 8, 8\] but the model was trained on \[1, 28, 28\]"):
+        load_eval_images({"name": "digits", "image_shape": [1, 28, 28]})
 
 
 @pytest.mark.parametrize("model_type", ["ae", "vae", "cvae", "gmvae"])

@@ -1,5 +1,5 @@
 """What the sliders need to know about a model's latent dimensions: their order, how much each one
-is used, and their ranges. Computed once per model (``entry.memo``): a slider move asks every time.
+is used, and their ranges. Computed once per model (``entry.derived``): a slider move asks every time.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class DimInfo:
 
 def dim_info(entry: ModelEntry) -> DimInfo:
     """The dimension order and scores of a model, computed once per entry."""
-    memo = entry.memo.get("dim_info")
-    if memo is None:
-        memo = entry.memo["dim_info"] = _dim_info(entry)
-    return memo
+    derived = entry.derived
+    if derived.dim_info is None:
+        derived.dim_info = _dim_info(entry)
+    return derived.dim_info
 
 
 def _dim_info(entry: ModelEntry) -> DimInfo:
@@ -107,10 +107,10 @@ def slider_bounds(entry: ModelEntry, mode: str) -> tuple[np.ndarray, np.ndarray]
     """Per-dim (lo, hi): the data's min-max, or the prior's 0.13 % / 99.87 % quantiles (± 3 sd of a
     standard normal). Computed once per entry and mode."""
     mode = "data" if mode == "data" and entry.has_points else "prior"
-    memo = entry.memo.get(("slider_bounds", mode))
-    if memo is None:
-        memo = entry.memo[("slider_bounds", mode)] = _slider_bounds(entry, mode)
-    return memo
+    kept = entry.derived.slider_bounds
+    if mode not in kept:
+        kept[mode] = _slider_bounds(entry, mode)
+    return kept[mode]
 
 
 def _slider_bounds(entry: ModelEntry, mode: str) -> tuple[np.ndarray, np.ndarray]:

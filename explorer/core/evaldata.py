@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from vaescope.errors import InputError
 from vaescope.explorer.core.latents import to_uint8
 from vaescope.limits import MAX_EVAL_DATA_BYTES
+
+
+class NoEvalData(InputError):
+    """Why a model has no evaluation images on this server (the map then says so instead)."""
+
 
 MAX_NAME_CHARS = 512  # a dataset name longer than this is not a name
 DATASET_CACHE = 4  # evaluation datasets kept in memory, least recently used dropped
@@ -80,9 +86,9 @@ def _seed(train_config: Any) -> int:
 
 
 def resolve_eval_data(dataset: Any, train_config: Any, data_dir: str | Path | None,
-                      folders_allowed: bool) -> EvalData | str:
-    """The test split of the dataset a checkpoint names, among the datasets this server knows; else
-    a message saying why there are none (the caller carries on without a map).
+                      folders_allowed: bool) -> EvalData:
+    """The test split of the dataset a checkpoint names, among the datasets this server knows;
+    NoEvalData saying why there are none otherwise (the caller carries on without a map).
 
     ``data_dir`` is the operator's data folder (None: the default). ``folders_allowed``: image
     folders are read only when the operator named ``data_dir``, and only inside it.
@@ -92,24 +98,24 @@ def resolve_eval_data(dataset: Any, train_config: Any, data_dir: str | Path | No
     block = dataset if isinstance(dataset, dict) else {}
     name = block.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
-        return "the model names no dataset"
+        raise NoEvalData("the model names no dataset")
     shape, seed = _shape(block), _seed(train_config)
     root = Path(data_dir or datasets.DEFAULT_DATA_DIR).expanduser()
     if name.startswith(datasets.FOLDER_PREFIX):
         inside = _folder_inside(name[len(datasets.FOLDER_PREFIX):], root) if folders_allowed and data_dir else None
         if inside is None:
-            return (f"its dataset is an image folder ({name[:80]!r}), and this server reads image folders only "
+            raise NoEvalData(f"its dataset is an image folder ({name[:80]!r}), and this server reads image folders only "
                     "inside the folder given with --data-dir")
         return _load(f"{datasets.FOLDER_PREFIX}{inside}", root, shape, seed)
     source = next((s for s in datasets.IDX_SOURCES if s.name == name), None)
     if source is not None:
         if datasets._find_idx_files(source.search_dirs(root)) is None:  # never a download for a model's dataset
-            return (f"dataset {name!r} is not on this server (no download is started for a model's dataset; "
+            raise NoEvalData(f"dataset {name!r} is not on this server (no download is started for a model's dataset; "
                     f"the operator can put its files in the data folder)")
         return _load(name, root, shape, seed)
     if name in datasets.DATASETS:
         return _load(name, root, shape, seed)
-    return f"dataset {name[:80]!r} is not one this server knows"
+    raise NoEvalData(f"dataset {name[:80]!r} is not one this server knows")
 
 
 def _folder_inside(path: str, root: Path) -> Path | None:
@@ -121,27 +127,33 @@ def _folder_inside(path: str, root: Path) -> Path | None:
         return None
 
 
-_CACHE: OrderedDict[tuple, EvalData | str] = OrderedDict()
+_CACHE: OrderedDict[tuple, EvalData | NoEvalData] = OrderedDict()  # a refusal is kept too
 _CACHE_LOCK = threading.Lock()
 
 
-def _load(name: str, root: Path, shape: tuple[int, ...] | None, seed: int) -> EvalData | str:
-    """Load a known dataset's test split (an LRU of DATASET_CACHE datasets)."""
+def _load(name: str, root: Path, shape: tuple[int, ...] | None, seed: int) -> EvalData:
+    """Load a known dataset's test split (an LRU of DATASET_CACHE datasets, refusals included)."""
     key = (name, str(root), shape, seed)
     with _CACHE_LOCK:
-        if key in _CACHE:
+        found = _CACHE.get(key)
+        if found is not None:
             _CACHE.move_to_end(key)
-            return _CACHE[key]
-    found = load_eval_images({"name": name, "image_shape": list(shape) if shape else None}, root, seed)
-    with _CACHE_LOCK:
-        _CACHE[key] = found
-        while len(_CACHE) > DATASET_CACHE:
-            _CACHE.popitem(last=False)
+    if found is None:
+        try:
+            found = load_eval_images({"name": name, "image_shape": list(shape) if shape else None}, root, seed)
+        except NoEvalData as refused:
+            found = refused
+        with _CACHE_LOCK:
+            _CACHE[key] = found
+            while len(_CACHE) > DATASET_CACHE:
+                _CACHE.popitem(last=False)
+    if isinstance(found, NoEvalData):
+        raise NoEvalData(str(found))
     return found
 
 
-def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None, seed: int = 0) -> EvalData | str:
-    """The test split of a (trusted) dataset block, or a message saying why it cannot be had."""
+def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None, seed: int = 0) -> EvalData:
+    """The test split of a (trusted) dataset block; NoEvalData saying why it cannot be had."""
     from vaescope.training.data import (  # imported here: heavy, only on demand
         DatasetError,
         load_dataset,
@@ -150,15 +162,15 @@ def load_eval_images(dataset: dict[str, Any], data_dir: str | Path | None = None
     name = dataset.get("name")
     shape = tuple(dataset.get("image_shape") or ())
     if not name:
-        return "the checkpoint names no dataset"
+        raise NoEvalData("the checkpoint names no dataset")
     try:
         data = load_dataset(name, data_dir=data_dir, image_size=int(shape[-1]) if shape else 64, seed=seed,
                             max_bytes=MAX_EVAL_DATA_BYTES)
     except (DatasetError, OSError, ValueError, ImportError) as exc:
-        return f"dataset {str(name)[:80]!r} could not be loaded: {exc}"
+        raise NoEvalData(f"dataset {str(name)[:80]!r} could not be loaded: {exc}") from None
     images = data.test.images.numpy()
     if shape and tuple(images.shape[1:]) != shape:
-        return (f"dataset {name!r} has images of shape {list(images.shape[1:])} but the model was "
+        raise NoEvalData(f"dataset {name!r} has images of shape {list(images.shape[1:])} but the model was "
                 f"trained on {list(shape)}")
     shown = name if not name.startswith("folder:") else "its image folder"
     factors = data.test.factors

@@ -204,7 +204,7 @@ def _record(entry: ModelEntry):  # noqa: ANN202
     from vaescope.explorer.core.timeline import training_timeline
 
     training_timeline(entry)  # reads and keeps the record (an InputError when there is none)
-    return entry.memo["record"]
+    return entry.derived.record
 
 
 def explain_forming(entries: list[ModelEntry], _: Shelf) -> str:
@@ -250,9 +250,9 @@ def explain_denoising(entries: list[ModelEntry], _: Shelf) -> str:
 def _breakdown(entry: ModelEntry) -> tuple[list[float], list[float], list[float]]:
     from vaescope.explorer.core.scores import breakdown_curve
 
-    if "breakdown" not in entry.memo:
-        entry.memo["breakdown"] = breakdown_curve(entry, "gaussian")
-    return entry.memo["breakdown"]
+    if entry.derived.breakdown is None:
+        entry.derived.breakdown = breakdown_curve(entry, "gaussian")
+    return entry.derived.breakdown
 
 
 def explain_anomaly(entries: list[ModelEntry], shelf: Shelf) -> str:

@@ -1,7 +1,7 @@
 """Numbers measured on loaded models, for the claims a lesson makes: nothing a lesson says is typed in.
 
 Each function takes ``ModelEntry``s (a model and its encoded evaluation images) and returns plain
-floats; the expensive ones are kept in ``entry.memo``.
+floats; the expensive ones are kept in ``entry.derived``.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ NEIGHBOURS, SURE = 10, 8
 
 
 def pixel_probe(entry: ModelEntry) -> Probe:
-    """The nearest-neighbour probe of the model's evaluation images; kept in the entry's memo."""
-    if "pixel_probe" not in entry.memo:
+    """The nearest-neighbour probe of the model's evaluation images; kept in ``entry.derived``."""
+    if entry.derived.pixel_probe is None:
         x, y = _images(entry)
         fit = KNeighborsClassifier(NEIGHBOURS).fit(x[0::2], y[0::2])
         held_x, held_y = x[1::2], y[1::2]
         sure = fit.predict_proba(held_x).max(1) >= SURE / NEIGHBOURS
-        entry.memo["pixel_probe"] = Probe(fit, float(fit.score(held_x, held_y)), float(sure.mean()))
-    return entry.memo["pixel_probe"]
+        entry.derived.pixel_probe = Probe(fit, float(fit.score(held_x, held_y)), float(sure.mean()))
+    return entry.derived.pixel_probe
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,13 @@ def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -
     distance of a path point to its nearest evaluation code, over the typical distance between an
     evaluation code and its nearest neighbour (about 1: the path stays among the data)."""
     codes = entry.latents.mean
-    tree = entry.memo.get("code_tree")
-    if tree is None:
-        tree = entry.memo["code_tree"] = cKDTree(codes)
-    typical = entry.memo.get("neighbour_distance")
-    if typical is None:
-        typical = entry.memo["neighbour_distance"] = float(np.median(tree.query(codes, k=2)[0][:, 1]))
+    derived = entry.derived
+    if derived.code_tree is None:
+        derived.code_tree = cKDTree(codes)
+    tree = derived.code_tree
+    if derived.neighbour_distance is None:
+        derived.neighbour_distance = float(np.median(tree.query(codes, k=2)[0][:, 1]))
+    typical = derived.neighbour_distance
     path = lerp(index_code(entry, start).z, index_code(entry, end).z, steps)
     return float(tree.query(path, k=1)[0].max() / max(typical, 1e-12))
 
@@ -159,12 +160,12 @@ def factor_mig(entry: ModelEntry) -> tuple[float, dict[str, float]] | None:
     latents = entry.latents
     if latents is None or latents.factors is None:
         return None
-    if "mig" not in entry.memo:
+    if entry.derived.mig is None:
         from vaescope.training.metrics import mig
 
         score, per_factor = mig(latents.mean, latents.factors)
-        entry.memo["mig"] = (float(score), {name: float(v) for name, v in zip(latents.factor_names, per_factor, strict=True)})
-    return entry.memo["mig"]
+        entry.derived.mig = (float(score), {name: float(v) for name, v in zip(latents.factor_names, per_factor, strict=True)})
+    return entry.derived.mig
 
 
 OOD_IMAGES = 1_000  # evaluation images of each side scored for the likelihood lesson (a seeded subset)
@@ -174,11 +175,11 @@ def ood_aurocs(model: ModelEntry, other: ModelEntry) -> dict[str, float]:
     """How well each of ``model``'s anomaly scores (``scores.score_kinds``) tells ``other``'s
     evaluation images (resized to ``model``'s) from ``model``'s own: score key -> AUROC (1 perfect,
     0.5 chance, below 0.5 the other data looks *more* likely). On seeded subsets of OOD_IMAGES each;
-    kept in ``model.memo``."""
+    kept in ``model.derived``."""
     from vaescope.explorer.core.scores import auroc, resize_images, score_kinds, score_table
 
-    key = ("ood_aurocs", other.key)
-    if key not in model.memo:
+    key, kept = other.key, model.derived.ood_aurocs
+    if key not in kept:
         for entry in (model, other):
             if not entry.has_points or entry.latents.images is None:
                 raise InputError(f"{entry.name} has no evaluation images to score")
@@ -191,5 +192,5 @@ def ood_aurocs(model: ModelEntry, other: ModelEntry) -> dict[str, float]:
 
         inside = score_table(model, subset(model))
         outside = score_table(model, resize_images(subset(other), model.description.image_shape))
-        model.memo[key] = {kind.key: auroc(inside[kind.key], outside[kind.key]) for kind in score_kinds(model)}
-    return model.memo[key]
+        kept[key] = {kind.key: auroc(inside[kind.key], outside[kind.key]) for kind in score_kinds(model)}
+    return kept[key]

@@ -125,13 +125,13 @@ def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | Non
 
 def test_scores(entry: ModelEntry, score: str | None = None) -> np.ndarray:
     """Scores [N] of the model's evaluation images, computed once per model and score."""
-    key = ("anomaly_scores", score_kind(entry, score).key)
-    memo = entry.memo.get(key)
-    if memo is None:
+    key = score_kind(entry, score).key
+    kept = entry.derived.anomaly_scores
+    if key not in kept:
         if not entry.has_points or entry.latents.images is None:
             raise InputError(f"no evaluation images to score: {entry.data_note or 'none were given'}")
-        memo = entry.memo[key] = score_images(entry, entry.latents.images, entry.latents.labels, score=score)
-    return memo
+        kept[key] = score_images(entry, entry.latents.images, entry.latents.labels, score=key)
+    return kept[key]
 
 
 def percentile(scores: np.ndarray, value: float) -> float:

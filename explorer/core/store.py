@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from vaescope.contract import Description, ExplorableModel, Generator, check_con
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
 from vaescope.explorer.core.embeddings import EmbeddingsModel, EmbeddingTable
-from vaescope.explorer.core.evaldata import EvalData, resolve_eval_data
+from vaescope.explorer.core.evaldata import EvalData, NoEvalData, resolve_eval_data
 from vaescope.explorer.core.latents import LatentsCache, encode_dataset
 from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.uploads import dataset_background
@@ -41,9 +41,34 @@ from vaescope.training.checkpoint import (
     read_sample,
 )
 
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
+
+    from vaescope.explorer.core.dims import DimInfo
+    from vaescope.explorer.core.measures import Probe
+    from vaescope.training.embedded import Record
+
 Progress = Callable[[float, str], None]
 EmbeddedSample = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # images, labels, factors
 log = logging.getLogger("vaescope.explorer")
+
+
+@dataclass
+class Derived:
+    """What the views derive once from a model and its evaluation codes, each field filled by the
+    function that computes it on first use (named beside it) and kept for the entry's life."""
+
+    dim_info: DimInfo | None = None  # dims.dim_info: the dimensions' order and scores
+    slider_bounds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # dims.slider_bounds, by range
+    anomaly_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scores.test_scores, by score key
+    ood_aurocs: dict[str, dict[str, float]] = field(default_factory=dict)  # measures.ood_aurocs, by the other's key
+    pixel_probe: Probe | None = None  # measures.pixel_probe
+    code_tree: cKDTree | None = None  # measures.path_gap: a KD-tree of the evaluation codes
+    neighbour_distance: float | None = None  # measures.path_gap: the median distance to the nearest code
+    mig: tuple[float, dict[str, float]] | None = None  # measures.factor_mig
+    record: Record | None = None  # timeline.training_timeline: the checkpoint's training record ...
+    record_read: bool = False  # ... once it was looked for (None then means the file has none)
+    breakdown: tuple[list[float], list[float], list[float]] | None = None  # lessons: the denoising curve
 
 
 @dataclass
@@ -60,9 +85,9 @@ class ModelEntry:
     meta: CheckpointMeta | None = None  # a checkpoint's history, metrics and dataset block
     background: str | None = None  # "dark" / "light" background of the evaluation images
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    # What the views derive from the model and latents alone (dimension order, slider bounds),
-    # computed on first use: a slider move must not recompute a variance over 70k codes.
-    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # What the views derive from the model and latents alone, computed on first use: a slider move
+    # must not recompute a variance over 70k codes.
+    derived: Derived = field(default_factory=lambda: Derived(), repr=False)
     path: Path | None = None  # the file it was read from (None: a model handed over in-process)
 
     @property
@@ -248,12 +273,13 @@ class ModelStore:
             with self._lock:
                 if key in self._pinned:
                     return self._pinned[key]
-            data: EvalData | str | None = source.data
+            data, note = source.data, "" if source.data is not None else "no evaluation images were given with this model"
             if data is None and source.meta is not None:  # a loaded checkpoint: its own dataset
-                data = self._eval_images(source.meta)
-            note = data if isinstance(data, str) else "" if data is not None else \
-                "no evaluation images were given with this model"
-            data = data.subset(self.max_points) if isinstance(data, EvalData) else None
+                try:
+                    data, note = self._eval_images(source.meta), ""
+                except NoEvalData as why:
+                    note = str(why)
+            data = data.subset(self.max_points) if data is not None else None
             entry = self._entry(key, source.name, source.model, source.meta, data, note, progress)
             with self._lock:
                 self._pinned[key] = entry
@@ -291,12 +317,12 @@ class ModelStore:
         else:
             model, meta = load_checkpoint(path, self.device)  # validates; CheckpointError names the file
             sample = lambda: read_sample(path)  # noqa: E731  # read only when the dataset is not here
-        data = self._eval_images(meta, sample)
         try:
-            if isinstance(data, str):
-                entry = self._entry(digest, name, model, meta, None, data, progress)
-            else:
-                entry = self._entry(digest, name, model, meta, data.subset(self.max_points), "", progress)
+            data, note = self._eval_images(meta, sample).subset(self.max_points), ""
+        except NoEvalData as why:
+            data, note = None, str(why)
+        try:
+            entry = self._entry(digest, name, model, meta, data, note, progress)
         except InputError as exc:  # e.g. weights that give NaN: name the file
             raise CheckpointError(path, str(exc)) from None
         entry.path = path
@@ -313,17 +339,18 @@ class ModelStore:
         return ModelEntry(key, name, model, description, latents, note, data.origin if data else "", meta,
                           dataset_background(latents.images) if latents is not None else None)
 
-    def _eval_images(self, meta: Any, sample: Callable[[], EmbeddedSample | None] = lambda: None) -> EvalData | str:
+    def _eval_images(self, meta: Any, sample: Callable[[], EmbeddedSample | None] = lambda: None) -> EvalData:
         """The model's dataset, resolved among the datasets this server knows (a file's dataset
         block is a hint from outside: see ``evaldata.resolve_eval_data``); else the sample the file
-        carries (``sample()`` reads it, checked); else why there are no evaluation images."""
-        found = resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
-                                  folders_allowed=self.data_dir is not None)
-        if isinstance(found, EvalData):
-            return found
-        embedded = sample()
-        if embedded is None:
-            return found
+        carries (``sample()`` reads it, checked); else NoEvalData saying why there are none."""
+        try:
+            return resolve_eval_data(meta.dataset, meta.train_config, self.data_dir,
+                                     folders_allowed=self.data_dir is not None)
+        except NoEvalData as why:
+            found = str(why)
+            embedded = sample()
+            if embedded is None:
+                raise
         images, labels, factors = embedded
         names = tuple(meta.dataset.get("factor_names") or ()) if factors is not None else ()
         return EvalData(images, labels, f"the {len(images):,} images embedded in the file ({found})",

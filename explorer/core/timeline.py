@@ -102,11 +102,13 @@ def _name(label: int, class_names: Sequence[str]) -> str:
 def training_timeline(entry: ModelEntry) -> tuple[go.Figure, str]:
     """The animated map of the record ``entry``'s checkpoint carries, and a sentence on it; an
     InputError when it has none."""
-    if "record" not in entry.memo:
+    derived = entry.derived
+    if not derived.record_read:
         from vaescope.training.checkpoint import read_record
 
-        entry.memo["record"] = read_record(entry.path) if entry.path is not None and not _is_bundle(entry) else None
-    record = entry.memo["record"]
+        derived.record = read_record(entry.path) if entry.path is not None and not _is_bundle(entry) else None
+        derived.record_read = True
+    record = derived.record
     if record is None:
         raise InputError("this checkpoint carries no training record (train with latent-train --record N to keep one)")
     frames, points, dims = record.codes.shape
