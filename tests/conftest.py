@@ -1,28 +1,32 @@
-"""Shared fixtures: tiny seeded checkpoints of every model family, trained in seconds on sklearn digits.
+"""Shared fixtures: tiny seeded checkpoints of every model family, trained in seconds on sklearn
+digits by the real trainer (``vaescope.training.train.train``), so every number in them (history,
+metrics, active units, cluster accuracy) is one a real run measured.
 
-The models are 8x8 MLPs with a 4-d latent space, trained for a few dozen Adam steps: enough for
-reconstructions to resemble digits and for the explorer's code paths to see real numbers.
+The models are 8x8 MLPs with a 4-d latent space, trained for 25 short epochs (about 300 Adam
+steps): enough for reconstructions to resemble digits and for the explorer's code paths to see
+real numbers.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from vaescope.training.checkpoint import CheckpointMeta, save_checkpoint
+from vaescope.training.checkpoint import CheckpointMeta, load_checkpoint
 from vaescope.training.config import ModelConfig, TrainConfig
 from vaescope.training.data import load_digits
-from vaescope.training.metrics import active_units
-from vaescope.training.models import LatentModel, build_model
+from vaescope.training.models import LatentModel
 
 MODEL_TYPES = ("ae", "vae", "cvae", "gmvae")
 TINY_SHAPE = (1, 8, 8)
 TINY_LATENT = 4
+TINY_EPOCHS = 25  # of ~12 batches of 128 digits each: about 300 Adam steps
 
 
 def tiny_config(model_type: str) -> ModelConfig:
@@ -32,58 +36,48 @@ def tiny_config(model_type: str) -> ModelConfig:
                        options={"components": 10} if model_type == "gmvae" else {})
 
 
+def tiny_train_config(seed: int = 0, epochs: int = TINY_EPOCHS) -> TrainConfig:
+    """The tiny runs' settings: no embedded sample and no record (the explorer reads the digits
+    themselves), a small IWAE k, one CPU."""
+    return TrainConfig(dataset="digits", epochs=epochs, batch_size=128, lr=1e-2, seed=seed, eval_k=10, record=0,
+                       embed_sample=0, device="cpu")
+
+
 def train_tiny(model_type: str, steps: int = 300, seed: int = 0) -> tuple[LatentModel, CheckpointMeta]:
-    """Build and train a tiny model on digits with Adam; returns it with checkpoint metadata.
+    """Train a tiny ``model_type`` model with the real trainer (about ``steps`` Adam steps) and return
+    it with its checkpoint's metadata, as ``load_checkpoint`` reads them back.
 
     One intra-op thread: these matrices are tiny, and extra threads only contend for the CPU.
     """
+    from vaescope.training.train import train
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_tiny(model_type, steps, seed)
+        with tempfile.TemporaryDirectory(prefix="vaescope-tiny-") as out:
+            epochs = max(1, round(steps / 12))
+            train(tiny_config(model_type), tiny_train_config(seed, epochs), out, dataset=load_digits(seed=seed),
+                  show_progress=False)
+            return load_checkpoint(Path(out) / "model.safetensors")
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_tiny(model_type: str, steps: int, seed: int) -> tuple[LatentModel, CheckpointMeta]:
-    torch.manual_seed(seed)
-    data = load_digits(seed=seed)
-    model = build_model(tiny_config(model_type))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x_all, y_all = data.train.float_images(), data.train.labels
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    per_epoch = max(1, steps // 3)
-    for step in range(steps):
-        idx = torch.randint(len(x_all), (128,), generator=gen)
-        out = model.loss(x_all[idx], y_all[idx], temperature=1.0)
-        opt.zero_grad()
-        out.total.backward()
-        opt.step()
-        if (step + 1) % per_epoch == 0:
-            history.append({"epoch": len(history) + 1, "train_loss": out.total.item(),
-                            "train_recon": out.recon.item(), "train_kl": out.kl.item(),
-                            "val_loss": out.total.item() * 1.05, "val_recon": out.recon.item() * 1.05,
-                            "val_kl": out.kl.item()})
-    model.eval()
-    with torch.no_grad():
-        test = model.loss(data.test.float_images(), data.test.labels, temperature=1.0)
-        means = model.encode(data.test.float_images(), data.test.labels).mean.numpy()
-    metrics = {"elbo": -float(test.recon + test.kl), "recon": float(test.recon), "kl": float(test.kl),
-               "nll_iwae": float(test.recon + test.kl) - 0.5,
-               "active_units": active_units(means)}
-    if model_type == "gmvae":
-        metrics.update(cluster_accuracy=0.42, nmi=0.31)
-    meta = CheckpointMeta(model_config=model.config,
-                          train_config=TrainConfig(dataset="digits", epochs=3, seed=seed).to_dict(),
-                          dataset=data.info.to_dict(), history=history, metrics=metrics)
-    return model, meta
-
-
 def make_checkpoint(path: Path, model_type: str, steps: int = 300, seed: int = 0) -> Path:
-    """Train a tiny ``model_type`` model and save it at ``path`` (a .safetensors file)."""
-    model, meta = train_tiny(model_type, steps=steps, seed=seed)
-    return save_checkpoint(path, model, meta)
+    """Train a tiny ``model_type`` model with the real trainer and put its checkpoint at ``path``."""
+    from vaescope.training.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vaescope-tiny-") as out:
+            train(tiny_config(model_type), tiny_train_config(seed, max(1, round(steps / 12))), out,
+                  dataset=load_digits(seed=seed), show_progress=False)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(out) / "model.safetensors", path)
+    finally:
+        torch.set_num_threads(threads)
+    return Path(path)
 
 
 @pytest.fixture(scope="session")

@@ -344,6 +344,7 @@ def test_two_tsne_requests_for_one_checkpoint_fit_once(server: str, monkeypatch:
     assert maps[0][0] == maps[1][0]  # the same figure for both
 
 
+@pytest.mark.slow
 def test_many_clients_download_identical_images_whole(server: str) -> None:
     """Every session shows the same picture at the same slider value; each download is complete.
 

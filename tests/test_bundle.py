@@ -53,7 +53,7 @@ def _same(model, bundle: BundleModel, x: torch.Tensor, labels: torch.Tensor) -> 
                                    atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("style", sorted(STYLES))
+@pytest.mark.parametrize("style", [s if s == "examples" else pytest.param(s, marks=pytest.mark.slow) for s in sorted(STYLES)])
 def test_every_foreign_style_exports_and_matches_pytorch(style: str, test_digits, tmp_path: Path) -> None:
     from vaescope.adapter import adapt
 
@@ -65,10 +65,12 @@ def test_every_foreign_style_exports_and_matches_pytorch(style: str, test_digits
     _same(adapt(trained(style), x), bundle, x[:20], y[:20])
 
 
+FAST_FAMILIES = ("vae", "gmvae", "cvae")  # the fast tier exports these; the slow tier every family
 FAMILY_OPTIONS = {"gmvae": {"components": 5}, "aae": {"prior": "mixture", "prior_components": 4}}
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", [f if f in FAST_FAMILIES else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in sorted(FAMILIES)])
 def test_every_family_exports_and_matches_pytorch(family: str, test_digits, tmp_path: Path) -> None:
     """A freshly built model of every registered family (the weights do not matter for equality)."""
     x, y = test_digits
@@ -230,7 +232,7 @@ def test_a_model_defined_here_opens_in_a_fresh_latent_explore(test_digits, tmp_p
         assert "OnlyHere (VAE, your model)" in text and "the 300 images embedded in the file" in text
         _, info, *_ = client.predict("pca", 2, "class", "none", 0, api_name="/draw_map")
         assert "300 of 300 images" in info
-        image, note, _ = client.predict(1.5, "z:0", api_name="/slider_0")
+        image, note, *_ = client.predict(1.5, "z:0", api_name="/slider_0")
         assert Path(image).is_file() and note.startswith("**only-here**")
         grid, note = client.predict(4, 9, 0, 1.0, api_name="/sample_class")
         assert note.startswith("**digit 4** · only-here:")

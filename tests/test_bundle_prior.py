@@ -90,6 +90,7 @@ def _swap_tensor(path: Path, key: str, data: bytes) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
+@pytest.mark.slow
 def test_a_bundle_whose_prior_graph_was_swapped_is_refused(tmp_path: Path, images) -> None:
     """Another model's prior graph put in a bundle (the metadata untouched) gives other codes on the
     recorded noise: refused when the bundle is opened."""
@@ -103,6 +104,7 @@ def test_a_bundle_whose_prior_graph_was_swapped_is_refused(tmp_path: Path, image
         load_bundle(plain)
 
 
+@pytest.mark.slow
 def test_the_likelihood_travels_and_a_foreign_model_declares_none(tmp_path: Path, images) -> None:
     model = build(VAE, likelihood="gaussian", gaussian_c=0.1)
     bundle, meta, _ = load_bundle(vs.export(model, tmp_path / "gaussian.safetensors", images=images))

@@ -29,6 +29,7 @@ def mean_field_gmvae(digits, **overrides):
                                         "options": {"z_given_y": False}} | overrides))
 
 
+@pytest.mark.slow
 def test_cluster_codes_recovers_separated_blobs() -> None:
     codes, truth = make_blobs(n_samples=600, n_features=8, centers=4, cluster_std=0.5, random_state=0)
     labels = component_init.cluster_codes(codes.astype(np.float32), 4, seed=0)
@@ -118,6 +119,7 @@ def test_training_with_component_init_records_it_and_checks_the_config(digits, t
         mean_field_gmvae(digits, options={"z_given_y": False, "component_init": "kmeans"})
 
 
+@pytest.mark.slow
 def test_refit_at_end_sets_the_final_mixture_from_the_trained_codes(digits, tmp_path, monkeypatch) -> None:
     clusterings = []  # (codes, labels) of each clustering, in order
 
@@ -161,6 +163,7 @@ def test_cli_flags_reach_the_configs() -> None:
         parser.parse_args(["--component-init", "kmeans"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="numba's change shows only with 2+ cores")
 def test_clustering_leaves_torch_threads_as_it_found_them() -> None:
     """Training runs pinned to one thread (OMP_NUM_THREADS=1, several side by side) must stay there

@@ -36,6 +36,7 @@ def entries(shelf: ModelStore, name: str) -> list:
     return [shelf.open_name(m) for m in lessons.find(name).models]
 
 
+@pytest.mark.slow
 def test_every_lesson_has_its_shipped_models(shelf: ModelStore) -> None:
     names = shelf.names()
     for lesson in lessons.LESSONS:

@@ -55,6 +55,7 @@ def test_no_source_file_imports_the_generic_names() -> None:
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_a_training_module_in_the_working_folder_does_not_shadow_ours(tmp_path: Path) -> None:
     (tmp_path / "training.py").write_text("raise ImportError('the user module was imported')\n")
     (tmp_path / "explorer").mkdir()

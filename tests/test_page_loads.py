@@ -18,6 +18,7 @@ from vaescope.explorer.ui.app import build_app
 SLOW_S = 8.0
 
 
+@pytest.mark.slow
 def test_two_slow_uploads_do_not_delay_another_visitors_page(tiny_checkpoint_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     real = ModelStore.open_path

@@ -167,6 +167,7 @@ def test_a_port_in_use_is_one_sentence_and_the_model_is_left_as_it_was(test_imag
     assert model.training and all(m.training for m in model.modules())
 
 
+@pytest.mark.slow
 def test_rerunning_a_cell_on_the_same_port_closes_the_explorer_it_started_there(test_images) -> None:
     x, y = test_images
     port = free_port()
@@ -294,6 +295,7 @@ def test_in_a_notebook_the_explorer_is_a_link_not_a_small_iframe(test_images, mo
         app.close()
 
 
+@pytest.mark.slow
 def test_in_a_notebook_the_link_is_html_and_inline_true_gets_a_page_high_frame(test_images, monkeypatch,
                                                                                launches) -> None:
     x, _ = test_images

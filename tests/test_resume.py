@@ -291,6 +291,7 @@ tensorfile._write_all = write
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prelude", [KILL_BETWEEN_WRITES, KILL_MID_WRITE], ids=["between-writes", "mid-write"])
 def test_a_kill_at_the_worst_moment_resumes_to_the_uninterrupted_weights(uninterrupted, tmp_path, prelude) -> None:
     code, _ = _finish(_cli(tmp_path, "--epochs", str(EPOCHS), prelude=prelude))

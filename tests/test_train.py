@@ -156,6 +156,7 @@ def test_mixed_precision_path_trains_on_cpu(digits, tmp_path, model_type, monkey
     assert all(p.dtype == torch.float32 for p in saved.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["vae", "gmvae"])
 def test_compiled_training_step_matches_eager(digits, tmp_path, model_type, monkeypatch) -> None:
     """--compile (torch.compile, the GPU path's option) run on the CPU: the compiled step is the one
@@ -241,6 +242,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path) -> None:
     mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     a, b = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
