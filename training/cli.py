@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the whole test split up to 10,000 images when an image has at most 32x32 pixels "
                         "(MNIST's 10,000 take 7.5 MiB beside a 1-4 MB model), up to 2,000 up to 64x64 "
                         "(23 MiB in RGB), none above; the limits are 20,000 images and 64 MiB")
+    p.add_argument("--embed-maps", action="store_true",
+                   help="after training, fit the t-SNE and UMAP maps of the test images the explorer will map "
+                        "and keep them beside the checkpoint (model.maps.npz), so its map opens at once")
     p.add_argument("--record", type=number_flag(int, Range(0, MAX_RECORD_POINTS)), metavar="N",
                    help="record the posterior means of N fixed test images (a seeded subset) at initialisation, "
                         "at 1/4, 1/2 and 3/4 of the first epoch and after every epoch, to watch the latent space "
@@ -314,6 +317,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         model_kwargs["arch"] = auto_arch(data.info.image_shape)
     model_cfg = model_config_for(data, **model_kwargs)
     result = train(model_cfg, train_cfg, out, dataset=data, show_progress=not args.quiet)
+    if getattr(args, "embed_maps", False) and not result.interrupted:
+        from vaescope.explorer.core.mapfiles import write_sidecar
+
+        write_sidecar(out / CHECKPOINT_NAME, train_cfg.data_dir, say=lambda words: None)
     return _report(result, out / CHECKPOINT_NAME)
 
 

@@ -19,6 +19,7 @@ MAX_MAP_POINTS = 70_000  # evaluation images encoded per model (a seeded subset 
 MAX_PROJECTIONS_IN_MEMORY = 16  # fitted maps kept in memory (LRU)
 MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
 MAX_PROJECTION_BYTES = 1 << 30  # ... and their total size on disk
+MAX_MAP_FILE_BYTES = 32 << 20  # a checkpoint's maps sidecar (NAME.maps.npz: fitted t-SNE / UMAP coordinates)
 MAX_MODELS_KNOWN = 256  # evicted checkpoints remembered for reloading (their path and name only)
 MAX_EVAL_DATA_BYTES = 1 << 30  # an image folder a model's dataset block names, decoded at the model's size
 

@@ -69,6 +69,8 @@ class Derived:
     record: Record | None = None  # timeline.training_timeline: the checkpoint's training record ...
     record_read: bool = False  # ... once it was looked for (None then means the file has none)
     breakdown: tuple[list[float], list[float], list[float]] | None = None  # lessons: the denoising curve
+    maps: dict[tuple[str, int], np.ndarray] | None = None  # mapfiles.prefitted: the sidecar's maps ...
+    maps_read: bool = False  # ... once it was looked for
 
 
 @dataclass
