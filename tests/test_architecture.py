@@ -3,10 +3,8 @@ model's description or condition to choose what to do.
 
 What differs between models reaches the explorer as objects that do it: the ``Condition`` classes
 (class choices, prior rows, overlays, how a class is drawn), the ``Likelihood`` (scores), and the
-``Generator`` protocol (``ModelEntry.generator``: None for precomputed codes). The one read left
-is ``ModelEntry.has_prior`` in core/store.py, which says whether ``sample`` draws from a prior the
-model was trained towards (an AE's stand-in N(0, I) is not one): the map's prior overlay and KL
-colouring, the slider range and the −ELBO score show or hide by it.
+``Generator`` protocol (``ModelEntry.generator``: None for precomputed codes), and the ``Prior``
+(``ModelEntry.has_prior`` is ``prior_of(model) is not None``: an AE has none).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from pathlib import Path
 EXPLORER = Path(__file__).resolve().parents[1] / "explorer"
 FLAGS = {"decodes", "decodes_with_class", "is_mixture", "has_prior"}
 HOLDERS = {"description", "condition"}  # a flag read off these is a capability flag
-ALLOWED = {("core/store.py", "has_prior"): 1}  # ModelEntry.has_prior: see the module docstring
+ALLOWED: dict[tuple[str, str], int] = {}  # none: what a model can do comes from the objects it hands out
 
 
 def flag_reads(source: str) -> list[str]:

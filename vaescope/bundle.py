@@ -56,6 +56,7 @@ from vaescope import onnx_guard
 from vaescope.contract import (
     Condition,
     Description,
+    FunctionPrior,
     LatentGroup,
     Likelihood,
     Posterior,
@@ -83,6 +84,7 @@ BUNDLE_VERSION = 1
 GRAPHS = ("encoder", "decoder", "prior", "kl")
 SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
 MAX_LATENT_GROUPS = 16  # named slices of the code; a hierarchical model has two or three
+MAX_LATENT_RANK = 4  # axes of a code's own shape (C, H, W; a video VAE's C, T, H, W)
 EXPORT_TOLERANCE = 1e-4  # ONNX outputs must match PyTorch's within this on the test inputs
 PRIOR_CHECK_DRAWS = 4096  # codes drawn to compare the model's sample() with its exported prior
 PRIOR_CHECK_SEED = 0  # the recorded moments are the prior graph's on numpy's RandomState(0) noise
@@ -489,6 +491,22 @@ def _check_sizes(path: Path, d: dict[str, Any]) -> None:
         if start < 0 or width < 1 or start + width > latent_dim:
             raise BundleError(path, f"its latent group {str(g['name'])[:40]!r} (start {start}, size {width}) lies "
                                     f"outside the code's {latent_dim} dimensions")
+    # written since codes kept their shape and tables their feature names; older bundles lack them
+    latent_shape = d.get("latent_shape", [])
+    if not isinstance(latent_shape, list) or len(latent_shape) > MAX_LATENT_RANK or (
+            latent_shape and math.prod(_whole(v, "latent_shape") for v in latent_shape) != latent_dim):
+        raise BundleError(path, f"its latent shape must be a list of at most {MAX_LATENT_RANK} sizes whose product is "
+                                f"the latent dim {latent_dim}, got {str(latent_shape)[:60]}")
+    values = c * h * w
+    names, ranges = d.get("feature_names", []), d.get("feature_range", [])
+    if not isinstance(names, list) or len(names) not in (0, values) or any(
+            not isinstance(n, str) or len(n) > MAX_CLASS_NAME_CHARS for n in names):
+        raise BundleError(path, f"its feature names must be a list of {values} strings of at most "
+                                f"{MAX_CLASS_NAME_CHARS} characters")
+    if not isinstance(ranges, list) or len(ranges) not in (0, values) or any(
+            not isinstance(r, list) or len(r) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                             for v in r) for r in ranges):
+        raise BundleError(path, f"its feature range must be a list of {values} [lo, hi] pairs of numbers")
 
 
 def _parse_meta(path: Path, raw: str) -> BundleMeta:
@@ -524,7 +542,9 @@ def _parse_meta(path: Path, raw: str) -> BundleMeta:
             has_prior=bool(d["has_prior"]), decodes=True, prior_note=str(d.get("prior_note", ""))[:1000],
             details=tuple(str(t)[:200] for t in d.get("details", [])[:16]), latent_groups=groups,
             activation_target=None if d.get("activation_target") is None else float(d["activation_target"]),
-            display=str(d.get("display", "image")))
+            display=str(d.get("display", "image")), latent_shape=tuple(d.get("latent_shape", [])),
+            feature_names=tuple(d.get("feature_names", [])),
+            feature_range=tuple((lo, hi) for lo, hi in d.get("feature_range", [])))
         dataset = data.get("dataset") or {}
         if dataset:  # a foreign model's bundle names no dataset
             # the checkpoint reader's checker, given the facts of the model it compares the block with
@@ -643,6 +663,13 @@ class BundleModel:
         self._run("decoder", z=z, condition=labels)
         self._run("prior", eps=z, components=labels)
         self._run("kl", mean=z, logvar=z, probs=np.full((2, k), 1 / k, np.float32))
+
+    @property
+    def prior(self) -> FunctionPrior | None:
+        """The exported prior: sampled through its graph; its density is not in the bundle."""
+        if not self.meta.description.has_prior:
+            return None
+        return FunctionPrior(self.meta.description.latent_dim, lambda n, k, t, g: self.sample(n, k, t, g), None)
 
     @property
     def likelihood(self) -> Likelihood | None:

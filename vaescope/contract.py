@@ -6,7 +6,9 @@ duck typing, no base class needed). vaescope's own families get them from
 them from one adapter, ``vaescope.adapter.adapt``.
 
 Shapes, everywhere: images x [B, C, H, W] with pixels in [0, 1]; codes z [B, D]; a class
-condition y [B] (int64).
+condition y [B] (int64). A code with a shape of its own (a diffusers VAE's C x H x W) is still
+[B, D] here; ``Description.latent_shape`` keeps its shape. A table's row of F features is kept as
+x [B, 1, 1, F] in [0, 1] (``Description.display`` "features", with the features' names and units).
 
 What differs between families reaches the explorer only through this file: the ``Description``
 (its words for the model card and for what it cannot do), the ``Condition`` (what a condition
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,6 +31,7 @@ from vaescope.errors import InputError
 
 LOG_2PI = math.log(2 * math.pi)
 CONDITION_KINDS = ("none", "class", "component")
+DISPLAYS = ("image", "line", "features")  # how a model's x is drawn (``Description.display``)
 
 
 def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
@@ -244,19 +248,45 @@ class Description:
     # The code is unit activations in (0, 1) held near this mean (a sparse AE's ρ): the diagnostics
     # plot each unit's mean activation against it. None: no such target.
     activation_target: float | None = None
-    # How x [B, C, H, W] is drawn: "image" (pixels), or "line" for a sequence stored as [1, T, 1]
-    # (T steps of one value, e.g. the waveforms dataset), shown as a curve of row t against t.
+    # How x [B, C, H, W] is drawn: "image" (pixels), "line" for a sequence stored as [1, T, 1]
+    # (T steps of one value, e.g. the waveforms dataset), shown as a curve of row t against t, or
+    # "features" for a row of F = C*H*W named values (a tabular model, stored as [1, 1, F]), shown
+    # as a bar chart of the values by name.
     display: str = "image"
+    # The code's own shape per image when it is not flat, e.g. (4, 8, 8) for a diffusers
+    # AutoencoderKL's C x H x W latent. Codes stay flattened to [B, D] everywhere (maps, sliders,
+    # neighbours); the shape names each value by channel and position ("c2 (3,5)", ``dim_name``) and
+    # lets the traversal move a whole channel and draw the code as channel maps. (): a flat code.
+    latent_shape: tuple[int, ...] = ()
+    # display "features": the name of each of the F values (empty: f0, f1, ...) and the values, in
+    # the data's own units, that 0 and 1 stand for ((lo, hi) per feature; empty: [0, 1] itself).
+    feature_names: tuple[str, ...] = ()
+    feature_range: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "latent_shape", tuple(int(v) for v in self.latent_shape))
+        object.__setattr__(self, "feature_names", tuple(str(f) for f in self.feature_names))
+        object.__setattr__(self, "feature_range", tuple((float(lo), float(hi)) for lo, hi in self.feature_range))
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ContractError(f"image_shape must be [C, H, W] with positive sizes, got {list(self.image_shape)}")
         if self.latent_dim < 1:
             raise ContractError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if self.display not in ("image", "line"):
-            raise ContractError(f"display must be 'image' or 'line', got {self.display!r}")
+        if self.display not in DISPLAYS:
+            raise ContractError(f"display must be 'image' or 'line' (or 'features' for a table's rows), got "
+                                f"{self.display!r}")
+        if self.latent_shape and (min(self.latent_shape) < 1 or math.prod(self.latent_shape) != self.latent_dim):
+            raise ContractError(f"latent_shape {list(self.latent_shape)} must be positive sizes whose product is the "
+                                f"latent_dim, {self.latent_dim}")
+        values = math.prod(self.image_shape)
+        for name, given in (("feature_names", self.feature_names), ("feature_range", self.feature_range)):
+            if given and (self.display != "features" or len(given) != values):
+                raise ContractError(f"{name} go with display 'features', one for each of the {values} values of "
+                                    f"image_shape {list(self.image_shape)}; got {len(given)} with display "
+                                    f"{self.display!r}")
+        if any(not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) for lo, hi in self.feature_range):
+            raise ContractError("feature_range must be finite (lo, hi) pairs with lo < hi")
         if not self.latent_groups:
             object.__setattr__(self, "latent_groups", (LatentGroup("z", 0, self.latent_dim),))
         if self.activation_target is not None and not 0 < self.activation_target < 1:
@@ -267,6 +297,26 @@ class Description:
         if label is None or label < 0:
             return "?"
         return self.class_names[label] if label < len(self.class_names) else str(label)
+
+    @property
+    def spatial(self) -> bool:
+        """Whether the code keeps a shape of its own (channels and positions, ``latent_shape``)."""
+        return len(self.latent_shape) >= 2
+
+    def dim_name(self, d: int) -> str:
+        """Code value d of [D] by name: "z5" for a flat code; "c2 (3,5)" (channel 2, row 3, column 5)
+        for a spatial one, "c2 (5)" for a [C, L] code, "c2" when a channel holds one value.
+
+        Examples:
+            >>> Description("vae", "", "", (1, 8, 8), 256, latent_shape=(4, 8, 8)).dim_name(3 * 64 + 5 * 8 + 2)
+            'c3 (5,2)'
+        """
+        if not self.spatial:
+            return f"z{d}"
+        channel, rest = divmod(int(d), math.prod(self.latent_shape[1:]))
+        where = np.unravel_index(rest, self.latent_shape[1:])
+        shown = [str(int(i)) for i, size in zip(where, self.latent_shape[1:], strict=True) if size > 1]
+        return f"c{channel}" + (f" ({','.join(shown)})" if shown else "")
 
 
 @dataclass
@@ -412,6 +462,102 @@ def likelihood_of(model: object) -> Likelihood | None:
     return found
 
 
+# -- the prior p(z): what sample() draws from and what the KL is measured against -------------------
+class Prior:
+    """p(z) over codes [.., D]: ``sample(n, component, temperature, generator) -> z [n, D]`` and
+    ``log_prob(z) -> [..]``. A mixture prior also gives ``component_log_prob(z) -> [.., K]``. A model
+    without a prior (an AE) has none: ``prior_of`` returns None for it."""
+
+    dim: int
+
+    def sample(self, n: int, component: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class StandardNormal(Prior):
+    """N(0, I) in ``dim`` dimensions."""
+
+    def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
+        self.dim, self.device = int(dim), torch.device(device)
+
+    def sample(self, n: int, component: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        return temperature * torch.randn(n, self.dim, generator=generator, device=self.device)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+
+
+class GaussianMixture(Prior):
+    """An equally weighted mixture of K diagonal Gaussians: ``means`` and ``logvars`` [K, D]."""
+
+    def __init__(self, means: Tensor, logvars: Tensor) -> None:
+        if means.shape != logvars.shape or means.dim() != 2:
+            raise ContractError(f"a mixture needs means and log-variances [K, D], got {list(means.shape)} and "
+                                f"{list(logvars.shape)}")
+        self.means, self.logvars = means, logvars
+        self.dim = means.shape[1]
+
+    @property
+    def components(self) -> int:
+        return self.means.shape[0]
+
+    def component_log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; mu_k, sigma_k^2) for every component: [.., K]."""
+        return gaussian_log_prob(z.unsqueeze(-2), self.means, self.logvars)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return torch.logsumexp(self.component_log_prob(z), -1) - math.log(self.components)
+
+    def sample(self, n: int, component: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        device = self.means.device
+        if component is None:
+            k = torch.randint(self.components, (n,), generator=generator, device=device)
+        elif not 0 <= int(component) < self.components:
+            raise ValueError(f"component {component} out of range 0..{self.components - 1}")
+        else:
+            k = torch.full((n,), int(component), dtype=torch.long, device=device)
+        eps = temperature * torch.randn(n, self.dim, generator=generator, device=device)
+        return self.means[k] + (0.5 * self.logvars[k]).exp() * eps
+
+
+class FunctionPrior(Prior):
+    """A prior given by a model's own functions (a hierarchical model's p(z2) p(z1 | z2)):
+    ``draw(n, component, temperature, generator)`` and ``density(z)``; ``density`` None when the
+    model only knows how to sample (an ONNX bundle's prior graph)."""
+
+    def __init__(self, dim: int, draw: Callable[..., Tensor], density: Callable[[Tensor], Tensor] | None) -> None:
+        self.dim, self._draw, self._density = int(dim), draw, density
+
+    def sample(self, n: int, component: int | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        return self._draw(n, component, temperature, generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        if self._density is None:
+            raise NotImplementedError("this prior can be sampled, but its density is not known")
+        return self._density(z)
+
+
+def prior_of(model: object) -> Prior | None:
+    """The model's prior: its ``prior`` attribute (a ``Prior``, or None for a model without one);
+    for a model that has no such attribute, N(0, I) when its description says it has a prior (a
+    foreign VAE) and None otherwise (an autoencoder)."""
+    if hasattr(model, "prior"):
+        found = model.prior  # type: ignore[attr-defined]
+        if found is not None and not isinstance(found, Prior):
+            raise ContractError(f"{type(model).__name__}.prior must be a vaescope.contract.Prior or None, got "
+                                f"{type(found).__name__}")
+        return found
+    description = model.describe()  # type: ignore[attr-defined]
+    return StandardNormal(description.latent_dim, getattr(model, "device", "cpu")) if description.has_prior else None
+
+
 @runtime_checkable
 class ExplorableModel(Protocol):
     """What the explorer, the metrics and the exporters may ask of a model, and nothing more.
@@ -424,6 +570,8 @@ class ExplorableModel(Protocol):
     - ``kl_per_dim(posterior) -> [B, D]``: KL of the posterior from the model's own prior, per
       dimension, in nats (zeros when the model has none).
     - ``device``: where its tensors live.
+    - optional ``prior``: a ``Prior`` (or None: the model has none); ``prior_of`` falls back to
+      N(0, I) for a model that says it has a prior and offers no object.
     - optional ``likelihood``: a ``Likelihood`` (``Bernoulli()``, ``Gaussian(variance)``), what the
       decoder's output means. Scores that need log p(x|z) (the ELBO, the anomaly score) use it, and
       a model without one is scored by its reconstruction error instead, never by a guessed one.

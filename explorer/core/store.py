@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from vaescope.bundle import is_bundle, load_bundle
-from vaescope.contract import Description, ExplorableModel, Generator, check_contract, generator_of
+from vaescope.contract import (
+    Description,
+    ExplorableModel,
+    Generator,
+    check_contract,
+    generator_of,
+    prior_of,
+)
 from vaescope.errors import InputError
 from vaescope.explorer.core.checkpoints import file_digest, list_checkpoints, resolve_checkpoint
 from vaescope.explorer.core.embeddings import EmbeddingsModel, EmbeddingTable
@@ -121,7 +128,7 @@ class ModelEntry:
         """Whether the model's ``sample`` draws from a prior it was trained towards (not an AE's
         stand-in N(0, I)): the map's prior overlay, the KL colouring, the slider range and the
         −ELBO score follow it."""
-        return self.generator is not None and self.description.has_prior
+        return self.generator is not None and prior_of(self.generator) is not None
 
     @property
     def has_points(self) -> bool:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from vaescope.contract import Condition, LossOutput, Posterior
+from vaescope.contract import Condition, GaussianMixture, LossOutput, Posterior
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
 from vaescope.training.models.base import LatentModel, register
 from vaescope.training.models.nets import ImageDecoder, ImageEncoder
@@ -105,6 +105,12 @@ class AAE(LatentModel):
 
     def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.decoder(z)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """N(0, I), or the mixture of the fixed means with sd MIXTURE_SD."""
+        if not self.mixture:
+            return super().prior_log_prob(z)
+        return GaussianMixture(self.prior_means, torch.full_like(self.prior_means, 2 * math.log(MIXTURE_SD))).log_prob(z)
 
     def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
         """N(0, I): the noise; the mixture: its component's mean plus MIXTURE_SD times the noise."""

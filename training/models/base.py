@@ -25,10 +25,12 @@ from vaescope.contract import (
     Bernoulli,
     Condition,
     Description,
+    FunctionPrior,
     Gaussian,
     Likelihood,
     LossOutput,
     Posterior,
+    Prior,
     gaussian_log_prob,
 )
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
@@ -150,6 +152,19 @@ class LatentModel(nn.Module):
         half of sampling is what an ONNX bundle exports (vaescope/bundle.py)."""
         return eps
 
+    @property
+    def prior(self) -> Prior | None:
+        """p(z) as a contract object (None for a family without a prior, an AE): it samples through
+        ``sample`` (so ``prior_transform``) and its density is ``prior_log_prob``. A mixture family
+        returns a ``GaussianMixture``."""
+        if not self.has_prior:
+            return None
+        return FunctionPrior(self.config.latent_dim, lambda n, k, t, g: self.sample(n, k, t, g), self.prior_log_prob)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) [..] for codes [.., D]: N(0, I) unless a family says otherwise."""
+        return gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+
     def _components(self, n: int, condition: int | None, generator: torch.Generator | None) -> Tensor | None:
         """Mixture components [n] for ``sample`` (None for a model without a mixture prior)."""
         if not self.condition.is_mixture:
@@ -219,8 +234,7 @@ class LatentModel(nn.Module):
         z = post.mean + post.std * torch.randn(k, *post.mean.shape, device=x.device)  # [k, B, D]
         logits = self.decode_logits(z.flatten(0, 1), None if condition is None else condition.repeat(k))
         log_px = -self.recon_nll(logits.unflatten(0, (k, x.shape[0])), x)
-        prior = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
-        return log_px + prior - post.log_prob(z)
+        return log_px + self.prior.log_prob(z) - post.log_prob(z)
 
     @property
     def device(self) -> torch.device:

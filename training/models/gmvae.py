@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaescope import limits
-from vaescope.contract import Condition, LossOutput, Posterior, gaussian_log_prob
+from vaescope.contract import Condition, GaussianMixture, LossOutput, Posterior, gaussian_log_prob
 from vaescope.training.checks import Range
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig, TrainConfig
 from vaescope.training.models.base import EpochEnd, LatentModel, register
@@ -186,6 +186,14 @@ class GMVAE(LatentModel):
 
     def decode_logits(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         return self.decoder(z)
+
+    @property
+    def prior(self) -> GaussianMixture:
+        """p(z) = 1/K sum_k N(mu_k, sigma_k^2): the mixture its components make."""
+        return GaussianMixture(self.prior_mean, self.prior_logvar)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        return self.prior.log_prob(z)
 
     def prior_transform(self, eps: Tensor, components: Tensor | None = None) -> Tensor:
         """z = mu_k + sigma_k * eps for each code's component k, p(z|y=k) [n, D]."""

@@ -150,6 +150,12 @@ class HVAE(LatentModel):
         mean, logvar = self.p_z1(z2)
         return torch.cat([mean + (0.5 * logvar).exp() * eps[:, :self.bottom_dim], z2], -1)
 
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z2) + log p(z1 | z2) for codes [.., D1 + D2]: the hierarchy's own density."""
+        z1, z2 = self.split_code(z)
+        top = gaussian_log_prob(z2, torch.zeros_like(z2), torch.zeros_like(z2))
+        return top + gaussian_log_prob(z1, *self.p_z1(z2))
+
     def kl_per_dim(self, posterior: Posterior) -> Tensor:
         """[B, D1 + D2]: KL(q(z1|x) || p(z1|z2)) at z2 = its posterior mean, then KL(q(z2|z1) || N(0, I))."""
         mean1, mean2 = self.split_code(posterior.mean)
@@ -181,5 +187,4 @@ class HVAE(LatentModel):
         z2 = q2.sample()  # [k, B, D2]
         logits = self.decoder(z1.flatten(0, 1)).unflatten(0, (k, x.shape[0]))
         log_px = -self.recon_nll(logits, x)
-        log_prior = gaussian_log_prob(z1, *self.p_z1(z2)) - 0.5 * (LOG_2PI + z2.pow(2)).sum(-1)
-        return log_px + log_prior - q1.log_prob(z1) - q2.log_prob(z2)
+        return log_px + self.prior_log_prob(torch.cat([z1, z2], -1)) - q1.log_prob(z1) - q2.log_prob(z2)
