@@ -103,6 +103,7 @@ MAX_MAP_COORDINATE = 1e6  # a clicked map spot (a projection's coordinates stay 
 MAX_NEIGHBOURS = 100  # nearest neighbours listed for one point
 MAX_SEARCH_CHARS = 200  # one search or filter typed on the map
 MAX_MANIFOLD_STEPS = 20  # cells a side of the decoded manifold grid (400 decodes at most)
+MAX_SELECTION = 70_000  # points in one lasso or box selection sent by the page (a map shows at most MAX_MAP_POINTS)
 
 def table() -> str:
     """The README's limits table, read from this file: one row per limit, under its section."""

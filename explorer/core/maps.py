@@ -4,6 +4,11 @@
 rows) so that clicks, paths and markers can be mapped back and forth. ``draw_map`` is the one way a
 map is drawn (the Explore page's and each side of the side-by-side view's), and ``read_click`` /
 ``point_code`` the one way a click on one is read.
+
+The Explore map also rings chosen points (a search's matches, a picked point's nearest neighbours)
+in named traces the page script restyles from ``highlights_json`` (no map is resent), and can draw
+its structure: density contours and HDBSCAN clusters named by their majority label
+(``find_clusters``, ``add_structure``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from scipy.ndimage import gaussian_filter
 
 from vaescope.contract import LatentGroup
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures
 from vaescope.explorer.core.codes import Code, index_code, prior_codes
+from vaescope.explorer.core.mapfiles import prefitted
 from vaescope.explorer.core.projection import Projection, ProjectionCache
 from vaescope.explorer.core.sampling import component_names
 from vaescope.explorer.core.store import ModelEntry
@@ -32,6 +39,14 @@ MAX_CLICK_CHARS = 1000  # the page script sends a few dozen characters; anything
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 COLOR_LABELS = {"class": "class", "component": "mixture component", "recon": "reconstruction error",
                 "kl": "KL per image", "none": "one colour"}
+# Rings drawn over chosen points, one named trace each (always present, so the page can fill them
+# in later); they take no hover, so a click on a ringed point still picks the point beneath.
+HIGHLIGHTS = {"matches": {"symbol": "circle-open", "color": "#ff8c00", "size": 13, "line": {"width": 2}},
+              "neighbours": {"symbol": "diamond-open", "color": "#00a3cc", "size": 14, "line": {"width": 2}}}
+STRUCTURE_POINTS = 5_000  # a seeded subset clustered by HDBSCAN: a fraction of a second at any map size
+DENSITY_BINS = 60  # bins a side of the density histogram the contours are drawn from
+DENSITY_LEVELS = 6  # contour lines, evenly spaced from DENSITY_FLOOR of the peak density to the peak
+DENSITY_FLOOR = 0.08
 
 
 @dataclass(frozen=True)
@@ -151,13 +166,14 @@ def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.nd
 
 def draw_map(entry: ModelEntry, projections: ProjectionCache, method: str, dims: int = 2, color_by: str = "class",
              overlay: str = "none", *, max_points: int = 0, group: LatentGroup | None = None,
-             path: np.ndarray | None = None, marker: list[np.ndarray] | None = None,
+             path: np.ndarray | None = None, marker: list[np.ndarray] | None = None, structure: bool = False,
              progress: Callable[[float, str], None] | None = None) -> tuple[MapView, go.Figure]:
     """(view, figure) of the map of ``entry``'s evaluation codes: a seeded subset of ``max_points``
     (0: all), the slice ``group`` of each code (None: the whole code), projected by ``method`` into
     ``dims`` dimensions through the shared cache (one fit per model, layer, method and points; a
-    second caller waits for the first), and drawn by ``map_figure``. A colouring or overlay the
-    model does not offer falls back to its first / to none, so one setting can serve two models.
+    second caller waits for the first), and drawn by ``map_figure`` (with its density contours and
+    named clusters when ``structure``, on a 2D map). A colouring or overlay the model does not
+    offer falls back to its first / to none, so one setting can serve two models.
 
     Raises InputError for a model without evaluation images or a projection that cannot be fitted.
 
@@ -175,13 +191,15 @@ def draw_map(entry: ModelEntry, projections: ProjectionCache, method: str, dims:
     overlay = overlay if overlay in [value for _, value in overlay_choices(entry)] else "none"
     view = MapView(entry.key, None, subsample(len(entry.latents), max_points), method, color_by, group)  # type: ignore[arg-type]
     try:  # the cache key names the layer: a hierarchical model has a map per layer
-        projection = projections.get(f"{entry.key}:{group.name if group is not None else ''}",
-                                     view.slice(entry.latents.mean[view.indices]), method, int(dims),
-                                     progress=progress)
+        ready = None if group is not None and len(entry.description.latent_groups) > 1 else \
+            prefitted(entry, method, int(dims), view.indices)  # a checkpoint's maps sidecar
+        projection = ready or projections.get(f"{entry.key}:{group.name if group is not None else ''}",
+                                              view.slice(entry.latents.mean[view.indices]), method, int(dims),
+                                              progress=progress)
     except ValueError as exc:
         raise InputError(f"Cannot project: {exc}") from None
     view = dataclasses.replace(view, projection=projection)
-    return view, map_figure(entry, view, overlay, path, marker)
+    return view, map_figure(entry, view, overlay, path, marker, structure)
 
 
 def placeholder(entry: ModelEntry) -> go.Figure:
@@ -217,9 +235,10 @@ def _short(entry: ModelEntry) -> str:
 
 
 def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray | None = None,
-               marker: list[np.ndarray] | None = None) -> go.Figure:
+               marker: list[np.ndarray] | None = None, structure: bool = False) -> go.Figure:
     """The latent map of a view: coloured points, an optional prior overlay, interpolation path and
-    "you are here" marker (codes [S, D] / [T, D], projected with the map's own transform).
+    "you are here" marker (codes [S, D] / [T, D], projected with the map's own transform), and on a
+    2D map with ``structure`` its density contours and clusters (``add_structure``).
 
     The data traces' customdata is rewritten from row numbers to evaluation-image indices, so a
     click names the same image whether or not the map was downsampled.
@@ -237,7 +256,125 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
             trace.customdata = idx[np.asarray(trace.customdata, np.int64)]
     figures.add_path(fig, project(view, path), proj.dims)
     figures.add_marker(fig, project(view, marker), proj.dims)
+    if structure and proj.dims == 2:
+        labels, names = structure_labels(entry, view)
+        add_structure(fig, proj.coords, find_clusters(proj.coords, labels, names))
     fig.update_layout(height=520 if proj.dims == 2 else 600)
+    return fig
+
+
+# -- rings over chosen points -----------------------------------------------------------------------
+def on_map(view: MapView, indices: np.ndarray | None) -> np.ndarray:
+    """The map coordinates [M, dims] of those evaluation ``indices`` the map shows (a downsampled map
+    leaves some out), in the order of the map's rows."""
+    if indices is None or len(indices) == 0:
+        return np.zeros((0, view.projection.dims), np.float32)
+    rows = np.flatnonzero(np.isin(view.indices, np.asarray(indices, np.int64)))
+    return np.asarray(view.projection.coords[rows], np.float32)
+
+
+def add_highlights(fig: go.Figure, view: MapView, chosen: dict[str, np.ndarray]) -> go.Figure:
+    """Append one named ring trace per ``HIGHLIGHTS`` name, at the points of ``chosen[name]``
+    (evaluation indices; empty when absent), so the page script can move them by name later."""
+    for name, marker in HIGHLIGHTS.items():
+        figures.add_points(fig, on_map(view, chosen.get(name)), view.projection.dims, name, marker)
+        fig.data[-1].hoverinfo = "skip"
+    return fig
+
+
+def highlights_json(view: MapView | None, chosen: dict[str, np.ndarray]) -> str:
+    """The rings as the page's overlay box holds them: {"matches": [[x, y], ...], "neighbours":
+    [...]}, every ``HIGHLIGHTS`` name present (an empty list clears its ring)."""
+    if view is None:
+        return json.dumps({name: [] for name in HIGHLIGHTS})
+    return json.dumps({name: np.round(on_map(view, chosen.get(name)).astype(np.float64), 4).tolist()
+                       for name in HIGHLIGHTS})
+
+
+# -- structure: density and clusters ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster of map points, named by its most common label."""
+
+    centre: np.ndarray  # [2] the median of its points on the map
+    name: str  # the majority label's name, and its share: "7 (92%)"
+    size: int  # points of the clustered subset in it
+
+
+def structure_labels(entry: ModelEntry, view: MapView) -> tuple[np.ndarray, list[str]]:
+    """(label per map row [M], names) clusters are named by: a mixture model's most likely component
+    for each point, else the class (-1 unknown)."""
+    latents = entry.latents
+    assert latents is not None
+    if latents.component_probs is not None:
+        return latents.component_probs[view.indices].argmax(1), component_names(entry)
+    labels = latents.labels[view.indices]
+    names = list(entry.description.class_names) or [str(v) for v in range(int(labels.max(initial=-1)) + 1)]
+    return labels, names
+
+
+def find_clusters(coords: np.ndarray, labels: np.ndarray, names: list[str] | tuple[str, ...],
+                  max_points: int = STRUCTURE_POINTS, seed: int = 0) -> list[Cluster]:
+    """Clusters of map points coords [N, 2] by HDBSCAN (scikit-learn's; Campello et al. 2013) on a
+    seeded subset of at most ``max_points``, each named by the most common of ``labels`` [N] among
+    its points (``names[label]``; "cluster k" when they are unknown, -1), largest first. HDBSCAN
+    needs no number of clusters and leaves sparse points out as noise.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> xy = np.concatenate([rng.normal(0, 0.3, (100, 2)), rng.normal(5, 0.3, (100, 2))])
+        >>> sorted(c.name for c in find_clusters(xy, np.repeat([0, 1], 100), ["cat", "dog"]))
+        ['cat (100%)', 'dog (100%)']
+    """
+    from sklearn.cluster import HDBSCAN
+
+    coords = np.asarray(coords, np.float64)
+    keep = subsample(len(coords), max_points)
+    xy, lab = coords[keep], np.asarray(labels, np.int64)[keep]
+    if len(xy) < 10:
+        return []
+    found = HDBSCAN(min_cluster_size=max(10, len(xy) // 40), min_samples=10, copy=True).fit_predict(xy)
+    clusters = []
+    for k in range(int(found.max(initial=-1)) + 1):
+        inside = found == k
+        values, counts = np.unique(lab[inside], return_counts=True)
+        top = int(np.argmax(counts))
+        label, share = int(values[top]), counts[top] / inside.sum()
+        name = (str(names[label]) if label < len(names) else str(label)) if label >= 0 else f"cluster {k + 1}"
+        clusters.append(Cluster(np.median(xy[inside], axis=0), f"{name} ({share:.0%})", int(inside.sum())))
+    return sorted(clusters, key=lambda c: -c.size)
+
+
+def density(coords: np.ndarray, bins: int = DENSITY_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x centres [bins], y centres [bins], density [bins, bins] indexed [y, x]) of map points coords
+    [N, 2]: a histogram over the points' range, smoothed by a Gaussian of 1.5 bins."""
+    coords = np.asarray(coords, np.float64)
+    lo, hi = coords.min(0), coords.max(0)
+    pad = (hi - lo) * 0.05 + 1e-9
+    counts, xe, ye = np.histogram2d(coords[:, 0], coords[:, 1], bins=bins,
+                                    range=[[lo[0] - pad[0], hi[0] + pad[0]], [lo[1] - pad[1], hi[1] + pad[1]]])
+    return (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, gaussian_filter(counts.T, 1.5)
+
+
+def add_structure(fig: go.Figure, coords: np.ndarray, clusters: list[Cluster]) -> go.Figure:
+    """Add density contours of coords [N, 2] (a Contour trace of ``density``: a few thousand values
+    whatever the map's size, where a Histogram2dContour would send every point again) and one text
+    annotation per cluster at its centre."""
+    if len(coords) < 2:
+        return fig
+    xs, ys, z = density(coords)
+    peak = float(z.max())
+    if peak > 0:
+        start = peak * DENSITY_FLOOR
+        fig.add_trace(go.Contour(x=xs, y=ys, z=z, name="density", showscale=False, hoverinfo="skip",
+                                 contours={"coloring": "lines", "start": start, "end": peak,
+                                           "size": (peak - start) / DENSITY_LEVELS},
+                                 colorscale=[[0, "rgba(120,120,120,0.45)"], [1, "rgba(40,40,40,0.9)"]],
+                                 line={"width": 1}, showlegend=True))
+    for cluster in clusters:
+        fig.add_annotation(x=float(cluster.centre[0]), y=float(cluster.centre[1]), text=cluster.name,
+                           showarrow=False, font={"size": 12, "color": "#111"}, bgcolor="rgba(255,255,255,0.75)",
+                           bordercolor="#666", borderwidth=1, borderpad=2)
     return fig
 
 

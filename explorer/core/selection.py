@@ -16,15 +16,46 @@ Examples:
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from vaescope.errors import InputError
-from vaescope.limits import MAX_SEARCH_CHARS
+from vaescope.explorer.core.values import whole
+from vaescope.limits import MAX_SEARCH_CHARS, MAX_SELECTION
 
 EXPORT_FORMATS = ("csv", "parquet", "npz")
+# the page sends {"indices": [i, ...]}: at most 8 characters an index (7 digits and a comma), plus a
+# little for the braces; anything longer is not a selection of MAX_SELECTION points
+MAX_SELECTION_CHARS = 64 + 8 * MAX_SELECTION
+
+
+def read_selection(payload: str | None, n: int) -> np.ndarray:
+    """The points [M] (sorted, unique) a lasso or box selection on the page names: ``payload`` is
+    the page script's JSON, ``{"indices": [i, ...]}``, each a point of a map of ``n``. Empty for an
+    empty selection (a double click clears it); InputError for anything else: too long, not JSON,
+    more than MAX_SELECTION points, or a value that is not a whole number in 0..n-1.
+
+    Examples:
+        >>> read_selection('{"indices": [4, 2, 4]}', 10).tolist()
+        [2, 4]
+    """
+    text = str(payload or "")
+    if len(text) > MAX_SELECTION_CHARS:
+        raise InputError(f"a selection is at most {MAX_SELECTION:,} points; this one sent {len(text):,} characters")
+    try:
+        data = json.loads(text or "{}")
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError("the selection did not arrive as the page sends it") from None
+    values = data.get("indices") if isinstance(data, dict) else None
+    if not isinstance(values, list):
+        raise InputError("the selection did not arrive as the page sends it")
+    if len(values) > MAX_SELECTION:
+        raise InputError(f"a selection is at most {MAX_SELECTION:,} points, got {len(values):,}")
+    rows = [whole(value, "A selected point", 0, n - 1) for value in values]
+    return np.unique(np.asarray(rows, np.int64))
 
 
 def search(query: str, labels: np.ndarray, class_names: tuple[str, ...],

@@ -1,9 +1,14 @@
 """The latent map panel: draw a projection of the evaluation codes, click a point or an empty spot,
-and follow the traversal's code with a "you are here" marker.
+and follow the traversal's code with a "you are here" marker. The map is also an instrument: a
+search rings the points it names (``ui/selection.SearchView``), a click lists the point's nearest
+neighbours in latent space (``ui/neighbours.NeighboursView``), a lasso or box selects points
+(``ui/selection.SelectionView``), and the map can draw its density and named clusters.
 
 A click reaches the server through the bridge in ``static/bridge.js`` (gr.Plot has no click event):
 the script stores the point in ``window.__picked`` and clicks the hidden pick button, whose
-listener reads it with a ``js`` function.
+listener reads it with a ``js`` function; a selection goes the same way (``window.__selected``).
+The rings (search matches, neighbours) are named traces the script restyles from the hidden
+``#map-overlays`` box, so a search never resends the map.
 """
 
 from __future__ import annotations
@@ -16,23 +21,28 @@ import torch
 
 from vaescope.contract import fill_other_groups
 from vaescope.explorer.core.codes import Code, decode
-from vaescope.explorer.core.dims import parse_page
+from vaescope.explorer.core.dims import flattened_note, parse_page
 from vaescope.explorer.core.maps import (
     METHOD_NAMES,
     MapView,
+    add_highlights,
     color_choices,
     draw_map,
+    highlights_json,
     overlay_choices,
     placeholder,
     point_code,
     points_json,
     read_click,
 )
+from vaescope.explorer.core.selection import Selection
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.values import number, whole
 from vaescope.explorer.ui.common import PROGRESS, QUICK, Context, big, handler, reporter, short_name
+from vaescope.explorer.ui.neighbours import DEFAULT_NEIGHBOURS, NeighboursView
+from vaescope.explorer.ui.selection import SearchView, SelectionView
 from vaescope.explorer.ui.state import Session
-from vaescope.limits import MAX_EMBEDDING_POINTS, MAX_MAP_COORDINATE
+from vaescope.limits import MAX_EMBEDDING_POINTS, MAX_MAP_COORDINATE, MAX_NEIGHBOURS
 
 MAP_CONCURRENCY = 2  # projections fit on the CPU: at most two at a time, one per core
 HOVER_PX = 104  # the hover thumbnail's size
@@ -47,6 +57,10 @@ class MapPanel:
         self.session = session  # the gr.State holding this tab's Session
         self.traversal = traversal  # the TraversalPanel a click starts from (its marker follows the code)
         self.interpolation = interpolation  # the InterpolationPanel whose path the map redraws with itself
+        # the map's own parts, each with its components and handlers
+        self.selection = SelectionView(ctx, session, traversal)
+        self.search = SearchView(ctx, session, self.selection)
+        self.neighbours = NeighboursView(ctx, session)
 
     def build(self) -> None:
         gr.Markdown(CAPTION, elem_id="map-caption", elem_classes="caption")
@@ -61,8 +75,14 @@ class MapPanel:
             self.max_points = gr.Number(0, precision=0, minimum=0, label="Max points (0 = all)",
                                         elem_id="map-max-points", min_width=100)
             self.draw_btn = gr.Button("Draw", variant="primary", elem_id="map-draw-btn", min_width=70, scale=0)
-        self.plot = gr.Plot(label="Latent map (click a point)", elem_id="latent-map")
+        self.plot = gr.Plot(label="Latent map (click a point; lasso or box to select)", elem_id="latent-map")
         self.info = gr.Markdown("", elem_id="map-info")
+        self.rings = gr.Textbox(visible="hidden", elem_id="map-overlays")  # {"ring name": [[x, y], ...]}
+        with gr.Row(equal_height=True, elem_id="map-search-row"):
+            self.search.build(self.rings)
+            self.structure = gr.Checkbox(False, label="Density & clusters", elem_id="map-structure", min_width=170,
+                                         container=False, scale=1)
+        self.search.build_note()
         self.pick_data = gr.Textbox(visible="hidden", elem_id="pick-data")
         self.pick_btn = gr.Button("pick", visible="hidden", elem_id="pick-btn")
         # the thumbnail that follows the pointer over the map (positioned by static/bridge.js)
@@ -78,26 +98,35 @@ class MapPanel:
                                          interactive=False, elem_id="picked-recon", elem_classes="pixelated",
                                          min_width=150, scale=0, buttons=[])
             self.picked_info = gr.Markdown(PICK_HINT, elem_id="picked-info")
+        self.neighbours.build(self.rings)
+        self.selection.build()
 
     # -- the model changed --
     def model_outputs(self) -> list[Any]:
         return [self.color, self.overlay, self.plot, self.info, self.picked_original, self.picked_recon,
-                self.picked_info]
+                self.picked_info, self.rings, *self.search.outputs(), *self.neighbours.outputs(),
+                *self.selection.outputs(), *self.selection.decoder_buttons()]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         colors = color_choices(entry)
         return {self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
                 self.overlay: gr.Dropdown(choices=overlay_choices(entry), value="none"),
                 self.plot: placeholder(entry), self.info: "", self.picked_original: None, self.picked_recon: None,
-                self.picked_info: PICK_HINT}
+                self.picked_info: PICK_HINT, self.rings: highlights_json(None, {}),
+                **self.search.on_model(), **self.neighbours.cleared(), **self.selection.on_model(entry)}
+
+    def last_selection(self) -> Selection | None:
+        """The points selected last on this app's map, in any session (None: none, or cleared)."""
+        return self.selection.last()
 
     # -- events --
     def draw_inputs(self) -> list[Any]:
-        return [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session]
+        return [self.method, self.dims, self.color, self.overlay, self.max_points, self.traversal.page, self.session,
+                self.structure]
 
     def draw_outputs(self) -> list[Any]:
         # the overlay boxes go with every drawing, so the page never lays an older trail over a new map
-        return [self.plot, self.info, self.traversal.marker, self.interpolation.path_json]
+        return [self.plot, self.info, self.traversal.marker, self.interpolation.path_json, self.rings]
 
     def wire(self, after_load: list[Any]) -> None:
         inputs, outputs = self.draw_inputs(), self.draw_outputs()
@@ -106,47 +135,62 @@ class MapPanel:
             event.success(self.draw_map, inputs, outputs, api_name=f"map_after_load_{i}",
                           api_visibility="private", **heavy)
         gr.on([self.draw_btn.click, self.method.select, self.dims.select, self.color.select, self.overlay.select,
-               self.traversal.page.select],  # a hierarchical model: the map shows the chosen layer
+               self.traversal.page.select,  # a hierarchical model: the map shows the chosen layer
+               self.structure.input],
               self.draw_map, inputs, outputs, api_name="draw_map", **heavy)
-        pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs()]
-        self.pick_btn.click(self.pick, [self.pick_data, self.session], pick_out,
-                            js="(payload, session) => [window.__picked, session]", api_name="pick",
+        pick_out = [self.picked_original, self.picked_recon, self.picked_info, *self.traversal.start_outputs(),
+                    *self.neighbours.outputs(), self.rings]
+        self.pick_btn.click(self.pick, [self.pick_data, self.session, self.neighbours.count], pick_out,
+                            js="(payload, session, count) => [window.__picked, session, count]", api_name="pick",
                             trigger_mode="always_last", **QUICK)  # a click while one is pending is kept
+        self.search.wire()
+        self.neighbours.wire()
+        self.selection.wire()
         self.hover_btn.click(self.hover, [self.hover_data, self.session], [self.hover_image],
                              js="(payload, session) => [window.__hover, session]", api_name="hover_thumbnail",
                              queue=False, trigger_mode="always_last", **QUICK)
 
     @handler
     def draw_map(self, method: str, dims: int, color_by: str, overlay: str, max_points: float | None,
-                 page: Any, session: Session, progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
+                 page: Any, session: Session, structure: bool = False,
+                 progress: gr.Progress = PROGRESS) -> dict[Any, Any]:
         version, entry = self.ctx.current(session)
         if not entry.has_points:
             return {self.plot: placeholder(entry), self.info: ""}
         limit = whole(max_points, "Max points (0 for all)", 0, MAX_EMBEDDING_POINTS, default=0)
         group = parse_page(page, entry)[0] if len(entry.description.latent_groups) > 1 else None
+        structure = structure is True
         view, figure = draw_map(entry, self.ctx.projections, method, int(dims), color_by, overlay, max_points=limit,
-                                group=group, path=session.path, marker=session.trail, progress=reporter(progress))
+                                group=group, path=session.path, marker=session.trail, structure=structure,
+                                progress=reporter(progress))
+        add_highlights(figure, view, session.highlights)  # a search's matches stay ringed on every map
         session.update(version, view=view)
         clickable = "; click empty space to decode that spot" if view.projection.invertible and int(dims) == 2 else ""
+        flat = " (density and clusters are drawn on 2D maps)" if structure and view.projection.dims != 2 else ""
         info = (f"**{short_name(entry)}** · {len(view.indices):,} of {len(entry.latents):,} images. Click a point to "
-                f"inspect and traverse it{clickable}.")
+                f"inspect and traverse it{clickable}; lasso or box-select points to summarize them{flat}."
+                + flattened_note(entry.description))
         return {self.plot: figure, self.info: info, self.traversal.marker: points_json(view, session.trail),
-                self.interpolation.path_json: points_json(view, session.path)}
+                self.interpolation.path_json: points_json(view, session.path),
+                self.rings: highlights_json(view, session.highlights)}
 
     @handler
-    def pick(self, payload: str | None, session: Session) -> dict[Any, Any]:
-        """A click on the map: a point (its image), or a spot of a 2D PCA map (the PCA inverse)."""
+    def pick(self, payload: str | None, session: Session, count: Any = DEFAULT_NEIGHBOURS) -> dict[Any, Any]:
+        """A click on the map: a point (its image), or a spot of a 2D PCA map (the PCA inverse); either
+        way with its ``count`` nearest neighbours in latent space."""
         version, entry = self.ctx.current(session)
         view, data = session.view, read_click(payload)
         if data is None or view is None or view.key != entry.key:
             return {}
+        k = whole(count, "Nearest neighbours", 1, MAX_NEIGHBOURS, default=DEFAULT_NEIGHBOURS)
         if data.get("kind") == "point":
             code = point_code(entry, data.get("index"))
             info = f"**{short_name(entry)}** · {code.source[0].upper()}{code.source[1:]}"
             if entry.generator is None:  # precomputed codes: the item itself, nothing to decode
                 session.update(version, picked=code)
                 return {self.picked_original: None if code.image is None else big(entry, code.image, 150),
-                        self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct"}
+                        self.picked_recon: None, self.picked_info: info + " · no decoder: nothing to reconstruct",
+                        **self.neighbours.show(entry, code, session, version, k)}
         elif entry.generator is None:
             return {}
         elif view.projection.invertible and view.projection.dims == 2:
@@ -163,7 +207,8 @@ class MapPanel:
         updates = {self.picked_original: None if code.image is None else big(entry, code.image, 150),
                    self.picked_recon: big(entry, recon, 150), self.picked_info: info}
         session.update(version, picked=code)
-        return updates | self.traversal.start(entry, code, session, version)
+        return updates | self.neighbours.show(entry, code, session, version, k) | \
+            self.traversal.start(entry, code, session, version)
 
     def hover(self, payload: str | None, session: Session) -> Any:
         """The thumbnail of the image under the pointer (an unqueued event: one small PNG)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from vaescope.explorer.core.codes import Code
 from vaescope.explorer.core.maps import MapView
+from vaescope.explorer.core.selection import Selection
 
 _UPDATE = threading.Lock()  # held for a few attribute writes only
 TRAIL_POINTS = 64  # codes kept for the "you are here" trail of a slider drag
@@ -36,6 +37,8 @@ class Session:
     path: np.ndarray | None = None  # the last interpolation path [S, D]
     trail: list[np.ndarray] = field(default_factory=list)  # codes of the current slider drag
     denoise_source: Code | None = None  # the clean image the denoising panel corrupts
+    highlights: dict[str, np.ndarray] = field(default_factory=dict)  # evaluation indices ringed on the map, by ring
+    selection: Selection | None = None  # the points last lassoed or box-selected on the map
 
     def begin_switch(self) -> int:
         """A model switch starts: everything in flight becomes stale. Returns the switch's version."""
@@ -51,8 +54,8 @@ class Session:
                 return None
             self.version += 1
             self.key = key
-            self.code = self.view = self.picked = self.path = self.denoise_source = None
-            self.ends = {}
+            self.code = self.view = self.picked = self.path = self.denoise_source = self.selection = None
+            self.ends, self.highlights = {}, {}
             self.trail = []
             return self.version
 
