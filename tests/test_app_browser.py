@@ -85,6 +85,28 @@ def point_position(page: object, trace: int = 0, point: int = 0) -> dict:
         }""", [trace, point])
 
 
+def isolated_point(page: object) -> dict:
+    """The page coordinates and customdata of the plotted point farthest (in pixels) from any other:
+    a click there cannot land on a neighbour, whatever the tiny models' maps look like."""
+    return page.evaluate(  # type: ignore[attr-defined]
+        """() => {
+            const gd = document.querySelector('#latent-map .js-plotly-plot');
+            const L = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+            const pts = [];
+            gd._fullData.forEach((fd) => { if (!fd.customdata) return;
+                for (let i = 0; i < fd._length; i++)
+                    pts.push({x: r.left + L.xaxis.c2p(fd.x[i]), y: r.top + L.yaxis.c2p(fd.y[i]), index: fd.customdata[i]}); });
+            let best = null, far = -1;
+            for (const a of pts) {
+                if (a.x < r.left + 20 || a.x > r.right - 20 || a.y < r.top + 20 || a.y > r.bottom - 20) continue;
+                let near = Infinity;
+                for (const b of pts) if (b !== a) near = Math.min(near, Math.hypot(a.x - b.x, a.y - b.y));
+                if (near > far) { far = near; best = a; }
+            }
+            return best;
+        }""")
+
+
 def test_first_view_map_and_traversal_side_by_side(page: object) -> None:
     card = page.locator("#model-card").inner_text()  # type: ignore[attr-defined]
     assert "tiny-vae" in card and "latent dim" in card and "cpu" in card
@@ -101,7 +123,7 @@ def test_first_view_map_and_traversal_side_by_side(page: object) -> None:
 
 def test_click_a_point_then_empty_space(page: object) -> None:
     before = image_src(page, "traversal-image")
-    p = click_until(page, lambda: point_position(page, trace=2, point=3), lambda q:
+    p = click_until(page, lambda: isolated_point(page), lambda q:
                     f"() => document.querySelector('#picked-info').innerText.includes('Test image #{q['index']}')")
     assert image_src(page, "picked-original") and image_src(page, "picked-recon")
     wait_src(page, "traversal-image", before, timeout=20.0)
