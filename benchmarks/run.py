@@ -33,6 +33,7 @@ FIGURES = {
     "training": ("benchmarks.throughput", "4. Training throughput"),
     "memory": ("benchmarks.memory", "5. Memory"),
     "neighbours": ("benchmarks.neighbours", "6. Nearest neighbours in latent space"),
+    "bundles": ("benchmarks.bundles", "7. Memory of served ONNX bundles"),
 }
 
 

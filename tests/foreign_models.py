@@ -487,3 +487,135 @@ def trained_more(style: str, steps: int = 600, seed: int = 0) -> nn.Module:
         return model.eval()
     finally:
         torch.set_num_threads(threads)
+
+
+# -- spatial codes and tables (issue #32) -------------------------------------------------------------
+LATENT_CHANNELS = 4  # a diffusers AutoencoderKL's latent channels (Stable Diffusion 1.x / 2.x)
+SPATIAL_SIDE = 16  # the digits upsampled to 16x16; the code is 4 x 8 x 8 = 256 values
+
+
+class AutoencoderKLOutput:
+    """diffusers' ``AutoencoderKLOutput``: ``latent_dist`` only."""
+
+    def __init__(self, latent_dist: DiagonalGaussian) -> None:
+        self.latent_dist = latent_dist
+
+
+class TinyAutoencoderKL(nn.Module):
+    """diffusers' AutoencoderKL in miniature, as the adapter meets it: a conv encoder down to 2 * 4
+    channels at 8x8 (``quant_conv`` gives the moments), ``encode(x).latent_dist`` with ``mean`` and
+    ``logvar`` (the moments chunked in two along the channels, the log-variance clamped to [-30, 20]
+    as diffusers' ``DiagonalGaussianDistribution`` does), a conv decoder (``post_quant_conv``, a
+    nearest upsampling, a linear ``conv_out``) returning ``DecoderOutput(sample=...)``; inputs in
+    [-1, 1]. Codes are [B, 4, 8, 8]."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        c = LATENT_CHANNELS
+        self.encoder = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.SiLU(),
+                                     nn.Conv2d(width, width, 3, stride=2, padding=1), nn.SiLU(),
+                                     nn.Conv2d(width, 2 * c, 3, padding=1))
+        self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
+        self.post_quant_conv = nn.Conv2d(c, c, 1)
+        self.decoder = nn.Sequential(nn.Conv2d(c, width, 3, padding=1), nn.SiLU(), nn.Upsample(scale_factor=2),
+                                     nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
+        self.conv_out = nn.Conv2d(width, 1, 3, padding=1)
+
+    def encode(self, x: Tensor) -> AutoencoderKLOutput:
+        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        return AutoencoderKLOutput(DiagonalGaussian(mean, logvar.clamp(-30.0, 20.0)))
+
+    def decode(self, z: Tensor) -> DecoderOutput:
+        return DecoderOutput(self.conv_out(self.decoder(self.post_quant_conv(z))))
+
+    def loss(self, x: Tensor) -> Tensor:
+        """A Gaussian likelihood (variance 0.05) on [-1, 1] pixels plus a light KL from N(0, I) (weight
+        0.02: latent-diffusion autoencoders keep theirs small, and every channel then carries some)."""
+        x = 2 * x - 1
+        dist = self.encode(x).latent_dist
+        recon = (self.decode(dist.sample()).sample - x).pow(2).sum() / (2 * 0.05)
+        kl = 0.5 * torch.sum(dist.mean.pow(2) + dist.logvar.exp() - 1 - dist.logvar)
+        return (recon + 0.02 * kl) / len(x)
+
+
+@cache
+def digits16() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``digits()`` upsampled (bilinear) to [N, 1, 16, 16] in [0, 1]."""
+    train_x, train_y, test_x, test_y = digits()
+    up = lambda x: F.interpolate(x, size=SPATIAL_SIDE, mode="bilinear", align_corners=False).clamp(0, 1)  # noqa: E731
+    return up(train_x), train_y, up(test_x), test_y
+
+
+@cache
+def trained_spatial(steps: int = 300, seed: int = 0) -> TinyAutoencoderKL:
+    """A ``TinyAutoencoderKL`` trained on 16x16 digits with Adam (seeded; one intra-op thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = TinyAutoencoderKL()
+        x = digits16()[0]
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            opt.zero_grad()
+            model.loss(x[torch.randint(len(x), (64,), generator=gen)]).backward()
+            opt.step()
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
+class TabularVAE(nn.Module):
+    """A tabular VAE as a researcher writes one: ``encode(x [B, F]) -> (mu, logvar)``, ``decode(z) ->
+    [B, F]`` with a linear output, trained on standardised features (mean 0, sd 1)."""
+
+    def __init__(self, features: int, latent: int = 2, hidden: int = 32) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(features, hidden), nn.ReLU())
+        self.fc_mu, self.fc_logvar = nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+        self.dec = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, features))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.dec(z)
+
+    def loss(self, x: Tensor) -> Tensor:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = (self.decode(z) - x).pow(2).sum() / (2 * 0.1)
+        return (recon - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / len(x)
+
+
+@cache
+def wine() -> tuple[Tensor, Tensor, tuple[str, ...], tuple[str, ...]]:
+    """scikit-learn's wine table, standardised: (features [178, 13] float32, labels [178] (3
+    cultivars), feature names, class names)."""
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    x = (data.data - data.data.mean(0)) / data.data.std(0)
+    return (torch.from_numpy(x.astype("float32")), torch.from_numpy(data.target.astype("int64")),
+            tuple(data.feature_names), tuple(str(n) for n in data.target_names))
+
+
+@cache
+def trained_tabular(steps: int = 400, seed: int = 0) -> TabularVAE:
+    """A ``TabularVAE`` trained on the standardised wine table (full batches, Adam, seeded)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        x = wine()[0]
+        model = TabularVAE(x.shape[1])
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            model.loss(x).backward()
+            opt.step()
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)

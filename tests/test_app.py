@@ -97,7 +97,7 @@ def shown_class(outputs: dict[str, object]) -> object:
 
 def slide(client: Client, value: float, slot: int = 0) -> np.ndarray:
     """Move slider ``slot`` to ``value``: the decoded image's pixels (the image output must be there)."""
-    image, _note, _marker = client.predict(value, api_name=f"/slider_{slot}")
+    image, _note, *_ = client.predict(value, api_name=f"/slider_{slot}")
     assert image and Path(image).is_file(), f"slider {slot} returned no image"
     return pixels(image)
 
@@ -483,7 +483,7 @@ def test_no_slider_answer_for_the_previous_model_lands_after_a_switch(server: st
         rng = np.random.default_rng(k)
         while not stop.is_set():
             try:
-                image, note, _ = client.predict(float(rng.uniform(-3, 3)), api_name=f"/slider_{k % 2}")
+                image, note, *_ = client.predict(float(rng.uniform(-3, 3)), api_name=f"/slider_{k % 2}")
             except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
                 errors.append(repr(exc))
                 return

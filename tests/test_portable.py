@@ -40,7 +40,7 @@ def test_shipped_mnist_models_work_with_no_dataset_anywhere(tmp_path: Path) -> N
             assert Path(original).is_file() and Path(recon).is_file()
             assert client.predict("5", api_name="/hover_thumbnail")
             client.predict(7, api_name="/traverse_from_index")
-            image, note, _ = client.predict(1.5, "z:0", api_name="/slider_0")
+            image, note, *_ = client.predict(1.5, "z:0", api_name="/slider_0")
             assert Path(image).is_file() and note.startswith(f"**{file.removesuffix('.safetensors')}**"), note
             _, download = client.predict(5, "z:0", "prior", api_name="/traversal_grid")
             assert Path(download).is_file()

@@ -7,6 +7,7 @@ The public API is small::
     vs.save(model, "digits-vae.safetensors", images=x, labels=y)   # a checkpoint carrying its data
     app = vs.explore(model)                                        # the explorer on it
     app = vs.explore(my_vae, images=x_test, labels=y_test)         # on your own PyTorch model
+    app = vs.explore(my_tab_vae, features=X, feature_names=names)  # on a model of a table's rows
     app.close()
 
 The installed package is ``vaescope``; the repository's ``training/`` and ``explorer/`` folders are
@@ -115,7 +116,8 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
 
 
 def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None,
-           class_names: Sequence[str] | None = None, **adapter_options: Any) -> Path:
+           class_names: Sequence[str] | None = None, *, features: Any = None,
+           feature_names: Sequence[str] | None = None, **adapter_options: Any) -> Path:
     """Write ``model`` as an ONNX bundle at ``path`` (a ``.safetensors`` file): its encoder, decoder,
     prior and KL as ONNX graphs, its description and metadata, and ``images`` (with ``labels``) as
     an embedded evaluation sample (at most 20,000 images and 64 MiB: above that, a seeded subset
@@ -126,7 +128,9 @@ def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any 
     and ``decode`` (read through ``vaescope.adapter.adapt`` with ``adapter_options``: the keywords
     of ``vs.explore``, ``condition="class"`` and ``classes=K`` included). Every graph must
     reproduce PyTorch's outputs within 1e-4 on the sample (or on noise without one), or nothing is
-    written. ``labels`` are integers or strings (class names). A module is put back in the
+    written. ``labels`` are integers or strings (class names). A model of a table's rows takes
+    ``features=X`` [N, F] (with ``feature_names``) in place of ``images``, as ``vs.explore`` does;
+    its bundle draws rows as bar charts by name (at most 256 features). A module is put back in the
     train / eval mode and on the device it had before the call.
 
     Examples:
@@ -136,22 +140,34 @@ def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any 
     """
     import numpy as np
 
-    from vaescope.adapter import adapt, given_images, values_per_image
+    from vaescope.adapter import adapt, given_features, given_images, values_per_image
     from vaescope.bundle import export_bundle
     from vaescope.errors import InputError
-    from vaescope.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
+    from vaescope.limits import MAX_IMAGE_SIDE, MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
     from vaescope.training.models import LatentModel
 
     target = Path(path)
     if target.suffix.lower() != ".safetensors":
         raise InputError(f"vs.export writes one .safetensors file (the explorer lists those, and onnx.load cannot "
                          f"read a bundle): name it {target.with_suffix('.safetensors').name!r}, not {target.name!r}")
+    _check_features(model, images, features, feature_names, where="vs.export")
     if isinstance(model, str | os.PathLike):
         model = load(model, device="cpu")
     state = _ModuleState(model)
     try:
-        given = None
-        if images is not None:
+        given, scale = None, None
+        if features is not None:
+            shape = tuple(getattr(features, "shape", ()))
+            width = int(shape[1]) if len(shape) == 2 else 0  # given_features refuses any other shape
+            if width > MAX_IMAGE_SIDE:
+                raise InputError(f"a bundle holds rows of at most {MAX_IMAGE_SIDE} features, got {width}; explore a "
+                                 "wider table with vs.explore(model, features=X)")
+            limit = min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // max(1, width))
+            given, scale = given_features(features, labels, class_names, feature_names, limit=limit)
+            if given.subset:
+                _say(f"vs.export: the bundle carries {given.origin('vs.export', 'rows')} as its sample (a bundle's "
+                     f"sample holds at most {MAX_SAMPLE_IMAGES:,} rows)")
+        elif images is not None:
             limit = min(MAX_SAMPLE_IMAGES, MAX_SAMPLE_BYTES // values_per_image(images))
             given = given_images(images, labels, class_names, limit=limit)
             if given.subset:
@@ -168,7 +184,8 @@ def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any 
             contract_model = model
         else:
             contract_model = adapt(model, None if given is None else given.images, labels=y,
-                                   class_names=tuple(names or ()), **adapter_options)
+                                   class_names=tuple(names or ()), **adapter_options,
+                                   **({} if scale is None else {"features": scale}))
         sample = None if given is None else (given.images.numpy() * 255 + 0.5).astype(np.uint8)
         return export_bundle(contract_model, target, sample, None if y is None else y.numpy(), meta)
     finally:
@@ -181,7 +198,8 @@ _LAUNCH_ALIASES = {"port": "server_port", "host": "server_name"}  # latent-explo
 
 
 def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: Sequence[str] | None = None, *,
-            latents: Any = None, name: str | None = None, device: str = "auto",
+            latents: Any = None, features: Any = None, feature_names: Sequence[str] | None = None,
+            name: str | None = None, device: str = "auto",
             image_shape: tuple[int, ...] | None = None,
             input_shape: str = "auto", input_range: str = "auto", output: str = "auto", prior: str = "auto",
             spread: str = "auto", stochastic: bool = False,
@@ -205,6 +223,12 @@ def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: 
     70,000 images the map encodes a seeded subset (seed 0) of the images and the same rows of the
     labels, and says so. Without a model, ``latents=Z`` [N, D] maps precomputed codes from any
     encoder (with optional images as thumbnails); the decoding panels then say there is no decoder.
+
+    A model of a table's rows (a tabular VAE): ``features=X``, the rows [N, F] (numbers in any units,
+    e.g. standardised; a numpy array, torch tensor or pandas DataFrame) in place of ``images``, with
+    optional ``feature_names`` (one per column; a DataFrame's columns by default) and ``labels``.
+    The model is given rows [B, F] in the units of X and its decoder read in the same units; every
+    panel draws a row as a bar chart of the features by name, where it would draw a picture.
 
     A class-conditional model of your own: ``condition="class", classes=K`` with ``labels``; the
     adapter gives each image's class to encode and decode the way the model takes it (a second
@@ -237,7 +261,7 @@ def explore(x: Any = None, images: Any = None, labels: Any = None, class_names: 
     state = _ModuleState(x)
     try:
         store, default = _store_for(x, images, labels, class_names, latents=latents, name=name,
-                                    device=pick_device(device),
+                                    device=pick_device(device), features=features, feature_names=feature_names,
                                     adapter_options={"image_shape": image_shape, "input_shape": input_shape,
                                                      "input_range": input_range, "output": output, "prior": prior,
                                                      "spread": spread, "stochastic": stochastic,
@@ -409,12 +433,14 @@ def _in_notebook() -> bool:
 
 
 def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, latents: Any,
-               name: str | None, device: Any, adapter_options: dict[str, Any]) -> tuple[Any, str | None]:
+               name: str | None, device: Any, adapter_options: dict[str, Any], features: Any = None,
+               feature_names: Sequence[str] | None = None) -> tuple[Any, str | None]:
     """A model store holding what ``explore`` was given, and the name to open first."""
     from vaescope.errors import InputError
     from vaescope.explorer.core.embeddings import read_embeddings
     from vaescope.explorer.core.store import ModelStore
 
+    _check_features(x, images, features, feature_names, latents=latents, where="vs.explore")
     if latents is not None:
         if x is not None:
             raise InputError("give a model or latents=, not both")
@@ -437,7 +463,8 @@ def _store_for(x: Any, images: Any, labels: Any, class_names: Sequence[str] | No
         return store, name or path.name
     if x is None:
         raise InputError("vs.explore needs a model, a checkpoint path or a folder of checkpoints")
-    model, data = _as_model(x, images, labels, class_names, device=device, name=name, options=adapter_options)
+    model, data = _as_model(x, images, labels, class_names, device=device, name=name, options=adapter_options,
+                            features=features, feature_names=feature_names)
     label = name or getattr(model, "name", None) or type(x).__name__
     store = ModelStore(None, device)
     store.add_model(label, model, data, getattr(x, "meta", None))
@@ -475,13 +502,36 @@ def _codes_table(latents: Any, images: Any, labels: Any, class_names: Sequence[s
     return table_from_arrays(z if rows is None else z[rows], pixels, y, names, origin)
 
 
+def _check_features(x: Any, images: Any, features: Any, feature_names: Any, *, latents: Any = None,
+                    where: str) -> None:
+    """Refuse, in one sentence, ``features=`` / ``feature_names=`` given with what they cannot go with."""
+    from vaescope.errors import InputError
+    from vaescope.training.models import LatentModel
+
+    if features is None:
+        if feature_names is not None:
+            raise InputError("feature_names= go with features=: pass the table's rows as features=X [N, F]")
+        return
+    if images is not None:
+        raise InputError("give images= or features=, not both: features= are a table's rows [N, F], images= pictures")
+    if latents is not None:
+        raise InputError("features= go with a model that encodes them; precomputed codes go alone as latents=")
+    if isinstance(x, str | os.PathLike):
+        raise InputError(f"features= go with a model object (your PyTorch module); a file given to {where} brings "
+                         "its own data")
+    if isinstance(x, LatentModel):
+        raise InputError("vaescope's own models read images; features= are for your own model of a table's rows")
+
+
 def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | None, *, device: Any,
-              name: str | None, options: dict[str, Any]) -> tuple[Any, Any]:
-    """(a model answering the contract, its EvalData or None) for a model object."""
+              name: str | None, options: dict[str, Any], features: Any = None,
+              feature_names: Sequence[str] | None = None) -> tuple[Any, Any]:
+    """(a model answering the contract, its EvalData or None) for a model object (a tabular model
+    with ``features``: its rows as [N, 1, 1, F] "images" in [0, 1])."""
     import numpy as np
     import torch
 
-    from vaescope.adapter import adapt, given_images
+    from vaescope.adapter import adapt, given_features, given_images
     from vaescope.errors import InputError
     from vaescope.explorer.core.evaldata import EvalData
     from vaescope.limits import MAX_MAP_POINTS
@@ -489,8 +539,10 @@ def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | Non
 
     own = isinstance(x, LatentModel)
     known = class_names if class_names is not None else (tuple(x.class_names) or None if own else None)
-    given = None
-    if images is not None:
+    given, scale = None, None
+    if features is not None:
+        given, scale = given_features(features, labels, known, feature_names, limit=MAX_MAP_POINTS)
+    elif images is not None:
         given = given_images(images, labels, known, limit=MAX_MAP_POINTS)
     elif labels is not None:
         raise InputError("labels go with images: pass images=... as well")
@@ -509,7 +561,7 @@ def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | Non
             count = max(int(y.max()) + 1 if y is not None and len(y) else 0, classes or 0)
             names = tuple(str(i) for i in range(count))
         model = adapt(x, None if given is None else given.images, labels=y, name=name,
-                      class_names=names or (), **options)
+                      class_names=names or (), **options, **({} if scale is None else {"features": scale}))
     if names is not None and y is not None and len(y) and int(y.max()) >= len(names):
         raise InputError(f"labels go up to {int(y.max())} but there are {len(names)} class names")
     if given is not None and tuple(given.images.shape[1:]) != model.describe().image_shape:
@@ -518,5 +570,6 @@ def _as_model(x: Any, images: Any, labels: Any, class_names: Sequence[str] | Non
     data = None
     if given is not None:
         labels_np = np.full(len(given.images), -1, np.int64) if y is None else y.numpy()
-        data = EvalData((given.images.numpy() * 255 + 0.5).astype(np.uint8), labels_np, given.origin("vs.explore"))
+        data = EvalData((given.images.numpy() * 255 + 0.5).astype(np.uint8), labels_np,
+                        given.origin("vs.explore", "images" if scale is None else "rows of features"))
     return model, data

@@ -9,10 +9,15 @@ understands the shapes the ecosystem uses:
   ``loc`` / ``embedding`` with ``logvar`` / ``log_var`` / ``log_covariance`` / ``std`` / ``scale``
   / ``log_sigma`` ...), a ``torch.distributions.Normal``, or an object with ``.latent_dist``
   (diffusers), ``.mean`` and ``.logvar`` / ``.std``, or ``.mode()``. Spatial codes [B, C, h, w]
-  are flattened to [B, D].
+  are flattened to [B, D] everywhere, and their shape is kept in the description
+  (``latent_shape``): the explorer names each value by channel and position and moves whole channels.
 - ``decode`` may return pixels in [0, 1], logits, values in [-1, 1] (tanh), or a dict / object
   holding them (``.sample``, ``reconstruction``, ``recon_x``, ``x_hat``, ``logits``, ...).
 - Inputs may be images [B, C, H, W] or flat vectors [B, C*H*W]; inputs in [0, 1] or [-1, 1].
+- A tabular model reads rows of F features [B, F] in their own units (``features=``, a
+  ``FeatureScale`` from ``given_features``): the explorer keeps each row as a [1, 1, F] "image" in
+  [0, 1] (each feature's data range, widened by ``FEATURE_MARGIN``, mapped to [0, 1]); the adapter
+  gives the model the values in their own units and reads its output in the same units.
 
 The adapter decides by evidence where the evidence is clear, and otherwise refuses with an
 AdapterError that names the keyword to set, never a silently wrong picture:
@@ -58,7 +63,7 @@ from torch import Tensor
 
 from vaescope.contract import Condition, Description, Posterior
 from vaescope.errors import InputError
-from vaescope.limits import MAX_CLASSES
+from vaescope.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 
 OUTPUTS = ("pixels", "logits", "tanh")
 INPUT_RANGES = ("unit", "symmetric")
@@ -88,6 +93,9 @@ SPREAD_WORDS = {"logvar": "a log-variance", "std": "a standard deviation", "log_
 PIXEL_KEYS = ("reconstruction", "recon_x", "x_recon", "x_hat", "recon", "sample", "output", "probs", "mean",
               "images", "decoded")
 LOGIT_KEYS = ("logits", "x_logits")
+# Each feature's [0, 1] stands for its data's min..max widened by this fraction of the span on each
+# side, so a decoded value a little beyond the data is drawn as it is rather than clipped.
+FEATURE_MARGIN = 0.1
 
 
 class AdapterError(InputError):
@@ -96,6 +104,34 @@ class AdapterError(InputError):
 
 class ModelFailed(AdapterError):
     """The foreign model itself failed: it gave NaN, or its decode raised on the codes it was given."""
+
+
+@dataclass(frozen=True)
+class FeatureScale:
+    """How a row of F features in the data's own units maps to the [0, 1] the explorer keeps: feature
+    f's ``lo[f]`` is 0 and ``hi[f]`` is 1. Build it with ``given_features``."""
+
+    names: tuple[str, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+
+    @property
+    def ranges(self) -> tuple[tuple[float, float], ...]:
+        return tuple(zip(self.lo, self.hi, strict=True))
+
+    def _bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        lo = torch.tensor(self.lo, dtype=torch.float32, device=like.device)
+        return lo, torch.tensor(self.hi, dtype=torch.float32, device=like.device) - lo
+
+    def from_unit(self, x: Tensor) -> Tensor:
+        """[B, F] in [0, 1] -> the features in their own units [B, F]."""
+        lo, span = self._bounds(x)
+        return lo + x.float() * span
+
+    def to_unit(self, values: Tensor) -> Tensor:
+        """Features in their own units [B, F] -> [0, 1] [B, F], clipped."""
+        lo, span = self._bounds(values)
+        return ((values.float() - lo) / span).clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,7 @@ class Reading:
     spread: str = "logvar"  # what the encoder's spread holds: "logvar", "std" or "log_std"
     draws: int = 1  # encodes averaged per code: > 1 only for a random encoder explored with stochastic=True
     classes: int = 0  # K for a class-conditional model (condition="class"), else 0
+    features: FeatureScale | None = None  # a tabular model: rows [B, F] in these units; None for images
     condition_format: str = ""  # how it takes the class: one of CONDITION_FORMATS; "" without a class
     notes: tuple[str, ...] = ()  # how each reading was settled, for the model card
 
@@ -295,9 +332,18 @@ class ForeignModel:
     def describe(self) -> Description:
         r = self.reading
         kind = ("conditional VAE" if r.classes else "VAE") if r.prior else "autoencoder"
-        details = [f"inputs {'flat' if r.input_shape == 'flat' else 'images'} in "
-                   f"{'[0, 1]' if r.input_range == 'unit' else '[-1, 1]'}", f"decoder gives {r.output}",
-                   f"code shape {list(r.latent_shape)}", *r.notes]
+        if r.features is not None:
+            f = len(r.features.names)
+            details = [f"inputs: rows of {f} features [B, {f}] in their own units", "decoder gives feature values in "
+                       "the same units", f"code shape {list(r.latent_shape)}", *r.notes]
+        else:
+            details = [f"inputs {'flat' if r.input_shape == 'flat' else 'images'} in "
+                       f"{'[0, 1]' if r.input_range == 'unit' else '[-1, 1]'}", f"decoder gives {r.output}",
+                       f"code shape {list(r.latent_shape)}", *r.notes]
+        spatial = r.latent_shape if sum(size > 1 for size in r.latent_shape) > 1 else ()  # [B, 1, D] is flat
+        if spatial:
+            details.append(f"codes flattened to {math.prod(r.latent_shape)} values for maps and sliders; sliders "
+                           "named by channel and position")
         if r.classes:
             details.insert(0, f"{r.classes} classes, given as {FORMAT_WORDS[r.condition_format]} "
                               f"(condition_format={r.condition_format!r})")
@@ -312,7 +358,11 @@ class ForeignModel:
                            summary=summary, image_shape=r.image_shape, latent_dim=max(1, math.prod(r.latent_shape)),
                            class_names=self.class_names,
                            condition=Condition("class", r.classes) if r.classes else Condition(), has_prior=r.prior,
-                           prior_note=prior_note, details=tuple(details))
+                           prior_note=prior_note, details=tuple(details),
+                           latent_shape=spatial,
+                           display="features" if r.features is not None else "image",
+                           feature_names=() if r.features is None else r.features.names,
+                           feature_range=() if r.features is None else r.features.ranges)
 
     @torch.no_grad()
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Posterior:
@@ -326,8 +376,16 @@ class ForeignModel:
 
     @torch.no_grad()
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        """z [B, D] (with classes y [B] for a conditional model) -> pixels [B, C, H, W] in [0, 1]."""
-        return to_unit(self._decode_raw(z, None, condition).float(), self.reading.output)
+        """z [B, D] (with classes y [B] for a conditional model) -> pixels [B, C, H, W] in [0, 1] (a
+        tabular model's features, [B, 1, 1, F], scaled as its ``FeatureScale`` says)."""
+        return self._to_unit(self._decode_raw(z, None, condition).float(), self.reading)
+
+    @staticmethod
+    def _to_unit(values: Tensor, reading: Reading) -> Tensor:
+        """Decoder values [B, C, H, W] -> [0, 1] under ``reading``."""
+        if reading.features is not None:
+            return reading.features.to_unit(values.flatten(1)).reshape(values.shape)
+        return to_unit(values, reading.output)
 
     def sample(self, n: int, condition: int | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
@@ -342,6 +400,8 @@ class ForeignModel:
     # -- raw calls --
     def _model_input(self, x: Tensor, reading: Reading) -> Tensor:
         x = x.to(self.device, torch.float32)
+        if reading.features is not None:  # a row of features, in their own units
+            return reading.features.from_unit(x.flatten(1))
         if reading.input_range == "symmetric":
             x = 2 * x - 1
         return x.flatten(1) if reading.input_shape == "flat" else x
@@ -510,7 +570,7 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
           spread: str = "auto", stochastic: bool = False,
           class_names: tuple[str, ...] | list[str] = (), name: str | None = None,
           labels: Tensor | np.ndarray | None = None, condition: str = "none", classes: int | None = None,
-          condition_format: str = "auto",
+          condition_format: str = "auto", features: FeatureScale | None = None,
           encode_output: Callable[[Any], Any] | None = None,
           decode_output: Callable[[Any], Any] | None = None,
           decode_input: Callable[[Tensor], Any] | None = None) -> ForeignModel:
@@ -531,6 +591,10 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
     says how the model takes the class (see the module's docstring). ``decode_input`` turns the
     codes [B, D] into what the model's decode takes; ``encode_output`` / ``decode_output`` read
     what encode and decode return.
+
+    A tabular model: ``features`` (the ``FeatureScale`` of ``given_features``) with ``images`` the
+    rows it gives, [N, 1, 1, F] in [0, 1]; the model reads rows [B, F] in their own units and its
+    decoder gives rows in the same units (no input range or output to settle).
 
     Examples:
         >>> import torch
@@ -556,6 +620,9 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
     k = _classes_of(condition, classes, tuple(class_names), y, condition_format)
     if images is not None:
         images = images[:CALIBRATION_IMAGES].float()
+    if features is not None:
+        image_shape = _features_shape(features, images, image_shape, input_shape, input_range, output)
+        input_shape, input_range, output = "flat", "unit", "pixels"  # unused: the FeatureScale says
     shape = _image_shape_from(images, image_shape)
     probe = images if images is not None else torch.full((2, *shape), 0.5)
     probe_y = None
@@ -567,12 +634,13 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
         module.eval()
     model = ForeignModel(module, Reading(shape), name=label, class_names=tuple(class_names),
                          encode_output=encode_output, decode_output=decode_output, decode_input=decode_input)
+    start = Reading(shape, features=features)
     if k:
-        reading = _settle_condition(model, probe, probe_y, Reading(shape, classes=k), input_shape, condition_format)
+        reading = _settle_condition(model, probe, probe_y, replace(start, classes=k), input_shape, condition_format)
         if y is None:
             reading = replace(reading, notes=(*reading.notes, "calibrated with class 0 for every image (no labels)"))
     else:
-        reading = _settle_input_shape(model, probe, Reading(shape), input_shape)
+        reading = _settle_input_shape(model, probe, start, input_shape)
     ranges = INPUT_RANGES if input_range == "auto" else (input_range,)
     with torch.no_grad():
         encoded = [model._encode_once(probe, replace(reading, input_range=rng), probe_y) for rng in ranges]
@@ -589,7 +657,8 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
         except AdapterError as exc:
             questions.append(str(exc))
     try:
-        reading = _settle_output(model, images, reading, input_range, output, probe_y)
+        reading = (_settle_features(model, probe, reading, probe_y) if features is not None else
+                   _settle_output(model, images, reading, input_range, output, probe_y))
     except ModelFailed:  # NaN, or a decode that raised: nothing else matters until it is fixed
         raise
     except AdapterError as exc:
@@ -601,6 +670,36 @@ def adapt(module: Any, images: Tensor | None = None, *, image_shape: tuple[int, 
                            + "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1)))
     model.reading = reading
     return model
+
+
+def _features_shape(features: FeatureScale, images: Tensor | None, image_shape: tuple[int, ...] | None,
+                    input_shape: str, input_range: str, output: str) -> tuple[int, int, int]:
+    """The [1, 1, F] shape a tabular model's rows are kept in; AdapterError, in one sentence, for an
+    image keyword given with ``features``."""
+    if not isinstance(features, FeatureScale):
+        raise AdapterError(f"features= takes the FeatureScale of vaescope.adapter.given_features, got "
+                           f"{type(features).__name__}; vs.explore(model, features=X) builds it from the rows X [N, F]")
+    shape = (1, 1, len(features.names))
+    given = {"image_shape": image_shape is not None, "input_range": input_range != "auto", "output": output != "auto",
+             "input_shape": input_shape not in ("auto", "flat")}
+    if any(given.values()):
+        keyword = next(k for k, v in given.items() if v)
+        raise AdapterError(f"{keyword}= is for images; with features= the model reads rows [B, F] in the features' own "
+                           "units and its decoder gives rows in the same units: leave it out")
+    if images is not None and tuple(images.shape[1:]) != shape:
+        raise AdapterError(f"the rows are {list(images.shape[1:])} but features= names {shape[2]} features")
+    return shape
+
+
+def _settle_features(model: ForeignModel, probe: Tensor, reading: Reading, y: Tensor | None) -> Reading:
+    """A tabular model reads and writes its features in their own units: nothing to choose, but its
+    encoder and decoder must give finite values (one sentence counting the rows otherwise)."""
+    with torch.no_grad():
+        mean, _ = model._encode_raw(probe, reading, y)
+        _finite(mean, "encode", "rows given")
+        raw, _ = model._decode_values(mean.float().flatten(1), reading, y)
+        _finite(raw, "decode", "rows given (decoding their codes)")
+    return replace(reading, notes=(*reading.notes, "features given and read in their own units"))
 
 
 def _classes_of(condition: str, classes: int | None, class_names: tuple[str, ...], labels: Tensor | None,
@@ -899,6 +998,70 @@ def given_images(images: Any, labels: Any = None, class_names: Any = None, *, li
     else:
         labels_t = own
     return Given(x, labels_t, names, n, rows is not None)
+
+
+def given_features(features: Any, labels: Any = None, class_names: Any = None, feature_names: Any = None, *,
+                   limit: int | None = None) -> tuple[Given, FeatureScale]:
+    """Rows of a table, ``features`` [N, F] (a numpy array, a torch tensor, or a pandas DataFrame,
+    whose column names are the default ``feature_names``), with their ``labels`` (see
+    ``labels_as_classes``), as (the rows kept as "images" [n, 1, 1, F] in [0, 1], their scale).
+    Each feature's [0, 1] stands for its min..max over all N rows, widened by ``FEATURE_MARGIN`` of
+    that span on each side (a constant feature: its value ± 0.5). Above ``limit`` rows, a seeded
+    subset of the rows and the same labels is kept. Raises InputError in one sentence for what it
+    cannot read.
+
+    Examples:
+        >>> import numpy as np
+        >>> given, scale = given_features(np.array([[0.0, 10.0], [1.0, 30.0]]), feature_names=["a", "b"])
+        >>> given.images.shape, scale.names, scale.lo
+        (torch.Size([2, 1, 1, 2]), ('a', 'b'), (-0.1, 8.0))
+    """
+    columns = getattr(features, "columns", None)
+    if columns is not None and callable(getattr(features, "to_numpy", None)):  # a pandas DataFrame
+        array = features.to_numpy()
+        feature_names = feature_names if feature_names is not None else [str(c) for c in columns]
+    elif isinstance(features, Tensor):
+        array = features.detach().cpu().numpy()
+    elif isinstance(features, np.ndarray):
+        array = features
+    else:
+        raise InputError(f"features must be rows of numbers [N, F] (a numpy array, a torch tensor or a pandas "
+                         f"DataFrame), got {type(features).__name__}")
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise InputError(f"features must be rows of numbers [N, F] (one row per example, one column per feature), "
+                         f"got shape {list(array.shape)}")
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"features must be numbers (float or integer), got {array.dtype}")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).any(1).sum())
+        raise InputError(f"features must be finite: {bad:,} of the {len(values):,} rows hold NaN or infinite values "
+                         "(drop or impute them first)")
+    n, f = values.shape
+    if feature_names is None:
+        names = tuple(f"f{i}" for i in range(f))
+    else:
+        if isinstance(feature_names, str | bytes) or not hasattr(feature_names, "__len__"):
+            raise InputError(f"feature_names must be a list of {f} names, one per column of features, got "
+                             f"{type(feature_names).__name__}")
+        names = tuple(str(name) for name in feature_names)
+        if len(names) != f:
+            raise InputError(f"feature_names must name each of the {f} columns of features, got {len(names)} names")
+        if any(not name.strip() or len(name) > MAX_CLASS_NAME_CHARS for name in names):
+            raise InputError(f"feature_names must be non-empty names of at most {MAX_CLASS_NAME_CHARS} characters")
+    y, class_list = (None, None if class_names is None else tuple(str(c) for c in class_names))
+    if labels is not None:
+        y, class_list = labels_as_classes(labels, n, class_names)
+    lo, hi = values.min(0), values.max(0)
+    span = hi - lo
+    flat = span <= 1e-12 * np.maximum(1.0, np.abs(lo))
+    lo, hi = np.where(flat, lo - 0.5, lo - FEATURE_MARGIN * span), np.where(flat, hi + 0.5, hi + FEATURE_MARGIN * span)
+    rows = subset_rows(n, limit)
+    kept = values if rows is None else values[rows]
+    unit = torch.from_numpy(((kept - lo) / (hi - lo)).astype(np.float32)).clamp(0, 1).reshape(len(kept), 1, 1, f)
+    labels_t = None if y is None else torch.from_numpy(y if rows is None else y[rows])
+    scale = FeatureScale(names, tuple(round(float(v), 12) for v in lo), tuple(round(float(v), 12) for v in hi))
+    return Given(unit, labels_t, class_list, n, rows is not None), scale
 
 
 def labels_as_classes(labels: Any, n: int, class_names: Any = None) -> tuple[np.ndarray, tuple[str, ...] | None]:

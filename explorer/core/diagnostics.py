@@ -85,7 +85,8 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     notes.append("<details><summary>Details</summary>Active units follow Burda et al. (2016): "
                  f"Var_x E[z_d | x] > {ACTIVE_UNIT_THRESHOLD}. The KL per dimension is the mean over the test "
                  "images of KL(q(z_d | x) || p(z_d)), in nats.</details>")
-    figure = figures.kl_bar_chart(info.kl, active, dead_below=KL_DEAD)
+    figure = figures.kl_bar_chart(info.kl, active, dead_below=KL_DEAD,
+                                  names=[entry.description.dim_name(d) for d in range(len(info.kl))])
     figure.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · {figure.layout.title.text}")
     return figure, notes
 
@@ -109,5 +110,5 @@ def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
 
 def _grid(entry: ModelEntry, images: np.ndarray, nrow: int) -> np.ndarray:
     """A grid of the model's images, drawn the way the model says (a sequence as a line)."""
-    pictures = figures.pictures(images, entry.description.display)
+    pictures = figures.pictures(images, figures.Drawing.of(entry.description), cell=True)
     return figures.image_grid(pictures, nrow=nrow, scale=grid_scale(pictures))

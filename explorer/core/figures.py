@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.colors
@@ -193,14 +194,146 @@ def line_pictures(sequences: np.ndarray) -> np.ndarray:
     return out
 
 
-def pictures(images: np.ndarray, display: str = "image") -> np.ndarray:
-    """Images [M, C, H, W] or one [C, H, W] as they are drawn: as they are, or (display "line":
-    sequences, e.g. waveforms) as line plots."""
-    if display != "line":
+FEATURE_ROWS = 40  # up to this many features a row is drawn as named bars; more as an unnamed profile
+FEATURE_BAR_COLORS = ((31, 119, 180), (214, 96, 77))  # above and below the baseline (0, where it is in range)
+FEATURE_TRACK = (236, 236, 236)  # the range a bar can span
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Pixel sizes of one bar chart of features: a row per feature (name, bar, value)."""
+
+    row: int
+    name: int
+    bar: int
+    value: int
+    font: int
+
+
+FEATURE_BIG = FeatureLayout(row=16, name=118, bar=120, value=54, font=11)  # one chart: names and values
+FEATURE_CELL = FeatureLayout(row=9, name=52, bar=64, value=0, font=8)  # a grid cell: short names, no values
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """How a model's x [C, H, W] is drawn: ``kind`` "image" (pixels), "line" (a sequence) or
+    "features" (a row of F = C*H*W named values in [0, 1]: ``names``, and ``ranges``, each
+    feature's (lo, hi) in the data's own units that 0 and 1 stand for)."""
+
+    kind: str = "image"
+    names: tuple[str, ...] = ()
+    ranges: tuple[tuple[float, float], ...] = ()
+
+    @classmethod
+    def of(cls, description: object) -> Drawing:
+        """The drawing a model's ``Description`` asks for (its display, feature names and ranges)."""
+        return cls(str(getattr(description, "display", "image")), tuple(getattr(description, "feature_names", ())),
+                   tuple(getattr(description, "feature_range", ())))
+
+
+def feature_pictures(rows: np.ndarray, names: Sequence[str] = (), ranges: Sequence[tuple[float, float]] = (),
+                     cell: bool = False) -> np.ndarray:
+    """Rows of F features in [0, 1] [M, F] drawn as horizontal bar charts [M, 3, h, w] in [0, 1]:
+    one row per feature with its name (f0, f1, ... without names), a bar from the baseline (the
+    feature's 0 where its range holds it, else the range's low end) to the value, and the value in
+    the feature's own units (``ranges``: (lo, hi) per feature; without them, the [0, 1] value).
+    ``cell``: small, for a grid cell (short names, no values). Above FEATURE_ROWS features, an
+    unnamed profile (one vertical bar per feature) instead."""
+    values = np.clip(np.nan_to_num(np.asarray(rows, np.float64)), 0, 1)
+    m, f = values.shape
+    lo = np.array([r[0] for r in ranges], np.float64) if len(ranges) == f else np.zeros(f)
+    hi = np.array([r[1] for r in ranges], np.float64) if len(ranges) == f else np.ones(f)
+    base = np.clip(-lo / (hi - lo), 0, 1)  # where 0 lies in each feature's range
+    if f > FEATURE_ROWS:
+        return _feature_profiles(values, base, 48 if cell else 96)
+    layout = FEATURE_CELL if cell else FEATURE_BIG
+    names = [str(n) for n in names] if len(names) == f else [f"f{i}" for i in range(f)]
+    font = _font(layout.font)
+    pad = 4
+    width, height = layout.name + layout.bar + layout.value + 2 * pad, f * layout.row + 2 * pad
+    out = np.zeros((m, 3, height, width), np.float32)
+    labels = [_fit_text(font, name, layout.name - 4) for name in names]
+    for i in range(m):
+        canvas = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(canvas)
+        for k in range(f):
+            top = pad + k * layout.row
+            left = pad + layout.name
+            draw.text((pad, top + (layout.row - layout.font) // 2 - 1), labels[k], fill=(40, 40, 40), font=font)
+            draw.rectangle((left, top + 2, left + layout.bar - 1, top + layout.row - 2), fill=FEATURE_TRACK)
+            x0, x1 = left + base[k] * (layout.bar - 1), left + values[i, k] * (layout.bar - 1)
+            colour = FEATURE_BAR_COLORS[0] if values[i, k] >= base[k] else FEATURE_BAR_COLORS[1]
+            draw.rectangle((min(x0, x1), top + 2, max(x0, x1), top + layout.row - 2), fill=colour)
+            draw.line((x0, top + 1, x0, top + layout.row - 1), fill=(90, 90, 90))
+            if layout.value:
+                shown = lo[k] + values[i, k] * (hi[k] - lo[k])
+                draw.text((left + layout.bar + 4, top + (layout.row - layout.font) // 2 - 1), f"{shown:.3g}",
+                          fill=(40, 40, 40), font=font)
+        out[i] = np.asarray(canvas, np.float32).transpose(2, 0, 1) / 255
+    return out
+
+
+def _feature_profiles(values: np.ndarray, base: np.ndarray, height: int) -> np.ndarray:
+    """Rows [M, F] in [0, 1] as profiles [M, 3, height, 2F]: a vertical bar per feature from its
+    baseline, on white."""
+    m, f = values.shape
+    out = np.ones((m, 3, height, 2 * f), np.float32)
+    ys = np.arange(height)[:, None]
+    top_of = lambda v: (1 - v) * (height - 1)  # noqa: E731 - value 1 at the top
+    for i in range(m):
+        a, b = top_of(values[i])[None], top_of(base)[None]
+        inside = (ys >= np.minimum(a, b) - 0.5) & (ys <= np.maximum(a, b) + 0.5)  # [height, F]
+        above = (values[i] >= base)[None]
+        for ch in range(3):
+            up, down = FEATURE_BAR_COLORS[0][ch] / 255, FEATURE_BAR_COLORS[1][ch] / 255
+            column = np.where(inside, np.where(above, up, down), 1.0)
+            out[i, ch, :, 0::2] = column
+    return out
+
+
+def pictures(images: np.ndarray, display: str | Drawing = "image", cell: bool = False) -> np.ndarray:
+    """Images [M, C, H, W] or one [C, H, W] as they are drawn: as they are, as line plots (display
+    "line": sequences, e.g. waveforms), or as bar charts of named features (display "features": a
+    table's rows, ``feature_pictures``; ``cell``: small enough for a grid cell). ``display`` is the
+    kind, or a ``Drawing`` with the feature names and ranges."""
+    drawing = display if isinstance(display, Drawing) else Drawing(str(display))
+    if drawing.kind not in ("line", "features"):
         return images
     one = np.asarray(images).ndim == 3
-    drawn = line_pictures(np.asarray(images)[None] if one else images)
+    batch = np.asarray(images)[None] if one else np.asarray(images)
+    if drawing.kind == "line":
+        drawn = line_pictures(batch)
+    else:
+        drawn = feature_pictures(batch.reshape(len(batch), -1), drawing.names, drawing.ranges, cell)
     return drawn[0] if one else drawn
+
+
+# -- a spatial code as channel maps -------------------------------------------------------------------
+HEAT_COLORS = ((33, 102, 172), (247, 247, 247), (178, 24, 43))  # -scale, 0, +scale (ColorBrewer RdBu)
+CODE_CELL_PX = 72  # each channel map is upscaled (nearest) to about this size
+
+
+def heat_rgb(values: np.ndarray, scale: float) -> np.ndarray:
+    """Values [...] -> RGB [..., 3] in [0, 1] on a diverging scale: blue at -scale, white at 0, red
+    at +scale (clipped beyond)."""
+    t = np.clip(np.nan_to_num(np.asarray(values, np.float64)) / max(float(scale), 1e-12), -1, 1)[..., None]
+    neg, mid, pos = (np.array(c, np.float64) / 255 for c in HEAT_COLORS)
+    return np.where(t < 0, mid + (mid - neg) * t, mid + (pos - mid) * t).astype(np.float32)
+
+
+def code_maps(z: np.ndarray, shape: Sequence[int], scale: float, cell_px: int = CODE_CELL_PX,
+              columns: int = 8) -> np.ndarray:
+    """A spatial code z [D] of ``shape`` (C, H, W) as C small heatmaps, one per channel, in a
+    captioned grid (uint8 [H', W', 3]); a (C, L) code gives C strips, and a longer shape keeps its
+    last axis as the width. Colours: ``heat_rgb`` with ``scale``."""
+    shape = tuple(int(s) for s in shape)
+    c = shape[0]
+    rest = shape[1:] or (1,)
+    width = rest[-1]
+    maps = np.asarray(z, np.float32).reshape(c, -1, width)  # [C, h, w]
+    rgb = heat_rgb(maps, scale).transpose(0, 3, 1, 2)  # [C, 3, h, w]
+    px = max(1, cell_px // max(maps.shape[1:]))
+    return image_grid(rgb, nrow=min(columns, c), scale=px, captions=[f"c{i}" for i in range(c)])
 
 
 def _to_uint8_hwc(image: np.ndarray, scale: int = 1) -> np.ndarray:
@@ -261,11 +394,11 @@ def _label_grid(grid: np.ndarray, rows: int, cols: int, ch: int, cw: int, pad: i
     return np.asarray(out)
 
 
-def _font() -> object:
+def _font(size: int = 12) -> object:
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=12)
+        return ImageFont.load_default(size=size)
     except TypeError:  # an old Pillow without scalable default fonts
         return ImageFont.load_default()
 
@@ -301,19 +434,22 @@ def gif_bytes(images: np.ndarray, scale: int, duration_ms: int = 80) -> bytes:
 
 
 # -- diagnostics ----------------------------------------------------------------------------------
-def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray, dead_below: float = 0.01) -> go.Figure:
+def kl_bar_chart(kl_per_dim: np.ndarray, active: np.ndarray, dead_below: float = 0.01,
+                 names: Sequence[str] | None = None) -> go.Figure:
     """KL per latent dimension [D] as bars in three groups: used (its code moves with the image and
     it carries information), moving but carrying almost nothing (KL below ``dead_below`` nats),
-    and unused (its code does not move)."""
+    and unused (its code does not move). ``names`` [D] name the dims in the hover ("c2 (3,5)" for
+    a spatial code); z0, z1, ... without them."""
     kl = np.asarray(kl_per_dim, np.float64)
     active = np.asarray(active, bool)
     dims = np.arange(len(kl))
+    labels = np.asarray(list(names) if names is not None and len(names) == len(kl) else [f"z{d}" for d in dims])
     used = active & (kl >= dead_below)
     fig = go.Figure()
     for name, mask, colour in (("used", used, ACTIVE_COLOR), ("moves, carries ~nothing", active & ~used, NEARLY_COLOR),
                                ("unused", ~active, INACTIVE_COLOR)):
-        fig.add_trace(go.Bar(x=dims[mask], y=kl[mask], name=name, marker_color=colour,
-                             hovertemplate="z%{x}: %{y:.3f} nats<extra>" + name + "</extra>"))
+        fig.add_trace(go.Bar(x=dims[mask], y=kl[mask], name=name, marker_color=colour, customdata=labels[mask],
+                             hovertemplate="%{customdata}: %{y:.3f} nats<extra>" + name + "</extra>"))
     fig.update_layout(title=f"KL per dimension ({int(used.sum())} of {len(kl)} used)",
                       xaxis={"title": "latent dimension", "tickmode": "linear", "dtick": 1 if len(kl) <= 32 else 4},
                       yaxis={"title": "mean KL (nats)"}, bargap=0.15,

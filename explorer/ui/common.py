@@ -147,7 +147,7 @@ def big(entry: ModelEntry, image: np.ndarray, px: int = PREVIEW_PX) -> Image.Ima
 def grid(entry: ModelEntry, images: np.ndarray, nrow: int, cell_px: int = STRIP_PX, **labels: Any) -> np.ndarray:
     """Images [N, C, H, W] of ``entry``'s model, drawn the way the model says, as a uint8 grid with
     cells of about ``cell_px`` (``captions`` / ``row_labels`` as ``figures.image_grid`` takes them)."""
-    pictures = figures.pictures(images, display_of(entry))
+    pictures = figures.pictures(images, display_of(entry), cell=True)
     return figures.image_grid(pictures, nrow=nrow, scale=max(1, cell_px // max(pictures.shape[-2:])), **labels)
 
 
@@ -158,9 +158,10 @@ def decoder_buttons(entry: ModelEntry, buttons: Iterable[Any]) -> dict[Any, Any]
     return {button: gr.Button(interactive=entry.generator is not None) for button in buttons}
 
 
-def display_of(entry: ModelEntry) -> str:
-    """How the model's images are drawn: "image", or "line" for sequences (the contract says)."""
-    return entry.description.display
+def display_of(entry: ModelEntry) -> figures.Drawing:
+    """How the model's images are drawn: as pixels, a sequence as a line, a table's row as bars of
+    named features (the contract says; ``figures.pictures`` takes it)."""
+    return figures.Drawing.of(entry.description)
 
 
 def stale_files(files: Iterable[tuple[Path, float]], now: float, keep: int = DOWNLOADS_KEPT,

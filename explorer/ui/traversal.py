@@ -1,6 +1,10 @@
 """The traversal panel: one slider per latent dimension, the decoded image live while you drag, and
 where the code starts (a test image, a prior sample, an upload, a drawing); plus the traversal grid.
 
+A spatial code (a diffusers VAE's C x H x W) gets sliders named by channel and position, channel
+pages (one slider moves a whole channel map, ``dims.CHANNELS``; the default) and the code drawn as
+one small heatmap per channel under the image, redrawn on every move.
+
 The slider events are the hot path: they skip Gradio's queue (one request per move), never load a
 model (a model evicted from memory shows "loading" instead of blocking), decode one image and
 return only what changed. Gradio 6 shows no error toast for an unqueued event, so a failure is
@@ -20,16 +24,23 @@ from PIL import Image
 
 from vaescope.contract import fill_other_groups
 from vaescope.errors import InputError
-from vaescope.explorer.core import traversal
+from vaescope.explorer.core import figures, traversal
 from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
 from vaescope.explorer.core.dims import (
     SLIDERS,
+    channel_bounds,
+    channel_codes,
+    channel_label,
+    channel_offset,
+    code_scale,
     default_range,
     dim_info,
     nice_bounds,
+    page_channels,
     page_choices,
     page_dims,
     parse_page,
+    shift_channel,
     slider_bounds,
     slider_label,
 )
@@ -60,10 +71,13 @@ from vaescope.limits import MAX_CLASSES, MAX_IMAGE_BYTES
 # measured with Chromium's profiler; docs/performance.md).
 SLIDER_QUEUE = False
 CAPTION = ("**Traversal.** The image decoded from one code. Each slider moves one dimension of that code; "
-           "the most used dimensions come first. Drag one and watch what it controls.")
+           "the most used dimensions come first. Drag one and watch what it controls. A code with channels "
+           "(C × H × W) opens on channel sliders, each moving a whole channel map, and is drawn as channel maps "
+           "under the image.")
 GRID_CAPTION = ("Each row moves one dimension of the current code across the slider range, left to right "
                 "(rows follow the current page of sliders, most used first).")
 GRID_PX = 64
+CODE_LABEL = "The code: {c} channel maps ({where}) · blue −{scale:.2g} · white 0 · red +{scale:.2g}"
 
 
 class TraversalPanel:
@@ -82,6 +96,8 @@ class TraversalPanel:
                                         interactive=False, elem_id="traversal-start", elem_classes="pixelated",
                                         scale=1, min_width=110, buttons=[])
         self.note = gr.Markdown("", elem_id="traversal-info")
+        self.code_image = gr.Image(label="The code as channel maps", format="png", interactive=False, visible=False,
+                                   elem_id="traversal-code", elem_classes="pixelated", buttons=[], height=150)
         self.marker = gr.Textbox(visible="hidden", elem_id="map-marker")
         with gr.Row(elem_id="traversal-controls"):
             self.index = gr.Number(0, precision=0, minimum=0, label="Test image #", elem_id="traversal-index",
@@ -99,7 +115,8 @@ class TraversalPanel:
         with gr.Column(elem_id="sliders"):
             self.sliders = [gr.Slider(-3, 3, value=0, step=0.03, label=f"z{i}", elem_id=f"dim-slider-{i}",
                                       elem_classes="dim-slider", buttons=[]) for i in range(SLIDERS)]
-        with gr.Accordion("Start from your own image or a drawing", open=False, elem_id="traversal-own"):
+        with gr.Accordion("Start from your own image or a drawing", open=False,
+                          elem_id="traversal-own") as self.own:
             self.upload = gr.File(label="Image (PNG / JPEG …); converted to the model's size", file_types=["image"],
                                   elem_id="traversal-upload", height=110)
             self.sketch = gr.Sketchpad(type="numpy", canvas_size=(280, 280), fixed_canvas=True, layers=False,
@@ -120,10 +137,12 @@ class TraversalPanel:
     def start_outputs(self) -> list[Any]:
         """What a new start code updates: the class dropdown, the images, the note, the sliders, the
         marker, and the "Test image #" field (it names the image the code came from)."""
-        return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker, self.index]
+        return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker, self.index,
+                self.code_image]
 
     def model_outputs(self) -> list[Any]:
-        return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file, *self.decoder_buttons()]
+        return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file, self.own,
+                *self.decoder_buttons()]
 
     def decoder_buttons(self) -> list[Any]:
         return [self.index_btn, self.random_btn, self.reset_btn, self.sketch_btn, self.grid_btn]
@@ -143,7 +162,7 @@ class TraversalPanel:
         updates |= self.start(entry, code, session, session.version, page=pages[0][1], range_mode=mode)
         updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
         updates |= decoder_buttons(entry, self.decoder_buttons())
-        # the class list and the class the opening code decodes with, in one update
+        updates[self.own] = gr.Accordion(visible=entry.description.display != "features")  # a table's row: no images
         choices = condition.class_choices(names)
         updates[self.cls] = gr.Dropdown(choices=choices, value=code.y if choices else None, visible=bool(choices))
         return updates
@@ -153,6 +172,7 @@ class TraversalPanel:
         session.update(session.version, code=None)
         note = f"**{short_name(entry)}** · {NO_DECODER.format(what='traverse')}."
         return {self.note: note, self.image: None, self.start_image: None, self.marker: points_json(None, None),
+                self.code_image: gr.Image(value=None, visible=False), self.own: gr.Accordion(visible=True),
                 **{slider: gr.Slider(visible=False) for slider in self.sliders},
                 self.page: gr.Dropdown(visible=False), self.cls: gr.Dropdown(choices=[], value=None, visible=False),
                 self.index: gr.Number(value=0), self.range: "prior",
@@ -176,24 +196,44 @@ class TraversalPanel:
         return updates
 
     def view(self, entry: ModelEntry, code: Code, page: Any, range_mode: str | None) -> dict[Any, Any]:
-        """The sliders, decoded image and note for ``code`` on dimension page ``page``."""
+        """The sliders, decoded image and note for ``code`` on dimension page ``page`` (a channel
+        page: one slider per channel, at its offset from the start code)."""
         info = dim_info(entry)
-        dims = page_dims(entry, page)
-        lo, hi = slider_bounds(entry, range_mode or default_range(entry))
+        mode = range_mode or default_range(entry)
+        channels = page_channels(entry, page)
+        if channels is not None:
+            lo, hi = channel_bounds(entry, mode, code.z0)
+            slots = [(int(c), channel_offset(entry, code.z, code.z0, int(c)), channel_label(entry, info, int(c)))
+                     for c in channels]
+        else:
+            lo, hi = slider_bounds(entry, mode)
+            slots = [(int(d), float(code.z[d]), slider_label(info, int(d), entry.description.dim_name(int(d))))
+                     for d in page_dims(entry, page)]
         updates: dict[Any, Any] = {}
         for slot, slider in enumerate(self.sliders):
-            if slot < len(dims):
-                d = int(dims[slot])
-                mn, mx, step = nice_bounds(float(lo[d]), float(hi[d]), float(code.z[d]))
-                shown = min(max(round(float(code.z[d]), 4), mn), mx)  # shown rounded; the session keeps the exact code
-                updates[slider] = gr.Slider(minimum=mn, maximum=mx, step=step, value=shown,
-                                            label=slider_label(info, d), visible=True)
+            if slot < len(slots):
+                d, value, label = slots[slot]
+                mn, mx, step = nice_bounds(float(lo[d]), float(hi[d]), value)
+                shown = min(max(round(value, 4), mn), mx)  # shown rounded; the session keeps the exact code
+                updates[slider] = gr.Slider(minimum=mn, maximum=mx, step=step, value=shown, label=label, visible=True)
             else:
                 updates[slider] = gr.Slider(visible=False)
         image = decode(entry, code.z, code.y)[0]
         updates[self.image] = big(entry, image)
         updates[self.note] = self.note_text(entry, code)
+        updates[self.code_image] = self.code_view(entry, code.z)
         return updates
+
+    @staticmethod
+    def code_view(entry: ModelEntry, z: np.ndarray) -> Any:
+        """The code z [D] as one heatmap per channel (a spatial code), else hidden."""
+        description = entry.description
+        if not description.spatial:
+            return gr.Image(value=None, visible=False)
+        scale = code_scale(entry)
+        where = "×".join(str(s) for s in description.latent_shape[1:])
+        label = CODE_LABEL.format(c=description.latent_shape[0], where=where, scale=scale)
+        return gr.Image(value=served(figures.code_maps(z, description.latent_shape, scale)), label=label, visible=True)
 
     @staticmethod
     def note_text(entry: ModelEntry, code: Code) -> str:
@@ -212,10 +252,11 @@ class TraversalPanel:
     def wire(self) -> None:
         s = self.session
         start_out = self.start_outputs()
-        view_out = [self.image, self.note, *self.sliders]
+        view_out = [self.image, self.note, *self.sliders, self.code_image]
         for i, slider in enumerate(self.sliders):
             # preprocess=False skips Gradio's per-event bounds check; the handler checks the value itself
-            slider.input(self.slider_handler(i), [slider, self.page, s], [self.image, self.note, self.marker],
+            slider.input(self.slider_handler(i), [slider, self.page, s],
+                         [self.image, self.note, self.marker, self.code_image],
                          api_name=f"slider_{i}", trigger_mode="always_last", preprocess=False, queue=SLIDER_QUEUE,
                          show_progress_on=[self.image], **QUICK)
         self.index_btn.click(self.traverse_from_index, [self.index, self.page, self.range, s], start_out,
@@ -256,10 +297,16 @@ class TraversalPanel:
             try:
                 if code is None or code.key != entry.key:  # a code of another model never reaches its decoder
                     code = index_code(entry, 0) if entry.has_points else random_code(entry, None, seed=0)
-                dims = page_dims(entry, page)
-                if slot >= len(dims):
-                    return {}
-                new = code.moved(moved_in_group(entry, code.z, int(dims[slot]), x, page))
+                channels = page_channels(entry, page)
+                if channels is not None:  # a whole channel map moves by one offset from the start code
+                    if slot >= len(channels):
+                        return {}
+                    new = code.moved(shift_channel(entry, code.z, code.z0, int(channels[slot]), x))
+                else:
+                    dims = page_dims(entry, page)
+                    if slot >= len(dims):
+                        return {}
+                    new = code.moved(moved_in_group(entry, code.z, int(dims[slot]), x, page))
                 image = decode(entry, new.z, new.y)[0]
             except InputError as exc:
                 return {self.note: f"**Cannot decode:** {exc}"}
@@ -269,8 +316,11 @@ class TraversalPanel:
             if not session.update(version, code=new):
                 return {}  # the session switched models meanwhile
             trail = session.record_trail(version, new.z)
-            return {self.image: big(entry, image), self.note: self.note_text(entry, new),
-                    self.marker: self._marker_json(session, entry, trail)}
+            updates = {self.image: big(entry, image), self.note: self.note_text(entry, new),
+                       self.marker: self._marker_json(session, entry, trail)}
+            if entry.description.spatial:
+                updates[self.code_image] = self.code_view(entry, new.z)
+            return updates
         on_slide.__name__ = f"slider_{slot}"
         return on_slide
 
@@ -339,17 +389,24 @@ class TraversalPanel:
         version, entry = self.ctx.current(session)
         code = self._current_code(session, entry)
         n = whole(steps, "Steps", 3, 15)
-        dims = page_dims(entry, page)
         mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
-        lo, hi = slider_bounds(entry, mode)
-        codes = traversal.traversal_codes(code.z, dims, lo, hi, n)
-        group, _ = parse_page(page, entry)
-        with torch.inference_mode():  # the other layers follow each moved one (a hierarchical model)
-            codes = fill_other_groups(entry.model, torch.from_numpy(codes).to(entry.model.device),
-                                      group.name).float().cpu().numpy()
+        channels = page_channels(entry, page)
+        if channels is not None:  # rows move whole channels, by offsets from the start code
+            lo, hi = channel_bounds(entry, mode, code.z0)
+            codes = channel_codes(entry, code.z, code.z0, channels, lo, hi, n)
+            names = [f"c{c}" for c in channels]
+        else:
+            dims = page_dims(entry, page)
+            lo, hi = slider_bounds(entry, mode)
+            codes = traversal.traversal_codes(code.z, dims, lo, hi, n)
+            group, _ = parse_page(page, entry)
+            with torch.inference_mode():  # the other layers follow each moved one (a hierarchical model)
+                codes = fill_other_groups(entry.model, torch.from_numpy(codes).to(entry.model.device),
+                                          group.name).float().cpu().numpy()
+            names = [entry.description.dim_name(int(d)) for d in dims]
         images = decode(entry, codes, code.y)
-        picture = grid(entry, images, nrow=n, cell_px=GRID_PX, row_labels=[f"z{d}" for d in dims])
-        rows = ", ".join(f"z{d}" for d in dims)
+        picture = grid(entry, images, nrow=n, cell_px=GRID_PX, row_labels=names)
+        rows = ", ".join(names) + (" (whole channels)" if channels is not None else "")
         name = short_name(entry)
         label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high"
         return {self.grid_image: gr.Image(value=served(picture), label=label),
