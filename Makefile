@@ -26,9 +26,10 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
-# The quick loop while developing: no browser, no soak, no long training.
+# The quick loop while developing: no browser, no soak, no long training; a worker per core
+# (each test file stays on one worker, so its module fixtures are built once).
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+	$(BIN)/python -m pytest -q -m "not slow and not e2e" -n 2 --dist loadfile
 
 models: install  # MNIST's IDX files: make models DATA_DIR=/path/with/mnist
 	$(BIN)/python -m vaescope.training.recipes $(if $(DATA_DIR),--data-dir $(DATA_DIR))

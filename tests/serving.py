@@ -2,14 +2,91 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Gradio's red error toasts, reported as they appear (a toast closes itself after a while); installed
+# in every document the page opens, before the page's own scripts
+ERROR_TOASTS = """(() => {
+  const seen = new WeakSet();
+  const look = () => document.querySelectorAll('.toast-body.error').forEach((t) => {
+    if (seen.has(t)) return;
+    seen.add(t);
+    if (window.__vaescopeErrorToast) window.__vaescopeErrorToast(t.innerText);
+  });
+  const start = () => new MutationObserver(look).observe(document.documentElement, {childList: true, subtree: true});
+  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+})();"""
+
+
+class PageProblems:
+    """What went wrong in a browser page, collected as it happens: uncaught JavaScript errors
+    (``pageerror``), console errors, and Gradio's red error toasts. ``check()`` fails the test on any
+    that no ``allow`` pattern explains, and forgets them; ``expecting(pattern)`` allows one for a block
+    of a test that provokes it on purpose (a refused upload)."""
+
+    def __init__(self, page: Any, allowed: Iterable[str] = ()) -> None:
+        self.page = page
+        self.found: list[str] = []
+        self.allowed = [re.compile(p) for p in allowed]
+        page.on("pageerror", lambda exc: self.found.append(f"page error: {exc}\n{getattr(exc, 'stack', '')}"))
+        page.on("console", lambda message: self.found.append(f"console error: {message.text}")
+                if message.type == "error" else None)
+        page.expose_function("__vaescopeErrorToast", lambda text: self.found.append(f"error toast: {text}"))
+        page.add_init_script(ERROR_TOASTS)
+
+    @contextmanager
+    def expecting(self, pattern: str) -> Iterator[None]:
+        """Allow problems matching ``pattern`` (a regular expression) while the block runs."""
+        allowed = re.compile(pattern)
+        self.allowed.append(allowed)
+        try:
+            yield
+        finally:
+            time.sleep(0.3)  # a toast's observer reports just after it shows
+            self.found = [p for p in self.found if not allowed.search(p)]
+            self.allowed.remove(allowed)
+
+    def reload(self) -> None:
+        """Check, then reload the page: what the old document says while its requests are cut off
+        (Gradio's "Connection errored out", an aborted fetch) is not a problem of the page."""
+        self.check()
+        with self.expecting(r"Connection errored out|AbortError|Connection to the server was lost"):
+            self.page.reload()
+            self.page.wait_for_load_state()
+
+    def check(self) -> None:
+        """Fail on every problem seen since the last check that no allowed pattern explains."""
+        problems = [p for p in self.found if not any(a.search(p) for a in self.allowed)]
+        self.found = []
+        assert not problems, "the page reported problems:\n" + "\n".join(problems)
+
+
+def watch(page: Any, allowed: Iterable[str] = ()) -> PageProblems:
+    """Start collecting ``page``'s problems (before it opens anything); see ``PageProblems``."""
+    page.problems = PageProblems(page, allowed)
+    return page.problems
+
+
+@contextmanager
+def watched_page(browser: Any, width: int = 1280, height: int = 720,
+                 allowed: Iterable[str] = ()) -> Iterator[Any]:
+    """A new page of ``browser`` at width x height whose problems are watched (``page.problems``);
+    it fails the test if the page reported any when the block ends, and always closes the page."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    watch(page, allowed)
+    try:
+        yield page
+        page.problems.check()
+    finally:
+        page.close()
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src
+from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src, watch
 
 from vaescope.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -58,6 +58,7 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def page(browser: object, url: str) -> Iterator[object]:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    problems = watch(page)  # page errors, console errors and error toasts fail the test
     page.goto(url)
     page.wait_for_selector("#latent-map .js-plotly-plot", timeout=60_000)
     page.wait_for_function("() => { const gd = document.querySelector('#latent-map .js-plotly-plot');"
@@ -65,6 +66,7 @@ def page(browser: object, url: str) -> Iterator[object]:
                            timeout=60_000)
     try:
         yield page
+        problems.check()
     finally:
         page.close()
 
@@ -295,6 +297,7 @@ def test_a_foreign_model_from_vs_explore_in_the_browser(browser: object) -> None
     app = vs.explore(trained("examples"), images=x.numpy(), labels=y.numpy(), name="examples-vae", device="cpu",
                      prevent_thread_lock=True, inbrowser=False, quiet=True)
     page = browser.new_page(viewport={"width": 1280, "height": 720})  # type: ignore[attr-defined]
+    problems = watch(page)
     try:
         page.goto(app.local_url)
         page.wait_for_function("() => { const gd = document.querySelector('#latent-map .js-plotly-plot');"
@@ -318,6 +321,7 @@ def test_a_foreign_model_from_vs_explore_in_the_browser(browser: object) -> None
         moved = wait_src(page, "traversal-image", clicked, timeout=20.0)
         assert moved != clicked
         shot(page, "15-foreign-model")
+        problems.check()
     finally:
         page.close()
         app.close()

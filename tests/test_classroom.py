@@ -8,6 +8,7 @@ Screenshots land in test-artifacts/classroom/ (git-ignored) for a person to look
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, image_src, serving, wait_src
+from serving import CHROMIUM_ARGS, click_until, image_src, serving, wait_src, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +68,10 @@ def browser() -> Iterator[object]:
 
 
 def open_page(browser: object, url: str, width: int = 1280, height: int = 720, query: str = "") -> object:
+    """A page at width x height on ``url + query`` once its map is drawn and bound; its problems
+    (page errors, console errors, error toasts) are watched: ``page.problems.check()``."""
     page = browser.new_page(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+    watch(page)
     page.goto(url + query)
     page.wait_for_function(f"() => {{ const gd = {MAP}; return gd && gd.__vaescopeBound && gd._fullData &&"
                            " gd._fullData.some(t => t.customdata); }", timeout=90_000)
@@ -183,28 +187,156 @@ def test_every_visible_output_belongs_to_the_chosen_model_in_every_tab_order(bro
             time.sleep(0.5)
             plots_fit_their_boxes(page)
         assert not [m for m in console if "Too many active WebGL contexts" in m]
+        page.problems.check()  # no page error, console error or error toast
     finally:
         page.close()
 
 
+VIEWS = ["map", "traversal", "interpolation", "class", "diagnostics", "denoising", "anomalies", "manifold"]
+# Measured on the page as it shows: whether it scrolls or is cut off at the side, the smallest text
+# the page shows in the current view (every visible text node's element), and the images that are
+# clipped by their boxes.
+SCREEN_FACTS = """() => {
+  const doc = document.scrollingElement;
+  const sizes = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const e = node.parentElement;
+    if (!node.textContent.trim() || !e || e.offsetParent === null || e.closest('.js-plotly-plot, svg, script, style'))
+      continue;
+    const r = e.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1 || r.bottom < 0 || r.top > innerHeight) continue;
+    sizes.push([parseFloat(getComputedStyle(e).fontSize), node.textContent.trim().slice(0, 40)]);
+  }
+  sizes.sort((a, b) => a[0] - b[0]);
+  const clipped = Array.from(document.querySelectorAll('.pixelated')).filter((b) => b.offsetParent !== null)
+    .filter((b) => b.scrollHeight > b.clientHeight + 1 || b.scrollWidth > b.clientWidth + 1).map((b) => b.id);
+  return {scroll: doc.scrollHeight, window: innerHeight, wide: doc.scrollWidth > innerWidth + 1,
+          smallest: sizes.slice(0, 3), clipped: clipped};
+}"""
+
+
+def assert_fits(page: object, where: str) -> None:
+    """The screen fits 1280x720 without scrolling, its text is 20 px or more, no image box clips."""
+    with contextlib.suppress(Exception):  # the page fits its plots once they are drawn (static/page.js)
+        page.wait_for_function("() => document.scrollingElement.scrollHeight <= innerHeight + 1",  # type: ignore[attr-defined]
+                               timeout=5_000)
+    facts = page.evaluate(SCREEN_FACTS)  # type: ignore[attr-defined]
+    assert facts["scroll"] <= facts["window"] + 1 and not facts["wide"], (where, facts)
+    assert not facts["smallest"] or facts["smallest"][0][0] >= 20, (where, facts["smallest"])
+    assert not facts["clipped"], (where, facts["clipped"])
+
+
 def test_the_presenter_layout_fits_a_projector(browser: object, url: str) -> None:
-    """At 1280x720 with ?present=1: the map, the decoded image (large) and the first slider are all
-    on screen together, and nothing scrolls."""
+    """At 1280x720 with ?present=1 the Explore page opens on the map and traversal: the map, the
+    decoded image (256 px or more), the first slider, the picked images and both captions on one
+    screen, text 20 px or more, nothing scrolls; every other view and tab fits the same way."""
     page = open_page(browser, url, query="?present=1")
     try:
         page.wait_for_function("() => document.body.classList.contains('present')", timeout=10_000)
+        page.wait_for_function("() => document.querySelector('#tab-map-button').getAttribute('aria-selected') === 'true'",
+                               timeout=10_000)
         time.sleep(1)
-        assert page.evaluate("() => document.documentElement.scrollHeight <= window.innerHeight + 2")
-        for selector in ("#traversal-image img", "#dim-slider-0", "#latent-map .nsewdrag", "#model-card h3"):
+        assert_fits(page, "map")
+        for selector in ("#traversal-image img", "#dim-slider-0", "#latent-map .nsewdrag", "#checkpoint-dropdown",
+                         "#picked-original", "#map-caption", "#traversal-caption", "#traversal-reset"):
             box = page.locator(selector).first.bounding_box()
             assert box and box["y"] >= 0 and box["y"] + box["height"] <= 720 and box["x"] + box["width"] <= 1280, \
                 (selector, box)
         image = page.locator("#traversal-image img").bounding_box()
         assert image["width"] >= 256 and image["height"] >= 256  # large, for the back of the room
         page.screenshot(path=str(SHOTS / "presenter-1280x720.png"))
-        # the toggle takes it back
+        for view in VIEWS[1:]:
+            page.locator(f"#tab-{view}-button").click()
+            time.sleep(1.0)
+            assert_fits(page, view)
+            page.screenshot(path=str(SHOTS / f"presenter-{view}-1280x720.png"))
+        for tab in ("compare", "lessons"):
+            page.locator(f"#tab-{tab}-button").click()
+            time.sleep(3.0 if tab == "compare" else 1.0)
+            assert_fits(page, tab)
+            page.screenshot(path=str(SHOTS / f"presenter-{tab}-1280x720.png"))
+        # the toggle takes it back, to the page's other layout and its first panel
+        page.locator("#tab-explore-button").click()
         page.locator("#present-toggle input").click()
         page.wait_for_function("() => !document.body.classList.contains('present')", timeout=10_000)
+        page.wait_for_function("() => !new URLSearchParams(location.search).get('present')", timeout=10_000)
+        page.problems.check()  # no page error, console error or error toast
+    finally:
+        page.close()
+
+
+PICKED = "((document.querySelector('#picked-info') || {}).textContent || '')"  # what the pick shows, in words
+# the page coordinates and image index of the map's point farthest (in pixels) from any other, so a
+# click there lands on it whatever the tiny models' maps look like
+ISOLATED_POINT = f"""() => {{
+  const gd = {MAP}, L = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect(), pts = [];
+  gd._fullData.forEach((fd) => {{ if (!fd.customdata) return;
+    for (let i = 0; i < fd._length; i++)
+      pts.push({{x: r.left + L.xaxis.c2p(fd.x[i]), y: r.top + L.yaxis.c2p(fd.y[i]), index: fd.customdata[i]}}); }});
+  let best = null, far = -1;
+  for (const a of pts) {{
+    if (a.x < r.left + 20 || a.x > r.right - 20 || a.y < r.top + 20 || a.y > r.bottom - 20) continue;
+    let near = Infinity;
+    for (const b of pts) if (b !== a) near = Math.min(near, Math.hypot(a.x - b.x, a.y - b.y));
+    if (near > far) {{ far = near; best = a; }}
+  }}
+  return best;
+}}"""
+
+
+def query(page: object) -> dict:
+    return page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")  # type: ignore[attr-defined]
+
+
+def test_the_address_keeps_the_view_and_a_copied_link_opens_it_again(browser: object, url: str) -> None:
+    """The address follows the model, the view, the presenter layout, the colouring and the picked
+    point; a reload restores them, and the "Copy link" button's link opens the same view in another
+    page."""
+    page = open_page(browser, url, query="?present=1")
+    try:
+        choose_model(page, "tiny-gmvae.safetensors")
+        page.locator("#map-color").click()
+        page.get_by_role("option", name="mixture component").click()
+        page.wait_for_function(f"() => {MAP}._fullData.some(t => t.customdata && t.name.includes('≈'))", timeout=30_000)
+        spot = click_until(page, lambda: page.evaluate(ISOLATED_POINT),
+                           lambda q: f"() => {PICKED}.includes('#{q['index']}')")
+        page.wait_for_function("(i) => new URLSearchParams(location.search).get('point') === String(i)",
+                               arg=spot["index"], timeout=10_000)
+        kept = query(page)
+        assert kept["model"] == "tiny-gmvae.safetensors" and kept["present"] == "1" and kept["tab"] == "explore"
+        assert kept["view"] == "map" and kept["colour"] == "mixture component" and kept["projection"] == "pca"
+        page.locator("#copy-link-btn").click()
+        link = page.evaluate("() => window.__vaescopeLink")
+        assert link == page.url
+
+        def same_view(other: object) -> None:
+            other.wait_for_function(  # type: ignore[attr-defined]
+                f"(i) => {PICKED}.includes('#' + i)", arg=spot["index"],
+                timeout=60_000)
+            assert other.locator("#checkpoint-dropdown input").input_value() == "tiny-gmvae.safetensors"  # type: ignore[attr-defined]
+            assert other.evaluate("() => document.body.classList.contains('present')")  # type: ignore[attr-defined]
+            other.wait_for_function(f"() => {MAP}._fullData.some(t => t.customdata && t.name.includes('≈'))",  # type: ignore[attr-defined]
+                                    timeout=30_000)
+            assert other.locator("#tab-map-button").get_attribute("aria-selected") == "true"  # type: ignore[attr-defined]
+
+        page.problems.reload()
+        same_view(page)
+        page.problems.check()
+        elsewhere = browser.new_page(viewport={"width": 1280, "height": 720})  # type: ignore[attr-defined]
+        watch(elsewhere)
+        try:
+            elsewhere.goto(link)
+            same_view(elsewhere)
+            elsewhere.problems.check()
+        finally:
+            elsewhere.close()
+        # a link to another tab and view opens there
+        page.goto(url + "?tab=explore&view=interpolation&model=tiny-ae.safetensors&projection=t-sne")
+        page.wait_for_function("() => !!document.querySelector('#tab-interpolation-button[aria-selected=true]')",
+                               timeout=30_000)
+        page.wait_for_function(f"() => {MAP_TITLE}.startsWith('tiny-ae · t-SNE')", timeout=120_000)
+        page.problems.check()
     finally:
         page.close()
 
@@ -240,6 +372,7 @@ def test_the_marker_follows_a_slider_and_hover_shows_the_image(browser: object, 
         page.wait_for_function("() => { const t = document.querySelector('#hover-thumb');"
                                " return t && t.classList.contains('shown') && t.querySelector('img'); }", timeout=20_000)
         page.screenshot(path=str(SHOTS / "hover-thumbnail.png"))
+        page.problems.check()  # no page error, console error or error toast
     finally:
         page.close()
 
@@ -260,6 +393,7 @@ def test_mixture_components_are_named_by_their_classes(browser: object, url: str
         page.wait_for_function(f"() => {MAP}._fullData.some(t => t.customdata && t.name === '3')", timeout=30_000)
         class_colours = page.evaluate(f"() => {MAP}._fullData.filter(t => t.customdata).map(t => t.marker.color)")
         assert not set(colours) & set(class_colours)  # components never borrow a class's colour
+        page.problems.check()  # no page error, console error or error toast
     finally:
         page.close()
 
@@ -289,6 +423,7 @@ def test_screenshots_of_every_panel(browser: object, url: str, width: int, heigh
             background = page.evaluate("() => { const gd = document.querySelector('#diag-kl .js-plotly-plot');"
                                        " return gd && gd._fullLayout ? gd._fullLayout.plot_bgcolor : ''; }")
             assert background == "#1f2430"
+        page.problems.check()  # no page error, console error or error toast
     finally:
         page.close()
 
@@ -316,5 +451,6 @@ def test_the_denoising_and_anomaly_views_in_the_browser(browser: object, url: st
         page.wait_for_function("() => document.querySelector('#anomaly-compare-note').innerText.includes('AUROC')",
                                timeout=60_000)
         page.screenshot(path=str(SHOTS / "anomaly-view.png"), full_page=True)
+        page.problems.check()  # no page error, console error or error toast
     finally:
         page.close()

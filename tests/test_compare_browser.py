@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src
+from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +69,14 @@ def browser() -> Iterator[object]:
 def page(browser: object, url: str) -> Iterator[object]:
     """A fresh page (its own session) on the Explore page, with its map drawn and its toasts watched."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    problems = watch(page)  # page errors, console errors and error toasts fail the test
     page.goto(url)
     page.evaluate(TOAST_WATCH)
     page.wait_for_function("() => { const g = document.querySelector('#latent-map .js-plotly-plot');"
                            " return g && g.__vaescopeBound && g._fullData && g._fullData.length > 0; }", timeout=90_000)
     try:
         yield page
+        problems.check()
     finally:
         page.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src
+from serving import CHROMIUM_ARGS, image_src, screenshot, serving, wait_src, watch
 
 from vaescope.explorer.core.figures import LABEL_PX
 from vaescope.explorer.ui.common import STRIP_PX
@@ -68,12 +69,22 @@ def page(url: str) -> Iterator[Page]:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            watch(page)  # page errors, console errors and error toasts: checked after every test
             page.set_default_timeout(60_000)
             page.goto(url)
             wait_map(page, "PCA 2D")
             yield page
         finally:
             browser.close()
+
+
+@pytest.fixture(autouse=True)
+def no_page_problems(page: Page) -> Iterator[None]:
+    """Each test fails if the page reported a page error, a console error or an error toast
+    (serving.PageProblems) while it ran."""
+    page.problems.check()  # type: ignore[attr-defined]  # (what came before belongs to earlier tests)
+    yield
+    page.problems.check()  # type: ignore[attr-defined]
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -371,8 +382,9 @@ def test_7_uploads_wrong_size_png_converted_text_file_refused(page: Page, tmp_pa
                           ("notes-in-disguise.png", "Cannot use notes-in-disguise.png: not an image")):
         clear()
         (tmp_path / name).write_text("not an image\n")
-        upload.set_input_files(str(tmp_path / name))
-        toast_text(page, message)
+        with page.problems.expecting(re.escape(message)):  # type: ignore[attr-defined]  # refused on purpose
+            upload.set_input_files(str(tmp_path / name))
+            toast_text(page, message)
     page.locator("#traversal-upload").scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     shot(page, "07b-upload-text-file-errors")

@@ -183,7 +183,7 @@ def test_latent_explore_reads_embeddings_files(npz_file: Path, monkeypatch: pyte
 
 @pytest.mark.e2e
 def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
-    from serving import CHROMIUM_ARGS
+    from serving import CHROMIUM_ARGS, watch
 
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
@@ -191,6 +191,7 @@ def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
+        problems = watch(page)  # page errors, console errors and error toasts fail the test
         try:
             page.goto(served)
             map_js = "document.querySelector('#latent-map .js-plotly-plot')"
@@ -219,5 +220,6 @@ def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
             click_until(page, lambda: point,
                         lambda _: "() => document.querySelector('#picked-info').innerText.includes('no decoder')")
             page.screenshot(path=str(Path(__file__).resolve().parents[1] / "test-artifacts" / "embeddings-10k.png"))
+            problems.check()
         finally:
             browser.close()

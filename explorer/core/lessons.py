@@ -11,14 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import plotly.graph_objects as go
 
 from vaescope.errors import InputError
-from vaescope.explorer.core import measures
-from vaescope.explorer.core.compare import posterior_spread
+from vaescope.explorer.core import figures, measures
+from vaescope.explorer.core.compare import ACTIONS, answer, posterior_spread
+from vaescope.explorer.core.maps import draw_map, project
+from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.sampling import component_names
 from vaescope.explorer.core.store import ModelEntry
 
@@ -31,6 +33,32 @@ class Shelf(Protocol):
     def open_name(self, name: str) -> ModelEntry: ...
 
 
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Images a lesson's screen shows: [M, C, H, W] of ``entry``'s model, ``columns`` a row."""
+
+    label: str
+    entry: ModelEntry
+    images: np.ndarray
+    columns: int
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a lesson's own screen shows in the presenter layout (``?present=1``, 1280x720), beside its
+    words: both models' maps (the lesson's colouring and overlay, with the marks its buttons put
+    there), both models' answer figures (a training timeline, KL per dimension), its ``chart``, and a
+    few images of each model's answer, each at least ``cell`` px. A lesson's words say only what
+    this screen shows (the side-by-side view shows the same, and more)."""
+
+    maps: bool = False
+    figures: bool = False
+    rows: tuple[int, ...] = ()  # which rows of each model's answer images (-1: the last)
+    columns: int = 5  # images a row: evenly spaced over the answer's row, both ends kept
+    cell: int = 128  # px per image at least (whole upscaling factors)
+    pictures: Callable[[list[ModelEntry], Shelf], list[Picture]] | None = None  # images of its own
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,7 @@ class Lesson:
     actions: tuple[str, ...] = ()  # side-by-side buttons pressed once the models are drawn
     picks: Callable[[list[ModelEntry]], list[int]] = field(default=lambda entries: [])  # images clicked first
     chart: Callable[[list[ModelEntry], Shelf], go.Figure] | None = None  # a figure of its own
+    stage: Stage = Stage()  # its screen in the presenter layout
 
 
 def _pct(x: float) -> str:
@@ -132,9 +161,9 @@ def explain_beta(entries: list[ModelEntry], shelf: Shelf) -> str:
     shape_low = mig_low[1].get("shape", float("nan")) if mig_low else float("nan")
     shape_high = mig_high[1].get("shape", float("nan")) if mig_high else float("nan")
     return (f"β weighs the KL term: a larger β pays for a code that says less about each image (lower KL, fewer "
-            f"active units) with worse reconstructions, the trade-off the chart plots. Colour the maps by each "
-            f"true factor and press *Traverse* to see which factor each dimension moves. The mutual information "
-            f"gap (MIG: how much one dimension alone captures each true factor) of the shape factor is "
+            f"active units) with worse reconstructions, the trade-off the chart plots. Each row of images sweeps "
+            f"one model's most used dimension from −3 to +3 prior sd, the rest of the code kept. The mutual "
+            f"information gap (MIG: how much one dimension alone captures each true factor) of the shape factor is "
             f"{shape_low:.2f} at β = {_beta(low):g} and {shape_high:.2f} at β = {_beta(high):g}. The sweep: "
             + "; ".join(rows) + ".")
 
@@ -184,8 +213,8 @@ def explain_mixture(entries: list[ModelEntry], _: Shelf) -> str:
             f"{gmvae.description.condition.size}, and nobody told it the labels. Coloured by mixture component, "
             f"its codes fall into groups that match the classes for {acc} (each component named after the "
             f"class it holds most: {', '.join(names[:10])}); PCA flattens {gmvae.description.latent_dim} "
-            f"dimensions onto 2, so choose UMAP as the projection to see the groups apart. Each row of its samples "
-            f"comes from one component; the VAE has no such handle.")
+            f"dimensions onto 2, so the groups overlap on these maps (UMAP, in the side-by-side view, pulls them "
+            f"apart). Each row of its samples comes from one component; the VAE's come from its one Gaussian.")
 
 
 # -- 6. The reparameterisation trick ----------------------------------------------------------------
@@ -193,7 +222,7 @@ def explain_reparameterisation(entries: list[ModelEntry], _: Shelf) -> str:
     low, high = entries
     return (f"A VAE's encoder does not give one code but a Gaussian q(z|x) = N(μ, σ²), and training samples "
             f"z = μ + σ·ε with ε ~ N(0, I) so the gradient flows through μ and σ. The red cloud is 48 such "
-            f"samples for one image, and the grid decodes them. With β = {_beta(low):g} the posteriors are "
+            f"samples for one image, and the images decode some of them. With β = {_beta(low):g} the posteriors are "
             f"narrow (mean σ {posterior_spread(low):.2f} on the used dimensions); with β = {_beta(high):g} the KL "
             f"term pulls them towards the prior's σ = 1 (mean σ {posterior_spread(high):.2f}), so the samples "
             f"of one image vary more.")
@@ -255,26 +284,50 @@ def _breakdown(entry: ModelEntry) -> tuple[list[float], list[float], list[float]
     return entry.derived.breakdown
 
 
-def explain_anomaly(entries: list[ModelEntry], shelf: Shelf) -> str:
-    from vaescope.explorer.core.scores import (
-        auroc,
-        ood_images,
-        preferred_ood,
-        score_images,
-        test_scores,
-    )
+def _ood_scores(model: ModelEntry, shelf: Shelf) -> tuple[str, np.ndarray, np.ndarray]:
+    """(the other dataset's name, the test images' scores [N], the other images' scores [M])."""
+    from vaescope.explorer.core.scores import ood_images, preferred_ood, score_images, test_scores
 
-    (model,) = entries
-    inside = test_scores(model)
-    other = preferred_ood(model, getattr(shelf, "data_dir", None))
+    data_dir = getattr(shelf, "data_dir", None)
+    other = preferred_ood(model, data_dir)
     if other is None:
         raise InputError("no second dataset is on this server to compare with")
-    outside = score_images(model, ood_images(other, model.description.image_shape, getattr(shelf, "data_dir", None)))
-    return (f"Every test image gets a score: how badly the model explains it (−ELBO, in nats). The histogram "
-            f"shows the test set; the most unusual images are the odd ones. Images of another dataset "
-            f"({other}, resized) score higher: the score tells them from test images with an AUROC of "
-            f"{auroc(inside, outside):.2f} (1 is perfect, 0.5 is chance); the two histograms are overlaid "
-            f"below. Upload an image to score it.")
+    return other, test_scores(model), score_images(model, ood_images(other, model.description.image_shape, data_dir))
+
+
+def explain_anomaly(entries: list[ModelEntry], shelf: Shelf) -> str:
+    from vaescope.explorer.core.scores import auroc
+
+    other, inside, outside = _ood_scores(entries[0], shelf)
+    return (f"Every test image gets a score: how badly the model explains it (−ELBO, in nats). The chart "
+            f"overlays the scores of the test images and of another dataset's images ({other}, resized), "
+            f"which score higher: the score tells them from test images with an AUROC of "
+            f"{auroc(inside, outside):.2f} (1 is perfect, 0.5 is chance). Below it, the test images the model "
+            f"finds most typical, and the most unusual ones.")
+
+
+def anomaly_chart(entries: list[ModelEntry], shelf: Shelf) -> go.Figure:
+    """The test images' scores and the other dataset's, as overlaid histograms (shares of each)."""
+    other, inside, outside = _ood_scores(entries[0], shelf)
+    fig = go.Figure()
+    for label, values in ((f"{_name(entries[0]).split('/')[0]} test images", inside), (f"{other} (resized)", outside)):
+        fig.add_trace(go.Histogram(x=values, name=label, histnorm="probability", opacity=0.6, nbinsx=60))
+    fig.update_layout(title="−ELBO of each image, nats", barmode="overlay", height=300,
+                      xaxis={"title": "−ELBO (nats): higher is more unusual"}, yaxis={"title": "share of images"},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+                      margin={"t": 40, "b": 40, "l": 60, "r": 30})
+    return fig
+
+
+def anomaly_pictures(entries: list[ModelEntry], _: Shelf) -> list[Picture]:
+    """The five test images the model finds most typical (lowest scores) and most unusual."""
+    from vaescope.explorer.core.scores import test_scores
+
+    (model,) = entries
+    order = np.argsort(test_scores(model), kind="stable")
+    typical, unusual = model.latents.float_images(order[:5]), model.latents.float_images(order[::-1][:5])
+    return [Picture(f"{_name(model)} · the most typical test images", model, typical, 5),
+            Picture(f"{_name(model)} · the most unusual test images", model, unusual, 5)]
 
 
 # -- 11. What a likelihood does not know --------------------------------------------------------------
@@ -320,6 +373,89 @@ def likelihood_chart(entries: list[ModelEntry], _: Shelf) -> go.Figure:
     return fig
 
 
+# -- a lesson's own screen (the presenter layout) -----------------------------------------------------
+CLOUD = {"symbol": "circle", "size": 6, "color": "rgba(220, 20, 60, 0.55)"}  # as the side-by-side view draws it
+
+
+@dataclass(frozen=True)
+class StageContent:
+    """What a lesson's screen shows beyond its words and chart, per model: maps, figures, pictures."""
+
+    maps: list[go.Figure]
+    figures: list[go.Figure]
+    pictures: list[Picture]
+
+
+def stage_content(lesson: Lesson, entries: list[ModelEntry], shelf: Shelf, projections: ProjectionCache
+                  ) -> StageContent:
+    """The lesson's screen (``lesson.stage``) on its loaded models: each model's answer to the
+    lesson's buttons (``core.compare.answer``, from the lesson's picks), its map with what those
+    answers mark on it, its answer figure, and a few of its answer images (the rows and columns
+    the stage names). A model that cannot answer shows nothing for it."""
+    stage = lesson.stage
+    picks = [int(i) for i in lesson.picks(entries)]
+    maps: list[go.Figure] = []
+    found: list[go.Figure] = []
+    pictures: list[Picture] = list(stage.pictures(entries, shelf)) if stage.pictures is not None else []
+    for entry in entries:
+        answers = []
+        for kind in lesson.actions:
+            try:
+                answers.append(answer(kind, entry, picks))
+            except InputError:
+                continue
+        marks: dict[str, Any] = {"you are here": [entry.latents.mean[picks[-1]]]} if picks else {}
+        for reply in answers:
+            marks |= reply.overlay
+        if stage.maps:
+            view, fig = draw_map(entry, projections, lesson.method, 2, lesson.color, lesson.overlay,
+                                 path=marks.get("path"), marker=list(marks.get("you are here", [])) or None)
+            if "cloud" in marks:
+                figures.add_points(fig, project(view, marks["cloud"]), 2, "cloud", CLOUD)
+            maps.append(_small_map(fig, _name(entry)))
+        if stage.figures:
+            for reply in [reply for reply in answers if reply.figure is not None][-1:]:
+                if not reply.figure.layout.updatemenus:  # a still chart: named by its model, no legend
+                    reply.figure.update_layout(title={"text": _name(entry)}, showlegend=False)
+                found.append(reply.figure)
+        shown = next((reply for reply in answers if reply.rows is not None), None)
+        if stage.rows and shown is not None and shown.rows is not None:
+            rows = shown.rows
+            count = len(rows.images) // rows.columns
+            chosen = [r % count for r in stage.rows if -count <= r < count]
+            columns = _spread(rows.columns, stage.columns)
+            images = np.concatenate([rows.images[r * rows.columns + columns] for r in chosen])
+            labels = [rows.row_labels[r] for r in chosen if r < len(rows.row_labels) and rows.row_labels[r]]
+            label = f"{_name(entry)} · {_picture_words(shown.kind, len(columns), rows.columns)}" + \
+                (f" · {', '.join(labels)}" if labels else "")
+            pictures.append(Picture(label, entry, images, len(columns)))
+    return StageContent(maps, found, pictures)
+
+
+def _picture_words(kind: str, shown: int, total: int) -> str:
+    """What a picture of answer ``kind`` shows, ``shown`` of a row's ``total`` images."""
+    some = f"{shown} of {total}" if shown < total else f"all {total}"
+    return {"samples": "prior samples", "interpolate": f"the walk, {some} steps",
+            "traverse": "one dimension swept from −3 to +3 sd", "posterior": "posterior samples of one image",
+            "denoise": "clean · noisy · rebuilt"}.get(kind, ACTIONS.get(kind, kind).lower())
+
+
+def _spread(total: int, wanted: int) -> np.ndarray:
+    """``wanted`` of ``total`` column indices, evenly spaced, the first and last kept."""
+    if wanted >= total:
+        return np.arange(total)
+    return np.unique(np.round(np.linspace(0, total - 1, wanted)).astype(np.int64))
+
+
+def _small_map(fig: go.Figure, title: str) -> go.Figure:
+    """A map for a lesson's screen: its model's name as the title, no legend or tick labels (the
+    colours are the side-by-side view's; the axes of a projection carry no meaning)."""
+    fig.update_layout(title={"text": title, "font": {"size": 20}}, showlegend=False,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"showticklabels": False, "title": None}, yaxis={"showticklabels": False, "title": None})
+    return fig
+
+
 LESSON_VAE = "mnist/vae.safetensors"
 
 
@@ -332,37 +468,39 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("ae-vs-vae", "AE vs VAE: why a VAE can sample",
            "The AE's prior samples are noise, the VAE's are digits.",
            ("mnist/ae.safetensors", LESSON_VAE), explain_ae_vae,
-           overlay="prior", actions=("samples",)),
+           overlay="prior", actions=("samples",), stage=Stage(maps=True, rows=(0,))),
     Lesson("interpolation", "Interpolation: smooth or through holes",
            "The same two images, a straight walk in each model's code space.",
            ("mnist/ae.safetensors", LESSON_VAE), explain_interpolation,
-           actions=("interpolate",), picks=_ends),
+           actions=("interpolate",), picks=_ends, stage=Stage(maps=True, rows=(0,))),
     Lesson("beta", "The β trade-off", "Reconstruction against a simple, disentangled code, across a β sweep.",
            ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_beta, color="factor:0",
-           actions=("traverse",), picks=lambda entries: [0], chart=beta_chart),
+           actions=("traverse",), picks=lambda entries: [0], chart=beta_chart, stage=Stage(rows=(0,))),
     Lesson("collapse", "Posterior collapse and KL warm-up", "Two identical models, one with warm-up.",
            ("digits/collapse-no-warmup.safetensors", "digits/collapse-warmup.safetensors"), explain_collapse,
-           actions=("kl", "traverse"), picks=_a_three),
+           actions=("kl", "traverse"), picks=_a_three, stage=Stage(figures=True, rows=(-1,))),
     Lesson("mixture", "One Gaussian vs a mixture", "A VAE and a GMVAE on the same digits.",
            ("mnist/vae.safetensors", "mnist/gmvae.safetensors"), explain_mixture, color="component",
-           actions=("samples",)),
+           actions=("samples",), stage=Stage(maps=True, rows=(0,))),
     Lesson("reparameterisation", "The reparameterisation trick", "One image's posterior, sampled.",
            ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_reparameterisation,
-           actions=("posterior",), picks=lambda entries: [0]),
+           actions=("posterior",), picks=lambda entries: [0], stage=Stage(maps=True, rows=(0,))),
     Lesson("forming", "Watching a latent space form", "The maps of a VAE and a GMVAE, frame by frame of training.",
-           ("mnist/vae-2d.safetensors", "mnist/gmvae.safetensors"), explain_forming, actions=("timeline",)),
+           ("mnist/vae-2d.safetensors", "mnist/gmvae.safetensors"), explain_forming, actions=("timeline",),
+           stage=Stage(figures=True)),
     Lesson("linear-pca", "A linear AE is PCA", "Its decoder spans the principal components.",
            ("digits/linear-ae.safetensors", "digits/ae.safetensors"), explain_linear, actions=("traverse",),
-           picks=_a_three),
+           picks=_a_three, stage=Stage(rows=(0, 1))),
     Lesson("denoising", "Denoising", "Corrupt an image; the denoising AE rebuilds it.",
            ("digits/dae.safetensors", "digits/ae.safetensors"), explain_denoising, actions=("denoise",),
-           picks=_a_three),
+           picks=_a_three, stage=Stage(maps=True, rows=(0,), cell=160)),
     Lesson("anomaly", "Anomaly detection", "Images the model explains badly are unusual.",
-           ("mnist/vae.safetensors",), explain_anomaly, view="anomalies"),
+           ("mnist/vae.safetensors",), explain_anomaly, view="anomalies", chart=anomaly_chart,
+           stage=Stage(pictures=anomaly_pictures)),
     Lesson("likelihood", "What a likelihood does not know",
            "A Fashion-MNIST VAE finds MNIST digits more likely than its own clothes.",
            ("fashion-mnist/vae.safetensors", "mnist/vae.safetensors"), explain_likelihood,
-           actions=("samples",), chart=likelihood_chart),
+           actions=("samples",), chart=likelihood_chart, stage=Stage(rows=(0,))),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 

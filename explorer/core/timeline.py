@@ -57,14 +57,18 @@ def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[floa
     lo, hi = np.percentile(points.reshape(-1, 2), [0.5, 99.5], axis=0)
     pad = 0.08 * (hi - lo + 1e-6)
 
-    def traces(frame: int) -> list[go.Scattergl]:
-        return [go.Scattergl(x=points[frame, labels == c, 0], y=points[frame, labels == c, 1], mode="markers",
-                             name=_name(c, class_names),
-                             marker={"size": 4, "color": PALETTES["classes"][c % len(PALETTES["classes"])] if c >= 0 else "#888"})
+    # SVG, not WebGL: plotly.js 3 fails animating a scattergl trace to a frame with redraw (a page
+    # error and an empty plot); a few thousand SVG markers animate smoothly
+    def traces(frame: int) -> list[go.Scatter]:
+        return [go.Scatter(x=points[frame, labels == c, 0], y=points[frame, labels == c, 1], mode="markers",
+                           name=_name(c, class_names),
+                           marker={"size": 4, "color": PALETTES["classes"][c % len(PALETTES["classes"])] if c >= 0 else "#888"})
                 for c in classes]
 
     names = frame_labels(epochs)
-    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(i), name=names[i]) for i in range(len(points))])
+    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(i), name=names[i],
+                                                 layout={"title": {"text": f"{title} · {names[i]}"}})
+                                        for i in range(len(points))])
     play: dict[str, Any] = {"frame": {"duration": FRAME_MS, "redraw": True}, "fromcurrent": True,
                             "transition": {"duration": 0}}
     fig.update_layout(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ from vaescope.devices import pick_device
 from vaescope.errors import InputError
 from vaescope.explorer.core.embeddings import read_embeddings
 from vaescope.explorer.core.lessons import LESSONS, page_model
+from vaescope.explorer.core.maps import METHOD_NAMES, color_choices
 from vaescope.explorer.core.projection import ProjectionCache
-from vaescope.explorer.core.store import ModelStore, default_cache_dir
+from vaescope.explorer.core.selection import Selection
+from vaescope.explorer.core.store import ModelEntry, ModelStore, default_cache_dir
 from vaescope.explorer.ui.anomaly import AnomalyPanel
 from vaescope.explorer.ui.common import Context, Downloads
 from vaescope.explorer.ui.compare import CompareView
@@ -37,6 +39,7 @@ from vaescope.explorer.ui.denoising import DenoisingPanel
 from vaescope.explorer.ui.diagnostics import DiagnosticsPanel
 from vaescope.explorer.ui.interpolation import InterpolationPanel
 from vaescope.explorer.ui.lessons import LessonPage, LessonsPanel
+from vaescope.explorer.ui.manifold import ManifoldPanel
 from vaescope.explorer.ui.map import MapPanel
 from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.sampling import SamplingPanel
@@ -62,8 +65,9 @@ RESIZE_JS = "() => { window.vaescopeResizePlots && window.vaescopeResizePlots();
 
 
 def page_head() -> str:
-    """The <head> additions: the click bridge and overlay script."""
-    return f"<script>\n{(STATIC / 'bridge.js').read_text()}\n</script>"
+    """The <head> additions: the click bridge and overlay script, and the page script (the view in
+    the address, the presenter layout's views)."""
+    return "".join(f"<script>\n{(STATIC / name).read_text()}\n</script>" for name in ("bridge.js", "page.js"))
 
 
 def page_css() -> str:
@@ -85,6 +89,18 @@ class ExplorerBlocks(gr.Blocks):
         kwargs.setdefault("max_file_size", f"{self.max_upload_mb}mb")
         kwargs.setdefault("run_history", RUN_HISTORY)
         return super().launch(*args, **kwargs)
+
+    def selection(self) -> Selection | None:
+        """The points last lassoed or box-selected on the map (or selected from a search), in the
+        session that selected most recently; None when there is none or it was cleared. Its
+        ``indices`` are rows of the map's evaluation images (the ``images`` given to ``vs.explore``,
+        or their seeded subset above 70,000), with ``label_counts`` and ``mean_code`` [D].
+
+        Examples:
+            >>> app = vs.explore(vae, images=x, labels=y, prevent_thread_lock=True)  # doctest: +SKIP
+            >>> x[app.selection().indices]  # the images lassoed on the page  # doctest: +SKIP
+        """
+        return self.panels["map"].last_selection()  # type: ignore[attr-defined]
 
 
 def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *, store: ModelStore | None = None,
@@ -114,24 +130,32 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         sampling = SamplingPanel(ctx, session)
         diagnostics = DiagnosticsPanel(session)
         denoising, anomaly = DenoisingPanel(ctx, session), AnomalyPanel(ctx, session)
-        panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly]
+        manifold = ManifoldPanel(ctx, session)
+        panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly, manifold]
         models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb,
-                             url_choice=lambda params: page_model(params.get("lesson")))
+                             url_choice=lambda params: page_model(params.get("lesson")) or params.get("model"),
+                             url_view=(lambda: [latent_map.method, latent_map.color],
+                                       lambda params, entry: map_settings(latent_map, params, entry)))
         compare = CompareView(ctx, default_checkpoint, [lesson.models for lesson in LESSONS if len(lesson.models) == 2])
         lessons = LessonsPanel(ctx, compare, models, session)
+        models.build_toolbar()
         lessons.build_banner()
         with gr.Tabs(elem_id="top-tabs") as top_tabs:
             with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
                 explore_tabs = _layout(models, latent_map, traversal, {
                     "Traversal grid": traversal.build_grid, "Interpolation": interpolation.build,
                     "Class sampling": sampling.build, "Diagnostics": diagnostics.build, "Denoising": denoising.build,
-                    "Anomalies": anomaly.build})
+                    "Anomalies": anomaly.build, "Manifold": manifold.build})
             with gr.Tab("Side by side", id="compare", elem_id="tab-compare") as compare_tab:
                 compare.build()
             with gr.Tab("Lessons", id="lessons", elem_id="tab-lessons") as lessons_tab:
                 lessons.build()
         for tab in (explore_tab, compare_tab, lessons_tab):
             tab.select(None, js=RESIZE_JS)
+        # a link's tabs (static/page.js writes them into the address); a lesson's link chooses its own
+        def open_link_tabs(request: gr.Request) -> tuple[Any, Any]:
+            return link_tabs(dict(request.query_params))
+        demo.load(open_link_tabs, None, [top_tabs, explore_tabs], queue=False, show_progress="hidden")
         latent_map.wire(models.wire(demo))
         compare.wire(compare_tab)
         lessons.wire(demo, LessonPage(top_tabs, explore_tabs, followups={
@@ -142,7 +166,7 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
                 (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}))
         traversal.wire()
         interpolation.wire()
-        for panel in (sampling, diagnostics, denoising, anomaly):
+        for panel in (sampling, diagnostics, denoising, anomaly, manifold):
             panel.wire()
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
     demo.ctx = ctx  # type: ignore[attr-defined]  # tests and vs.explore reach the store through it
@@ -156,19 +180,25 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
     """The Explore page: the model and its card on top, the map beside the traversal (the core
     loop), then a tab per other panel (``tabs``: title -> the function that builds it, its id the
     title's first word in lower case). Returns those tabs."""
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=360):
+    with gr.Row(equal_height=False, elem_id="explore-model-row"):
+        with gr.Column(scale=2, min_width=360, elem_id="explore-model-column"):
             gr.Markdown("## vaescope — latent explorer", elem_id="page-title")
             models.build()
-        with gr.Column(scale=3, min_width=420):
+        with gr.Column(scale=3, min_width=420, elem_id="explore-card-column"):
             models.build_card()
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=420):
+    with gr.Row(equal_height=False, elem_id="explore-core"):
+        with gr.Column(scale=3, min_width=420, elem_id="explore-map-column"):
             latent_map.build()
-        with gr.Column(scale=2, min_width=320):
+        with gr.Column(scale=2, min_width=320, elem_id="explore-traversal-column"):
             traversal.build()
     built = []
-    with gr.Tabs(elem_id="main-tabs") as lower_tabs:
+    # the presenter layout shows one view at a time: the map and traversal are its first tab (empty
+    # here: static/style.css shows the row above for it); the page opens on the first panel's tab
+    first = tabs and next(iter(tabs)).split()[0].lower()
+    with gr.Tabs(elem_id="main-tabs", selected=first) as lower_tabs:
+        with gr.Tab("Map & traversal", id="map", elem_id="tab-map") as map_tab:
+            gr.Markdown("", elem_id="map-tab-note")
+        built.append(map_tab)
         for title, build in tabs.items():
             key = title.split()[0].lower()
             with gr.Tab(title, id=key, elem_id=f"tab-{key}") as tab:
@@ -177,6 +207,42 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
     for tab in built:  # a plot drawn while its tab was hidden is sized to nothing: resize on show
         tab.select(None, js=RESIZE_JS)
     return lower_tabs
+
+
+TOP_TABS = ("explore", "compare", "lessons")
+
+
+def link_tabs(params: dict[str, str]) -> tuple[Any, Any]:
+    """The page's tabs a link names (``?tab=compare``, ``?tab=explore&view=interpolation``): updates
+    for the top tabs and the Explore page's tabs; nothing for a name the page has no tab for, or
+    when the link opens a lesson (the lesson chooses its views)."""
+    if params.get("lesson"):
+        return gr.skip(), gr.skip()
+    tab, view = params.get("tab"), params.get("view")
+    views = {"map", "traversal", "interpolation", "class", "diagnostics", "denoising", "anomalies", "manifold"}
+    return (gr.Tabs(selected=tab) if tab in TOP_TABS else gr.skip(),
+            gr.Tabs(selected=view) if view in views else gr.skip())
+
+
+def map_settings(latent_map: MapPanel, params: Mapping[str, str], entry: ModelEntry) -> dict[Any, Any]:
+    """The map's projection and colouring a link names (``?projection=umap&colour=class``, by value
+    or by the name the page shows), for a model just loaded; a choice the model lacks is ignored."""
+    updates: dict[Any, Any] = {}
+    method = _chosen(params.get("projection"), [(name, key) for key, name in METHOD_NAMES.items()])
+    if method is not None:
+        updates[latent_map.method] = method
+    colours = color_choices(entry)
+    colour = _chosen(params.get("colour"), colours)
+    if colour is not None:
+        updates[latent_map.color] = gr.Dropdown(choices=colours, value=colour)
+    return updates
+
+
+def _chosen(asked: str | None, choices: list[tuple[str, str]]) -> str | None:
+    """The value among (name, value) ``choices`` that ``asked`` names by value or name (any case)."""
+    wanted = (asked or "").strip().lower()
+    return next((value for name, value in choices if wanted in (str(value).lower(), str(name).lower())), None) \
+        if wanted else None
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -11,27 +11,50 @@ draw, then ``finish``: the picks and buttons through the side-by-side view's typ
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from vaescope.errors import InputError
-from vaescope.explorer.core.lessons import LESSONS, Lesson, find, missing_models
-from vaescope.explorer.ui.common import Context, log
+from vaescope.explorer.core.lessons import (
+    LESSONS,
+    Lesson,
+    Picture,
+    find,
+    missing_models,
+    stage_content,
+)
+from vaescope.explorer.ui.common import Context, grid, log
 from vaescope.explorer.ui.compare import CompareView
 from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.state import SessionPair
 
 INTRO = ("**Lessons.** Each one loads the models that show one idea of the lectures, sets the views and "
          "explains what to look at, with numbers measured on those models. Every control stays live. "
-         "Each has a link (`?lesson=NAME`), so a list of links is a lecture plan.")
+         "Each has a link (`?lesson=NAME`), so a list of links is a lecture plan; add `&present=1` for the "
+         "projector.")
+# A lesson's screen in the presenter layout (static/style.css): its words on the left, its panes on
+# the right, STAGE_PX tall in all at 1280x720; images keep whole upscaling factors, and the maps and
+# figures take the height the images leave.
+STAGE_PX = 640
+PICTURE_CHROME_PX = 40  # a picture's label and margins
+MIN_PLOT_PX = 220
 URL_LESSON_JS = "() => new URLSearchParams(window.location.search).get('lesson') || ''"
+# the presenter layout's live views (the page's tabs) or the lesson's own screen: a page class
+LIVE_JS = ("() => { document.body.classList.toggle('live', %s); "
+           "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
 # a one-model lesson whose view is one of the Explore page's lower tabs brings that tab on screen
-SCROLL_TO_VIEW_JS = ("(name) => { if (%s.includes(name)) { const t = document.querySelector('#main-tabs');"
-                     " if (t) t.scrollIntoView({block: 'start'}); } }")
+# ... and the page notes that the lesson's last step ran (body[data-lesson-done], which tests wait for)
+SCROLL_TO_VIEW_JS = ("(name) => { document.body.dataset.lessonDone = name;"
+                     " if (%s.includes(name) && !document.body.classList.contains('present')) {"
+                     " const t = document.querySelector('#main-tabs'); if (t) t.scrollIntoView({block: 'start'}); } }")
 
 
 Followup = tuple[Callable[..., Any], list[Any], list[Any]]  # (handler, inputs, outputs) of an Explore page event
@@ -57,9 +80,28 @@ class LessonsPanel:
         self.buttons: dict[str, Any] = {}
 
     def build_banner(self) -> None:
-        with gr.Group(visible=False, elem_id="lesson-banner-group") as self.banner_group:
-            self.banner = gr.Markdown("", elem_id="lesson-banner")
-            self.chart = gr.Plot(visible=False, show_label=False, elem_id="lesson-chart")
+        """The lesson's banner: its words and chart; in the presenter layout, the lesson's own screen
+        (its words beside its maps, figures, chart and images: ``core.lessons.Stage``)."""
+        with gr.Group(visible=False, elem_id="lesson-banner-group") as self.banner_group, \
+                gr.Row(equal_height=False, elem_id="lesson-stage"):
+            with gr.Column(scale=2, min_width=300, elem_id="lesson-words"):
+                self.banner = gr.Markdown("", elem_id="lesson-banner")
+                with gr.Row(elem_id="lesson-tools"):
+                    # the presenter layout's two screens: the lesson, and the live views behind it
+                    self.live_btn = gr.Button("Explore it live ▸", size="sm", elem_id="lesson-live-btn")
+                    self.back_btn = gr.Button("◂ Back to the lesson", size="sm", elem_id="lesson-back-btn")
+                    self.close_btn = gr.Button("✕ Close the lesson", size="sm", elem_id="lesson-close-btn")
+            with gr.Column(scale=3, min_width=300, elem_id="lesson-panes"):
+                with gr.Row(equal_height=True, elem_id="stage-maps"):
+                    self.stage_maps = [gr.Plot(visible=False, show_label=False, elem_id=f"stage-map-{side}")
+                                       for side in "ab"]
+                with gr.Row(equal_height=True, elem_id="stage-figures"):
+                    self.stage_figures = [gr.Plot(visible=False, show_label=False, elem_id=f"stage-figure-{side}")
+                                          for side in "ab"]
+                self.chart = gr.Plot(visible=False, show_label=False, elem_id="lesson-chart")
+                # plain <img> at their own size: whole upscaling factors, never rescaled or cropped
+                self.stage_pictures = [gr.HTML("", visible=False, elem_id=f"stage-pictures-{side}", padding=False)
+                                       for side in "ab"]
         self.name = gr.Textbox("", visible="hidden", elem_id="lesson-name")
 
     def build(self) -> None:
@@ -79,13 +121,24 @@ class LessonsPanel:
 
     # -- events --
     def wire(self, demo: gr.Blocks, page: LessonPage) -> None:
-        """Wire every lesson's chain: one per Start button, and one for ``?lesson=NAME`` on page load."""
+        """Wire every lesson's chain: one per Start button, and one for ``?lesson=NAME`` on page load;
+        the presenter toggle redraws the lesson's screen; the close button ends the lesson."""
         self.page = page  # start() selects its tabs
         heads = [(button.click(lambda n=name: n, None, [self.name], queue=False, show_progress="hidden"))
                  for name, button in self.buttons.items()]
         heads.append(demo.load(None, None, [self.name], js=URL_LESSON_JS))
         for head in heads:
             self._chain(head)
+        self.models.present.change(self.stage, [self.name, self.models.present], self.stage_outputs(),
+                                   show_progress="hidden")
+        self.close_btn.click(lambda: ("", gr.Group(visible=False)), None, [self.name, self.banner_group],
+                             queue=False, show_progress="hidden", js=LIVE_JS % "false")
+        self.live_btn.click(None, None, None, js=LIVE_JS % "true")
+        self.back_btn.click(None, None, None, js=LIVE_JS % "false")
+
+    def stage_outputs(self) -> list[Any]:
+        """What the lesson's screen shows beyond its words: maps, figures, chart and images."""
+        return [*self.stage_maps, *self.stage_figures, self.chart, *self.stage_pictures]
 
     def _chain(self, head: Any) -> None:
         compare, bar = self.compare, self.compare.bar
@@ -99,6 +152,8 @@ class LessonsPanel:
         step = step.then(self._drawer(), [self.name, *bar.settings(), compare.pair], bar.draw_outputs())
         step = step.then(self.finish, [self.name, compare.pair],
                          [self.banner, self.chart, *bar.pick_outputs(), *bar.answer_outputs()])
+        # the presenter layout's screen of the lesson (nothing when the layout is off)
+        step = step.then(self.stage, [self.name, self.models.present], self.stage_outputs(), show_progress="hidden")
         # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels
         step = step.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
                          self.models.outputs(), show_progress_on=[self.models.card])
@@ -198,6 +253,58 @@ class LessonsPanel:
         if lesson.actions:
             updates |= bar.act(lesson.actions, pair)
         return updates if pair.versions() == versions else {}
+
+    def stage(self, name: str, present: bool) -> Any:
+        """The lesson's own screen in the presenter layout (nothing outside it: the page's views show
+        the lesson there): ``core.lessons.stage_content`` on its models, sized to fit 1280x720."""
+        lesson = find(name)
+        hidden = {**{plot: gr.Plot(value=None, visible=False) for plot in (*self.stage_maps, *self.stage_figures)},
+                  **{image: gr.HTML("", visible=False) for image in self.stage_pictures}}
+        if lesson is None or missing_models(lesson, self.ctx.store.names()):
+            return hidden
+        if not present:  # the banner's chart as the page shows it beside the views
+            return hidden
+        try:
+            entries = [self.ctx.store.open_name(m) for m in lesson.models]
+            content = stage_content(lesson, entries, self.ctx.store, self.ctx.projections)
+            chart = lesson.chart(entries, self.ctx.store) if lesson.chart is not None else None
+        except InputError:  # the banner says why (finish): the screen shows the words alone
+            return hidden
+        except Exception:  # a bug: keep the page and the lesson's words
+            log.exception("the screen of lesson %s failed", lesson.name)
+            return hidden
+        updates: dict[Any, Any] = dict(hidden)
+        used = 0
+        for image, picture in zip(self.stage_pictures, content.pictures, strict=False):
+            value, height = self._picture(picture, lesson.stage.cell)
+            updates[image] = gr.HTML(value, visible=True)
+            used += height + PICTURE_CHROME_PX
+        plots = [*zip(self.stage_maps, content.maps, strict=False), *zip(self.stage_figures, content.figures,
+                                                                         strict=False)]
+        rows = bool(content.maps) + bool(content.figures) + (chart is not None)
+        height = max(MIN_PLOT_PX, (STAGE_PX - used) // max(1, rows) - 12)
+        if chart is not None:
+            plots.append((self.chart, chart))
+        for plot, figure in plots:  # sized to the screen, its words big enough for the back of the room
+            figure.update_layout(height=height, font={"size": 16}, title_font={"size": 20})
+            updates[plot] = gr.Plot(value=figure, visible=True)
+        return updates
+
+    @staticmethod
+    def _picture(picture: Picture, cell: int) -> tuple[str, int]:
+        """A picture's images as one grid, each image upscaled by the smallest whole factor that makes
+        it at least ``cell`` px, shown at its own size with its label; (the HTML, its image's height)."""
+        side = max(picture.images.shape[-2:])
+        image = grid(picture.entry, picture.images, nrow=picture.columns, cell_px=-(-cell // side) * side)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        source = base64.b64encode(png.getvalue()).decode("ascii")
+        height, width = image.shape[:2]
+        rows = -(-len(picture.images) // picture.columns)
+        return (f'<figure class="stage-picture"><figcaption>{html.escape(picture.label)}</figcaption>'
+                f'<img src="data:image/png;base64,{source}" width="{width}" height="{height}" '
+                f'data-columns="{picture.columns}" data-rows="{rows}" alt="{html.escape(picture.label)}"></figure>'
+                ), int(height)
 
     def _unknown(self, name: str) -> dict[Any, Any]:
         known = ", ".join(lesson.name for lesson in LESSONS)

@@ -26,6 +26,10 @@ LOAD_CONCURRENCY = 2  # switches and uploads at once
 PAGE_CONCURRENCY = 8  # page loads at once (mostly a model already in memory)
 PRESENT_JS = ("(on) => { document.body.classList.toggle('present', !!on); "
               "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
+URL_PRESENT_JS = "() => new URLSearchParams(window.location.search).get('present') === '1'"
+# the page's address holds the view (static/page.js keeps it current); the button copies it
+COPY_LINK_JS = "() => { window.vaescopeCopyLink && window.vaescopeCopyLink(); }"
+UrlView = Callable[[Mapping[str, str], ModelEntry], dict[Any, Any]]
 
 
 def first_model(store: ModelStore, default: str | None, names: list[str]) -> str | None:
@@ -42,25 +46,28 @@ def first_model(store: ModelStore, default: str | None, names: list[str]) -> str
 
 class ModelsPanel:
     def __init__(self, ctx: Context, session: gr.State, panels: list[Panel], default: str | None,
-                 max_upload_mb: int, url_choice: Callable[[Mapping[str, str]], str | None] = lambda params: None
-                 ) -> None:
+                 max_upload_mb: int, url_choice: Callable[[Mapping[str, str]], str | None] = lambda params: None,
+                 url_view: tuple[Callable[[], list[Any]], UrlView] | None = None) -> None:
         self.ctx = ctx
         self.session = session
         self.panels = panels
         self.default = default
         self.max_upload_mb = max_upload_mb
-        # the model a page's own link asks for (``?lesson=NAME`` of a one-model lesson), which a page
-        # load opens instead of the default: the page never shows one model under words about another
+        # the model a page's own link asks for (``?lesson=NAME`` of a one-model lesson, ``?model=NAME``),
+        # which a page load opens instead of the default: the page never shows one model under words
+        # about another
         self.url_choice = url_choice
+        # what else of a link's view a page load restores once its model is in: (the components it
+        # may set, the function that reads the link for them), e.g. the map's projection and colouring
+        self.url_view = url_view
 
     def build(self) -> None:
         names = self.ctx.store.names()
         where = f"Model ({self.ctx.store.root})" if self.ctx.store.root is not None else "Model"
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True, elem_id="model-choice-row"):
             self.dropdown = gr.Dropdown(choices=names, value=self._first(names), label=where,
                                         elem_id="checkpoint-dropdown", interactive=True, scale=4)
             with gr.Column(scale=1, min_width=150):
-                self.present = gr.Checkbox(False, label="Presenter layout", elem_id="present-toggle", container=False)
                 self.refresh = gr.Button("↻ Refresh list", size="sm", elem_id="checkpoint-refresh")
                 self.upload = gr.UploadButton("⇪ Upload .safetensors", file_types=[".safetensors"], size="sm",
                                               elem_id="checkpoint-upload")
@@ -69,6 +76,13 @@ class ModelsPanel:
         gr.Markdown(f"<small>Uploads: up to {self.max_upload_mb} MB per file; images up to "
                     f"{MAX_IMAGE_BYTES // 2**20} MB and {MAX_IMAGE_PIXELS // 10**6} megapixels.</small>",
                     elem_id="upload-cap")
+
+    def build_toolbar(self) -> None:
+        """The page's own controls, above every tab: the presenter layout and a link to this view."""
+        with gr.Row(elem_id="page-toolbar", equal_height=True):
+            self.present = gr.Checkbox(False, label="Presenter layout", elem_id="present-toggle", container=False,
+                                       scale=0, min_width=0)
+            self.copy_link = gr.Button("Copy link", size="sm", elem_id="copy-link-btn", scale=0, min_width=0)
 
     def build_card(self) -> None:
         self.card = gr.Markdown("Loading…", elem_id="model-card")
@@ -93,8 +107,9 @@ class ModelsPanel:
         # budget (vaescope.limits.GRAPH_RUN_SECONDS), so no slot is held for long.
         opening = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY, "show_progress_on": [self.card]}
         out = self.outputs()
+        page_out = out + [c for c in (self.url_view[0]() if self.url_view else []) if c not in out]
         events = [
-            demo.load(self.page_load, [self.dropdown, self.session], out, api_name="page_load", **opening),
+            demo.load(self.page_load, [self.dropdown, self.session], page_out, api_name="page_load", **opening),
             self.dropdown.select(self.load_checkpoint, [self.dropdown, self.session], out,
                                  api_name="load_checkpoint", **loading),
             self.upload.upload(self.upload_checkpoint, [self.upload, self.session], out,
@@ -104,7 +119,8 @@ class ModelsPanel:
         # The presenter layout is a page class (static/style.css): no server round trip. A link with
         # ?present=1 opens in it.
         self.present.change(None, [self.present], None, js=PRESENT_JS)
-        demo.load(None, None, [self.present], js="() => new URLSearchParams(window.location.search).get('present') === '1'")
+        demo.load(None, None, [self.present], js=URL_PRESENT_JS)
+        self.copy_link.click(None, None, None, js=COPY_LINK_JS)
         return events
 
     # -- handlers --
@@ -116,8 +132,12 @@ class ModelsPanel:
                   progress: gr.Progress = PROGRESS) -> Any:
         """Open the default model (or the one the page's link asks for, or the next one that loads)
         when a page opens."""
-        asked = self.url_choice(dict(request.query_params)) if request is not None else None
-        return as_response(self._page_load(asked or current, session, progress))
+        params = dict(request.query_params) if request is not None else {}
+        updates = self._page_load(self.url_choice(params) or current, session, progress)
+        entry = self.ctx.store.peek(session.key)
+        if self.url_view is not None and entry is not None and self.card in updates:  # it loaded
+            updates |= self.url_view[1](params, entry)
+        return as_response(updates)
 
     def load_checkpoint(self, name: str | None, session: Session, progress: gr.Progress = PROGRESS) -> Any:
         """Switch to a model chosen in the list."""

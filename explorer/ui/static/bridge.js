@@ -15,6 +15,10 @@
 // 7. Animations. gr.Plot draws with Plotly.react(data, layout, config) and drops a figure's frames;
 //    the server sends them in layout.meta.frames (core/timeline.py) and they are added here, once
 //    per drawn figure, so the play button and the slider have frames to play.
+// 8. Selections. A lasso or box on the latent map (plotly_selected) sends the selected points'
+//    customdata (image indices) as window.__selected and clicks the hidden #select-btn; a double
+//    click (plotly_deselect) sends an empty selection. The map's rings (search matches, nearest
+//    neighbours) come in the hidden #map-overlays box ({"trace name": points}), restyled like 2.
 (() => {
   const send = (payload) => {
     window.__picked = JSON.stringify(payload);
@@ -48,6 +52,24 @@
       const thumb = document.querySelector('#hover-thumb');
       if (thumb) thumb.classList.remove('shown');
     });
+    const select = (indices) => {
+      window.__selected = JSON.stringify({indices: indices});
+      const btn = document.querySelector('#select-btn');
+      if (btn) btn.click();
+    };
+    gd.on('plotly_selected', (ev) => {
+      if (!ev || !ev.points) return;  // plotly sends nothing for a click in select mode
+      const seen = new Set();
+      for (const p of ev.points) {  // _fullData: plotly.py 6's base64 arrays decoded (see findPoint)
+        const t = gd._fullData[p.curveNumber];
+        const cds = t && t.customdata;
+        const cd = cds ? cds[p.pointNumber !== undefined ? p.pointNumber : p.pointIndex] : undefined;
+        const v = Array.isArray(cd) ? cd[0] : cd;
+        if (v !== undefined && v !== null && v !== '') seen.add(Number(v));
+      }
+      select(Array.from(seen));
+    });
+    gd.on('plotly_deselect', () => select([]));
     gd.on('plotly_click', (ev) => {
       const p = ev && ev.points && ev.points[0];
       if (!p) return;
@@ -131,6 +153,15 @@
         restyle(gd, traces[0], points);
       }
     }
+    const rings = document.querySelector('#map-overlays textarea, #map-overlays input');
+    if (rings && !(last.rings && last.rings.value === rings.value && last.rings.data === gd.data)) {
+      last.rings = {value: rings.value, data: gd.data};
+      let named = {};
+      try { named = JSON.parse(rings.value || '{}') || {}; } catch (err) { named = {}; }
+      for (const [name, points] of Object.entries(named)) {
+        if (Array.isArray(points)) restyle(gd, name, points);
+      }
+    }
   };
   window.vaescopeResizePlots = () => {
     setTimeout(() => {
@@ -158,8 +189,11 @@
     if (!gd || !gd.layout || !window.Plotly) return;
     if (gd.__vaescopeHeight === undefined) gd.__vaescopeHeight = gd.layout.height;
     const present = document.body.classList.contains('present');
+    if (gd.offsetParent === null) return;  // a hidden view: fitted when it shows
     const top = gd.getBoundingClientRect().top + window.scrollY;
-    const target = present ? Math.max(300, Math.floor(window.innerHeight - top - 24)) : gd.__vaescopeHeight;
+    // what the presenter layout places below the map (style.css: --map-reserve) stays on screen too
+    const reserve = parseFloat(getComputedStyle(gd).getPropertyValue('--map-reserve')) || 0;
+    const target = present ? Math.max(240, Math.floor(window.innerHeight - top - 24 - reserve)) : gd.__vaescopeHeight;
     if (gd.__vaescopeFitted === gd.data && Math.abs((gd.layout.height || 0) - target) < 4) return;
     gd.__vaescopeFitted = gd.data;
     if (!present) gd.__vaescopeHeight = gd.layout.height;
@@ -229,6 +263,22 @@
       }
     }
   };
+  // plotly.py 6 sends numpy arrays as {dtype, bdata} (base64). Plotly.react decodes them in a figure's
+  // data, but frames added with Plotly.addFrames are kept as sent, and animating to one read an
+  // undefined x[0] (a page error, and an empty map): decode them to typed arrays first.
+  const TYPED = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+                 u2: Uint16Array, i1: Int8Array, u1: Uint8Array, u1c: Uint8ClampedArray};
+  const decoded = (value) => {
+    if (Array.isArray(value)) return value.map(decoded);
+    if (!value || typeof value !== 'object') return value;
+    if (typeof value.bdata === 'string' && TYPED[value.dtype]) {
+      const bytes = Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+      return new TYPED[value.dtype](bytes.buffer);
+    }
+    const out = {};
+    for (const [key, inner] of Object.entries(value)) out[key] = decoded(inner);
+    return out;
+  };
   const frames = () => {
     if (!window.Plotly) return;
     document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
@@ -237,7 +287,7 @@
       gd.__vaescopeFramesOf = meta;
       const had = (gd._transitionData && gd._transitionData._frames) || [];
       const added = had.length ? window.Plotly.deleteFrames(gd) : Promise.resolve();
-      Promise.resolve(added).then(() => window.Plotly.addFrames(gd, meta.frames));
+      Promise.resolve(added).then(() => window.Plotly.addFrames(gd, decoded(meta.frames)));
     });
   };
   setInterval(() => {
