@@ -220,7 +220,7 @@ def assert_fits(page: object, where: str) -> None:
     """The screen fits 1280x720 without scrolling, its text is 20 px or more, no image box clips."""
     with contextlib.suppress(Exception):  # the page fits its plots once they are drawn (static/page.js)
         page.wait_for_function("() => document.scrollingElement.scrollHeight <= innerHeight + 1",  # type: ignore[attr-defined]
-                               timeout=5_000)
+                               timeout=15_000)
     facts = page.evaluate(SCREEN_FACTS)  # type: ignore[attr-defined]
     assert facts["scroll"] <= facts["window"] + 1 and not facts["wide"], (where, facts)
     assert not facts["smallest"] or facts["smallest"][0][0] >= 20, (where, facts["smallest"])

@@ -9,6 +9,7 @@ MNIST (CI has none): the explorer maps the embedded sample.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -149,7 +150,8 @@ def numbers(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(shelf: ModelStore) -> Iterator[object]:
+def site(shelf: ModelStore) -> Iterator[tuple[object, str]]:
+    """(Chromium, the URL of the explorer over the shipped models), for the module."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("needs /usr/bin/chromium")
@@ -161,12 +163,187 @@ def page(shelf: ModelStore) -> Iterator[object]:
     demo = build_app(store=shelf)
     with serving(demo) as url, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 720})
-        tab.url_base = url  # type: ignore[attr-defined]
         try:
-            yield tab
+            yield browser, url
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(site: tuple[object, str]) -> Iterator[object]:
+    """A fresh 1280x720 page; the test fails if it reported a page error, a console error or an
+    error toast (serving.PageProblems)."""
+    from serving import watched_page
+
+    browser, url = site
+    with watched_page(browser) as tab:
+        tab.url_base = url  # type: ignore[attr-defined]
+        yield tab
+
+
+def wait_words(page: object, lesson: lessons.Lesson) -> str:
+    """The lesson's banner once it has its measured words (not "Loading"); its text."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(title) => { const b = document.querySelector('#lesson-banner');"
+        " return b && b.innerText.includes(title) && !b.innerText.includes('Loading'); }",
+        arg=lesson.title, timeout=180_000)
+    return page.locator("#lesson-banner").inner_text()  # type: ignore[attr-defined]
+
+
+STAGE_SHOWN = """(want) => {
+  const drawn = (id) => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
+                          return !!(gd && gd._fullData && gd._fullData.length); };
+  return want.plots.every(drawn) && document.querySelectorAll('.stage-picture img').length === want.pictures
+    && Array.from(document.querySelectorAll('.stage-picture img')).every((img) => img.complete && img.naturalWidth > 0);
+}"""
+
+
+def stage_panes(lesson: lessons.Lesson) -> dict:
+    """What the lesson's own screen shows (``lesson.stage``): its plots' ids and its pictures' count."""
+    sides = "ab"[:len(lesson.models)]
+    plots = [f"stage-map-{s}" for s in sides if lesson.stage.maps]
+    plots += [f"stage-figure-{s}" for s in sides if lesson.stage.figures]
+    plots += ["lesson-chart"] if lesson.chart is not None else []
+    pictures = 2 if lesson.stage.pictures is not None else (len(lesson.models) if lesson.stage.rows else 0)
+    return {"plots": plots, "pictures": pictures}
+
+
+# Measured on the page as it shows: whether it scrolls, the words' size, every picture of the
+# lesson's screen (its size against its image's, its cells, whether anything around it clips it),
+# and whether every plot and picture lies inside the window.
+SCREEN_FACTS = """() => {
+  const doc = document.scrollingElement, words = document.querySelector('#lesson-banner p');
+  const inside = (e) => { const r = e.getBoundingClientRect();
+                          return r.top >= -1 && r.left >= -1 && r.bottom <= innerHeight + 1 && r.right <= innerWidth + 1; };
+  const clippers = (e) => { const found = []; for (let a = e.parentElement; a && a.id !== 'lesson-panes'; a = a.parentElement)
+      if (a.scrollWidth > a.clientWidth + 1 || a.scrollHeight > a.clientHeight + 1) found.push(a.id || a.className);
+    return found; };
+  const pictures = Array.from(document.querySelectorAll('.stage-picture img')).map((img) => {
+    const r = img.getBoundingClientRect();
+    return {width: r.width, height: r.height, natural: [img.naturalWidth, img.naturalHeight],
+            cell: Math.min(r.width / Number(img.dataset.columns), r.height / Number(img.dataset.rows)),
+            inside: inside(img), clipped: clippers(img)}; });
+  const plots = Array.from(document.querySelectorAll('#lesson-panes .js-plotly-plot'))
+    .filter((gd) => gd.offsetParent !== null).map((gd) => ({id: gd.closest('[id]').id, inside: inside(gd)}));
+  return {scroll: doc.scrollHeight, window: innerHeight, wide: doc.scrollWidth > innerWidth + 1,
+          words: words ? parseFloat(getComputedStyle(words).fontSize) : 0, wordsInside: words ? inside(words) : false,
+          pictures: pictures, plots: plots, present: document.body.classList.contains('present')};
+}"""
+
+
+def assert_fits_the_projector(page: object, lesson: lessons.Lesson) -> dict:
+    # the page fits its plots to the window once they are drawn (static/page.js); the assertions
+    # below say what does not fit if it never does
+    with contextlib.suppress(Exception):
+        page.wait_for_function("() => document.scrollingElement.scrollHeight <= innerHeight + 1",  # type: ignore[attr-defined]
+                               timeout=15_000)
+    facts = page.evaluate(SCREEN_FACTS)  # type: ignore[attr-defined]
+    assert facts["present"], facts
+    assert facts["scroll"] <= facts["window"] + 1 and not facts["wide"], facts  # nothing scrolls
+    assert facts["words"] >= 20 and facts["wordsInside"], facts  # readable from the back of the room
+    for picture in facts["pictures"]:
+        assert picture["natural"] == [round(picture["width"]), round(picture["height"])], picture  # never rescaled
+        assert picture["cell"] >= 128 and picture["inside"] and not picture["clipped"], picture
+    assert all(plot["inside"] for plot in facts["plots"]), facts["plots"]
+    return facts
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", [lesson.name for lesson in lessons.LESSONS])
+def test_each_lesson_fits_the_projector_and_a_reload_keeps_it(page: object, shelf: ModelStore, name: str) -> None:
+    """?lesson=NAME&present=1 at 1280x720: the lesson's own screen (its words beside its maps,
+    charts and images) without scrolling, words of 20 px or more, every image at least 128 px and
+    none clipped, no page error; a reload of the address the page keeps opens the same lesson,
+    model and layout."""
+    lesson = lessons.find(name)
+    started = time.monotonic()
+    page.goto(f"{page.url_base}?lesson={name}&present=1")  # type: ignore[attr-defined]
+    wait_words(page, lesson)
+    page.wait_for_function(STAGE_SHOWN, arg=stage_panes(lesson), timeout=120_000)  # type: ignore[attr-defined]
+    opened = time.monotonic() - started
+    time.sleep(1.0)  # plots settle into their boxes
+    assert_fits_the_projector(page, lesson)
+    page.screenshot(path=str(SHOTS / f"{name}-present.png"))  # type: ignore[attr-defined]
+    with (SHOTS / "open-times.txt").open("a") as log:
+        log.write(f"{name}\t{opened:.1f} s\n")
+    # the address now names the view; a reload restores it
+    page.wait_for_function("(name) => { const q = new URLSearchParams(location.search);"  # type: ignore[attr-defined]
+                           " return q.get('lesson') === name && q.get('present') === '1' && q.get('model'); }",
+                           arg=name, timeout=30_000)
+    page.wait_for_function("(name) => document.body.dataset.lessonDone === name", arg=name,  # type: ignore[attr-defined]
+                           timeout=120_000)  # every step of the lesson ran: nothing is cut off by the reload
+    model = page.locator("#checkpoint-dropdown input").input_value()  # type: ignore[attr-defined]
+    if len(lesson.models) == 1:
+        assert model == lesson.models[0]
+    page.problems.reload()  # type: ignore[attr-defined]
+    wait_words(page, lesson)
+    page.wait_for_function(STAGE_SHOWN, arg=stage_panes(lesson), timeout=120_000)  # type: ignore[attr-defined]
+    page.wait_for_function("(m) => document.querySelector('#checkpoint-dropdown input').value === m",  # type: ignore[attr-defined]
+                           arg=model, timeout=60_000)
+    time.sleep(1.0)
+    assert_fits_the_projector(page, lesson)
+
+
+FRAME_POINTS = """(id) => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
+  return gd._fullData.map((t) => ({n: t._length, x: Array.from(t.x || []).slice(0, 50), y: Array.from(t.y || []).slice(0, 50)})); }"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("present", [False, True])
+def test_the_forming_lesson_plays_its_maps(page: object, shelf: ModelStore, present: bool) -> None:
+    """▶ Play and the frame slider move the points from frame to frame (their coordinates change),
+    every point stays on the map at every moment, and the page reports no error; on the side-by-side
+    view and on the lesson's own screen."""
+    lesson = lessons.find("forming")
+    points = lessons._record(shelf.open_name(lesson.models[0])).codes.shape[1]
+    where = "stage-figure-a" if present else "compare-chart-a"
+    page.goto(f"{page.url_base}?lesson=forming" + ("&present=1" if present else ""))  # type: ignore[attr-defined]
+    wait_words(page, lesson)
+    page.wait_for_function(  # type: ignore[attr-defined]  # the frames are added after the first draw
+        "(id) => { const gd = document.querySelector(`#${id} .js-plotly-plot`);"
+        " return gd && gd._transitionData && gd._transitionData._frames.length > 5; }", arg=where, timeout=60_000)
+    page.locator(f"#{where}").scroll_into_view_if_needed()  # type: ignore[attr-defined]
+    first = page.evaluate(FRAME_POINTS, where)  # type: ignore[attr-defined]
+    assert sum(t["n"] for t in first) == points
+    page.locator(f"#{where} .updatemenu-button").first.click()  # type: ignore[attr-defined]  # ▶ Play
+    moved, deadline = False, time.monotonic() + 30
+    while not moved or page.evaluate(  # type: ignore[attr-defined]  # ... until it has played a few frames
+            f"() => document.querySelector('#{where} .js-plotly-plot').layout.sliders[0].active") <= 1:
+        assert time.monotonic() < deadline, "▶ Play did not move the points on to later frames"
+        time.sleep(0.3)
+        frame = page.evaluate(FRAME_POINTS, where)  # type: ignore[attr-defined]
+        assert sum(t["n"] for t in frame) == points  # the map is never empty
+        moved = moved or frame[0]["x"] != first[0]["x"] or frame[0]["y"] != first[0]["y"]  # the points moved
+    page.locator(f"#{where} .updatemenu-button").nth(1).click()  # type: ignore[attr-defined]  # ❚❚ Pause
+    time.sleep(0.6)
+    paused = page.evaluate(FRAME_POINTS, where)  # type: ignore[attr-defined]
+    # the slider: a click on its first step goes back to the start
+    rail = page.locator(f"#{where} .slider-rail-rect").first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.click(rail["x"] + 2, rail["y"] + rail["height"] / 2)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(id) => document.querySelector(`#${id} .js-plotly-plot`).layout.sliders[0].active === 0", arg=where,
+        timeout=30_000)
+    time.sleep(1.0)
+    back = page.evaluate(FRAME_POINTS, where)  # type: ignore[attr-defined]
+    assert sum(t["n"] for t in back) == points and back[0]["x"] != paused[0]["x"]
+    page.screenshot(path=str(SHOTS / f"forming-played{'-present' if present else ''}.png"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.e2e
+def test_a_start_button_puts_the_lesson_in_the_address(page: object) -> None:
+    """Start on the Lessons tab names the lesson in the address (a reload or a copied link opens it);
+    closing the lesson takes it out again."""
+    page.goto(page.url_base)  # type: ignore[attr-defined]
+    page.wait_for_function("() => new URLSearchParams(location.search).get('model')", timeout=120_000)  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Lessons").click()  # type: ignore[attr-defined]
+    page.locator("#lesson-collapse").click()  # type: ignore[attr-defined]
+    wait_words(page, lessons.find("collapse"))
+    page.wait_for_function("() => new URLSearchParams(location.search).get('lesson') === 'collapse'",  # type: ignore[attr-defined]
+                           timeout=30_000)
+    assert "tab=compare" in page.url  # type: ignore[attr-defined]
+    page.locator("#lesson-close-btn").click()  # type: ignore[attr-defined]
+    page.wait_for_function("() => !new URLSearchParams(location.search).get('lesson')", timeout=30_000)  # type: ignore[attr-defined]
+    assert not page.locator("#lesson-banner-group").is_visible()  # type: ignore[attr-defined]
 
 
 @pytest.mark.e2e

@@ -9,6 +9,7 @@ is what the models show. ``?lesson=NAME`` opens one.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -373,6 +374,29 @@ def likelihood_chart(entries: list[ModelEntry], _: Shelf) -> go.Figure:
     return fig
 
 
+# -- what a lesson measures, once per set of models ---------------------------------------------------
+MEASURED_KEPT = 32  # lessons' words and charts kept (each a few kB), the oldest dropped first
+_measured: dict[tuple, tuple[str, go.Figure | None]] = {}
+_measured_lock = threading.Lock()
+
+
+def measured(lesson: Lesson, entries: list[ModelEntry], shelf: Shelf) -> tuple[str, go.Figure | None]:
+    """The lesson's words and chart on these models (``lesson.explain``, ``lesson.chart``), measured
+    once per set of loaded models and shelf, so a lesson opened again (another page, a reload, the
+    presenter's screen) costs nothing; the chart is a copy the caller may restyle."""
+    key = (lesson.name, tuple(entry.key for entry in entries), tuple(shelf.names()))
+    with _measured_lock:
+        found = _measured.get(key)
+    if found is None:
+        found = (lesson.explain(entries, shelf), lesson.chart(entries, shelf) if lesson.chart is not None else None)
+        with _measured_lock:
+            _measured[key] = found
+            while len(_measured) > MEASURED_KEPT:
+                _measured.pop(next(iter(_measured)))
+    words, chart = found
+    return words, (go.Figure(chart) if chart is not None else None)
+
+
 # -- a lesson's own screen (the presenter layout) -----------------------------------------------------
 CLOUD = {"symbol": "circle", "size": 6, "color": "rgba(220, 20, 60, 0.55)"}  # as the side-by-side view draws it
 
@@ -449,7 +473,10 @@ def _spread(total: int, wanted: int) -> np.ndarray:
 
 def _small_map(fig: go.Figure, title: str) -> go.Figure:
     """A map for a lesson's screen: its model's name as the title, no legend or tick labels (the
-    colours are the side-by-side view's; the axes of a projection carry no meaning)."""
+    colours are the side-by-side view's; the axes of a projection carry no meaning), drawn as SVG:
+    a still picture beside the live views' WebGL maps needs no WebGL context of its own."""
+    fig.data = [go.Scatter({k: v for k, v in trace.to_plotly_json().items() if k != "type"})
+                if isinstance(trace, go.Scattergl) else trace for trace in fig.data]
     fig.update_layout(title={"text": title, "font": {"size": 20}}, showlegend=False,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"showticklabels": False, "title": None}, yaxis={"showticklabels": False, "title": None})

@@ -28,6 +28,7 @@ from vaescope.explorer.core.lessons import (
     Lesson,
     Picture,
     find,
+    measured,
     missing_models,
     stage_content,
 )
@@ -232,8 +233,7 @@ class LessonsPanel:
         try:
             entries = [self.ctx.store.open_name(m) for m in lesson.models]
             updates = self._press(lesson, entries, pair) if len(lesson.models) == 2 else {}
-            words = lesson.explain(entries, self.ctx.store)
-            chart = lesson.chart(entries, self.ctx.store) if lesson.chart is not None else None
+            words, chart = measured(lesson, entries, self.ctx.store)
         except InputError as exc:
             return {self.banner: f"### {lesson.title}\n⚠️ {exc}"}
         except Exception as exc:  # a bug: keep the page, say so
@@ -267,7 +267,7 @@ class LessonsPanel:
         try:
             entries = [self.ctx.store.open_name(m) for m in lesson.models]
             content = stage_content(lesson, entries, self.ctx.store, self.ctx.projections)
-            chart = lesson.chart(entries, self.ctx.store) if lesson.chart is not None else None
+            chart = measured(lesson, entries, self.ctx.store)[1]
         except InputError:  # the banner says why (finish): the screen shows the words alone
             return hidden
         except Exception:  # a bug: keep the page and the lesson's words
@@ -286,7 +286,7 @@ class LessonsPanel:
         if chart is not None:
             plots.append((self.chart, chart))
         for plot, figure in plots:  # sized to the screen, its words big enough for the back of the room
-            figure.update_layout(height=height, font={"size": 16}, title_font={"size": 20})
+            figure.update_layout(height=height, font={"size": 15}, title_font={"size": 20})
             updates[plot] = gr.Plot(value=figure, visible=True)
         return updates
 
