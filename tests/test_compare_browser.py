@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import CHROMIUM_ARGS, click_until, image_src, screenshot, serving, wait_src, watch
+from serving import click_until, image_src, screenshot, serving, wait_src, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -53,16 +53,6 @@ def url(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     demo = build_app(root, device="cpu", default_checkpoint="tiny-vae.safetensors")
     with serving(demo) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

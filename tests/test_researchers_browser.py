@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from foreign_models import digits, digits16, trained_more, trained_spatial, trained_tabular, wine
-from serving import CHROMIUM_ARGS, image_src, screenshot, wait_src
+from serving import image_src, screenshot, wait_src
 
 import vaescope as vs
 
@@ -32,16 +32,6 @@ MAP_READY = ("() => { const gd = document.querySelector('#latent-map .js-plotly-
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not CHROMIUM.exists():
     pytest.skip("needs /usr/bin/chromium", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
