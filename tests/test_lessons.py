@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,12 +55,32 @@ def test_ae_vs_vae(shelf: ModelStore) -> None:
     assert v.sure_share > a.sure_share, (v, a)  # the VAE's samples look more like real digits
     assert v.classes_seen == 10 and v.top_share < 0.3  # ... of every kind
     assert a.classes_seen <= 7 and a.top_share > 0.5  # the AE's scribbles are likened to one loose shape
+    # where the draws land: the VAE keeps its codes inside the prior's 95% ball, the AE outside it
+    radius, inside_ae, norm_ae = measures.prior_ball(ae)
+    _, inside_vae, _ = measures.prior_ball(vae)
+    assert inside_ae < 0.05 < 0.9 < inside_vae and norm_ae > radius
+    text = lessons.explain_ae_vae([ae, vae], shelf)
+    assert f"within {radius:.1f} of the origin" in text and f"{norm_ae:.1f} from the origin" in text
+    assert f"{100 * inside_vae:.1f}%" in text
+    assert f"{100 * a.top_share:.0f}% of them for the same one" in text
 
 
 def test_interpolation(shelf: ModelStore) -> None:
     ae, vae = entries(shelf, "interpolation")
-    start, end = measures.widest_hole(ae, vae)
+    start, end = measures.clearest_walk(ae, vae)
     assert measures.path_gap(ae, start, end) > measures.path_gap(vae, start, end)
+    # the chart's curves are the text's walk: their peaks are the numbers the text says, and the
+    # strips walk the same steps
+    lesson = lessons.find("interpolation")
+    text, chart = lesson.explain([ae, vae], shelf), lesson.chart([ae, vae], shelf)
+    peaks = [max(trace.y) for trace in chart.data]
+    assert f"#{start} → #{end}" in text and f"{peaks[0]:.1f} against {peaks[1]:.1f}" in text
+    assert all(len(trace.y) == measures.PATH_STEPS for trace in chart.data)
+    from vaescope.explorer.core.compare import interpolation_rows
+
+    assert interpolation_rows(ae, start, end).columns == measures.PATH_STEPS
+    typical = measures.typical_path_gap(ae), measures.typical_path_gap(vae)
+    assert f"{typical[0]:.1f} in the AE and {typical[1]:.1f} in" in text
 
 
 def test_beta(shelf: ModelStore) -> None:
@@ -84,6 +105,15 @@ def test_collapse(shelf: ModelStore) -> None:
     same = {k: v for k, v in cold.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
     assert same == {k: v for k, v in warm.meta.train_config.items() if k not in ("warmup_epochs", "extra")}
     assert cold.meta.model_config == warm.meta.model_config
+    # the text's count of used dimensions is the KL chart's, and it says the β both models use
+    from vaescope.explorer.core.compare import answer
+
+    text = lessons.explain_collapse([cold, warm], shelf)
+    for entry in (cold, warm):
+        title = answer("kl", entry, [0]).figure.layout.title.text
+        used = int(re.search(r"\((\d+) of \d+ used\)", title).group(1))
+        assert used == measures.used_units(entry) and f"keeps {used}" in text, (title, text)
+    assert f"β = {lessons._beta(cold):g}" in text and lessons._beta(cold) == lessons._beta(warm)
 
 
 def test_mixture(shelf: ModelStore) -> None:
@@ -96,6 +126,15 @@ def test_mixture(shelf: ModelStore) -> None:
 def test_reparameterisation(shelf: ModelStore) -> None:
     low, high = entries(shelf, "reparameterisation")
     assert lessons._beta(low) < lessons._beta(high) and posterior_spread(low) < posterior_spread(high)
+    # one set of σ figures: the text quotes the pictured image's σ, as the posterior panel's note does
+    from vaescope.explorer.core.compare import answer
+
+    text = lessons.explain_reparameterisation([low, high], shelf)
+    for entry in (low, high):
+        note = answer("posterior", entry, [0]).rows.note
+        sigma = re.search(r"mean σ over the used dimensions (\d\.\d\d)", note).group(1)
+        assert f"mean σ {sigma}" in text, (note, text)
+    assert posterior_spread(low, 0) < posterior_spread(high, 0)
 
 
 def test_forming(shelf: ModelStore) -> None:
@@ -115,10 +154,16 @@ def test_linear_pca(shelf: ModelStore) -> None:
 
 def test_denoising(shelf: ModelStore) -> None:
     dae, ae = entries(shelf, "denoising")
-    levels, noisy, rebuilt_dae = lessons._breakdown(dae)
-    rebuilt_ae = lessons._breakdown(ae)[2]
-    i = levels.index(0.5)
-    assert rebuilt_dae[i] < rebuilt_ae[i] < noisy[i]
+    from vaescope.explorer.core.compare import DENOISE
+
+    a, b = measures.denoise_score(dae, *DENOISE), measures.denoise_score(ae, *DENOISE)
+    assert a.images == b.images == len(dae.latents) and len(a.noisy) == measures.DENOISE_DRAWS
+    assert np.allclose(a.noisy, b.noisy)  # the same noise for both models
+    assert a.rebuilt.max() < b.rebuilt.min() and b.rebuilt.max() < a.noisy.min()  # apart, draw by draw
+    text = lessons.explain_denoising([dae, ae], shelf)
+    assert f"Over all {a.images} test images and {len(a.noisy)} noise draws" in text
+    assert f"{a.rebuilt.mean():.4f} ± {a.rebuilt.std(ddof=1):.4f}" in text
+    assert f"{b.rebuilt.mean():.4f} ± {b.rebuilt.std(ddof=1):.4f}" in text
 
 
 def test_likelihood(shelf: ModelStore) -> None:

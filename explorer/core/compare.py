@@ -32,8 +32,11 @@ SAMPLE_COLUMNS = 8  # images per row of a prior-sample grid
 SAMPLE_ROWS_MAX = 10  # rows: one per class or component, at most this many
 TRAVERSAL_ROWS = 4  # the three most used dims and the least used one
 TRAVERSAL_STEPS = 9
+INTERPOLATION_STEPS = 10  # the walk between two picks (the interpolation lesson measures the same steps)
 POSTERIOR_SAMPLES = 48  # codes drawn from q(z|x) for the reparameterisation view
 KL_DEAD = 0.01  # nats: a dimension below this carries (almost) nothing
+# one image's posterior samples on a map: a colour no class colouring uses, with a dark rim
+CLOUD = {"symbol": "circle", "size": 9, "color": "rgba(255, 215, 0, 0.95)", "line": {"color": "black", "width": 1.5}}
 DENOISE = ("gaussian", 0.5)  # the corruption the side-by-side view's denoise button applies
 ACTIONS = {"samples": "Prior samples", "interpolate": "Interpolate the last two picks",
            "traverse": "Traverse from the pick", "posterior": "Posterior samples of the pick",
@@ -167,7 +170,7 @@ def prior_rows(entry: ModelEntry, seed: int = 0) -> Rows:
     return Rows(decode(entry, z, None), SAMPLE_COLUMNS, [""] * 4, note, z)
 
 
-def interpolation_rows(entry: ModelEntry, start: int, end: int, steps: int = 10) -> Rows:
+def interpolation_rows(entry: ModelEntry, start: int, end: int, steps: int = INTERPOLATION_STEPS) -> Rows:
     """The straight line between the codes of evaluation images ``start`` and ``end``, decoded."""
     a, b = index_code(entry, start), index_code(entry, end)
     codes = lerp(a.z, b.z, steps).astype(np.float32)
@@ -210,10 +213,8 @@ def posterior_rows(entry: ModelEntry, index: int, n: int = POSTERIOR_SAMPLES, se
     std = entry.latents.std[index].astype(np.float32)
     eps = torch.randn(n, len(std), generator=torch.Generator().manual_seed(int(seed))).numpy()
     codes = (code.z[None] + eps * std[None]).astype(np.float32)
-    active = dim_info(entry).active
-    spread = float(std[active].mean()) if active.any() else float(std.mean())
     note = (f"{n} codes z = μ + σ·ε from q(z|x) of test image #{index} · mean σ over the used dimensions "
-            f"{spread:.2f} (the prior's is 1)")
+            f"{posterior_spread(entry, index):.2f} (the prior's is 1)")
     if not std.any():
         note = f"test image #{index}: this model's encoder is deterministic (σ = 0): every sample is the same code"
     return Rows(decode(entry, codes, code.y), SAMPLE_COLUMNS, [""] * (n // SAMPLE_COLUMNS), note, codes)
@@ -229,8 +230,9 @@ def denoise_rows(entry: ModelEntry, index: int, kind: str = DENOISE[0], level: f
                 f"error {out.corrupted_error:.4f} → {out.rebuilt_error:.4f} (mean squared, per pixel)")
 
 
-def posterior_spread(entry: ModelEntry) -> float:
-    """The mean posterior sd over the evaluation images and the used dimensions (0: deterministic)."""
+def posterior_spread(entry: ModelEntry, index: int | None = None) -> float:
+    """The mean posterior sd over the used dimensions (0: deterministic): of evaluation image
+    ``index``, or over all of them. The posterior panel's note and the lessons quote this one figure."""
     active = dim_info(entry).active
-    std = entry.latents.std[:, active] if active.any() else entry.latents.std
-    return float(std.mean())
+    std = entry.latents.std if index is None else entry.latents.std[int(index)][None]
+    return float((std[:, active] if active.any() else std).mean())

@@ -19,7 +19,14 @@ import plotly.graph_objects as go
 
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures, measures
-from vaescope.explorer.core.compare import ACTIONS, answer, posterior_spread
+from vaescope.explorer.core.compare import (
+    ACTIONS,
+    CLOUD,
+    DENOISE,
+    POSTERIOR_SAMPLES,
+    answer,
+    posterior_spread,
+)
 from vaescope.explorer.core.maps import draw_map, project
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.sampling import component_names
@@ -60,6 +67,7 @@ class Stage:
     columns: int = 5  # images a row: evenly spaced over the answer's row, both ends kept
     cell: int = 128  # px per image at least (whole upscaling factors)
     pictures: Callable[[list[ModelEntry], Shelf], list[Picture]] | None = None  # images of its own
+    beside: bool = False  # the lesson's chart beside the maps, in one row (static/style.css)
 
 
 @dataclass(frozen=True)
@@ -96,37 +104,66 @@ def explain_ae_vae(entries: list[ModelEntry], _: Shelf) -> str:
     ae, vae = entries
     probe = measures.pixel_probe(vae)
     a, v = measures.judge_prior_samples(ae, probe), measures.judge_prior_samples(vae, probe)
-    top = vae.description.class_name(a.top_class)
-    return (f"Black × marks are codes drawn from the prior N(0, I). The **VAE** was trained to keep its codes "
-            f"there, so its draws land among the test digits and decode to digits of every kind. The **AE** was "
-            f"never asked to: its codes sit wherever training put them, and the same draws fall where no image "
-            f"was encoded and decode to tangled strokes. A digit classifier that lets the {measures.NEIGHBOURS} "
-            f"most similar real test digits vote finds {v.classes_seen} different digits among "
-            f"{measures.PROBE_SAMPLES} of the VAE's samples, none in more than {_pct(v.top_share)} of them; among "
-            f"the AE's it finds {a.classes_seen}, and likens {_pct(a.top_share)} of them to the same one, “{top}”. "
-            f"It is sure ({measures.SURE} of {measures.NEIGHBOURS} agree) of {_pct(probe.sure_share)} of real test "
-            f"digits, {_pct(v.sure_share)} of the VAE's samples and {_pct(a.sure_share)} of the AE's.")
+    radius, inside_ae, norm_ae = measures.prior_ball(ae)
+    _, inside_vae, norm_vae = measures.prior_ball(vae)
+    d, n = ae.latents.mean.shape[1], len(ae.latents)
+    ae_inside = f"not one of its {n:,} test codes" if inside_ae == 0 else f"only {_pct1(inside_ae)} of its test codes"
+    return (f"Black × marks are codes drawn from the prior N(0, I); each model decodes them into its samples. In "
+            f"{d} dimensions, 95% of those draws lie within {radius:.1f} of the origin. The **VAE** was trained "
+            f"to keep its codes there: {_pct1(inside_vae)} of its test codes lie within that distance (on average "
+            f"{norm_vae:.1f} from the origin), so its draws land among them. The **AE** was never asked to: its "
+            f"codes lie {norm_ae:.1f} from the origin on average and {ae_inside} within {radius:.1f}, so its draws "
+            f"fall in the empty middle of its code cloud. On the AE's map the × marks seem to sit among its "
+            f"digits: the map flattens {d} dimensions onto 2, and the hollow middle of a ball looks full when "
+            f"flattened. A digit classifier (the {measures.NEIGHBOURS} most similar real test digits vote) finds "
+            f"{v.classes_seen} different digits among {measures.PROBE_SAMPLES} of the VAE's samples, none in more "
+            f"than {_pct(v.top_share)} of them; among the AE's it finds {a.classes_seen}, and takes "
+            f"{_pct(a.top_share)} of them for the same one, “{vae.description.class_name(a.top_class)}”.")
 
 
 # -- 2. Interpolation -------------------------------------------------------------------------------
 def _ends(entries: list[ModelEntry]) -> list[int]:
-    """The lesson's endpoints: the class pair whose walk crosses the AE's widest hole."""
-    return list(measures.widest_hole(entries[0], entries[1]))
+    """The lesson's endpoints: of measures.WALK_PAIRS random pairs, the one whose walk shows the AE's
+    holes best (the same pair in both models)."""
+    return list(measures.clearest_walk(entries[0], entries[1]))
 
 
 def explain_interpolation(entries: list[ModelEntry], shelf: Shelf) -> str:
     ae, vae = entries
-    start, end = measures.widest_hole(ae, vae)
+    start, end = _ends(entries)
     gap_ae, gap_vae = measures.path_gap(ae, start, end), measures.path_gap(vae, start, end)
     typical_ae, typical_vae = measures.typical_path_gap(ae), measures.typical_path_gap(vae)
-    return (f"Both strips walk a straight line between the codes of the same two test images (#{start} and "
-            f"#{end}, of the ten classes' first images the pair whose walk shows the AE's holes best); the red "
-            f"paths show the walk on each map. How far the walk strays from the data (its furthest point from the "
-            f"nearest test code, in units of the usual distance between neighbouring test codes): "
-            f"{gap_ae:.1f} in the **AE**, {gap_vae:.1f} in the **VAE**. Where the AE's walk leaves the data, "
-            f"its decoder has never been trained. Over 200 random pairs the typical walk strays "
-            f"{typical_ae:.1f} in the AE and {typical_vae:.1f} in the VAE: a well-trained AE has holes, but most "
-            f"walks stay near its data. Click any two points to walk between them.")
+    verdict = ("so on these two models most of the AE's walks leave its data too"
+               if typical_ae >= 1.5 * typical_vae and typical_ae >= 1.5 else
+               "so on these two models the difference is small: most of the AE's walks stay near its data too, "
+               "and its holes show on a few")
+    return (f"Both strips walk a straight line between the codes of the same two test images (#{start} → "
+            f"#{end}); the red paths show the walk on each map. The chart plots how far each step lies from "
+            f"the data: its distance to the nearest test code, in units of the usual distance between "
+            f"neighbouring test codes (1: among the data). Where a walk leaves the data, the decoder was never "
+            f"trained. Of {measures.WALK_PAIRS} random pairs, this is the one whose walk strays furthest in the "
+            f"**AE** against the **VAE**: {gap_ae:.1f} against {gap_vae:.1f} at its furthest. Over all "
+            f"{measures.WALK_PAIRS}, the median walk strays {typical_ae:.1f} in the AE and {typical_vae:.1f} in "
+            f"the VAE, {verdict}. Click any two points to walk between them.")
+
+
+def walk_chart(entries: list[ModelEntry], _: Shelf) -> go.Figure:
+    """How far each step of the lesson's walk lies from the data, one line per model."""
+    start, end = _ends(entries)
+    steps = np.linspace(0, 1, measures.PATH_STEPS)
+    fig = go.Figure()
+    for entry, colour in zip(entries, ("#d62728", "#1f77b4"), strict=False):
+        gaps = measures.path_gaps(entry, start, end)
+        fig.add_trace(go.Scatter(x=steps, y=gaps, mode="lines+markers", name=_name(entry).split("/")[-1].upper(),
+                                 line={"color": colour, "width": 3}, marker={"size": 7}))
+    fig.add_hline(y=1, line={"color": "#888", "dash": "dot"}, annotation_text="among the data",
+                  annotation_position="top left")
+    fig.update_layout(title="Off the data?", height=300,
+                      xaxis={"title": "the walk", "tickvals": [0, 1], "ticktext": [f"#{start}", f"#{end}"]},
+                      yaxis={"title": "× usual spacing", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
+                      margin={"t": 70, "b": 50, "l": 60, "r": 20})
+    return fig
 
 
 # -- 3. The beta trade-off --------------------------------------------------------------------------
@@ -190,18 +227,28 @@ def beta_chart(entries: list[ModelEntry], shelf: Shelf) -> go.Figure:
 
 
 # -- 4. Posterior collapse --------------------------------------------------------------------------
+def _warmup(entry: ModelEntry) -> int:
+    config = entry.meta.train_config if entry.meta is not None else {}
+    return int(config.get("warmup_epochs", 0) if isinstance(config, dict) else getattr(config, "warmup_epochs", 0))
+
+
 def explain_collapse(entries: list[ModelEntry], _: Shelf) -> str:
     cold, warm = entries
     kl_cold, kl_warm = measures.kl_total(cold), measures.kl_total(warm)
-    same = (", about as much information in all, spread over more dimensions"
-            if abs(kl_warm - kl_cold) <= 0.25 * max(kl_cold, kl_warm) else "")
-    return (f"Both models are identical except for KL warm-up. Without it, the KL term pushes codes to the "
-            f"prior before the decoder has learned to use them, and most never come back: **{_name(cold)}** keeps "
-            f"{measures.active_units(cold)} of {cold.description.latent_dim} dimensions active "
-            f"({kl_cold:.1f} nats of KL). Warming the KL weight up from 0 lets the codes carry "
-            f"information first: **{_name(warm)}** keeps {measures.active_units(warm)} "
-            f"({kl_warm:.1f} nats){same}. The bars show the KL per dimension; the last row of each "
-            f"traversal moves the least used dimension, and a dead one changes nothing.")
+    d = cold.description.latent_dim
+    same = abs(kl_warm - kl_cold) <= 0.25 * max(kl_cold, kl_warm)
+    total = (f"In all they carry about the same information ({kl_cold:.1f} and {kl_warm:.1f} nats of KL): warm-up "
+             f"spread it over more dimensions rather than adding any." if same else
+             f"Warm-up also carries more in all: {kl_warm:.1f} nats of KL against {kl_cold:.1f}.")
+    return (f"Both are the same VAE (β = {_beta(cold):g}, {d} dimensions), trained the same way except that "
+            f"**{_name(warm)}** raises the KL weight from 0 over its first {_warmup(warm)} epochs. Without it, the "
+            f"KL term pushes codes to the prior before the decoder has learned to use them, and most never come "
+            f"back: **{_name(cold)}** keeps {measures.used_units(cold)} of {d} dimensions in use; "
+            f"**{_name(warm)}** keeps {measures.used_units(warm)}. {total} The bars show the KL per dimension; "
+            f"the last row of each traversal moves the least used dimension, and an unused one changes nothing. "
+            f"This is partial collapse: in the full collapse of the lecture the KL falls to zero and the "
+            f"decoder ignores the code, which takes a decoder that can draw the images without it (an "
+            f"autoregressive one); these decoders draw every pixel from the code alone, so some dimensions stay in use.")
 
 
 # -- 5. One Gaussian vs a mixture -------------------------------------------------------------------
@@ -221,12 +268,13 @@ def explain_mixture(entries: list[ModelEntry], _: Shelf) -> str:
 # -- 6. The reparameterisation trick ----------------------------------------------------------------
 def explain_reparameterisation(entries: list[ModelEntry], _: Shelf) -> str:
     low, high = entries
+    index = _first(entries)[0]
     return (f"A VAE's encoder does not give one code but a Gaussian q(z|x) = N(μ, σ²), and training samples "
-            f"z = μ + σ·ε with ε ~ N(0, I) so the gradient flows through μ and σ. The red cloud is 48 such "
-            f"samples for one image, and the images decode some of them. With β = {_beta(low):g} the posteriors are "
-            f"narrow (mean σ {posterior_spread(low):.2f} on the used dimensions); with β = {_beta(high):g} the KL "
-            f"term pulls them towards the prior's σ = 1 (mean σ {posterior_spread(high):.2f}), so the samples "
-            f"of one image vary more.")
+            f"z = μ + σ·ε with ε ~ N(0, I) so the gradient flows through μ and σ. The gold dots with black rims "
+            f"are {POSTERIOR_SAMPLES} such samples for test image #{index}, and the images decode some of them. "
+            f"With β = {_beta(low):g} its posterior is narrow (mean σ {posterior_spread(low, index):.2f} on the "
+            f"used dimensions); with β = {_beta(high):g} the KL term pulls it towards the prior's σ = 1 (mean σ "
+            f"{posterior_spread(high, index):.2f}), so the samples of one image vary more.")
 
 
 # -- 7. Watching a latent space form -----------------------------------------------------------------
@@ -267,22 +315,18 @@ def explain_linear(entries: list[ModelEntry], _: Shelf) -> str:
 
 def explain_denoising(entries: list[ModelEntry], _: Shelf) -> str:
     dae, ae = entries
-    levels, noisy, rebuilt_dae = _breakdown(dae)
-    _, _, rebuilt_ae = _breakdown(ae)
-    i = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
+    kind, level = DENOISE
+    a, b = measures.denoise_score(dae, kind, level), measures.denoise_score(ae, kind, level)
+
+    def spread(values: np.ndarray) -> str:
+        return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
     return (f"The **denoising AE** was trained on corrupted inputs with the clean images as targets; the plain "
-            f"**AE** beside it only ever saw clean ones. Both get the same noisy test image (Gaussian noise, level "
-            f"{levels[i]:g}). Over 256 test images at that level, the noisy input is {noisy[i]:.3f} away from the "
-            f"clean one (mean squared error per pixel); the denoising AE brings it to {rebuilt_dae[i]:.3f}, the "
-            f"plain AE to {rebuilt_ae[i]:.3f}.")
-
-
-def _breakdown(entry: ModelEntry) -> tuple[list[float], list[float], list[float]]:
-    from vaescope.explorer.core.scores import breakdown_curve
-
-    if entry.derived.breakdown is None:
-        entry.derived.breakdown = breakdown_curve(entry, "gaussian")
-    return entry.derived.breakdown
+            f"**AE** beside it only ever saw clean ones. Both get the same noisy copy of test image "
+            f"#{_a_three(entries)[0]} ({kind} noise, level {level:g}). Over all {a.images} test images and "
+            f"{len(a.noisy)} noise draws (mean squared error per pixel, ± one sd over the draws): the noisy "
+            f"input is {spread(a.noisy)} away from the clean image; the denoising AE brings it to "
+            f"{spread(a.rebuilt)}, the plain AE to {spread(b.rebuilt)}.")
 
 
 def _ood_scores(model: ModelEntry, shelf: Shelf) -> tuple[str, np.ndarray, np.ndarray]:
@@ -398,7 +442,6 @@ def measured(lesson: Lesson, entries: list[ModelEntry], shelf: Shelf) -> tuple[s
 
 
 # -- a lesson's own screen (the presenter layout) -----------------------------------------------------
-CLOUD = {"symbol": "circle", "size": 6, "color": "rgba(220, 20, 60, 0.55)"}  # as the side-by-side view draws it
 
 
 @dataclass(frozen=True)
@@ -460,7 +503,7 @@ def _picture_words(kind: str, shown: int, total: int) -> str:
     """What a picture of answer ``kind`` shows, ``shown`` of a row's ``total`` images."""
     some = f"{shown} of {total}" if shown < total else f"all {total}"
     return {"samples": "prior samples", "interpolate": f"the walk, {some} steps",
-            "traverse": "one dimension swept from −3 to +3 sd", "posterior": "posterior samples of one image",
+            "traverse": "swept −3 → +3 sd", "posterior": "posterior samples of one image",
             "denoise": "clean · noisy · rebuilt"}.get(kind, ACTIONS.get(kind, kind).lower())
 
 
@@ -491,15 +534,19 @@ def _a_three(entries: list[ModelEntry]) -> list[int]:
     return [measures.first_of_class(entries[0], 3)]
 
 
+def _first(entries: list[ModelEntry]) -> list[int]:
+    return [0]
+
+
 LESSONS: tuple[Lesson, ...] = (
     Lesson("ae-vs-vae", "AE vs VAE: why a VAE can sample",
-           "The AE's prior samples are noise, the VAE's are digits.",
+           "The same prior draws: among the VAE's codes, in the empty middle of the AE's.",
            ("mnist/ae.safetensors", LESSON_VAE), explain_ae_vae,
            overlay="prior", actions=("samples",), stage=Stage(maps=True, rows=(0,))),
     Lesson("interpolation", "Interpolation: smooth or through holes",
            "The same two images, a straight walk in each model's code space.",
-           ("mnist/ae.safetensors", LESSON_VAE), explain_interpolation,
-           actions=("interpolate",), picks=_ends, stage=Stage(maps=True, rows=(0,))),
+           ("mnist/ae.safetensors", LESSON_VAE), explain_interpolation, chart=walk_chart,
+           actions=("interpolate",), picks=_ends, stage=Stage(maps=True, rows=(0,), beside=True)),
     Lesson("beta", "The β trade-off", "Reconstruction against a simple, disentangled code, across a β sweep.",
            ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_beta, color="factor:0",
            actions=("traverse",), picks=lambda entries: [0], chart=beta_chart, stage=Stage(rows=(0,))),
@@ -511,7 +558,7 @@ LESSONS: tuple[Lesson, ...] = (
            actions=("samples",), stage=Stage(maps=True, rows=(0,))),
     Lesson("reparameterisation", "The reparameterisation trick", "One image's posterior, sampled.",
            ("shapes/beta-1.safetensors", "shapes/beta-10.safetensors"), explain_reparameterisation,
-           actions=("posterior",), picks=lambda entries: [0], stage=Stage(maps=True, rows=(0,))),
+           actions=("posterior",), picks=_first, stage=Stage(maps=True, rows=(0,))),
     Lesson("forming", "Watching a latent space form", "The maps of a VAE and a GMVAE, frame by frame of training.",
            ("mnist/vae-2d.safetensors", "mnist/gmvae.safetensors"), explain_forming, actions=("timeline",),
            stage=Stage(figures=True)),

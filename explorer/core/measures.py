@@ -15,12 +15,13 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import decode, index_code, prior_codes
+from vaescope.explorer.core.compare import INTERPOLATION_STEPS, KL_DEAD
 from vaescope.explorer.core.dims import dim_info
 from vaescope.explorer.core.interpolation import lerp
 from vaescope.explorer.core.store import ModelEntry
 
 PROBE_SAMPLES = 500  # prior samples the pixel classifier judges
-PATH_STEPS = 16
+PATH_STEPS = INTERPOLATION_STEPS  # the walk's steps: the same as the strips the lesson shows
 
 
 def _images(entry: ModelEntry) -> tuple[np.ndarray, np.ndarray]:
@@ -82,10 +83,10 @@ def first_of_class(entry: ModelEntry, label: int) -> int:
     return int(found[0])
 
 
-def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -> float:
-    """How far the straight path between two images' codes strays from the data: the largest
-    distance of a path point to its nearest evaluation code, over the typical distance between an
-    evaluation code and its nearest neighbour (about 1: the path stays among the data)."""
+def path_gaps(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -> np.ndarray:
+    """How far each of the ``steps`` points of the straight walk between two images' codes lies from
+    the data [steps]: its distance to the nearest evaluation code, over the typical distance between
+    an evaluation code and its nearest neighbour (about 1: the point is among the data)."""
     codes = entry.latents.mean
     derived = entry.derived
     if derived.code_tree is None:
@@ -93,27 +94,93 @@ def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -
     tree = derived.code_tree
     if derived.neighbour_distance is None:
         derived.neighbour_distance = float(np.median(tree.query(codes, k=2)[0][:, 1]))
-    typical = derived.neighbour_distance
     path = lerp(index_code(entry, start).z, index_code(entry, end).z, steps)
-    return float(tree.query(path, k=1)[0].max() / max(typical, 1e-12))
+    return tree.query(path, k=1)[0] / max(derived.neighbour_distance, 1e-12)
 
 
-def typical_path_gap(entry: ModelEntry, pairs: int = 200, seed: int = 0) -> float:
-    """The median ``path_gap`` over ``pairs`` seeded random pairs of evaluation images of different
-    classes: how far a typical straight walk strays from the data."""
+def path_gap(entry: ModelEntry, start: int, end: int, steps: int = PATH_STEPS) -> float:
+    """How far the straight walk between two images' codes strays from the data: the largest of its
+    ``path_gaps``."""
+    return float(path_gaps(entry, start, end, steps).max())
+
+
+def _random_pairs(entry: ModelEntry, pairs: int, seed: int) -> list[tuple[int, int]]:
+    """``pairs`` seeded random pairs of evaluation images of different classes."""
     labels = entry.latents.labels
     rng = np.random.default_rng(seed)
     found = [(int(i), int(j)) for i, j in rng.integers(0, len(labels), (4 * pairs, 2)) if labels[i] != labels[j]]
-    return float(np.median([path_gap(entry, i, j) for i, j in found[:pairs]]))
+    return found[:pairs]
 
 
-def widest_hole(a: ModelEntry, b: ModelEntry) -> tuple[int, int]:
-    """Of the walks between the first images of two classes, the pair of images whose walk strays
-    furthest from the data in ``a`` relative to ``b``: where ``a``'s holes show."""
-    classes = [int(c) for c in np.unique(a.latents.labels[a.latents.labels >= 0])]
-    firsts = {c: first_of_class(a, c) for c in classes}
-    pairs = [(firsts[c], firsts[d]) for k, c in enumerate(classes) for d in classes[k + 1:]]
-    return max(pairs, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
+WALK_PAIRS = 200  # random pairs the interpolation lesson measures its walks over
+
+
+def typical_path_gap(entry: ModelEntry, pairs: int = WALK_PAIRS, seed: int = 0) -> float:
+    """The median ``path_gap`` over ``pairs`` seeded random pairs of evaluation images of different
+    classes: how far a typical straight walk strays from the data."""
+    return float(np.median([path_gap(entry, i, j) for i, j in _random_pairs(entry, pairs, seed)]))
+
+
+def clearest_walk(a: ModelEntry, b: ModelEntry, pairs: int = WALK_PAIRS, seed: int = 0) -> tuple[int, int]:
+    """Of ``typical_path_gap``'s random pairs (the same images in both models), the pair whose walk
+    strays furthest from the data in ``a`` relative to ``b``: where ``a``'s holes show best."""
+    found = _random_pairs(a, pairs, seed)
+    return max(found, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
+
+
+def prior_ball(entry: ModelEntry, share: float = 0.95) -> tuple[float, float, float]:
+    """Where the prior N(0, I) draws fall against the codes: (the radius that holds ``share`` of the
+    draws, the share of the evaluation codes within it, the codes' mean distance from the origin).
+    In D dimensions the draws' squared length is chi-squared with D degrees of freedom."""
+    from scipy.stats import chi2
+
+    norms = np.linalg.norm(entry.latents.mean.astype(np.float64), axis=1)
+    radius = float(np.sqrt(chi2.ppf(share, entry.latents.mean.shape[1])))
+    return radius, float((norms <= radius).mean()), float(norms.mean())
+
+
+def used_units(entry: ModelEntry) -> int:
+    """The dimensions the KL chart (``figures.kl_bar_chart``) counts as used: the code moves with the
+    image (``active_units``) and carries at least ``KL_DEAD`` nats; without a KL, the active ones."""
+    info = dim_info(entry)
+    return int((info.active & (info.kl >= KL_DEAD)).sum()) if info.kl is not None else int(info.active.sum())
+
+
+DENOISE_DRAWS = 5  # noise draws the denoising lesson averages over
+
+
+@dataclass(frozen=True)
+class DenoiseScore:
+    """Mean squared error per pixel over every evaluation image, one value per noise draw."""
+
+    noisy: np.ndarray  # [draws] the corrupted inputs' error
+    rebuilt: np.ndarray  # [draws] the model's rebuilds' error
+    images: int
+
+
+def denoise_score(entry: ModelEntry, kind: str, level: float, draws: int = DENOISE_DRAWS) -> DenoiseScore:
+    """Corrupt every evaluation image ``draws`` times (seeds 0, 1, ...: the same noise for every model
+    of the same images) and rebuild each from the code of its corrupted copy."""
+    import torch
+
+    from vaescope.training.corruption import corrupt
+
+    if not entry.has_points or entry.latents.images is None:
+        raise InputError(f"{entry.name} has no evaluation images to corrupt")
+    model, n = entry.model, len(entry.latents)
+    noisy, rebuilt = np.zeros(draws), np.zeros(draws)
+    with torch.inference_mode():
+        for start in range(0, n, 512):
+            block = slice(start, min(n, start + 512))
+            x = torch.from_numpy(entry.latents.float_images(block)).to(model.device)
+            y = entry.description.condition.from_labels(torch.from_numpy(entry.latents.labels[block]).to(model.device))
+            for seed in range(draws):
+                generator = torch.Generator(model.device).manual_seed(seed * 1_000_003 + start)
+                dirty = corrupt(x, kind, level, generator)
+                out = model.decode(model.encode(dirty, y).mean, y).float()
+                noisy[seed] += float((dirty - x).pow(2).sum()) / x[0].numel()
+                rebuilt[seed] += float((out - x).pow(2).sum()) / x[0].numel()
+    return DenoiseScore(noisy / n, rebuilt / n, n)
 
 
 def variance_kept(entry: ModelEntry) -> float:

@@ -281,13 +281,15 @@ class LessonsPanel:
             used += height + PICTURE_CHROME_PX
         plots = [*zip(self.stage_maps, content.maps, strict=False), *zip(self.stage_figures, content.figures,
                                                                          strict=False)]
-        rows = bool(content.maps) + bool(content.figures) + (chart is not None)
+        beside = lesson.stage.beside and bool(content.maps) and chart is not None  # one row: maps and chart
+        rows = bool(content.maps) + bool(content.figures) + (chart is not None) - beside
         height = max(MIN_PLOT_PX, (STAGE_PX - used) // max(1, rows) - 12)
-        if chart is not None:
-            plots.append((self.chart, chart))
         for plot, figure in plots:  # sized to the screen, its words big enough for the back of the room
             figure.update_layout(height=height, font={"size": 15}, title_font={"size": 20})
             updates[plot] = gr.Plot(value=figure, visible=True)
+        if chart is not None:
+            chart.update_layout(height=height, font={"size": 15}, title_font={"size": 20})
+            updates[self.chart] = gr.Plot(value=chart, visible=True, elem_classes=["beside-maps"] if beside else [])
         return updates
 
     @staticmethod

@@ -21,7 +21,7 @@ import numpy as np
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures
 from vaescope.explorer.core.codes import decode, index_code
-from vaescope.explorer.core.compare import ACTIONS, Answer, same_images
+from vaescope.explorer.core.compare import ACTIONS, CLOUD, Answer, same_images
 from vaescope.explorer.core.maps import draw_map, placeholder, project
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.ui.common import (
@@ -39,7 +39,6 @@ from vaescope.explorer.ui.common import (
 from vaescope.explorer.ui.state import SessionPair
 
 LINKED = {"symbol": "circle-open", "size": 18, "color": "#111", "line": {"width": 3}}
-CLOUD = {"symbol": "circle", "size": 6, "color": "rgba(220, 20, 60, 0.55)"}
 TRACES = ("you are here", "path", "cloud")  # the map's traces the overlay box fills by name
 PICK_PX = 150
 
