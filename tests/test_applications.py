@@ -146,5 +146,15 @@ def test_the_panels_through_the_page(tiny_checkpoint_dir: Path, tmp_path: Path) 
         assert re.search(r"more unusual than \*\*\d+ %\*\* of the test images", said), said
         histogram, compare = client.predict("shapes", api_name="/anomaly_compare")
         assert "AUROC" in compare and "shapes images" in compare
+        # the chooser: each score ranks by itself, and a comparison gives every score's AUROC
+        note = client.predict("recon", api_name="/anomaly_scores")[0]
+        assert note.startswith("**tiny-vae** · 300 test images · reconstruction error")
+        _, compare = client.predict("shapes", "complexity", api_name="/anomaly_compare")
+        areas = re.findall(r"(−ELBO[^:]*|reconstruction error|−ELBO minus PNG length \(bits\)): \**(\d\.\d{3})", compare)
+        assert compare.startswith("**tiny-vae** · AUROC") and "by −ELBO minus PNG length" in compare
+        assert "By the other scores: −ELBO (nats, Bernoulli likelihood): " in compare, compare
+        assert "reconstruction error: " in compare and len(areas) >= 2, compare
+        with pytest.raises(Exception, match="is not in the list of choices"):  # Gradio's own check, one sentence
+            client.predict("shapes", "nonsense", api_name="/anomaly_compare")
         plot = json.loads(histogram["plot"])
         assert [t["name"] for t in plot["data"]] == ["test images", "shapes (resized)"]
