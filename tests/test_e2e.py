@@ -72,7 +72,7 @@ def page(url: str) -> Iterator[Page]:
             watch(page)  # page errors, console errors and error toasts: checked after every test
             page.set_default_timeout(60_000)
             page.goto(url)
-            wait_map(page, "PCA 2D")
+            wait_map(page, "UMAP 2D")  # a shipped model opens on the UMAP its maps sidecar holds
             yield page
         finally:
             browser.close()
@@ -132,7 +132,8 @@ def choose(page: Page, elem_id: str, option: str) -> None:
 
 
 def ensure_checkpoint(page: Page, name: str) -> None:
-    """Make ``name`` the loaded checkpoint (no-op when it already is) and wait for its 2D PCA map."""
+    """Make ``name`` the loaded checkpoint (no-op when it already is) and wait for its 2D map: the
+    UMAP its maps sidecar holds (every shipped model has one)."""
     title = Path(name).name
     if page.locator("#checkpoint-dropdown input").input_value() == name and \
             title in page.locator("#model-card").inner_text():
@@ -140,7 +141,7 @@ def ensure_checkpoint(page: Page, name: str) -> None:
     choose(page, "checkpoint-dropdown", name)
     page.wait_for_function("(n) => document.querySelector('#model-card').innerText.includes(n)",
                            arg=name, timeout=120_000)
-    wait_map(page, "PCA 2D")
+    wait_map(page, "UMAP 2D")
 
 
 def set_number(page: Page, elem_id: str, value: int) -> None:
@@ -184,7 +185,7 @@ def test_1_page_loads_with_a_map_of_at_least_1000_points(page: Page) -> None:
     card = page.locator("#model-card").inner_text()
     assert "beta-vae" in card and "shapes" in card and "cpu" in card
     state = map_state(page)
-    assert "PCA 2D" in state["title"]
+    assert "UMAP 2D" in state["title"]  # the map that shows a shipped model's structure, with nothing to fit
     assert sum(state["lengths"]) >= 1000, state["lengths"]
     assert state["lengths"] and len(state["lengths"]) == 3  # one trace per class: square, ellipse, triangle
     assert sum(state["lengths"]) == 2000  # every test shape, none dropped
@@ -202,22 +203,22 @@ def test_2_moving_a_slider_changes_the_decoded_pixels(page: Page) -> None:
     shot(page, "02-slider-moved")
 
 
-def test_3_switching_to_umap_and_back_to_pca_redraws_the_map(page: Page) -> None:
+def test_3_switching_to_pca_and_back_to_umap_redraws_the_map(page: Page) -> None:
     ensure_checkpoint(page, SHAPES)
-    pca = map_state(page)
-    choose(page, "map-method", "UMAP")
-    wait_map(page, "UMAP 2D", timeout_ms=180_000)  # a cold UMAP fit (numba compiles) is slow on 2 cores
     umap = map_state(page)
+    choose(page, "map-method", "PCA")
+    wait_map(page, "PCA 2D")
+    pca = map_state(page)
     assert sum(umap["lengths"]) == sum(pca["lengths"])
     assert not np.allclose(umap["x"], pca["x"]), "the coordinates did not change with the method"
     page.wait_for_timeout(500)
-    shot(page, "03a-map-umap", "#latent-map")
-    choose(page, "map-method", "PCA")
-    wait_map(page, "PCA 2D")
+    shot(page, "03a-map-pca", "#latent-map")
+    choose(page, "map-method", "UMAP")
+    wait_map(page, "UMAP 2D", timeout_ms=180_000)
     back = map_state(page)
-    assert np.allclose(back["x"], pca["x"], atol=1e-5) and np.allclose(back["y"], pca["y"], atol=1e-5)
+    assert np.allclose(back["x"], umap["x"], atol=1e-5) and np.allclose(back["y"], umap["y"], atol=1e-5)
     page.wait_for_timeout(500)
-    shot(page, "03b-map-pca-again", "#latent-map")
+    shot(page, "03b-map-umap-again", "#latent-map")
 
 
 def isolated_point(page: Page) -> dict:

@@ -91,6 +91,25 @@ def test_a_sidecar_for_other_images_is_not_used(tiny_checkpoint_dir: Path, tmp_p
     write_maps(sidecar_path(file), "0" * 16, {("umap", 2): np.zeros((n, 2), np.float32)})
     assert mapfiles.prefitted(entry, "umap", 2, np.arange(n)) is None
     assert mapfiles.prefitted(entry, "pca", 2, np.arange(n)) is None  # PCA is never stored
+    assert mapfiles.default_method(entry) == "pca"  # a map it would have to fit opens on PCA
+
+
+def test_a_model_opens_on_the_umap_its_sidecar_holds(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    """The map panel's projection for a model just loaded: the stored UMAP where its sidecar has
+    one for these very images (every shipped model), PCA otherwise; the panel sets it on a switch."""
+    from vaescope.explorer.ui.app import build_app
+    from vaescope.explorer.ui.state import Session
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoint_dir / "tiny-vae.safetensors", folder / "tiny-vae.safetensors")
+    store = ModelStore(folder, torch.device("cpu"))
+    assert mapfiles.default_method(store.open_name("tiny-vae.safetensors")) == "pca"
+    assert mapfiles.write_sidecar(folder / "tiny-vae.safetensors", say=lambda _: None).is_file()
+    entry = ModelStore(folder, torch.device("cpu")).open_name("tiny-vae.safetensors")
+    assert mapfiles.default_method(entry) == "umap"
+    panel = build_app(folder, device="cpu").panels["map"]
+    assert panel.on_model(entry, Session())[panel.method] == "umap"
 
 
 @pytest.mark.slow

@@ -143,6 +143,16 @@ def prefitted(entry: ModelEntry, method: str, dims: int, indices: np.ndarray) ->
     return None if coords is None else Projection(method, dims, coords, latents.mean.astype(np.float32))
 
 
+def default_method(entry: ModelEntry) -> str:
+    """The projection a model's map opens with: UMAP when its sidecar holds a 2-D UMAP of all its
+    evaluation images (the shipped models: it shows their structure at once, with nothing to fit),
+    else PCA (fitted in a second at any size)."""
+    latents = entry.latents
+    if latents is None or not entry.has_points:
+        return "pca"
+    return "umap" if prefitted(entry, "umap", 2, np.arange(len(latents))) is not None else "pca"
+
+
 def fit_maps(entry: ModelEntry, progress: bool = True) -> dict[tuple[str, int], np.ndarray]:
     """Fit every STORED map of ``entry``'s evaluation codes, as the explorer would."""
     from vaescope.explorer.core.projection import fit_projection

@@ -22,6 +22,7 @@ import torch
 from vaescope.contract import fill_other_groups
 from vaescope.explorer.core.codes import Code, decode
 from vaescope.explorer.core.dims import flattened_note, parse_page
+from vaescope.explorer.core.mapfiles import default_method
 from vaescope.explorer.core.maps import (
     METHOD_NAMES,
     MapView,
@@ -103,13 +104,13 @@ class MapPanel:
 
     # -- the model changed --
     def model_outputs(self) -> list[Any]:
-        return [self.color, self.overlay, self.plot, self.info, self.picked_original, self.picked_recon,
+        return [self.method, self.color, self.overlay, self.plot, self.info, self.picked_original, self.picked_recon,
                 self.picked_info, self.rings, *self.search.outputs(), *self.neighbours.outputs(),
                 *self.selection.outputs(), *self.selection.decoder_buttons()]
 
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         colors = color_choices(entry)
-        return {self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
+        return {self.method: default_method(entry), self.color: gr.Dropdown(choices=colors, value=colors[0][1]),
                 self.overlay: gr.Dropdown(choices=overlay_choices(entry), value="none"),
                 self.plot: placeholder(entry), self.info: "", self.picked_original: None, self.picked_recon: None,
                 self.picked_info: PICK_HINT, self.rings: highlights_json(None, {}),
