@@ -304,6 +304,23 @@ def test_a_row_is_drawn_as_bars_of_named_features_everywhere(table_app) -> None:
     assert sampled.size == (cells.shape[1] * 2 // 3 + 1, 2 * (13 * figures.FEATURE_CELL.row + 8 + 2) + 2)
 
 
+def test_a_table_s_rows_are_called_rows(table_app) -> None:
+    """Every place that names one of a table's inputs calls it a row, not an image."""
+    from vaescope.explorer.core.codes import index_code
+    from vaescope.explorer.core.compare import answer
+
+    app, name = table_app
+    session = _session(app, name)
+    entry = app.ctx.store.open_name(name)
+    assert index_code(entry, 3).source.startswith("test row #3")
+    assert app.panels["denoising"].on_model(entry, session)[app.panels["denoising"].index].label == "Test row #"
+    interpolation = app.panels["interpolation"]
+    assert {interpolation.on_model(entry, session)[box].label for box in interpolation.index.values()} == {"Test row #"}
+    assert answer("traverse", entry, [2]).rows.note.startswith("from test row #2")
+    with pytest.raises(InputError, match="Test row #"):
+        index_code(entry, 10_000)
+
+
 def test_more_features_than_rows_of_bars_are_drawn_as_a_profile() -> None:
     drawn = figures.pictures(np.full((2, 1, 1, 100), 0.75), figures.Drawing("features"))
     assert drawn.shape == (2, 3, 96, 200)

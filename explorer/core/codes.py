@@ -89,6 +89,15 @@ def class_of(entry: ModelEntry, y: int | None) -> int | None:
         raise InputError(str(exc)) from None
 
 
+ITEM_NOUNS = {"image": "image", "line": "sequence", "features": "row"}  # by Description.display
+
+
+def item_noun(entry: ModelEntry) -> str:
+    """What one of the model's inputs is called on the page: an "image", a "sequence" (a line
+    display) or a "row" (a table's features), as in "test row #12"."""
+    return ITEM_NOUNS.get(str(getattr(entry.description, "display", "image")), "image")
+
+
 def index_code(entry: ModelEntry, index: int | None) -> Code:
     """The posterior mean of evaluation image ``index``; a class-conditional model decodes it
     under its own class."""
@@ -96,10 +105,11 @@ def index_code(entry: ModelEntry, index: int | None) -> Code:
         raise InputError(f"No evaluation images: {entry.data_note}. Start from a prior sample or an upload.")
     latents = entry.latents
     n = len(latents)
-    i = whole(index, "Test image #", 0, n - 1, default=0)
+    noun = item_noun(entry)
+    i = whole(index, f"Test {noun} #", 0, n - 1, default=0)
     z = latents.mean[i].astype(np.float32)
     label = int(latents.labels[i])
-    what = f"test image #{i}" + (f" (class {entry.description.class_name(label)})" if label >= 0 else "")
+    what = f"test {noun} #{i}" + (f" (class {entry.description.class_name(label)})" if label >= 0 else "")
     return Code(entry.key, z.copy(), z, class_of(entry, label) if label >= 0 else class_of(entry, None),
                 what, latents.image(i), i)
 

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import torch
 
 from vaescope.errors import InputError
-from vaescope.explorer.core.codes import decode, decoder_of, index_code, prior_codes
+from vaescope.explorer.core.codes import decode, decoder_of, index_code, item_noun, prior_codes
 from vaescope.explorer.core.diagnostics import kl_panel
 from vaescope.explorer.core.dims import dim_info
 from vaescope.explorer.core.interpolation import lerp
@@ -176,7 +176,7 @@ def interpolation_rows(entry: ModelEntry, start: int, end: int, steps: int = INT
     codes = lerp(a.z, b.z, steps).astype(np.float32)
     images = decode(entry, codes, a.y)
     jumps = np.sqrt(((images[1:] - images[:-1]) ** 2).reshape(steps - 1, -1).mean(1))
-    note = (f"test image #{start} → #{end} in {steps} steps · largest change between neighbouring frames "
+    note = (f"test {item_noun(entry)} #{start} → #{end} in {steps} steps · largest change between neighbouring frames "
             f"{jumps.max():.3f} (rms per pixel; {jumps.max() / max(jumps.mean(), 1e-9):.1f}× the mean step)")
     return Rows(images, steps, [""], note, codes)
 
@@ -201,7 +201,7 @@ def traversal_rows(entry: ModelEntry, index: int, steps: int = TRAVERSAL_STEPS, 
         dead = " (unused)" if (info.kl is not None and info.kl[d] < KL_DEAD) or not info.active[d] else ""
         labels.append(f"z{d} · {usage}{dead}")
     z = np.concatenate(codes).astype(np.float32)
-    note = (f"from test image #{index}: the 3 most used dimensions and the least used one, each from "
+    note = (f"from test {item_noun(entry)} #{index}: the 3 most used dimensions and the least used one, each from "
             f"-{span:g} to +{span:g} " + ("prior sd" if info.kl is not None else "sd of the codes"))
     return Rows(decode(entry, z, code.y), steps, labels, note)
 
@@ -213,10 +213,10 @@ def posterior_rows(entry: ModelEntry, index: int, n: int = POSTERIOR_SAMPLES, se
     std = entry.latents.std[index].astype(np.float32)
     eps = torch.randn(n, len(std), generator=torch.Generator().manual_seed(int(seed))).numpy()
     codes = (code.z[None] + eps * std[None]).astype(np.float32)
-    note = (f"{n} codes z = μ + σ·ε from q(z|x) of test image #{index} · mean σ over the used dimensions "
+    note = (f"{n} codes z = μ + σ·ε from q(z|x) of test {item_noun(entry)} #{index} · mean σ over the used dimensions "
             f"{posterior_spread(entry, index):.2f} (the prior's is 1)")
     if not std.any():
-        note = f"test image #{index}: this model's encoder is deterministic (σ = 0): every sample is the same code"
+        note = f"test {item_noun(entry)} #{index}: this model's encoder is deterministic (σ = 0): every sample is the same code"
     return Rows(decode(entry, codes, code.y), SAMPLE_COLUMNS, [""] * (n // SAMPLE_COLUMNS), note, codes)
 
 
@@ -226,7 +226,7 @@ def denoise_rows(entry: ModelEntry, index: int, kind: str = DENOISE[0], level: f
     code = index_code(entry, index)
     out = denoise(entry, code.image, kind, level, seed=0, label=code.y)
     return Rows(np.stack([out.clean, out.corrupted, out.rebuilt]), 3, [""],
-                f"test image #{index}: clean · with {kind} noise (level {level}) · rebuilt from its code · "
+                f"test {item_noun(entry)} #{index}: clean · with {kind} noise (level {level}) · rebuilt from its code · "
                 f"error {out.corrupted_error:.4f} → {out.rebuilt_error:.4f} (mean squared, per pixel)")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 from vaescope.errors import InputError
+from vaescope.explorer.core.codes import item_noun
 from vaescope.explorer.core.compare import ACTIONS, Answer, answer, default_pair
 from vaescope.explorer.core.maps import METHOD_NAMES, color_choices, point_code, read_click
 from vaescope.explorer.core.store import ModelEntry
@@ -170,7 +171,7 @@ class ActionBar:
         assert i is not None
         picks = pair.pick(i)
         updates: dict[Any, Any] = {self.original: big(clicked, clicked.latents.image(i), PICK_PX)}
-        lines = [f"**Test image #{i}**" + _class_words(clicked, i)]
+        lines = [f"**Test {item_noun(clicked)} #{i}**" + _class_words(clicked, i)]
         for panel in self.sides.values():
             shown, line = panel.show_pick(i, clicked, pair)
             updates |= shown

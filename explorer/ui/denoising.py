@@ -8,7 +8,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from vaescope.errors import InputError
-from vaescope.explorer.core.codes import Code, encode_image, index_code
+from vaescope.explorer.core.codes import Code, encode_image, index_code, item_noun
 from vaescope.explorer.core.scores import CORRUPTIONS, breakdown_curve, denoise
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.values import number
@@ -60,7 +60,8 @@ class DenoisingPanel:
     def on_model(self, entry: ModelEntry, session: Session) -> dict[Any, Any]:
         note = "" if entry.generator is not None else f"**{short_name(entry)}** has no decoder: nothing to denoise with."
         return {self.clean: None, self.corrupted: None, self.rebuilt: None, self.note: note, self.curve: None,
-                self.index: gr.Number(value=0, maximum=len(entry.latents) - 1 if entry.has_points else 0)} | \
+                self.index: gr.Number(value=0, maximum=len(entry.latents) - 1 if entry.has_points else 0,
+                                      label=f"Test {item_noun(entry)} #")} | \
             decoder_buttons(entry, [self.index_btn, self.curve_btn])
 
     def wire(self) -> None:

@@ -16,7 +16,14 @@ import numpy as np
 
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures, interpolation
-from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
+from vaescope.explorer.core.codes import (
+    Code,
+    decode,
+    encode_image,
+    index_code,
+    item_noun,
+    random_code,
+)
 from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
@@ -97,7 +104,7 @@ class InterpolationPanel:
     # -- the model changed --
     def model_outputs(self) -> list[Any]:
         return [*self.original.values(), *self.recon.values(), self.strip, self.gif_view, self.gif, self.info,
-                self.path_json, *self.decoder_buttons()]
+                self.path_json, *self.index.values(), *self.decoder_buttons()]
 
     def decoder_buttons(self) -> list[Any]:
         return [self.button, *self.index_btn.values(), *self.pick_btn.values()]
@@ -106,6 +113,7 @@ class InterpolationPanel:
         cleared: dict[Any, Any] = {c: None for c in [*self.original.values(), *self.recon.values(), self.gif_view,
                                                      self.gif]}
         info = "" if entry.generator is not None else f"**{short_name(entry)}** · {NO_DECODER.format(what='interpolate')}."
+        cleared |= {self.index[end]: gr.Number(label=f"Test {item_noun(entry)} #") for end in ENDS}
         return cleared | {self.strip: gr.Image(value=None, label="Decoded path (A → B); the path is drawn on the map"),
                           self.info: info, self.path_json: json.dumps({"points": []})} | \
             decoder_buttons(entry, self.decoder_buttons())

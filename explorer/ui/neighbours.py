@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from vaescope.explorer.core.codes import Code
+from vaescope.explorer.core.codes import Code, item_noun
 from vaescope.explorer.core.maps import highlights_json
 from vaescope.explorer.core.neighbours import nearest
 from vaescope.explorer.core.store import ModelEntry
@@ -75,7 +75,7 @@ class NeighboursView:
         if not session.update(version, highlights=highlights):
             return {}
         describe = entry.description.class_name
-        where = f"test image #{code.index}" if code.index is not None else "the decoded spot"
+        where = f"test {item_noun(entry)} #{code.index}" if code.index is not None else "the decoded spot"
         items = ", ".join(f"#{int(i)}" + (f" ({describe(int(latents.labels[i]))})" if latents.labels[i] >= 0 else "")
                           + f" {d:.2f}" for i, d in zip(found.indices, found.distances, strict=True))
         note = (f"**{len(found.indices)} nearest neighbours** of {where} in the {latents.mean.shape[1]}-d latent "
