@@ -130,6 +130,28 @@ def test_the_anomaly_panel_offers_no_out_of_distribution_set_without_a_decoder(n
     assert "no decoder" in update[anomaly.note]
 
 
+def test_codes_without_images_show_no_thumbnail_and_promise_no_decoding(shapes, tiny_checkpoint_dir) -> None:
+    """An embeddings map with codes alone: the map says codes (not images), offers neighbours (not
+    traversal or decoding a spot), and hovering a point asks for no thumbnail (nothing to show)."""
+    import gradio as gr
+
+    from vaescope.explorer.ui.state import Session
+
+    codes, _, labels = shapes
+    store = ModelStore(tiny_checkpoint_dir, torch.device("cpu"))
+    store.add_embeddings("codes.npz", table_from_arrays(codes[:300], labels=labels[:300]))
+    app = build_app(store=store)
+    panel, session = app.panels["map"], Session()
+    entry = store.open_name("codes.npz")
+    assert entry.latents.images is None
+    app.panels["models"].load_checkpoint("codes.npz", session)
+    drawn = panel.draw_map("pca", 2, "class", "none", 0, 0, session)
+    info = drawn[panel.info]
+    assert "300 of 300 codes" in info and "list its nearest neighbours" in info, info
+    assert "traverse" not in info and "decode" not in info, info
+    assert panel.hover("17", session) == gr.skip()
+
+
 def test_the_map_click_and_hover_work_and_the_decoding_panels_say_there_is_no_decoder(served: str) -> None:
     client = Client(served, verbose=False)
     out = client.predict("shapes-pca.npz", api_name="/load_checkpoint")

@@ -166,10 +166,13 @@ class MapPanel:
                                 progress=reporter(progress))
         add_highlights(figure, view, session.highlights)  # a search's matches stay ringed on every map
         session.update(version, view=view)
-        clickable = "; click empty space to decode that spot" if view.projection.invertible and int(dims) == 2 else ""
+        clickable = "; click empty space to decode that spot" if view.projection.invertible and int(dims) == 2 \
+            and entry.generator is not None else ""
         flat = " (density and clusters are drawn on 2D maps)" if structure and view.projection.dims != 2 else ""
-        info = (f"**{short_name(entry)}** · {len(view.indices):,} of {len(entry.latents):,} images. Click a point to "
-                f"inspect and traverse it{clickable}; lasso or box-select points to summarize them{flat}."
+        items = "images" if entry.latents.images is not None else "codes"
+        click = "inspect and traverse it" if entry.generator is not None else "list its nearest neighbours"
+        info = (f"**{short_name(entry)}** · {len(view.indices):,} of {len(entry.latents):,} {items}. Click a point to "
+                f"{click}{clickable}; lasso or box-select points to summarize them{flat}."
                 + flattened_note(entry.description))
         return {self.plot: figure, self.info: info, self.traversal.marker: points_json(view, session.trail),
                 self.interpolation.path_json: points_json(view, session.path),
@@ -218,8 +221,8 @@ class MapPanel:
             i = int(str(payload or "")[:12])
         except ValueError:
             return gr.skip()
-        if entry is None or not entry.has_points or not 0 <= i < len(entry.latents):
-            return gr.skip()
+        if entry is None or not entry.has_points or entry.latents.images is None or not 0 <= i < len(entry.latents):
+            return gr.skip()  # codes without images have no thumbnail (the page shows no empty box)
         return big(entry, entry.latents.image(i), HOVER_PX)
 
 
