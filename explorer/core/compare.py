@@ -32,7 +32,7 @@ SAMPLE_COLUMNS = 8  # images per row of a prior-sample grid
 SAMPLE_ROWS_MAX = 10  # rows: one per class or component, at most this many
 TRAVERSAL_ROWS = 4  # the three most used dims and the least used one
 TRAVERSAL_STEPS = 9
-INTERPOLATION_STEPS = 10  # the walk between two picks (the interpolation lesson measures the same steps)
+INTERPOLATION_STEPS = 8  # the walk between two picks (the interpolation lesson measures the same steps)
 POSTERIOR_SAMPLES = 48  # codes drawn from q(z|x) for the reparameterisation view
 KL_DEAD = 0.01  # nats: a dimension below this carries (almost) nothing
 # one image's posterior samples on a map: a colour no class colouring uses, with a dark rim

@@ -42,7 +42,8 @@ CAPTION = ("**Anomaly detection.** Every test image gets a score: how badly the 
            "score tells them apart (1 is perfect, 0.5 is chance). A model with a prior offers three scores: its "
            "−ELBO, its reconstruction error, and the −ELBO corrected for input complexity (Serrà et al. 2020), "
            "which stops simple images from looking likely.")
-EXTREMES = 8
+EXTREMES = 8  # the most typical and most unusual images shown, in rows of EXTREMES_ROW
+EXTREMES_ROW = 4
 
 
 class AnomalyPanel:
@@ -53,7 +54,7 @@ class AnomalyPanel:
     def build(self) -> None:
         gr.Markdown(CAPTION, elem_classes="caption")
         with gr.Row(equal_height=True):
-            self.score = gr.Radio([], label="Score", elem_id="anomaly-score-kind", scale=3)
+            self.score = gr.Dropdown([], label="Score", elem_id="anomaly-score-kind", scale=3)
             self.score_btn = gr.Button("Score the test images", variant="primary", elem_id="anomaly-score-btn",
                                        scale=1)
         self.note = gr.Markdown("", elem_id="anomaly-note")
@@ -84,7 +85,7 @@ class AnomalyPanel:
         kinds = score_kinds(entry) if entry.generator is not None else []
         return {self.note: note, self.histogram: None, self.typical: None, self.unusual: None, self.upload_note: "",
                 self.other: gr.Dropdown(choices=others, value=first),
-                self.score: gr.Radio(choices=[(kind.name, kind.key) for kind in kinds],
+                self.score: gr.Dropdown(choices=[(kind.name, kind.key) for kind in kinds],
                                      value=kinds[0].key if kinds else None, visible=len(kinds) > 1),
                 self.compare_note: ""} | decoder_buttons(entry, [self.score_btn, self.compare_btn])
 
@@ -111,10 +112,10 @@ class AnomalyPanel:
         note = (f"**{name}** · {len(scores):,} test images · {kind.name}: median {np.median(scores):.3g}, "
                 f"95th percentile {np.percentile(scores, 95):.3g}. A high score means {kind.higher}.")
         return {self.note: note, self.histogram: histogram(name, kind.name, {"test images": scores}),
-                self.typical: gr.Image(value=served(grid(entry, images[low], EXTREMES, STRIP_PX,
+                self.typical: gr.Image(value=served(grid(entry, images[low], EXTREMES_ROW, STRIP_PX,
                                                           captions=[f"{scores[i]:.3g}" for i in low])),
                                        label=f"{name} · most typical (lowest scores)"),
-                self.unusual: gr.Image(value=served(grid(entry, images[high], EXTREMES, STRIP_PX,
+                self.unusual: gr.Image(value=served(grid(entry, images[high], EXTREMES_ROW, STRIP_PX,
                                                           captions=[f"{scores[i]:.3g}" for i in high])),
                                        label=f"{name} · most unusual (highest scores)")}
 
@@ -158,6 +159,7 @@ def histogram(name: str, score_name: str, groups: dict[str, np.ndarray]) -> go.F
     for label, values in groups.items():
         figure.add_trace(go.Histogram(x=values, name=label, histnorm="probability", opacity=0.6, nbinsx=60))
     figure.update_layout(barmode="overlay", title=f"{name} · {score_name}", xaxis={"title": score_name},
-                         yaxis={"title": "share of images"}, legend={"orientation": "h", "y": -0.25, "x": 0},
-                         margin={"b": 80})
+                         yaxis={"title": "share of images"}, legend={"orientation": "h", "y": 1.02, "x": 0,
+                                                                     "yanchor": "bottom"},
+                         height=250, margin={"t": 60, "b": 50, "l": 60, "r": 20})
     return figure

@@ -31,7 +31,7 @@ log = logging.getLogger("vaescope.explorer")
 PROGRESS = gr.Progress()  # a marker default: Gradio hands each call its own tracker in its place
 QUICK = {"show_progress": "hidden"}  # quick events: a progress badge would only cover the control
 PREVIEW_PX = 288  # single images are upscaled (nearest) to about this size: readable on a projector
-STRIP_PX = 96  # cell size of interpolation strips and class rows
+STRIP_PX = 128  # the least cell size of image grids (strips, samples, class rows): a projector's back row
 # Downloads (traversal-grid PNGs, interpolation GIFs) are written to a per-app temp folder and
 # Gradio copies each into its own cache when the response goes out (that cache is cleaned by the
 # Blocks' delete_cache), so ours only has to hold files until then: each write drops all but the
@@ -146,9 +146,14 @@ def big(entry: ModelEntry, image: np.ndarray, px: int = PREVIEW_PX) -> Image.Ima
 
 def grid(entry: ModelEntry, images: np.ndarray, nrow: int, cell_px: int = STRIP_PX, **labels: Any) -> np.ndarray:
     """Images [N, C, H, W] of ``entry``'s model, drawn the way the model says, as a uint8 grid with
-    cells of about ``cell_px`` (``captions`` / ``row_labels`` as ``figures.image_grid`` takes them)."""
-    pictures = figures.pictures(images, display_of(entry), cell=True)
-    return figures.image_grid(pictures, nrow=nrow, scale=max(1, cell_px // max(pictures.shape[-2:])), **labels)
+    cells of at least ``cell_px`` (pixels: the smallest whole upscaling factor that gets there; a
+    line or bars: at most ``cell_px``), ``captions`` / ``row_labels`` as ``figures.image_grid`` takes
+    them."""
+    drawing = display_of(entry)
+    pictures = figures.pictures(images, drawing, cell=True)
+    side = max(pictures.shape[-2:])  # a drawn line or row of bars is drawn at its size, pixels upscaled
+    scale = -(-cell_px // side) if drawing.kind == "image" else cell_px // side
+    return figures.image_grid(pictures, nrow=nrow, scale=max(1, scale), **labels)
 
 
 def decoder_buttons(entry: ModelEntry, buttons: Iterable[Any]) -> dict[Any, Any]:

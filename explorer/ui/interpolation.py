@@ -24,6 +24,7 @@ from vaescope.explorer.core.codes import (
     item_noun,
     random_code,
 )
+from vaescope.explorer.core.compare import INTERPOLATION_STEPS
 from vaescope.explorer.core.embeddings import NO_DECODER
 from vaescope.explorer.core.maps import points_json
 from vaescope.explorer.core.store import ModelEntry
@@ -46,7 +47,7 @@ from vaescope.explorer.ui.traversal import _class, _filename, read_upload
 CAPTION = ("**Interpolation.** Walk in a straight line (or along a great circle) from the code of image A "
            "to the code of image B and decode every step. A smooth strip means the space between the two "
            "codes is filled with sensible images.")
-ENDPOINT_PX = 120
+ENDPOINT_PX = 140  # the ends, chosen and decoded: 28 px digits upscaled 5 times
 ENDS = ("a", "b")
 
 
@@ -68,7 +69,8 @@ class InterpolationPanel:
             for end in ENDS:
                 self._endpoint(end)
             with gr.Column(min_width=220):
-                self.steps = gr.Slider(2, 32, value=10, step=1, label="Steps", elem_id="interp-steps", buttons=[])
+                self.steps = gr.Slider(2, 32, value=INTERPOLATION_STEPS, step=1, label="Steps", elem_id="interp-steps",
+                                       buttons=[])
                 self.method = gr.Radio([("straight line", "linear"), ("great circle (slerp)", "slerp")],
                                        value="linear", label="Path", elem_id="interp-method")
                 self.button = gr.Button("Interpolate", variant="primary", elem_id="interp-btn")
