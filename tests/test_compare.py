@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA
 from vaescope.explorer.core import measures
 from vaescope.explorer.core.compare import (
     ACTIONS,
+    INTERPOLATION_STEPS,
     default_pair,
     interpolation_rows,
     posterior_rows,
@@ -90,7 +91,7 @@ def test_every_button_answers_on_both_sides(app) -> None:
             assert out[f"compare-chart-{side}"].visible is False, kind  # no chart of an earlier press stays
             assert out[f"compare-note-{side}"].startswith(f"**{name}**"), (kind, out[f"compare-note-{side}"])
     path = traces(by_id(bar.actor("interpolate")(pair))["compare-overlays-b"])["path"]
-    assert len(path) == 10
+    assert len(path) == INTERPOLATION_STEPS
     posterior = by_id(bar.actor("posterior")(pair))
     assert traces(posterior["compare-overlays-b"])["cloud"] and not traces(posterior["compare-overlays-a"])["cloud"]
     assert "deterministic" in posterior["compare-note-a"]  # the AE has no spread to sample

@@ -317,6 +317,8 @@ def test_a_table_s_rows_are_called_rows(table_app) -> None:
     interpolation = app.panels["interpolation"]
     assert {interpolation.on_model(entry, session)[box].label for box in interpolation.index.values()} == {"Test row #"}
     assert answer("traverse", entry, [2]).rows.note.startswith("from test row #2")
+    traversal = app.panels["traversal"]
+    assert traversal.on_model(entry, session)[traversal.index].label == "Test row #"
     with pytest.raises(InputError, match="Test row #"):
         index_code(entry, 10_000)
 

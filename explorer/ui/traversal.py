@@ -14,6 +14,8 @@ written into the note under the image.
 from __future__ import annotations
 
 import io
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,14 @@ from PIL import Image
 from vaescope.contract import fill_other_groups
 from vaescope.errors import InputError
 from vaescope.explorer.core import figures, traversal
-from vaescope.explorer.core.codes import Code, decode, encode_image, index_code, random_code
+from vaescope.explorer.core.codes import (
+    Code,
+    decode,
+    encode_image,
+    index_code,
+    item_noun,
+    random_code,
+)
 from vaescope.explorer.core.dims import (
     SLIDERS,
     channel_bounds,
@@ -99,6 +108,9 @@ class TraversalPanel:
         self.code_image = gr.Image(label="The code as channel maps", format="png", interactive=False, visible=False,
                                    elem_id="traversal-code", elem_classes="pixelated", buttons=[], height=150)
         self.marker = gr.Textbox(visible="hidden", elem_id="map-marker")
+        # the current code for the page's own decoder (static/decode.js): a slider move decodes in the
+        # page at once, and the server's answer follows
+        self.code_json = gr.Textbox(visible="hidden", elem_id="traversal-code")
         with gr.Row(elem_id="traversal-controls"):
             self.index = gr.Number(0, precision=0, minimum=0, label="Test image #", elem_id="traversal-index",
                                    min_width=90)
@@ -138,7 +150,7 @@ class TraversalPanel:
         """What a new start code updates: the class dropdown, the images, the note, the sliders, the
         marker, and the "Test image #" field (it names the image the code came from)."""
         return [self.cls, self.image, self.start_image, self.note, *self.sliders, self.marker, self.index,
-                self.code_image]
+                self.code_image, self.code_json]
 
     def model_outputs(self) -> list[Any]:
         return [*self.start_outputs(), self.page, self.range, self.grid_image, self.grid_file, self.own,
@@ -160,7 +172,7 @@ class TraversalPanel:
                    self.range: mode,
                    self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None}
         updates |= self.start(entry, code, session, session.version, page=pages[0][1], range_mode=mode)
-        updates[self.index] = gr.Number(value=0, maximum=max_index)  # this model's range
+        updates[self.index] = gr.Number(value=0, maximum=max_index, label=f"Test {item_noun(entry)} #")  # its range
         updates |= decoder_buttons(entry, self.decoder_buttons())
         updates[self.own] = gr.Accordion(visible=entry.description.display != "features")  # a table's row: no images
         choices = condition.class_choices(names)
@@ -175,6 +187,7 @@ class TraversalPanel:
                 self.code_image: gr.Image(value=None, visible=False), self.own: gr.Accordion(visible=True),
                 **{slider: gr.Slider(visible=False) for slider in self.sliders},
                 self.page: gr.Dropdown(visible=False), self.cls: gr.Dropdown(choices=[], value=None, visible=False),
+                self.code_json: page_code(entry, None, None),
                 self.index: gr.Number(value=0), self.range: "prior",
                 self.grid_image: gr.Image(value=None, label="Traversal grid"), self.grid_file: None,
                 **decoder_buttons(entry, self.decoder_buttons())}
@@ -222,6 +235,8 @@ class TraversalPanel:
         updates[self.image] = big(entry, image)
         updates[self.note] = self.note_text(entry, code)
         updates[self.code_image] = self.code_view(entry, code.z)
+        updates[self.code_json] = page_code(entry, code, None if channels is not None else
+                                            [d for d, _, _ in slots])
         return updates
 
     @staticmethod
@@ -252,7 +267,7 @@ class TraversalPanel:
     def wire(self) -> None:
         s = self.session
         start_out = self.start_outputs()
-        view_out = [self.image, self.note, *self.sliders, self.code_image]
+        view_out = [self.image, self.note, *self.sliders, self.code_image, self.code_json]
         for i, slider in enumerate(self.sliders):
             # preprocess=False skips Gradio's per-event bounds check; the handler checks the value itself
             slider.input(self.slider_handler(i), [slider, self.page, s],
@@ -412,6 +427,18 @@ class TraversalPanel:
         return {self.grid_image: gr.Image(value=served(picture), label=label),
                 self.grid_file: self.ctx.downloads.write(f"{name.replace('/', '-')}-traversal-grid.png",
                                                          _png(picture))}
+
+
+def page_code(entry: ModelEntry, code: Code | None, dims: list[int] | None) -> str:
+    """The code the page's own decoder starts from (static/decode.js), as JSON: the model's key, z
+    [D], the class the decoder takes (0 when it takes none), the dimension each slider moves
+    (``dims``; null on a channel page, whose sliders move whole channels: the server decodes those),
+    and a fresh nonce, so the same code sent again (a Reset) still reaches the page."""
+    if code is None:
+        return json.dumps({"key": entry.key, "z": None, "nonce": uuid.uuid4().hex})
+    y = entry.description.condition.decoder_class(code.y)
+    return json.dumps({"key": entry.key, "z": [float(v) for v in np.asarray(code.z, np.float32)],
+                       "y": 0 if y is None else int(y), "dims": dims, "nonce": uuid.uuid4().hex})
 
 
 def moved_in_group(entry: ModelEntry, z: np.ndarray, dim: int, value: float, page: Any) -> np.ndarray:
