@@ -31,7 +31,59 @@ PAD_VALUE = 128  # mid-grey between grid cells: visible against both black and w
 ACTIVE_COLOR, NEARLY_COLOR, INACTIVE_COLOR = "#1f77b4", "#ff9f40", "#c7c7c7"
 
 
+# A decimated map bins its points into this many cells a side (2D; a cube root of it in 3D) and
+# thins the crowded cells: 65,536 cells of a few pixels each on a 500-px plot.
+DECIMATE_CELLS = 256
+
+
 # -- latent map -----------------------------------------------------------------------------------
+def decimate(coords: np.ndarray, limit: int, keep: np.ndarray | None = None, seed: int = 0,
+             cells: int = DECIMATE_CELLS) -> np.ndarray:
+    """Sorted rows [M] of coords [N, dims] to draw when a browser cannot take all N: every row of
+    ``keep`` (rows that must stay clickable: searched points, a point's neighbours), then up to
+    ``limit`` in all, thinned by density: the points are binned on a grid of ``cells`` a side and
+    every cell keeps at most the same number of them (the largest number the budget allows), chosen
+    at random (seeded), so sparse regions and outliers keep every point and only crowded cells,
+    where points overdraw one another anyway, lose some. All rows when N <= ``limit``.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> xy = np.concatenate([rng.normal(0, 0.01, (10_000, 2)), [[5.0, 5.0]]])  # a crowd and an outlier
+        >>> rows = decimate(xy, 1_000, keep=np.array([7]))
+        >>> len(rows) <= 1_001, 10_000 in rows, 7 in rows
+        (True, True, True)
+    """
+    coords = np.asarray(coords)
+    n = len(coords)
+    if n <= limit:
+        return np.arange(n)
+    keep = np.unique(np.asarray(keep if keep is not None else [], np.int64))
+    keep = keep[(keep >= 0) & (keep < n)]
+    budget = max(limit - len(keep), 0)
+    candidate = np.ones(n, bool)
+    candidate[keep] = False
+    rows = np.flatnonzero(candidate)
+    dims = coords.shape[1]
+    side = cells if dims == 2 else max(2, round(cells ** (2 / dims)))
+    lo, hi = coords.min(0), coords.max(0)
+    scale = side / np.where(hi > lo, hi - lo, 1.0)
+    bins = np.clip(((coords[rows] - lo) * scale).astype(np.int64), 0, side - 1)
+    cell = np.ravel_multi_index(tuple(bins.T), (side,) * dims)
+    counts = np.bincount(cell, minlength=side ** dims)
+    low, high = 0, int(counts.max())  # the largest per-cell cap whose total fits the budget
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if np.minimum(counts, mid).sum() <= budget else (low, mid - 1)
+    order = np.argsort(cell + np.random.default_rng(seed).random(len(rows)))  # by cell, at random within
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(len(rows)) - starts[cell[order]]
+    chosen = order[rank < low]
+    spare = budget - len(chosen)  # the cap's rounding leaves room: one more from that many crowded cells
+    if spare > 0:
+        chosen = np.concatenate([chosen, order[rank == low][:spare]])
+    return np.union1d(rows[chosen], keep)
+
+
 def _point_labels(color: np.ndarray, color_kind: str, hover_labels: Sequence[str] | None,
                   n: int) -> tuple[np.ndarray | None, Sequence[str] | None]:
     """Split ``hover_labels`` into (per-point labels [N] or None, category names or None).
@@ -69,20 +121,24 @@ def _marker(n: int, dims: int) -> dict:
     return {"size": size, "opacity": 0.7}
 
 
+def category_colour(value: int, palette: str = "classes") -> str:
+    """The colour a categorical map draws category ``value`` in (grey for -1, unknown)."""
+    colours = PALETTES.get(palette, PALETTES["classes"])
+    return "#999999" if value < 0 else colours[int(value) % len(colours)]
+
+
 def _categorical_traces(coords: np.ndarray, color: np.ndarray, labels: np.ndarray | None,
                         names: Sequence[str] | None, palette: str, category_title: str = "class") -> list:
     """One trace per category value (legend entry), customdata = dataset index."""
     values = np.asarray(color, np.int64)
     index = np.arange(len(coords))
-    colours = PALETTES.get(palette, PALETTES["classes"])
     traces = []
     for value in np.unique(values):
         mask = values == value
         name = _category_name(int(value), names)
         text = labels[mask] if labels is not None else None
         label = "%{text}" if text is not None else name.replace("%", "%%")
-        marker = _marker(len(coords), coords.shape[1]) | {"color": "#999999" if value < 0 else
-                                                          colours[int(value) % len(colours)]}
+        marker = _marker(len(coords), coords.shape[1]) | {"color": category_colour(int(value), palette)}
         traces.append(_scatter(coords[mask], len(coords) > SVG_POINTS, mode="markers", name=name,
                                customdata=index[mask], text=text, marker=marker,
                                hovertemplate=f"image #%{{customdata}} · {category_title}: {label}<extra></extra>"))

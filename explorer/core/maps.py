@@ -33,6 +33,7 @@ from vaescope.explorer.core.projection import Projection, ProjectionCache
 from vaescope.explorer.core.sampling import component_names
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.explorer.core.values import whole
+from vaescope.limits import MAX_DRAWN_POINTS
 
 PRIOR_OVERLAY_POINTS = 300
 MAX_CLICK_CHARS = 1000  # the page script sends a few dozen characters; anything longer is not a click
@@ -59,11 +60,37 @@ class MapView:
     method: str
     color_by: str
     group: LatentGroup | None = None  # the slice of the code the map shows (None: the whole code)
+    # the rows the browser draws when there are more than MAX_DRAWN_POINTS (``figures.decimate``;
+    # None: all); every row is still on the map: clicks, rings, paths and selections use all of them
+    drawn: np.ndarray | None = None
+    # a thinned map's category per row and its palette, when it is coloured by category: a ringed
+    # point the thinning left out is drawn back in its colour (``add_highlights``)
+    categories: tuple[np.ndarray, str] | None = None
 
     @property
     def title(self) -> str:
         layer = f" · layer {self.group.name}" if self.group is not None else ""
-        return f"{METHOD_NAMES.get(self.method, self.method)} {self.projection.dims}D{layer} · {len(self.indices)} images"
+        return f"{METHOD_NAMES.get(self.method, self.method)} {self.projection.dims}D{layer} · {len(self.indices):,} images"
+
+    @property
+    def notes(self) -> list[str]:
+        """What the map does not show as it is, in words: a projection fitted on a subset, and a
+        browser drawing of fewer points than the map holds."""
+        notes = [self.projection.note] if self.projection.note else []
+        if self.drawn is not None:
+            notes.append(f"drawing {len(self.drawn):,} of the {len(self.indices):,} points: crowded areas thinned, "
+                         "sparse ones and every ringed point kept")
+        return notes
+
+    def rows(self, indices: np.ndarray | None) -> np.ndarray:
+        """The map rows [M] (sorted) of those evaluation ``indices`` the map shows (a map of a
+        seeded subset leaves some out): a binary search in the sorted ``indices``, never a pass
+        over a million rows."""
+        if indices is None or len(indices) == 0:
+            return np.zeros(0, np.int64)
+        wanted = np.unique(np.asarray(indices, np.int64))
+        at = np.minimum(np.searchsorted(self.indices, wanted), len(self.indices) - 1)
+        return at[self.indices[at] == wanted]
 
     def slice(self, codes: np.ndarray) -> np.ndarray:
         """The part of codes [..., D] this map shows."""
@@ -167,13 +194,18 @@ def prior_overlay(entry: ModelEntry, view: MapView, overlay: str) -> tuple[np.nd
 def draw_map(entry: ModelEntry, projections: ProjectionCache, method: str, dims: int = 2, color_by: str = "class",
              overlay: str = "none", *, max_points: int = 0, group: LatentGroup | None = None,
              path: np.ndarray | None = None, marker: list[np.ndarray] | None = None, structure: bool = False,
-             progress: Callable[[float, str], None] | None = None) -> tuple[MapView, go.Figure]:
+             progress: Callable[[float, str], None] | None = None,
+             keep: np.ndarray | None = None) -> tuple[MapView, go.Figure]:
     """(view, figure) of the map of ``entry``'s evaluation codes: a seeded subset of ``max_points``
     (0: all), the slice ``group`` of each code (None: the whole code), projected by ``method`` into
     ``dims`` dimensions through the shared cache (one fit per model, layer, method and points; a
     second caller waits for the first), and drawn by ``map_figure`` (with its density contours and
     named clusters when ``structure``, on a 2D map). A colouring or overlay the model does not
     offer falls back to its first / to none, so one setting can serve two models.
+
+    A map of more than MAX_DRAWN_POINTS points is drawn thinned by density (``view.drawn``,
+    ``figures.decimate``), keeping the evaluation indices ``keep`` (a selection, say); the
+    figure's title says so, and ``add_highlights`` adds any ringed point the thinning left out.
 
     Raises InputError for a model without evaluation images or a projection that cannot be fitted.
 
@@ -190,16 +222,34 @@ def draw_map(entry: ModelEntry, projections: ProjectionCache, method: str, dims:
     color_by = color_by if color_by in colours else colours[0]
     overlay = overlay if overlay in [value for _, value in overlay_choices(entry)] else "none"
     view = MapView(entry.key, None, subsample(len(entry.latents), max_points), method, color_by, group)  # type: ignore[arg-type]
+    # all codes: the array itself (a million codes are 64 MB, not to be copied per drawing)
+    codes = entry.latents.mean if len(view.indices) == len(entry.latents) else entry.latents.mean[view.indices]
     try:  # the cache key names the layer: a hierarchical model has a map per layer
         ready = None if group is not None and len(entry.description.latent_groups) > 1 else \
             prefitted(entry, method, int(dims), view.indices)  # a checkpoint's maps sidecar
         projection = ready or projections.get(f"{entry.key}:{group.name if group is not None else ''}",
-                                              view.slice(entry.latents.mean[view.indices]), method, int(dims),
-                                              progress=progress)
+                                              view.slice(codes), method, int(dims), progress=progress)
     except ValueError as exc:
         raise InputError(f"Cannot project: {exc}") from None
     view = dataclasses.replace(view, projection=projection)
+    if len(view.indices) > MAX_DRAWN_POINTS:
+        drawn = figures.decimate(projection.coords, MAX_DRAWN_POINTS, view.rows(keep))
+        values, kind, _, palette = map_colors(entry, view) if _categorical(entry, view) else (None, "", None, "")
+        view = dataclasses.replace(view, drawn=drawn, categories=None if values is None else
+                                   (np.asarray(values, np.int16 if np.abs(values).max(initial=0) < 2**15 else np.int64),
+                                    palette))
     return view, map_figure(entry, view, overlay, path, marker, structure)
+
+
+def _categorical(entry: ModelEntry, view: MapView) -> bool:
+    """Whether ``map_colors`` colours this view by category (class, component, one colour, or a
+    categorical factor) without building per-point hover labels for a million points."""
+    latents = entry.latents
+    if view.color_by in ("class", "component", "none"):
+        return True
+    column = _factor_column(view.color_by, latents.factors.shape[1]) \
+        if view.color_by.startswith("factor:") and latents.factors is not None else None
+    return column is not None and _is_categorical(latents.factors[view.indices, column])
 
 
 def placeholder(entry: ModelEntry) -> go.Figure:
@@ -241,19 +291,26 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
     2D map with ``structure`` its density contours and clusters (``add_structure``).
 
     The data traces' customdata is rewritten from row numbers to evaluation-image indices, so a
-    click names the same image whether or not the map was downsampled.
+    click names the same image whether or not the map was downsampled. A thinned map
+    (``view.drawn``) draws those rows only, and says so under its title with how it was fitted.
     """
-    idx, proj = view.indices, view.projection
-    color, kind, hover, palette = map_colors(entry, view)
+    proj = view.projection
+    shown = view if view.drawn is None else dataclasses.replace(view, indices=view.indices[view.drawn])
+    coords = proj.coords if view.drawn is None else proj.coords[view.drawn]
+    color, kind, hover, palette = map_colors(entry, shown)
     over, over_name = prior_overlay(entry, view, overlay)
     colour = color_label(entry, view.color_by)
     title = f"{entry.name.removesuffix('.safetensors')} · {view.title} · colour: {colour}"
+    if view.notes:  # a second, smaller line: how the map was made, when not as it looks
+        title += "<br><sup>" + "; ".join(view.notes) + "</sup>"
     category = "component" if palette == "components" else "class" if view.color_by == "class" else colour
-    fig = figures.latent_map(proj.coords, color, kind, hover, title=title, overlay=over, overlay_name=over_name,
+    fig = figures.latent_map(coords, color, kind, hover, title=title, overlay=over, overlay_name=over_name,
                              palette=palette, category_title=category)
     for trace in fig.data:
         if trace.customdata is not None:
-            trace.customdata = idx[np.asarray(trace.customdata, np.int64)]
+            trace.customdata = shown.indices[np.asarray(trace.customdata, np.int64)]
+    if view.notes:
+        fig.update_layout(margin={"t": 62})
     figures.add_path(fig, project(view, path), proj.dims)
     figures.add_marker(fig, project(view, marker), proj.dims)
     if structure and proj.dims == 2:
@@ -267,19 +324,41 @@ def map_figure(entry: ModelEntry, view: MapView, overlay: str, path: np.ndarray 
 def on_map(view: MapView, indices: np.ndarray | None) -> np.ndarray:
     """The map coordinates [M, dims] of those evaluation ``indices`` the map shows (a downsampled map
     leaves some out), in the order of the map's rows."""
-    if indices is None or len(indices) == 0:
-        return np.zeros((0, view.projection.dims), np.float32)
-    rows = np.flatnonzero(np.isin(view.indices, np.asarray(indices, np.int64)))
-    return np.asarray(view.projection.coords[rows], np.float32)
+    return np.asarray(view.projection.coords[view.rows(indices)], np.float32)
 
 
 def add_highlights(fig: go.Figure, view: MapView, chosen: dict[str, np.ndarray]) -> go.Figure:
     """Append one named ring trace per ``HIGHLIGHTS`` name, at the points of ``chosen[name]``
-    (evaluation indices; empty when absent), so the page script can move them by name later."""
+    (evaluation indices; empty when absent), so the page script can move them by name later.
+
+    On a thinned map (``view.drawn``), a ringed point the thinning left out is drawn too, in a
+    trace of its own ("ringed points", with its image index as customdata like every data
+    trace), so every ringed point can be hovered and clicked."""
+    if view.drawn is not None:
+        rows = view.rows(np.concatenate([np.asarray(v, np.int64).reshape(-1) for v in chosen.values()] or [[]]))
+        missing = np.setdiff1d(rows, view.drawn, assume_unique=True)
+        if len(missing):
+            _add_points_back(fig, view, missing)
     for name, marker in HIGHLIGHTS.items():
         figures.add_points(fig, on_map(view, chosen.get(name)), view.projection.dims, name, marker)
         fig.data[-1].hoverinfo = "skip"
     return fig
+
+
+def _add_points_back(fig: go.Figure, view: MapView, rows: np.ndarray) -> None:
+    """Draw map ``rows`` [M] a thinned map left out, coloured as the map colours them, as one data
+    trace (WebGL on a 2D map: it sits with the map's own points)."""
+    coords = view.projection.coords[rows]
+    colour = "#555555"  # a continuous colouring's points: the ring says why they are there
+    if view.categories is not None:
+        values, palette = view.categories
+        colour = [figures.category_colour(int(v), palette) for v in values[rows]]
+    axes = dict(zip("xyz", coords.T, strict=False))
+    trace = (go.Scattergl if coords.shape[1] == 2 else go.Scatter3d)(
+        **axes, mode="markers", name="ringed points", showlegend=False, customdata=view.indices[rows],
+        marker={"size": 6 if coords.shape[1] == 2 else 3, "opacity": 0.9, "color": colour},
+        hovertemplate="image #%{customdata}<extra></extra>")
+    fig.add_trace(trace)
 
 
 def highlights_json(view: MapView | None, chosen: dict[str, np.ndarray]) -> str:

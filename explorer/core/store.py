@@ -40,7 +40,12 @@ from vaescope.explorer.core.evaldata import EvalData, NoEvalData, resolve_eval_d
 from vaescope.explorer.core.latents import LatentsCache, encode_dataset
 from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.uploads import dataset_background
-from vaescope.limits import MAX_MAP_POINTS, MAX_MODELS_IN_MEMORY, MAX_MODELS_KNOWN
+from vaescope.limits import (
+    MAX_EMBEDDING_MAP_POINTS,
+    MAX_MAP_POINTS,
+    MAX_MODELS_IN_MEMORY,
+    MAX_MODELS_KNOWN,
+)
 from vaescope.training.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -147,16 +152,20 @@ class ModelStore:
     """Thread-safe LRU of loaded models with single-flight loading (see the module docstring).
 
     ``root`` is the checkpoint folder the operator named (None: in-process models only);
-    ``data_dir`` where datasets are looked for.
+    ``data_dir`` where datasets are looked for. A model's map holds at most ``max_points``
+    evaluation images (each is encoded and kept with its image); an embeddings map holds up to
+    ``max_embedding_points`` codes (they cost 4 bytes a value, and the table is used as it is).
     """
 
     def __init__(self, root: Path | None, device: torch.device, data_dir: str | Path | None = None,
-                 max_models: int = MAX_MODELS_IN_MEMORY, max_points: int = MAX_MAP_POINTS) -> None:
+                 max_models: int = MAX_MODELS_IN_MEMORY, max_points: int = MAX_MAP_POINTS,
+                 max_embedding_points: int = MAX_EMBEDDING_MAP_POINTS) -> None:
         self.root = None if root is None else Path(root).expanduser()
         self.device = torch.device(device)
         self.data_dir = data_dir
         self.max_models = max_models
         self.max_points = max_points
+        self.max_embedding_points = max_embedding_points
         self._entries: OrderedDict[str, ModelEntry] = OrderedDict()  # file-backed, evictable
         self._memory: dict[str, _MemorySource] = {}  # name -> in-process source, never evicted
         self._files: dict[str, Path] = {}  # name -> a checkpoint file named outside the folder
@@ -295,7 +304,8 @@ class ModelStore:
             return entry
 
     def _open_table(self, name: str, table: EmbeddingTable) -> ModelEntry:
-        """Precomputed codes: the latents are the table itself (a seeded subset above max_points)."""
+        """Precomputed codes: the latents are the table itself, not copied (a seeded subset above
+        max_embedding_points, 2,000,000 by default: every row an embeddings file is read for)."""
         key = f"embeddings:{name}"
         with self._loading.hold(key):
             with self._lock:
@@ -303,14 +313,15 @@ class ModelStore:
                     return self._pinned[key]
             model = EmbeddingsModel(table, name)
             n, d = table.latents.shape
-            index, origin = np.arange(n), table.origin
-            if n > self.max_points:  # the same seeded subset as evaluation images get
-                index = np.sort(np.random.default_rng(0).choice(n, self.max_points, replace=False))
-                origin = f"{table.origin} (a seeded subset (seed 0) of {self.max_points:,} of them)"
-            zeros = np.zeros(len(index), np.float32)
-            latents = LatentsCache(table.latents[index], np.zeros((len(index), d), np.float32), table.labels[index],
-                                   zeros, zeros, np.zeros(d, np.float32), None,
-                                   None if table.images is None else table.images[index])
+            codes, labels, images, origin = table.latents, table.labels, table.images, table.origin
+            if n > self.max_embedding_points:  # the same seeded subset as evaluation images get
+                index = np.sort(np.random.default_rng(0).choice(n, self.max_embedding_points, replace=False))
+                codes, labels, images = codes[index], labels[index], None if images is None else images[index]
+                origin = f"{table.origin} (a seeded subset (seed 0) of {self.max_embedding_points:,} of them)"
+            zeros = np.zeros(len(codes), np.float32)
+            # codes have no spread: np.zeros maps its pages lazily, so the zeros cost no memory until read
+            latents = LatentsCache(codes, np.zeros((len(codes), d), np.float32), labels,
+                                   zeros, zeros, np.zeros(d, np.float32), None, images)
             entry = ModelEntry(key, name, model, model.describe(), latents, "", origin, None,
                                dataset_background(latents.images) if latents.images is not None else None)
             with self._lock:
