@@ -34,6 +34,8 @@ FIGURES = {
     "memory": ("benchmarks.memory", "5. Memory"),
     "neighbours": ("benchmarks.neighbours", "6. Nearest neighbours in latent space"),
     "bundles": ("benchmarks.bundles", "7. Memory of served ONNX bundles"),
+    "million": ("benchmarks.million", "8. A million points"),
+    "pointer": ("benchmarks.pointer", "9. Decoding under the pointer, in the page"),
 }
 
 

@@ -16,6 +16,8 @@ DEFAULT_MAX_UPLOAD_MB = 200  # per uploaded file (checkpoints too); --max-upload
 # -- the explorer's caches ------------------------------------------------------------------------
 MAX_MODELS_IN_MEMORY = 4  # loaded checkpoints kept (LRU); models handed to vs.explore are kept as well
 MAX_MAP_POINTS = 70_000  # evaluation images encoded per model (a seeded subset above this)
+MAX_FIT_POINTS = 50_000  # a t-SNE / UMAP map of more points is fitted on a seeded subset of this many; the rest are placed by its transform
+MAX_DRAWN_POINTS = 200_000  # points of one map sent to the browser; above, a density-aware subset (sparse areas and every ringed point kept)
 MAX_PROJECTIONS_IN_MEMORY = 16  # fitted maps kept in memory (LRU)
 MAX_PROJECTION_FILES = 256  # fitted maps kept in the disk cache, oldest dropped first
 MAX_PROJECTION_BYTES = 1 << 30  # ... and their total size on disk
@@ -25,7 +27,8 @@ MAX_EVAL_DATA_BYTES = 1 << 30  # an image folder a model's dataset block names, 
 
 # -- embeddings files (latent-explore --embeddings, vs.explore(latents=...)) ------------------------
 MAX_EMBEDDING_FILE_BYTES = 2 << 30  # one .npz / .parquet embeddings file
-MAX_EMBEDDING_POINTS = 2_000_000  # rows read; the map shows a seeded subset of MAX_MAP_POINTS
+MAX_EMBEDDING_POINTS = 2_000_000  # rows read; the map holds every one of them (MAX_EMBEDDING_MAP_POINTS)
+MAX_EMBEDDING_MAP_POINTS = 2_000_000  # points of an embeddings map: every row read up to this, a seeded subset above
 MAX_EMBEDDING_DIM = 8192  # a CLIP ViT-L code is 768, a VAE's 2-512
 MAX_EMBEDDING_VALUES = 100_000_000  # points x dims (400 MB of float32)
 MAX_EMBEDDING_IMAGE_SIDE = 256  # thumbnails, not photographs
@@ -104,6 +107,13 @@ MAX_NEIGHBOURS = 100  # nearest neighbours listed for one point
 MAX_SEARCH_CHARS = 200  # one search or filter typed on the map
 MAX_MANIFOLD_STEPS = 20  # cells a side of the decoded manifold grid (400 decodes at most)
 MAX_SELECTION = 70_000  # points in one lasso or box selection sent by the page (a map shows at most MAX_MAP_POINTS)
+
+# -- decoding in the page (explorer/core/webdecoder.py, ui/webdecode.py) ---------------------------
+# The decoder is exported to ONNX and sent to the browser, which decodes under the pointer and the
+# sliders itself; past these the server decodes instead and the page says why.
+MAX_WEB_DECODER_BYTES = 16 << 20  # one exported decoder graph sent to the page (the shipped 28x28 conv decoders are 2.5-3.2 MiB)
+MAX_WEB_EXPORT_PARAMETERS = 16_000_000  # a model's parameters, checked before its decoder is exported for the page
+MAX_WEB_DECODERS = 8  # exported decoders kept in memory (LRU)
 
 def table() -> str:
     """The README's limits table, read from this file: one row per limit, under its section."""

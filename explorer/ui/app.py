@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 import matplotlib
 import torch
+from gradio.blocks import BlockContext
 
 from vaescope.devices import pick_device
 from vaescope.errors import InputError
@@ -32,6 +33,7 @@ from vaescope.explorer.core.maps import METHOD_NAMES, color_choices
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.selection import Selection
 from vaescope.explorer.core.store import ModelEntry, ModelStore, default_cache_dir
+from vaescope.explorer.core.webdecoder import WebDecoders
 from vaescope.explorer.ui.anomaly import AnomalyPanel
 from vaescope.explorer.ui.common import Context, Downloads
 from vaescope.explorer.ui.compare import CompareView
@@ -45,6 +47,7 @@ from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.sampling import SamplingPanel
 from vaescope.explorer.ui.state import Session
 from vaescope.explorer.ui.traversal import TraversalPanel
+from vaescope.explorer.ui.webdecode import WebDecodePanel, routes
 from vaescope.limits import DEFAULT_MAX_UPLOAD_MB, MAX_MODELS_IN_MEMORY
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -67,7 +70,8 @@ RESIZE_JS = "() => { window.vaescopeResizePlots && window.vaescopeResizePlots();
 def page_head() -> str:
     """The <head> additions: the click bridge and overlay script, and the page script (the view in
     the address, the presenter layout's views)."""
-    return "".join(f"<script>\n{(STATIC / name).read_text()}\n</script>" for name in ("bridge.js", "page.js"))
+    return "".join(f"<script>\n{(STATIC / name).read_text()}\n</script>"
+                   for name in ("bridge.js", "page.js", "decode.js"))
 
 
 def page_css() -> str:
@@ -82,12 +86,17 @@ class ExplorerBlocks(gr.Blocks):
     """
 
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    web_decoders: WebDecoders | None = None  # the decoders the page runs itself (ui/webdecode.py)
 
     def launch(self, *args: Any, **kwargs: Any):  # type: ignore[override]
         kwargs.setdefault("css", page_css())
         kwargs.setdefault("head", page_head())
         kwargs.setdefault("max_file_size", f"{self.max_upload_mb}mb")
         kwargs.setdefault("run_history", RUN_HISTORY)
+        if self.web_decoders is not None:  # FastAPI's own routes come before Gradio's
+            app_kwargs = dict(kwargs.get("app_kwargs") or {})
+            app_kwargs["routes"] = [*routes(self.web_decoders), *app_kwargs.get("routes", [])]
+            kwargs["app_kwargs"] = app_kwargs
         return super().launch(*args, **kwargs)
 
     def selection(self) -> Selection | None:
@@ -117,8 +126,10 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         store = ModelStore(None if checkpoint_dir is None else Path(checkpoint_dir), pick_device(device),
                            data_dir=data_dir, max_models=max_models)
     ctx = Context(store, ProjectionCache(cache_dir), Downloads())
+    decoders = WebDecoders()
     with ExplorerBlocks(title="vaescope explorer", delete_cache=DELETE_CACHE) as demo:
         demo.max_upload_mb = max_upload_mb
+        demo.web_decoders = decoders
         # a value, not a factory: Gradio deep-copies it once per browser tab. (A callable value is also
         # re-run by Gradio on every page load, which raced the model panel's own load event.)
         session = gr.State(Session())
@@ -131,7 +142,8 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         diagnostics = DiagnosticsPanel(session)
         denoising, anomaly = DenoisingPanel(ctx, session), AnomalyPanel(ctx, session)
         manifold = ManifoldPanel(ctx, session)
-        panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly, manifold]
+        webdecode = WebDecodePanel(ctx, session, decoders)
+        panels = [latent_map, traversal, interpolation, sampling, diagnostics, denoising, anomaly, manifold, webdecode]
         models = ModelsPanel(ctx, session, panels, default_checkpoint, max_upload_mb,
                              url_choice=lambda params: page_model(params.get("lesson")) or params.get("model"),
                              url_view=(lambda: [latent_map.method, latent_map.color],
@@ -142,7 +154,7 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         lessons.build_banner()
         with gr.Tabs(elem_id="top-tabs") as top_tabs:
             with gr.Tab("Explore", id="explore", elem_id="tab-explore") as explore_tab:
-                explore_tabs = _layout(models, latent_map, traversal, {
+                explore_tabs = _layout(models, latent_map, webdecode, traversal, {
                     "Traversal grid": traversal.build_grid, "Interpolation": interpolation.build,
                     "Class sampling": sampling.build, "Diagnostics": diagnostics.build, "Denoising": denoising.build,
                     "Anomalies": anomaly.build, "Manifold": manifold.build})
@@ -165,9 +177,11 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
                                                         anomaly.unusual]),
                 (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}))
         traversal.wire()
+        webdecode.wire(latent_map.plot)
         interpolation.wire()
         for panel in (sampling, diagnostics, denoising, anomaly, manifold):
             panel.wire()
+    no_progress_on_layouts(demo)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
     demo.ctx = ctx  # type: ignore[attr-defined]  # tests and vs.explore reach the store through it
     demo.panels = {"models": models, "compare": compare, "lessons": lessons,  # type: ignore[attr-defined]
@@ -175,10 +189,27 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
     return demo
 
 
-def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel,
+def no_progress_on_layouts(demo: gr.Blocks) -> None:
+    """Take layouts (tabs, accordions, rows) out of every event's progress targets.
+
+    Gradio 6's page keeps a loading status for every progress target (by default: every output)
+    and every input of each event that has run, and on every status message of any later event it
+    re-reads each of them, a layout with every component inside it, copying their values (the
+    map's figure among them). One load event whose outputs are the page's tabs made every slider
+    move copy the whole page: 50-70 ms of the page's main thread per move (CDP profile,
+    docs/performance.md). A layout shows no progress anyway; its components keep theirs.
+    """
+    for fn in demo.fns.values():
+        targets = list(fn.show_progress_on) if fn.show_progress_on is not None else list(fn.outputs)
+        kept = [block for block in targets if not isinstance(block, BlockContext)]
+        if len(kept) != len(targets):
+            fn.show_progress_on = kept
+
+
+def _layout(models: ModelsPanel, latent_map: MapPanel, webdecode: WebDecodePanel, traversal: TraversalPanel,
             tabs: dict[str, Callable[[], None]]) -> gr.Tabs:
-    """The Explore page: the model and its card on top, the map beside the traversal (the core
-    loop), then a tab per other panel (``tabs``: title -> the function that builds it, its id the
+    """The Explore page: the model and its card on top, the map (with what the page's own decoder
+    needs under it) beside the traversal (the core loop), then a tab per other panel (``tabs``: title -> the function that builds it, its id the
     title's first word in lower case). Returns those tabs."""
     with gr.Row(equal_height=False, elem_id="explore-model-row"):
         with gr.Column(scale=2, min_width=360, elem_id="explore-model-column"):
@@ -189,6 +220,7 @@ def _layout(models: ModelsPanel, latent_map: MapPanel, traversal: TraversalPanel
     with gr.Row(equal_height=False, elem_id="explore-core"):
         with gr.Column(scale=3, min_width=420, elem_id="explore-map-column"):
             latent_map.build()
+            webdecode.build()
         with gr.Column(scale=2, min_width=320, elem_id="explore-traversal-column"):
             traversal.build()
     built = []

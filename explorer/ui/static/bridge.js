@@ -5,7 +5,8 @@
 //    hidden #pick-btn, whose listener reads it with a js function.
 // 2. Overlays. The slider handler writes the "you are here" trail into the hidden #map-marker box,
 //    the interpolation writes its path into #map-path; their values are placed into the map's
-//    "you are here", "trail" and "path" traces with Plotly.restyle, without resending the map.
+//    "you are here", "trail" and "path" traces with Plotly.restyle, without resending the map (the
+//    marker once a slider rests, or every second of a long drag: each restyle redraws the map).
 // 3. Plots drawn while their tab was hidden get a resize when the tab is shown.
 // 4. Hovering a map point shows its image beside the pointer (#hover-thumb, filled by the server).
 // 5. In dark mode the plots get dark backgrounds and light text, whatever the server drew.
@@ -46,7 +47,10 @@
       lastHover = String(cd);
       window.__hover = lastHover;
       clearTimeout(hoverTimer);
-      hoverTimer = setTimeout(() => { const b = document.querySelector('#hover-btn'); if (b) b.click(); }, 60);
+      // while the page decodes under the pointer itself (decode.js), the thumbnail waits for the pointer
+      // to rest: its round trip (Gradio's event handling on the main thread) would hold up the decoding
+      const rest = window.vaescopeWebDecode && window.vaescopeWebDecode.ready ? 250 : 60;
+      hoverTimer = setTimeout(() => { const b = document.querySelector('#hover-btn'); if (b) b.click(); }, rest);
     });
     gd.on('plotly_unhover', () => {
       const thumb = document.querySelector('#hover-thumb');
@@ -126,13 +130,37 @@
     if (points.length && points[0].length === 3) cols.z = points.map((p) => p[2]);
     return cols;
   };
-  const restyle = (gd, name, points) => {
-    const i = traceIndex(gd, name);
-    if (i < 0 || !window.Plotly) return;
-    const cols = columns(points);
-    const update = {x: [cols.x], y: [cols.y]};
-    if (cols.z) update.z = [cols.z];
-    window.Plotly.restyle(gd, update, [i]);
+  const restyle = (gd, name, points) => restyleAll(gd, {[name]: points});
+  // Several named traces in one Plotly.restyle: each call redraws the whole plot (on a WebGL map of
+  // 10k points in software rendering, 100+ ms of the page's main thread), so one call, not one each.
+  const restyleAll = (gd, named) => {
+    if (!window.Plotly) return;
+    const update = {x: [], y: []}, indices = [];
+    let three = false;
+    for (const [name, points] of Object.entries(named)) {
+      const i = traceIndex(gd, name);
+      if (i < 0) continue;
+      const cols = columns(points);
+      indices.push(i); update.x.push(cols.x); update.y.push(cols.y);
+      if (cols.z) three = true;
+      update.z = update.z || [];
+      update.z.push(cols.z);
+    }
+    if (!indices.length) return;
+    if (!three) delete update.z;
+    window.Plotly.restyle(gd, update, indices);
+  };
+  // The marker follows a slider once the slider rests (MARKER_REST_MS without a move), and at most
+  // every MARKER_EVERY_MS during a long drag: its redraw of the map would otherwise land between the
+  // moves and hold up the next one (benchmarks/slider.py).
+  const MARKER_REST_MS = 250, MARKER_EVERY_MS = 1000;
+  let sliderMoved = 0, markerDrawn = 0;
+  document.addEventListener('input', (e) => {
+    if (e.target && e.target.closest && e.target.closest('[id^="dim-slider-"]')) sliderMoved = performance.now();
+  }, true);
+  const markerWaits = () => {
+    const now = performance.now();
+    return now - sliderMoved < MARKER_REST_MS && now - markerDrawn < MARKER_EVERY_MS;
   };
   // Applied again whenever the box's value or the figure itself (a redraw replaces gd.data) changes.
   const last = {};
@@ -143,12 +171,13 @@
       const el = document.querySelector(`${box} textarea, ${box} input`);
       if (!el) continue;
       if (last[box] && last[box].value === el.value && last[box].data === gd.data) continue;
+      if (traces.length === 2 && last[box] && last[box].data === gd.data && markerWaits()) continue;
       last[box] = {value: el.value, data: gd.data};
       let points = [];
       try { points = (JSON.parse(el.value || '{}').points) || []; } catch (err) { points = []; }
       if (traces.length === 2) {
-        restyle(gd, traces[0], points);
-        restyle(gd, traces[1], points.slice(-1));
+        markerDrawn = performance.now();
+        restyleAll(gd, {[traces[0]]: points, [traces[1]]: points.slice(-1)});
       } else {
         restyle(gd, traces[0], points);
       }
@@ -158,9 +187,7 @@
       last.rings = {value: rings.value, data: gd.data};
       let named = {};
       try { named = JSON.parse(rings.value || '{}') || {}; } catch (err) { named = {}; }
-      for (const [name, points] of Object.entries(named)) {
-        if (Array.isArray(points)) restyle(gd, name, points);
-      }
+      restyleAll(gd, Object.fromEntries(Object.entries(named).filter(([, points]) => Array.isArray(points))));
     }
   };
   window.vaescopeResizePlots = () => {
@@ -258,9 +285,7 @@
       lastCompare[side] = {value: el.value, data: gd.data};
       let traces = {};
       try { traces = JSON.parse(el.value || '{}') || {}; } catch (err) { traces = {}; }
-      for (const [name, points] of Object.entries(traces)) {
-        if (Array.isArray(points)) restyle(gd, name, points);
-      }
+      restyleAll(gd, Object.fromEntries(Object.entries(traces).filter(([, points]) => Array.isArray(points))));
     }
   };
   // plotly.py 6 sends numpy arrays as {dtype, bdata} (base64). Plotly.react decodes them in a figure's
