@@ -135,3 +135,23 @@ def test_latent_train_embed_maps_writes_the_sidecar_beside_the_checkpoint(tmp_pa
     entry = ModelStore(out, torch.device("cpu")).open_name("model.safetensors")
     assert (out / "model.maps.npz").is_file()
     assert mapfiles.prefitted(entry, "tsne", 2, np.arange(len(entry.latents))) is not None
+
+
+@pytest.mark.slow
+def test_vs_save_maps_writes_the_sidecar_of_the_sample_it_embeds(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    import vaescope as vs
+    from vaescope.errors import InputError
+    from vaescope.training.data import load_dataset
+
+    model = vs.load(tiny_checkpoint_dir / "tiny-vae.safetensors", device="cpu")
+    test = load_dataset("digits").test
+    with pytest.raises(InputError, match="give images= as well"):
+        vs.save(model, tmp_path / "none.safetensors", maps=True)
+    path = vs.save(model, tmp_path / "m.safetensors", images=test.images[:300], labels=test.labels[:300], maps=True)
+    assert sidecar_path(path).is_file()
+    entry = ModelStore(tmp_path, torch.device("cpu")).open_name("m.safetensors")
+    assert len(entry.latents) == 300
+    for method, dims in mapfiles.STORED:
+        found = mapfiles.prefitted(entry, method, dims, np.arange(300))
+        assert found is not None and found.coords.shape == (300, dims), (method, dims)
+    assert mapfiles.default_method(entry) == "umap"

@@ -51,7 +51,7 @@ def load(path: str | os.PathLike, device: str = "auto") -> Any:
     return model
 
 
-def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None) -> Path:
+def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None, *, maps: bool = False) -> Path:
     """Write a vaescope model as a checkpoint at ``path`` (a ``.safetensors`` file), with ``images``
     and ``labels`` embedded as its evaluation sample, so the explorer can draw its map where the
     dataset is not on the machine. Returns the path.
@@ -69,6 +69,10 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
     the order of the model's class names; a ``Dataset`` of (image, label) pairs brings its own). Without ``images`` the checkpoint has no
     sample. For a foreign model use ``vs.export``. Read the sample back with
     ``vaescope.training.checkpoint.read_sample(path)``.
+
+    ``maps``: also fit the sample's 2-D t-SNE and UMAP maps (PCA takes no time) and write them in the maps
+    sidecar beside the file (``NAME.maps.npz``, keyed by the sample's digest, as ``latent-maps``
+    does), so the explorer opens the map at once; a minute or so for a few thousand images.
 
     Examples:
         >>> import vaescope as vs
@@ -112,7 +116,14 @@ def save(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = 
                                    image_shape=config.image_shape, num_classes=len(meta.dataset.get("class_names", ())))
         except ConfigError as exc:
             raise InputError(f"vs.save: {exc}") from None
-    return save_checkpoint(path, model, meta, extra=extra)
+    if maps and images is None:
+        raise InputError("vs.save(maps=True) maps the images it embeds: give images= as well")
+    written = save_checkpoint(path, model, meta, extra=extra)
+    if maps:
+        from vaescope.explorer.core.mapfiles import write_sidecar
+
+        write_sidecar(written, sample=True, say=lambda _: None)
+    return written
 
 
 def export(model: Any, path: str | os.PathLike, images: Any = None, labels: Any = None,
