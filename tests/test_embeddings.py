@@ -150,6 +150,10 @@ def test_codes_without_images_show_no_thumbnail_and_promise_no_decoding(shapes, 
     assert "300 of 300 codes" in info and "list its nearest neighbours" in info, info
     assert "traverse" not in info and "decode" not in info, info
     assert panel.hover("17", session) == gr.skip()
+    traversal = app.panels["traversal"]
+    opened = traversal.on_model(entry, session)
+    assert opened[traversal.own].visible is False  # no image of one's own to encode without an encoder
+    assert all(opened[slider].visible is False for slider in traversal.sliders)
 
 
 def test_the_map_click_and_hover_work_and_the_decoding_panels_say_there_is_no_decoder(served: str) -> None:

@@ -184,7 +184,7 @@ class TraversalPanel:
         session.update(session.version, code=None)
         note = f"**{short_name(entry)}** · {NO_DECODER.format(what='traverse')}."
         return {self.note: note, self.image: None, self.start_image: None, self.marker: points_json(None, None),
-                self.code_image: gr.Image(value=None, visible=False), self.own: gr.Accordion(visible=True),
+                self.code_image: gr.Image(value=None, visible=False), self.own: gr.Accordion(visible=False),
                 **{slider: gr.Slider(visible=False) for slider in self.sliders},
                 self.page: gr.Dropdown(visible=False), self.cls: gr.Dropdown(choices=[], value=None, visible=False),
                 self.code_json: page_code(entry, None, None),
