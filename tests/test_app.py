@@ -108,6 +108,17 @@ def find_text(outputs: tuple, needle: str) -> str:
     return hits[0]
 
 
+def test_every_element_id_names_one_element(tiny_checkpoint_dir: Path) -> None:
+    """The page script, the stylesheet and the browser tests find elements by id: two components
+    with one id make each of them act on whichever comes first."""
+    from collections import Counter
+
+    demo = app_module.build_app(tiny_checkpoint_dir, device="cpu")
+    ids = Counter(block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None))
+    assert [name for name, count in ids.items() if count > 1] == []
+    assert len(ids) > 100  # the count is real: the page names its parts
+
+
 def test_api_names_are_exposed(client: Client) -> None:
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/load_checkpoint", "/upload_checkpoint", "/draw_map", "/pick", "/traverse_from_index",

@@ -110,7 +110,7 @@ class TraversalPanel:
         self.marker = gr.Textbox(visible="hidden", elem_id="map-marker")
         # the current code for the page's own decoder (static/decode.js): a slider move decodes in the
         # page at once, and the server's answer follows
-        self.code_json = gr.Textbox(visible="hidden", elem_id="traversal-code")
+        self.code_json = gr.Textbox(visible="hidden", elem_id="traversal-code-json")
         with gr.Row(elem_id="traversal-controls"):
             self.index = gr.Number(0, precision=0, minimum=0, label="Test image #", elem_id="traversal-index",
                                    min_width=90)

@@ -14,7 +14,7 @@
 //    with x, y the pointer's data coordinates (plotly's axis p2d). The image shows beside the
 //    pointer in #pointer-decoded. Where the page does not decode, the spot goes to the server
 //    (#pointer-btn, answered in #pointer-image), for a layer map of a hierarchical model too.
-// 3. The traversal: #traversal-code holds the current code, its class and the dimension each slider
+// 3. The traversal: #traversal-code-json holds the current code, its class and the dimension each slider
 //    moves. A slider's input event sets that coordinate and decodes in the page at once, drawn on a
 //    canvas over #traversal-image; the server's own answer (the image, the note, the map's marker)
 //    still follows for every move, and is what shows once the code changes any other way.
@@ -325,7 +325,7 @@
     if (text !== manifestText) { manifestText = text; load(parse(text)); }
     const map = boxValue('web-map');
     if (map !== mapText) { mapText = map; mapState = parse(map); hidePointer(); setNote(); }
-    const code = boxValue('traversal-code');
+    const code = boxValue('traversal-code-json');
     if (code !== codeText) {
       codeText = code; codeState = parse(code);
       const canvas = document.querySelector('#traversal-canvas');
