@@ -238,7 +238,7 @@ class Description:
     condition: Condition = Condition()
     has_prior: bool = True  # False: codes drawn by ``sample`` are not where the model puts images
     decodes: bool = True  # False: precomputed embeddings, no encoder or decoder to call
-    prior_note: str = ""  # what the prior cannot do, in words (why an AE's prior samples are noise)
+    prior_note: str = ""  # what the prior cannot do, in words (why an AE's prior samples are smudged strokes)
     details: tuple[str, ...] = ()  # short technical facts for the card: "conv", "Bernoulli likelihood"
     # Named slices of the code (a hierarchical model's layers); the first is the default for maps and
     # sliders. Empty: one group, the whole code. A model with several may offer

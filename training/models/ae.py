@@ -15,7 +15,8 @@ from vaescope.training.models.base import register
 from vaescope.training.models.vae import VAE
 
 AE_PRIOR_NOTE = ("An autoencoder has no prior: nothing decides where its codes lie, so codes drawn from "
-                 "N(0, I) land away from where the encoder puts images, and its prior samples are mostly noise.")
+                 "N(0, I) land away from where the encoder puts images, and decode to smudged, tangled strokes "
+                 "more often than to clean digits.")
 
 
 @register("ae")
