@@ -126,7 +126,7 @@ def test_ae_prior_samples_are_off_manifold(digits) -> None:
     assert torch.equal(post.sample(), post.mean)
     assert float(model.kl_per_dim(post).abs().sum()) == 0.0
     assert post.deterministic and float(post.std.abs().sum()) == 0.0
-    assert not model.describe().has_prior and "noise" in model.describe().prior_note
+    assert not model.describe().has_prior and "tangled strokes" in model.describe().prior_note
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
