@@ -175,6 +175,24 @@ def latent_explore(folder: Path, workdir: Path, env: dict[str, str] | None = Non
                 proc.wait()
 
 
+HOVER_THUMB_SHOWN = ("() => { const t = document.querySelector('#hover-thumb');"
+                     " return !!(t && t.classList.contains('shown') && t.querySelector('img')); }")
+
+
+def hover_until_thumbnail(page: Any, point: dict, timeout: float = 30.0, attempt_ms: int = 2_000) -> None:
+    """Move the pointer onto map ``point`` ({x, y} in page pixels) until its hover thumbnail shows,
+    as a hand does: onto the point, and again if plotly was still settling the new map."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.mouse.move(point["x"] - 30, point["y"])
+        page.mouse.move(point["x"], point["y"], steps=4)
+        try:
+            page.wait_for_function(HOVER_THUMB_SHOWN, timeout=attempt_ms)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try the move again
+            assert time.monotonic() < deadline, "hovering a point never showed its thumbnail"
+
+
 def click_until(page: Any, locate: Any, done: Any, timeout: float = 40.0, attempt: float = 4.0) -> dict:
     """Click where ``locate()`` says (a dict with x and y, found again before every try) until the
     page function ``done(spot)`` returns true, as a hand clicks again when a click lands while the

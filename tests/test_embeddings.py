@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import time
 import zipfile
 from pathlib import Path
 
@@ -209,7 +208,7 @@ def test_latent_explore_reads_embeddings_files(npz_file: Path, monkeypatch: pyte
 
 @pytest.mark.e2e
 def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
-    from serving import CHROMIUM_ARGS, watch
+    from serving import CHROMIUM_ARGS, hover_until_thumbnail, watch
 
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
@@ -232,17 +231,7 @@ def test_10k_embeddings_in_chromium_map_and_thumbnails(served: str) -> None:
                     if (y > r.top + 5 && y < Math.min(r.bottom, 715) - 5 && x > r.left + 5 && x < r.right - 5) return {{x, y}}; }}
                 return null; }}""")
             assert point, "no point of the map is on screen"
-            shown = ("() => { const t = document.querySelector('#hover-thumb');"
-                     " return !!(t && t.classList.contains('shown') && t.querySelector('img')); }")
-            deadline = time.monotonic() + 30
-            while True:  # as a hand does: onto the point, and again if plotly was still settling the new map
-                page.mouse.move(point["x"] - 30, point["y"])
-                page.mouse.move(point["x"], point["y"], steps=4)
-                try:
-                    page.wait_for_function(shown, timeout=2_000)
-                    break
-                except playwright_api.TimeoutError:
-                    assert time.monotonic() < deadline, "hovering a point never showed its thumbnail"
+            hover_until_thumbnail(page, point, timeout=30, attempt_ms=2_000)
             click_until(page, lambda: point,
                         lambda _: "() => document.querySelector('#picked-info').innerText.includes('no decoder')")
             page.screenshot(path=str(Path(__file__).resolve().parents[1] / "test-artifacts" / "embeddings-10k.png"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving import click_until, latent_explore, watched_page
+from serving import click_until, hover_until_thumbnail, latent_explore, watched_page
 
 from vaescope.limits import MAX_DRAWN_POINTS
 
@@ -53,17 +53,7 @@ def test_a_million_row_embeddings_map_hovers_and_clicks_in_chromium(browser, tmp
             }}
             return null; }}""")
         assert point, "no point of the map is on screen"
-        shown = ("() => { const t = document.querySelector('#hover-thumb');"
-                 " return !!(t && t.classList.contains('shown') && t.querySelector('img')); }")
-        deadline = time.monotonic() + 60
-        while True:  # as a hand does: onto the point, and again if plotly was still settling the new map
-            page.mouse.move(point["x"] - 30, point["y"])
-            page.mouse.move(point["x"], point["y"], steps=4)
-            try:
-                page.wait_for_function(shown, timeout=3_000)
-                break
-            except Exception:  # noqa: BLE001 - playwright's TimeoutError: try the move again
-                assert time.monotonic() < deadline, "hovering a point never showed its thumbnail"
+        hover_until_thumbnail(page, point, timeout=60, attempt_ms=3_000)
         click_until(page, lambda: point,
                     lambda _: "() => /#\\d+/.test(document.querySelector('#picked-info').innerText) && "
                               "document.querySelector('#picked-info').innerText.includes('no decoder')",
