@@ -83,8 +83,9 @@ def run(page) -> None:  # noqa: ANN001 - a Playwright page
 
     # -- a click: its nearest neighbours, as a strip and as rings --
     click_until(page, lambda: point_position(page, trace=1, point=0),
-                lambda q: "() => document.querySelector('#neighbours-note').innerText.includes('nearest neighbours')")
-    page.wait_for_selector("#neighbours-strip img", timeout=30_000)
+                # the answer's own words: the hint before any click also says "nearest neighbours"
+                lambda q: "() => document.querySelector('#neighbours-note').innerText.includes('nearest neighbours of')"
+                          " && document.querySelector('#neighbours-strip img') !== null")
     page.wait_for_function(f"() => {MAP}._fullData.find(t => t.name === 'neighbours')._length === 8", timeout=30_000)
     page.locator("#neighbours-strip").scroll_into_view_if_needed()
     screenshot(page, SHOTS / "32-map-neighbours.png")
