@@ -179,6 +179,22 @@ HOVER_THUMB_SHOWN = ("() => { const t = document.querySelector('#hover-thumb');"
                      " return !!(t && t.classList.contains('shown') && t.querySelector('img')); }")
 
 
+def api_client(url: str, tries: int = 3, **kwargs: Any) -> Any:
+    """A gradio_client ``Client`` of ``url``, set up again (up to ``tries`` times) when its setup
+    fails: many clients asking for the whole API's description (/info) at the same instant can
+    outwait httpx's timeout on 2 loaded cores, and a user whose page timed out reloads it."""
+    from gradio_client import Client
+
+    for attempt in range(tries):
+        try:
+            return Client(url, verbose=False, **kwargs)
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def hover_until_thumbnail(page: Any, point: dict, timeout: float = 30.0, attempt_ms: int = 2_000) -> None:
     """Move the pointer onto map ``point`` ({x, y} in page pixels) until its hover thumbnail shows,
     as a hand does: onto the point, and again if plotly was still settling the new map."""

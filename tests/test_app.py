@@ -23,7 +23,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from serving import serving
+from serving import api_client, serving
 
 from vaescope.explorer.core.dims import SLIDERS
 from vaescope.explorer.ui import app as app_module
@@ -335,7 +335,7 @@ def test_checkpoint_without_its_dataset_still_traverses_and_samples(client: Clie
 def test_many_users_drag_sliders_at_once(server: str) -> None:
     """12 sessions, each loading a model and moving sliders concurrently, all get their images."""
     def user(k: int) -> int:
-        c = Client(server, verbose=False)
+        c = api_client(server)  # 12 setups at once: retried as a reloading user would
         load(c, GOOD[k % len(GOOD)])
         return sum(slide(c, v, slot=k % 3).size > 0 for v in (-2.0, -1.0, 0.5, 1.5, 2.5))
 

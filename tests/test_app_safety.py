@@ -33,7 +33,7 @@ from gradio_client.utils import StatusUpdate
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from serving import latent_explore, serving
+from serving import api_client, latent_explore, serving
 
 from vaescope.explorer.core import projection
 from vaescope.explorer.core.locks import KeyedLocks
@@ -393,14 +393,11 @@ def _soak_user(url: str, k: int, stop: threading.Event, errors: list[str], count
                downloads: Path) -> None:
     """One session: load a model, then move a slider until ``stop``; every 25th call samples.
     Like a browser, it downloads every image it is sent."""
-    for attempt in range(3):  # 16 API clients asking for the whole API's description (/info) at the same
-        try:                  # instant can outwait httpx's timeout on 2 cores: a client that did tries again,
-            c = Client(url, verbose=False, download_files=str(downloads / str(k)))  # as a reloading user would
-            break
-        except Exception as exc:  # noqa: BLE001 - reported once the tries are spent
-            if attempt == 2:
-                errors.append(f"client {k} setup: {exc!r}")
-                return
+    try:
+        c = api_client(url, download_files=str(downloads / str(k)))
+    except Exception as exc:  # noqa: BLE001 - every failure is an error the test reports
+        errors.append(f"client {k} setup: {exc!r}")
+        return
     try:
         c.predict(GOOD[k % len(GOOD)], api_name="/load_checkpoint")
     except Exception as exc:  # noqa: BLE001 - every failure is an error the test reports
