@@ -322,3 +322,29 @@ def test_sequences_are_drawn_as_lines() -> None:
     images = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
     assert pictures(images, "image") is images
     assert pictures(flat[0], "line").shape == (1, LINE_HEIGHT, 64)  # one image too
+
+
+def test_the_presenter_traversal_grid_shows_the_most_used_rows_in_big_cells(app) -> None:
+    """The presenter layout's grid: the page's three most used dimensions, at most seven steps,
+    each cell at least STRIP_PX; the other layout keeps the whole page of rows and the steps asked."""
+    import numpy as np
+    from PIL import Image
+
+    from vaescope.explorer.core.dims import page_dims
+    from vaescope.explorer.ui.common import STRIP_PX
+    from vaescope.explorer.ui.traversal import PRESENT_GRID_ROWS, PRESENT_GRID_STEPS
+
+    session, entry = switched(app, "tiny-vae.safetensors")
+    traversal = app.panels["traversal"]
+    side = max(entry.description.image_shape[-2:])
+    dims = page_dims(entry, "z:0")
+    for present, rows, columns in ((False, len(dims), 9), (True, PRESENT_GRID_ROWS, PRESENT_GRID_STEPS)):
+        out = traversal.traversal_grid(9, "z:0", "prior", session, present)
+        picture = np.asarray(Image.open(out[traversal.grid_file]))  # the download: the picture shown
+        label = out[traversal.grid_image].label
+        names = [entry.description.dim_name(int(d)) for d in dims[:rows]]
+        assert f"rows, top to bottom: {', '.join(names)} ·" in label, label
+        assert ("presenter layout: the 3 most used, 7 steps" in label) == present
+        cell = picture.shape[0] / rows  # the rows fill the picture's height
+        assert cell >= STRIP_PX if present else cell < STRIP_PX, (present, picture.shape)
+        assert picture.shape[1] >= columns * -(-STRIP_PX // side) * side if present else True

@@ -176,7 +176,7 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
                 (anomaly.score_test_images, [session], [anomaly.note, anomaly.histogram, anomaly.typical,
                                                         anomaly.unusual]),
                 (anomaly.compare, [anomaly.other, session], [anomaly.histogram, anomaly.compare_note])]}))
-        traversal.wire()
+        traversal.wire(models.present)
         webdecode.wire(latent_map.plot)
         interpolation.wire()
         for panel in (sampling, diagnostics, denoising, anomaly, manifold):

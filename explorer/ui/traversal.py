@@ -61,6 +61,7 @@ from vaescope.explorer.core.values import number, whole
 from vaescope.explorer.ui.common import (
     PREVIEW_PX,
     QUICK,
+    STRIP_PX,
     Context,
     as_response,
     big,
@@ -86,6 +87,9 @@ CAPTION = ("**Traversal.** The image decoded from one code. Each slider moves on
 GRID_CAPTION = ("Each row moves one dimension of the current code across the slider range, left to right "
                 "(rows follow the current page of sliders, most used first).")
 GRID_PX = 64
+# the presenter layout's grid: the most used rows of the page, at most this many steps, cells of at
+# least STRIP_PX (1280x720: three rows of 140 px MNIST digits beside the controls)
+PRESENT_GRID_ROWS, PRESENT_GRID_STEPS = 3, 7
 CODE_LABEL = "The code: {c} channel maps ({where}) · blue −{scale:.2g} · white 0 · red +{scale:.2g}"
 
 
@@ -264,7 +268,9 @@ class TraversalPanel:
         return points_json(view if view is not None and view.key == entry.key else None, trail)
 
     # -- events --
-    def wire(self) -> None:
+    def wire(self, present: Any = None) -> None:
+        """The panel's events; ``present`` is the page's presenter-layout toggle (the traversal grid
+        is drawn for a projector when it is on)."""
         s = self.session
         start_out = self.start_outputs()
         view_out = [self.image, self.note, *self.sliders, self.code_image, self.code_json]
@@ -288,7 +294,8 @@ class TraversalPanel:
                         api_name="traverse_class", **QUICK)
         gr.on([self.range.input, self.page.select], self.traverse_view, [self.page, self.range, s], view_out,
               api_name="traverse_view", **QUICK)
-        self.grid_btn.click(self.traversal_grid, [self.grid_steps, self.page, self.range, s],
+        self.grid_btn.click(self.traversal_grid, [self.grid_steps, self.page, self.range, s,
+                                                  *([present] if present is not None else [])],
                             [self.grid_image, self.grid_file], api_name="traversal_grid",
                             show_progress_on=[self.grid_image])
 
@@ -400,18 +407,26 @@ class TraversalPanel:
         return self.view(entry, code, page, range_mode)
 
     @handler
-    def traversal_grid(self, steps: Any, page: Any, range_mode: str, session: Session) -> dict[Any, Any]:
+    def traversal_grid(self, steps: Any, page: Any, range_mode: str, session: Session,
+                       present: bool = False) -> dict[Any, Any]:
+        """A grid: each row moves one dimension (or channel) of the current code over the range. In
+        the presenter layout (``present``), the page's PRESENT_GRID_ROWS most used rows and at most
+        PRESENT_GRID_STEPS steps, in cells of at least STRIP_PX, so it fits 1280x720 unscaled."""
         version, entry = self.ctx.current(session)
         code = self._current_code(session, entry)
         n = whole(steps, "Steps", 3, 15)
+        if present:
+            n = min(n, PRESENT_GRID_STEPS)
+        rows_shown = PRESENT_GRID_ROWS if present else None
         mode = range_mode if range_mode in ("prior", "data") else default_range(entry)
         channels = page_channels(entry, page)
         if channels is not None:  # rows move whole channels, by offsets from the start code
+            channels = channels[:rows_shown]
             lo, hi = channel_bounds(entry, mode, code.z0)
             codes = channel_codes(entry, code.z, code.z0, channels, lo, hi, n)
             names = [f"c{c}" for c in channels]
         else:
-            dims = page_dims(entry, page)
+            dims = page_dims(entry, page)[:rows_shown]
             lo, hi = slider_bounds(entry, mode)
             codes = traversal.traversal_codes(code.z, dims, lo, hi, n)
             group, _ = parse_page(page, entry)
@@ -420,10 +435,11 @@ class TraversalPanel:
                                           group.name).float().cpu().numpy()
             names = [entry.description.dim_name(int(d)) for d in dims]
         images = decode(entry, codes, code.y)
-        picture = grid(entry, images, nrow=n, cell_px=GRID_PX, row_labels=names)
+        picture = grid(entry, images, nrow=n, cell_px=STRIP_PX if present else GRID_PX, row_labels=names)
         rows = ", ".join(names) + (" (whole channels)" if channels is not None else "")
         name = short_name(entry)
-        label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high"
+        label = f"{name} · traversal grid · rows, top to bottom: {rows} · columns: {mode} range, low to high" + (
+            f" · presenter layout: the {len(names)} most used, {n} steps" if present else "")
         return {self.grid_image: gr.Image(value=served(picture), label=label),
                 self.grid_file: self.ctx.downloads.write(f"{name.replace('/', '-')}-traversal-grid.png",
                                                          _png(picture))}
