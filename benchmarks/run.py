@@ -36,6 +36,7 @@ FIGURES = {
     "bundles": ("benchmarks.bundles", "7. Memory of served ONNX bundles"),
     "million": ("benchmarks.million", "8. A million points"),
     "pointer": ("benchmarks.pointer", "9. Decoding under the pointer, in the page"),
+    "lessons": ("benchmarks.lessons", "10. Lessons opened from their links"),
 }
 
 

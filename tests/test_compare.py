@@ -310,7 +310,8 @@ def test_a_lesson_that_is_unknown_or_lacks_its_models_says_so(app) -> None:
     assert "No lesson is called" in unknown["lesson-banner"] and "ae-vs-vae" in unknown["lesson-banner"]
     missing = by_id(lessons.start("ae-vs-vae"))  # the tiny folder has none of the shipped models
     assert "needs mnist/ae.safetensors" in missing["lesson-banner"]
-    assert lessons.finish("ae-vs-vae", SessionPair()) == gr.skip()
+    assert lessons.words("ae-vs-vae", False) == gr.skip()  # nor words, nor a side-by-side view to open
+    assert lessons.open_compare("ae-vs-vae", SessionPair()) == gr.skip()
     assert lessons.start("")[lessons.banner_group].visible is False  # no ?lesson=: no banner
 
 

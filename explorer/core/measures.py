@@ -123,9 +123,13 @@ def typical_path_gap(entry: ModelEntry, pairs: int = WALK_PAIRS, seed: int = 0) 
 
 def clearest_walk(a: ModelEntry, b: ModelEntry, pairs: int = WALK_PAIRS, seed: int = 0) -> tuple[int, int]:
     """Of ``typical_path_gap``'s random pairs (the same images in both models), the pair whose walk
-    strays furthest from the data in ``a`` relative to ``b``: where ``a``'s holes show best."""
-    found = _random_pairs(a, pairs, seed)
-    return max(found, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
+    strays furthest from the data in ``a`` relative to ``b``: where ``a``'s holes show best. Kept in
+    ``a.derived`` (a lesson's words, chart and screen all ask for it)."""
+    key = (b.key, pairs, seed)
+    if key not in a.derived.walks:
+        found = _random_pairs(a, pairs, seed)
+        a.derived.walks[key] = max(found, key=lambda p: path_gap(a, *p) / max(path_gap(b, *p), 1e-9))
+    return a.derived.walks[key]
 
 
 def prior_ball(entry: ModelEntry, share: float = 0.95) -> tuple[float, float, float]:

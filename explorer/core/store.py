@@ -77,6 +77,7 @@ class Derived:
     pixel_probe: Probe | None = None  # measures.pixel_probe
     code_tree: cKDTree | None = None  # measures.path_gap: a KD-tree of the evaluation codes
     neighbour_distance: float | None = None  # measures.path_gap: the median distance to the nearest code
+    walks: dict[tuple[str, int, int], tuple[int, int]] = field(default_factory=dict)  # measures.clearest_walk, by the other's key
     mig: tuple[float, dict[str, float]] | None = None  # measures.factor_mig
     record: Record | None = None  # timeline.training_timeline: the checkpoint's training record ...
     record_read: bool = False  # ... once it was looked for (None then means the file has none)

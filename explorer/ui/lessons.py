@@ -3,10 +3,11 @@ the buttons that make its point, and writes its explanation, measured on those m
 banner at the top of the page. Every control stays live afterwards.
 
 A lesson is data (``core.lessons.Lesson``: its models, views, settings, picks, buttons and words).
-It runs as a chain of the page's own events (Gradio runs each step after the previous one): choose
-the models and views, load each model (the side-by-side view's own loaders, or the Explore page's),
-draw, then ``finish``: the picks and buttons through the side-by-side view's typed methods
-(``ActionBar.pick_index``, ``ActionBar.act``), and the words.
+It runs as the page's own events: ``start`` chooses the models and views, then four branches run at
+once (each Gradio event is a round trip and a redraw in the page, so the lesson opens as fast as its
+slowest branch, not the sum of its steps): the words, the presenter's screen, the side-by-side view
+(``open_compare``: both models loaded and drawn, then the picks and buttons through the view's typed
+methods ``ActionBar.pick_index`` and ``ActionBar.act``), and the Explore page's switch and panels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from vaescope.explorer.core.lessons import (
     missing_models,
     stage_content,
 )
-from vaescope.explorer.ui.common import Context, grid, log
+from vaescope.explorer.ui.common import PROGRESS, Context, as_response, grid, log
 from vaescope.explorer.ui.compare import CompareView
 from vaescope.explorer.ui.models import ModelsPanel
 from vaescope.explorer.ui.state import SessionPair
@@ -51,11 +52,14 @@ URL_LESSON_JS = "() => new URLSearchParams(window.location.search).get('lesson')
 # the presenter layout's live views (the page's tabs) or the lesson's own screen: a page class
 LIVE_JS = ("() => { document.body.classList.toggle('live', %s); "
            "window.vaescopeResizePlots && window.vaescopeResizePlots(); }")
-# a one-model lesson whose view is one of the Explore page's lower tabs brings that tab on screen
-# ... and the page notes that the lesson's last step ran (body[data-lesson-done], which tests wait for)
-SCROLL_TO_VIEW_JS = ("(name) => { document.body.dataset.lessonDone = name;"
-                     " if (%s.includes(name) && !document.body.classList.contains('present')) {"
-                     " const t = document.querySelector('#main-tabs'); if (t) t.scrollIntoView({block: 'start'}); } }")
+# a branch of a lesson's events ran (``LessonsPanel._chain``); once all of them have, the page notes it
+# (body[data-lesson-done], which tests wait for) and a one-model lesson whose view is one of the
+# Explore page's lower tabs brings that tab on screen
+BRANCH_DONE_JS = ("(name) => { const s = (window.__lessonBranches && window.__lessonBranches.name === name)"
+                  " ? window.__lessonBranches : (window.__lessonBranches = {name, done: 0});"
+                  " if (++s.done < %d) return; s.done = 0; document.body.dataset.lessonDone = name;"
+                  " if (%s.includes(name) && !document.body.classList.contains('present')) {"
+                  " const t = document.querySelector('#main-tabs'); if (t) t.scrollIntoView({block: 'start'}); } }")
 
 
 Followup = tuple[Callable[..., Any], list[Any], list[Any]]  # (handler, inputs, outputs) of an Explore page event
@@ -142,27 +146,39 @@ class LessonsPanel:
         return [*self.stage_maps, *self.stage_figures, self.chart, *self.stage_pictures]
 
     def _chain(self, head: Any) -> None:
+        """One lesson's events: ``start`` (models and views chosen, the banner shown), then four
+        branches at once, each as short as it can be: the words, the presenter's screen, the
+        side-by-side view (both models loaded, drawn and the lesson's buttons pressed, in one
+        event), and the Explore page's switch with its panels. The page notes when all four ran."""
         compare, bar = self.compare, self.compare.bar
         start_out = [self.banner_group, self.banner, self.chart, self.page.top_tabs, self.page.explore_tabs,
                      self.models.dropdown, *bar.settings(), *(side.model for side in compare.sides.values())]
-        step = head.then(self.start, [self.name], start_out, show_progress="hidden")
-        # the side-by-side lessons: load both sides (skipped by an empty name), draw, finish
-        for name, side in compare.sides.items():
-            step = step.then(self._compare_loader(name), [self.name, side.model, compare.pair], side.load_outputs(),
-                             show_progress_on=[side.plot])
-        step = step.then(self._drawer(), [self.name, *bar.settings(), compare.pair], bar.draw_outputs())
-        step = step.then(self.finish, [self.name, compare.pair],
-                         [self.banner, self.chart, *bar.pick_outputs(), *bar.answer_outputs()])
-        # the presenter layout's screen of the lesson (nothing when the layout is off)
-        step = step.then(self.stage, [self.name, self.models.present], self.stage_outputs(), show_progress="hidden")
+        started = head.then(self.start, [self.name], start_out, show_progress="hidden")
+        ends = [started.then(self.words, [self.name, self.models.present], [self.banner, self.chart],
+                             show_progress="hidden"),
+                # the presenter layout's screen of the lesson (nothing when the layout is off)
+                started.then(self.stage, [self.name, self.models.present], self.stage_outputs(),
+                             show_progress="hidden"),
+                started.then(self.open_compare, [self.name, compare.pair], self.compare_outputs(),
+                             show_progress_on=[side.plot for side in compare.sides.values()])]
         # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels
-        step = step.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
-                         self.models.outputs(), show_progress_on=[self.models.card])
+        step = started.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
+                            self.models.outputs(), show_progress_on=[self.models.card])
         for view, steps in self.page.followups.items():
             for fn, inputs, outputs in steps:
                 step = step.then(self._only_for(view, fn), [self.name, *inputs], outputs)
-        step.then(None, [self.name], None, js=SCROLL_TO_VIEW_JS % json.dumps(
-            [lesson.name for lesson in LESSONS if len(lesson.models) == 1 and lesson.view != "map"]))
+        ends.append(step)
+        one_model_views = json.dumps([lesson.name for lesson in LESSONS if len(lesson.models) == 1
+                                      and lesson.view != "map"])
+        for end in ends:
+            end.then(None, [self.name], None, js=BRANCH_DONE_JS % (len(ends), one_model_views))
+
+    def compare_outputs(self) -> list[Any]:
+        """What opening a two-model lesson on the side-by-side view updates (each once)."""
+        bar = self.compare.bar
+        found = [*(c for side in self.compare.sides.values() for c in side.load_outputs()), *bar.draw_outputs(),
+                 *bar.pick_outputs(), *bar.answer_outputs(), self.banner]
+        return list(dict.fromkeys(found))
 
     # -- handlers --
     def start(self, name: str) -> dict[Any, Any]:
@@ -191,22 +207,6 @@ class LessonsPanel:
                 updates[self.page.explore_tabs] = gr.Tabs(selected=lesson.view)
         return updates
 
-    def _compare_loader(self, side: str) -> Any:
-        def load_lesson_side(name: str, model: str | None, pair: SessionPair) -> Any:
-            lesson = find(name)
-            if lesson is None or len(lesson.models) != 2 or missing_models(lesson, self.ctx.store.names()):
-                return gr.skip()
-            return self.compare.sides[side].load(model, pair)
-        return load_lesson_side
-
-    def _drawer(self) -> Any:
-        def draw_lesson(name: str, method: str, color: str, overlay: str, pair: SessionPair) -> Any:
-            lesson = find(name)
-            if lesson is None or len(lesson.models) != 2 or pair.a.key is None or pair.b.key is None:
-                return gr.skip()
-            return self.compare.bar.draw_both(method, color, overlay, pair)
-        return draw_lesson
-
     def _explore_loader(self) -> Any:
         def load_lesson_model(name: str, model: str | None, session: Any) -> Any:
             lesson = find(name)
@@ -225,14 +225,14 @@ class LessonsPanel:
             return fn(*args)
         return followup
 
-    def finish(self, name: str, pair: SessionPair) -> Any:
-        """The lesson's picks and buttons on the side-by-side view, and its words in the banner."""
+    def words(self, name: str, present: bool) -> Any:
+        """The lesson's words in the banner, measured on its models, and its chart beside the views
+        (in the presenter layout the lesson's screen sizes and shows the chart: ``stage``)."""
         lesson = find(name)
         if lesson is None or missing_models(lesson, self.ctx.store.names()):
             return gr.skip()
         try:
             entries = [self.ctx.store.open_name(m) for m in lesson.models]
-            updates = self._press(lesson, entries, pair) if len(lesson.models) == 2 else {}
             words, chart = measured(lesson, entries, self.ctx.store)
         except InputError as exc:
             return {self.banner: f"### {lesson.title}\n⚠️ {exc}"}
@@ -240,9 +240,34 @@ class LessonsPanel:
             log.exception("lesson %s failed", lesson.name)
             return {self.banner: f"### {lesson.title}\n⚠️ The lesson failed ({type(exc).__name__}: {exc}); the server "
                                  "log has the details."}
-        updates[self.banner] = f"### {lesson.title}\n{words}"
-        updates[self.chart] = gr.Plot(value=chart, visible=chart is not None)
+        updates: dict[Any, Any] = {self.banner: f"### {lesson.title}\n{words}"}
+        if not present:
+            updates[self.chart] = gr.Plot(value=chart, visible=chart is not None)
         return updates
+
+    def open_compare(self, name: str, pair: SessionPair, progress: Any = PROGRESS) -> Any:
+        """A two-model lesson on the side-by-side view, as one event: both models loaded, both maps
+        drawn with the lesson's settings, then its picks and buttons; nothing for another lesson."""
+        lesson = find(name)
+        if lesson is None or len(lesson.models) != 2 or missing_models(lesson, self.ctx.store.names()):
+            return gr.skip()
+        updates: dict[Any, Any] = {}
+        for side, model in zip(self.compare.sides.values(), lesson.models, strict=True):
+            loaded = side.load(model, pair, progress)
+            updates |= loaded if isinstance(loaded, dict) else {}
+        if pair.a.key is None or pair.b.key is None:  # a side could not load: its note says why
+            return as_response(updates)
+        try:
+            drawn = self.compare.bar.draw_both(lesson.method, lesson.color, lesson.overlay, pair)
+            updates |= drawn if isinstance(drawn, dict) else {}
+            updates |= self._press(lesson, [self.ctx.store.open_name(m) for m in lesson.models], pair)
+        except (gr.Error, InputError) as exc:
+            updates[self.banner] = f"### {lesson.title}\n⚠️ {exc}"
+        except Exception as exc:  # a bug: keep the page, say so
+            log.exception("lesson %s failed on the side-by-side view", lesson.name)
+            updates[self.banner] = (f"### {lesson.title}\n⚠️ The lesson failed ({type(exc).__name__}: {exc}); the "
+                                    "server log has the details.")
+        return as_response(updates)
 
     def _press(self, lesson: Lesson, entries: list[Any], pair: SessionPair) -> dict[Any, Any]:
         """The lesson's picks (on side A's map) and buttons; nothing if a side changed models meanwhile."""
@@ -268,7 +293,7 @@ class LessonsPanel:
             entries = [self.ctx.store.open_name(m) for m in lesson.models]
             content = stage_content(lesson, entries, self.ctx.store, self.ctx.projections)
             chart = measured(lesson, entries, self.ctx.store)[1]
-        except InputError:  # the banner says why (finish): the screen shows the words alone
+        except InputError:  # the banner says why (words): the screen shows the words alone
             return hidden
         except Exception:  # a bug: keep the page and the lesson's words
             log.exception("the screen of lesson %s failed", lesson.name)
