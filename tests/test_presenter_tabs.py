@@ -3,8 +3,9 @@ shipped MNIST VAE: each view, once its button is pressed, shows its result with 
 its image grids at least 128 px a cell and shown at their own size (never rescaled by a fraction),
 and no page error, console error or error toast.
 
-The views not listed here (diagnostics, the manifold) do not yet meet the 128 px rule on a
-projector; the issue's note says so.
+The manifold is not listed: its grid of 10 steps a side is one figure whose cells shrink to fit
+(the issue's note says why); the diagnostics view is listed with no button (its grids come with the
+model).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.e2e
 # view -> (the button that fills it, {image box: columns of its grid})
 VIEWS = {
     "traversal": ("#traversal-grid-btn", {"traversal-grid": 7}),  # the 3 most used rows, 7 steps (and row labels)
+    "diagnostics": (None, {"diag-recon": 4, "diag-prior": 4}),  # drawn with the model: 3 x 4 each
     "class": ("#sample-btn", {"sample-grid": 4}),  # 16 samples, 4 a row
     "interpolation": ("#interp-btn", {"interp-strip": 8, "interp-a-original": 1, "interp-b-image": 1}),
     "anomalies": ("#anomaly-score-btn", {"anomaly-typical": 4, "anomaly-unusual": 4}),
@@ -50,7 +52,8 @@ def test_a_view_fits_the_projector_with_big_cells(browser, url: str, view: str) 
     with watched_page(browser) as page:  # fails on any page error, console error or error toast
         page.goto(f"{url}?present=1&tab=explore&view={view}&model={MODEL}")
         page.wait_for_function("() => document.querySelector('#traversal-image img')", timeout=120_000)  # loaded
-        page.locator(button).click()
+        if button is not None:
+            page.locator(button).click()
         page.wait_for_function("(boxes) => boxes.every(id => { const i = document.querySelector('#' + id + ' img');"
                                " return i && i.complete && i.naturalWidth > 0; })", arg=list(grids), timeout=60_000)
         page.wait_for_timeout(500)

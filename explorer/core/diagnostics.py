@@ -16,7 +16,10 @@ from vaescope.explorer.core.maps import message_figure
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.metrics import ACTIVE_UNIT_THRESHOLD
 
-GRID_PX = 64  # cell size of the diagnostics grids
+# the diagnostics grids: GRID_ROWS rows of GRID_COLUMNS images in cells of at least GRID_PX (the
+# smallest whole upscaling factor: 140 px for MNIST), so the two grids fit a 1280x720 projector side
+# by side with their labels
+GRID_PX, GRID_ROWS, GRID_COLUMNS = 128, 3, 4
 
 
 @dataclass
@@ -31,8 +34,9 @@ class Diagnostics:
 
 
 def grid_scale(images: np.ndarray, cell_px: int = GRID_PX) -> int:
-    """Nearest-neighbour upscaling for grids: small images (8x8 digits) need it to be visible at all."""
-    return max(1, cell_px // max(images.shape[-2:]))
+    """Nearest-neighbour upscaling for grids: the smallest whole factor that makes a cell at least
+    ``cell_px`` (small images, 8x8 digits, need it to be visible at all)."""
+    return max(1, -(-cell_px // max(images.shape[-2:])))
 
 
 def diagnostics(entry: ModelEntry) -> Diagnostics:
@@ -47,7 +51,7 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
     curves = figures.training_curves(history) if history else message_figure("No training history in this model.")
     if history:
         curves.update_layout(title=f"{entry.name.removesuffix('.safetensors')} · training history")
-    prior = prior_samples(entry, 32)
+    prior = prior_samples(entry, GRID_ROWS * GRID_COLUMNS)
     if entry.description.prior_note:
         notes.append(entry.description.prior_note)
     if entry.description.condition.class_choices(()):
@@ -55,7 +59,7 @@ def diagnostics(entry: ModelEntry) -> Diagnostics:
                      f"{entry.description.condition.size}.")
     recon = recon_grid(entry)
     return Diagnostics("\n\n".join(notes), kl_fig, curves, recon,
-                       _grid(entry, prior, nrow=8))
+                       _grid(entry, prior, nrow=GRID_COLUMNS))
 
 
 def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
@@ -91,9 +95,10 @@ def kl_panel(entry: ModelEntry) -> tuple[go.Figure, list[str]]:
     return figure, notes
 
 
-def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
+def recon_grid(entry: ModelEntry, n: int = GRID_ROWS * GRID_COLUMNS // 2) -> np.ndarray | None:
     """Up to n evaluation images and their reconstructions from the posterior mean, as a uint8 grid
-    [H, W, 3]: rows of originals, each followed by its row of reconstructions. None without images."""
+    [H, W, 3] of GRID_COLUMNS columns: each image followed by its reconstruction (columns 1, 3: the
+    images; 2, 4: the reconstructions). None without images."""
     if not entry.has_points:
         return None
     latents, model, description = entry.latents, entry.model, entry.description
@@ -103,9 +108,8 @@ def recon_grid(entry: ModelEntry, n: int = 16) -> np.ndarray | None:
         xt = torch.from_numpy(x).to(model.device)
         yt = description.condition.from_labels(torch.from_numpy(latents.labels[:n]).to(model.device))
         r = model.decode(model.encode(xt, yt).mean, yt).float().cpu().numpy()
-    half = max(1, (n + 1) // 2)
-    rows = [block for i in range(0, n, half) for block in (x[i:i + half], r[i:i + half])]
-    return _grid(entry, np.concatenate(rows), nrow=half)
+    pairs = np.stack([x, r], axis=1).reshape(2 * n, *x.shape[1:])  # image, its reconstruction, ...
+    return _grid(entry, pairs, nrow=GRID_COLUMNS)
 
 
 def _grid(entry: ModelEntry, images: np.ndarray, nrow: int) -> np.ndarray:

@@ -28,7 +28,7 @@ class DiagnosticsPanel:
             self.kl = gr.Plot(label="KL per dimension", elem_id="diag-kl")
             self.curves = gr.Plot(label="Training curves", elem_id="diag-curves")
         with gr.Row():
-            self.recon = gr.Image(label="Test images (rows 1, 3) and their reconstructions (rows 2, 4)", format="png",
+            self.recon = gr.Image(label="Test images (columns 1, 3) and their reconstructions (columns 2, 4)", format="png",
                                   height=340, interactive=False, elem_id="diag-recon", elem_classes="pixelated",
                                   buttons=["fullscreen"])
             self.prior = gr.Image(label="Samples from the prior", format="png", height=340, interactive=False,
@@ -42,7 +42,7 @@ class DiagnosticsPanel:
         name = short_name(entry)
         return {self.note: f"**{name}**\n\n{shown.notes}", self.kl: shown.kl_figure, self.curves: shown.curves,
                 self.recon: gr.Image(value=None if shown.reconstructions is None else served(shown.reconstructions),
-                                     label=f"{name} · test images (rows 1, 3) and their reconstructions (rows 2, 4)"),
+                                     label=f"{name} · test images (columns 1, 3) and their reconstructions (columns 2, 4)"),
                 self.prior: gr.Image(value=None if shown.prior_grid is None else served(shown.prior_grid),
                                      label=f"{name} · samples from the prior")}
 
