@@ -16,6 +16,11 @@ Cold: the first opening of each lesson on the fresh server (lessons in their lis
 later lesson may find a model an earlier one loaded). Warm: later openings, median over rounds.
 The baseline, measured in the same rounds: the page floor, ``?model=M&present=1`` for the lesson's
 first model, until its map is drawn (Gradio's page, the model panel and one map, no lesson).
+
+``--baseline-commit REV`` also serves the code of an earlier commit (``git archive`` into a
+temporary folder, imported ahead of the installed package) from its own fresh server, and opens
+every lesson there too, alternating with this tree's in every round: a before/after ratio from
+one run.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ASSETS, Figure, Row, free_port, launch_browser, median
+from benchmarks.common import ASSETS, REPO, Figure, Row, free_port, launch_browser, median
 
 TARGET_S = 5.0
 TIMEOUT_MS = 180_000
@@ -52,12 +57,31 @@ MAP_JS = """() => { const gd = document.querySelector('#latent-map .js-plotly-pl
   return !!(gd && gd._fullData && gd._fullData.length > 1); }"""
 
 
-def serve(workdir: Path) -> tuple[subprocess.Popen, str]:
-    """A fresh explorer on the shipped checkpoints; (its process, its URL)."""
+def checkout(rev: str, folder: Path) -> Path:
+    """The code of commit ``rev`` as an importable ``vaescope`` package under ``folder`` (the
+    repository's layout mapped as pyproject.toml maps it); the folder to put on PYTHONPATH."""
+    tree = folder / "tree"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "vaescope", "explorer", "training"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    site = folder / "site"
+    site.mkdir()
+    (tree / "vaescope").rename(site / "vaescope")
+    (tree / "explorer").rename(site / "vaescope" / "explorer")
+    (tree / "training").rename(site / "vaescope" / "training")
+    return site
+
+
+def serve(workdir: Path, code: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A fresh explorer on the shipped checkpoints, of this tree or of the package under ``code``;
+    (its process, its URL)."""
     port = free_port()
     command = [sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(ASSETS), "--port", str(port),
                "--device", "cpu", "--no-disk-cache"]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, start = f"http://127.0.0.1:{port}/", time.perf_counter()
     while True:
@@ -111,45 +135,59 @@ def open_floor(browser: Any, url: str, model: str) -> float:
         page.close()
 
 
-def measure(names: list[str], rounds: int) -> dict[str, Any]:
+def measure(names: list[str], rounds: int, baseline: str | None = None) -> dict[str, Any]:
+    """{tree: {"cold": {lesson: times}, "warm": {lesson: [times]}, "floor": [s]}} for this tree
+    ("now") and, when given, commit ``baseline``; the trees alternate within every round."""
     from playwright.sync_api import sync_playwright
 
     from vaescope.explorer.core.lessons import find
 
     lessons = [find(name) for name in names]
-    got: dict[str, Any] = {"cold": {}, "warm": {n: [] for n in names}, "floor": []}
     with tempfile.TemporaryDirectory(prefix="vaescope-lessons-") as tmp, sync_playwright() as pw:
-        proc, url = serve(Path(tmp))
+        codes: dict[str, Path | None] = {"now": None}
+        if baseline:
+            codes[baseline] = checkout(baseline, Path(tmp) / "baseline")
+        got = {tree: {"cold": {}, "warm": {n: [] for n in names}, "floor": []} for tree in codes}
+        servers = {tree: serve(Path(tmp), code) for tree, code in codes.items()}
         browser = launch_browser(pw)
         try:
             for lesson in lessons:
-                got["cold"][lesson.name] = open_lesson(browser, url, lesson)
+                for tree, (_, url) in servers.items():
+                    got[tree]["cold"][lesson.name] = open_lesson(browser, url, lesson)
             for _ in range(rounds):
                 for lesson in lessons:
-                    got["floor"].append(open_floor(browser, url, lesson.models[0]))
-                    got["warm"][lesson.name].append(open_lesson(browser, url, lesson))
+                    for tree, (_, url) in servers.items():
+                        got[tree]["floor"].append(open_floor(browser, url, lesson.models[0]))
+                        got[tree]["warm"][lesson.name].append(open_lesson(browser, url, lesson))
         finally:
             browser.close()
-            stop(proc)
+            for proc, _ in servers.values():
+                stop(proc)
     return got
 
 
-def run(quick: bool, names: list[str] | None = None) -> Figure:
+def run(quick: bool, names: list[str] | None = None, baseline: str | None = None) -> Figure:
     from vaescope.explorer.core.lessons import LESSONS
 
     names = names or [lesson.name for lesson in LESSONS][: 3 if quick else None]
-    got = measure(names, rounds=1 if quick else 3)
-    floor = median(got["floor"])
-    rows = [Row("page floor: ?model=M&present=1 until its map is drawn", floor, "s", len(got["floor"]))]
+    got = measure(names, rounds=1 if quick else 3, baseline=baseline)
+    now = got["now"]
+    floor = median(now["floor"])
+    rows = [Row("page floor: ?model=M&present=1 until its map is drawn", floor, "s", len(now["floor"]))]
     for name in names:
-        warm = got["warm"][name]
+        warm = now["warm"][name]
         screen = median([w["screen"] for w in warm])
-        cold = got["cold"][name]
+        cold = now["cold"][name]
+        before = ""
+        if baseline:
+            old = got[baseline]
+            before = (f"; commit {baseline}, same run: warm screen {median([w['screen'] for w in old['warm'][name]]):.1f}"
+                      f" s, cold {old['cold'][name]['screen']:.1f} s")
         rows.append(Row(f"{name}: screen and words shown, warm", screen, "s", len(warm), floor, "page floor, same run",
                         f"<= {TARGET_S:.0f} s", screen <= TARGET_S,
                         note=f"words {median([w['words'] for w in warm]):.1f} s, every event "
                              f"{median([w['done'] for w in warm]):.1f} s; cold: screen {cold['screen']:.1f} s, "
-                             f"words {cold['words']:.1f} s"))
+                             f"words {cold['words']:.1f} s{before}"))
     return Figure(rows, {"seconds": got})
 
 
@@ -157,8 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three lessons, one warm round")
     parser.add_argument("--only", nargs="*", default=None, help="these lessons only")
+    parser.add_argument("--baseline-commit", default=None, metavar="REV",
+                        help="also measure this commit's code, alternating with this tree's")
     args = parser.parse_args(argv)
-    for row in run(args.quick, args.only).rows:
+    for row in run(args.quick, args.only, args.baseline_commit).rows:
         ratio = f" ({row.ratio:.2f}x {row.baseline_label})" if row.ratio is not None else ""
         print(f"{row.figure}: {row.value:.2f} {row.unit}{ratio}, n={row.n}{'; ' + row.note if row.note else ''}",
               flush=True)

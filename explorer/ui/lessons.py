@@ -146,24 +146,25 @@ class LessonsPanel:
         return [*self.stage_maps, *self.stage_figures, self.chart, *self.stage_pictures]
 
     def _chain(self, head: Any) -> None:
-        """One lesson's events: ``start`` (models and views chosen, the banner shown), then four
-        branches at once, each as short as it can be: the words, the presenter's screen, the
-        side-by-side view (both models loaded, drawn and the lesson's buttons pressed, in one
-        event), and the Explore page's switch with its panels. The page notes when all four ran."""
+        """One lesson's events: ``start`` (models and views chosen, the banner shown), then three
+        branches at once, each as short as it can be: the words; the presenter's screen, then the
+        Explore page's switch with its panels; the side-by-side view (both models loaded, drawn and
+        the lesson's buttons pressed, in one event). The page notes when every branch ran."""
         compare, bar = self.compare, self.compare.bar
         start_out = [self.banner_group, self.banner, self.chart, self.page.top_tabs, self.page.explore_tabs,
                      self.models.dropdown, *bar.settings(), *(side.model for side in compare.sides.values())]
         started = head.then(self.start, [self.name], start_out, show_progress="hidden")
+        # the presenter layout's screen of the lesson (nothing when the layout is off)
+        staged = started.then(self.stage, [self.name, self.models.present], self.stage_outputs(),
+                              show_progress="hidden")
         ends = [started.then(self.words, [self.name, self.models.present], [self.banner, self.chart],
-                             show_progress="hidden"),
-                # the presenter layout's screen of the lesson (nothing when the layout is off)
-                started.then(self.stage, [self.name, self.models.present], self.stage_outputs(),
-                             show_progress="hidden"),
+                             show_progress="hidden"), staged,
                 started.then(self.open_compare, [self.name, compare.pair], self.compare_outputs(),
                              show_progress_on=[side.plot for side in compare.sides.values()])]
-        # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels
-        step = started.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
-                            self.models.outputs(), show_progress_on=[self.models.card])
+        # the one-model lessons: the Explore page's own switch, then its map ("*") and its panels; after
+        # the lesson's screen, whose view they would otherwise slow (the anomaly lesson's scores)
+        step = staged.then(self._explore_loader(), [self.name, self.models.dropdown, self.session],
+                           self.models.outputs(), show_progress_on=[self.models.card])
         for view, steps in self.page.followups.items():
             for fn, inputs, outputs in steps:
                 step = step.then(self._only_for(view, fn), [self.name, *inputs], outputs)
