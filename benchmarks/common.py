@@ -7,7 +7,9 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -129,6 +131,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_server(command: list[str], port: int, workdir: Path, env: dict[str, str] | None = None
+                 ) -> tuple[subprocess.Popen, str, float]:
+    """Run ``command`` (an explorer serving on 127.0.0.1:``port``) in ``workdir`` and wait until
+    it answers, five minutes at most; (its process, its URL, the seconds until it answered)."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the explorer exited with {proc.returncode}")
+        if time.perf_counter() - start > 300:
+            stop(proc)
+            raise RuntimeError("the explorer did not answer within 5 minutes")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return proc, url, time.perf_counter() - start
+        except OSError:
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server started by ``start_server``: terminate, then kill after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def shipped_fmnist() -> list[Path]:

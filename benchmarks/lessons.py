@@ -31,11 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ASSETS, REPO, Figure, Row, free_port, launch_browser, median
+from benchmarks.common import (
+    ASSETS,
+    REPO,
+    Figure,
+    Row,
+    free_port,
+    launch_browser,
+    median,
+    start_server,
+    stop,
+)
 
 TARGET_S = 5.0
 TIMEOUT_MS = 180_000
@@ -79,31 +88,10 @@ def serve(workdir: Path, code: Path | None = None) -> tuple[subprocess.Popen, st
     port = free_port()
     command = [sys.executable, "-m", "vaescope.explorer", "--checkpoints", str(ASSETS), "--port", str(port),
                "--device", "cpu", "--no-disk-cache"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
-    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, start = f"http://127.0.0.1:{port}/", time.perf_counter()
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"latent-explore exited with {proc.returncode}")
-        if time.perf_counter() - start > 300:
-            stop(proc)
-            raise RuntimeError("latent-explore did not answer within 5 minutes")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return proc, url
-        except OSError:
-            time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    env = {"PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])} \
+        if code is not None else None
+    proc, url, _ = start_server(command, port, workdir, env)
+    return proc, url
 
 
 def open_lesson(browser: Any, url: str, lesson: Any) -> dict[str, float]:

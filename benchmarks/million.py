@@ -19,18 +19,25 @@ thinning saves. Codes are synthetic: 10 Gaussian clusters in 16-d, seeded.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Figure, Row, at_most, free_port, launch_browser, median
+from benchmarks.common import (
+    Figure,
+    Row,
+    at_most,
+    free_port,
+    launch_browser,
+    median,
+    start_server,
+    stop,
+)
 
 SIZES, QUICK_SIZES = (70_000, 200_000, 1_000_000), (20_000, 70_000, 200_000)
 DIM = 16
@@ -95,30 +102,7 @@ def serve(path: Path, workdir: Path, thin: bool = True) -> tuple[subprocess.Pope
     code = ("import sys; import vaescope.explorer.core.maps as m; m.MAX_DRAWN_POINTS = 10**9; "
             "from vaescope.explorer.ui.app import main; main(sys.argv[1:])")
     command = ([sys.executable, "-m", "vaescope.explorer", *argv] if thin else [sys.executable, "-c", code, *argv])
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"latent-explore exited with {proc.returncode}")
-        if time.perf_counter() - start > 300:
-            stop(proc)
-            raise RuntimeError("latent-explore did not answer within 5 minutes")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return proc, url, time.perf_counter() - start
-        except OSError:
-            time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_server(command, port, workdir)
 
 
 def measure(browser: Any, path: Path, workdir: Path, thin: bool = True, interact: bool = True) -> dict[str, Any]:
