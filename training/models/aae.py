@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from vaescope.contract import Condition, GaussianMixture, LossOutput, Posterior
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig
-from vaescope.training.models.base import LatentModel, register
+from vaescope.training.models.base import LatentModel, on_default_device, register, seeded_normal
 from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 PRIORS = ("normal", "mixture")
@@ -44,9 +44,9 @@ def mixture_means(k: int, d: int) -> Tensor:
     """K seeded points on the sphere of radius MIXTURE_RADIUS in R^D [K, D] (evenly spaced on a
     circle when D = 2, as in Makhzani et al.'s figures)."""
     if d == 2:
-        angle = 2 * math.pi * torch.arange(k) / k
+        angle = 2 * math.pi * torch.arange(k, device="cpu") / k
         return MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], -1)
-    directions = torch.randn(k, d, generator=torch.Generator().manual_seed(MIXTURE_SEED))
+    directions = seeded_normal(k, d, seed=MIXTURE_SEED)
     return MIXTURE_RADIUS * directions / directions.norm(dim=-1, keepdim=True)
 
 
@@ -81,7 +81,7 @@ class AAE(LatentModel):
                                            nn.Linear(h, 1))
         self.mixture = self.options.prior == "mixture"
         if self.mixture:
-            self.register_buffer("prior_means", mixture_means(self.options.prior_components, d))
+            self.register_buffer("prior_means", on_default_device(mixture_means(self.options.prior_components, d)))
 
     @property
     def condition(self) -> Condition:

@@ -41,6 +41,19 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[LatentModel]] = {}
 
 
+def seeded_normal(*shape: int, seed: int) -> Tensor:
+    """Standard normal draws of ``shape`` on the CPU, from a generator seeded with ``seed``."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), device="cpu")
+
+
+def on_default_device(tensor: Tensor) -> Tensor:
+    """``tensor``, computed on the CPU, moved to the current default device. A family computes its
+    fixed initial values on the CPU and then moves them: on the ``meta`` device (where the checkpoint
+    loader plans a model) a random draw or any arithmetic imports torch's compiler, 1.6 s the first
+    time a server opens such a model."""
+    return tensor.to(torch.empty(0).device)
+
+
 def register(name: str):  # noqa: ANN201 - a class decorator
     """Class decorator: make ``cls`` the family ``name`` (``latent-train --model name``)."""
     def add(cls: type[LatentModel]) -> type[LatentModel]:

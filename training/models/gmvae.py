@@ -37,7 +37,13 @@ from vaescope import limits
 from vaescope.contract import Condition, GaussianMixture, LossOutput, Posterior, gaussian_log_prob
 from vaescope.training.checks import Range
 from vaescope.training.config import ConfigError, FamilyOptions, ModelConfig, TrainConfig
-from vaescope.training.models.base import EpochEnd, LatentModel, register
+from vaescope.training.models.base import (
+    EpochEnd,
+    LatentModel,
+    on_default_device,
+    register,
+    seeded_normal,
+)
 from vaescope.training.models.nets import ImageDecoder, ImageEncoder
 
 PRIOR_SPREAD = 1.0  # scale of the initial component means: apart enough to break symmetry
@@ -126,8 +132,7 @@ class GMVAE(LatentModel):
         self.z_head = nn.Sequential(nn.Linear(h + k if self.z_given_y else h, h), nn.LeakyReLU(0.2),
                                     nn.Linear(h, 2 * d))
         self.decoder = ImageDecoder(config, d)
-        gen = torch.Generator().manual_seed(0)
-        self.prior_mean = nn.Parameter(PRIOR_SPREAD * torch.randn(k, d, generator=gen))  # mu_y [K, D]
+        self.prior_mean = nn.Parameter(on_default_device(PRIOR_SPREAD * seeded_normal(k, d, seed=0)))  # mu_y [K, D]
         self.prior_logvar = nn.Parameter(torch.zeros(k, d))  # log sigma_y^2 [K, D]
 
     @staticmethod
