@@ -431,3 +431,30 @@ def test_each_lesson_opens_from_its_link(page: object, shelf: ModelStore, name: 
             " return d && d.value === m; }", arg=lesson.models[0], timeout=60_000)
     time.sleep(1.5)
     page.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def test_a_lesson_asked_for_at_once_is_measured_once() -> None:
+    """A lesson's events (its words, its screen) ask for its measurements at the same moment: one
+    measures, the others wait for that answer."""
+    import dataclasses
+    import threading
+    from types import SimpleNamespace
+
+    calls = []
+
+    def explain(entries, shelf) -> str:  # noqa: ANN001
+        calls.append(threading.get_ident())
+        time.sleep(0.3)
+        return f"measured on {len(entries)}"
+
+    lesson = dataclasses.replace(lessons.LESSONS[0], name="single-flight-test", explain=explain, chart=None)
+    entries = [SimpleNamespace(key="a"), SimpleNamespace(key="b")]
+    shelf = SimpleNamespace(names=lambda: ["a", "b"])
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(lessons.measured(lesson, entries, shelf)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and answers == [("measured on 2", None)] * 4

@@ -27,6 +27,7 @@ from vaescope.explorer.core.compare import (
     answer,
     posterior_spread,
 )
+from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.maps import draw_map, project
 from vaescope.explorer.core.projection import ProjectionCache
 from vaescope.explorer.core.sampling import component_names
@@ -331,13 +332,14 @@ def explain_denoising(entries: list[ModelEntry], _: Shelf) -> str:
 
 def _ood_scores(model: ModelEntry, shelf: Shelf) -> tuple[str, np.ndarray, np.ndarray]:
     """(the other dataset's name, the test images' scores [N], the other images' scores [M])."""
-    from vaescope.explorer.core.scores import ood_images, preferred_ood, score_images, test_scores
+    from vaescope.explorer.core.scores import ood_scores, preferred_ood, score_kind, test_scores
 
     data_dir = getattr(shelf, "data_dir", None)
     other = preferred_ood(model, data_dir)
     if other is None:
         raise InputError("no second dataset is on this server to compare with")
-    return other, test_scores(model), score_images(model, ood_images(other, model.description.image_shape, data_dir))
+    key = score_kind(model).key  # the model's default: its −ELBO
+    return other, test_scores(model, key), ood_scores(model, other, data_dir, (key,))[key]
 
 
 def explain_anomaly(entries: list[ModelEntry], shelf: Shelf) -> str:
@@ -422,21 +424,25 @@ def likelihood_chart(entries: list[ModelEntry], _: Shelf) -> go.Figure:
 MEASURED_KEPT = 32  # lessons' words and charts kept (each a few kB), the oldest dropped first
 _measured: dict[tuple, tuple[str, go.Figure | None]] = {}
 _measured_lock = threading.Lock()
+_measuring = KeyedLocks()  # single flight: a lesson's events ask at once (its words, its screen)
 
 
 def measured(lesson: Lesson, entries: list[ModelEntry], shelf: Shelf) -> tuple[str, go.Figure | None]:
     """The lesson's words and chart on these models (``lesson.explain``, ``lesson.chart``), measured
     once per set of loaded models and shelf, so a lesson opened again (another page, a reload, the
-    presenter's screen) costs nothing; the chart is a copy the caller may restyle."""
+    presenter's screen) costs nothing; the chart is a copy the caller may restyle. Callers asking at
+    the same time wait for one measurement (on two cores, measuring twice at once took each twice
+    as long)."""
     key = (lesson.name, tuple(entry.key for entry in entries), tuple(shelf.names()))
-    with _measured_lock:
-        found = _measured.get(key)
-    if found is None:
-        found = (lesson.explain(entries, shelf), lesson.chart(entries, shelf) if lesson.chart is not None else None)
+    with _measuring.hold(key):
         with _measured_lock:
-            _measured[key] = found
-            while len(_measured) > MEASURED_KEPT:
-                _measured.pop(next(iter(_measured)))
+            found = _measured.get(key)
+        if found is None:
+            found = (lesson.explain(entries, shelf), lesson.chart(entries, shelf) if lesson.chart is not None else None)
+            with _measured_lock:
+                _measured[key] = found
+                while len(_measured) > MEASURED_KEPT:
+                    _measured.pop(next(iter(_measured)))
     words, chart = found
     return words, (go.Figure(chart) if chart is not None else None)
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ from vaescope.bounds import reconstruct
 from vaescope.contract import likelihood_of
 from vaescope.errors import InputError
 from vaescope.explorer.core.codes import decoder_of
+from vaescope.explorer.core.locks import KeyedLocks
 from vaescope.explorer.core.store import ModelEntry
 from vaescope.training.corruption import CORRUPTIONS, check_corruption, corrupt
 
@@ -91,12 +94,15 @@ def png_bits(images: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def score_table(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None = None,
-                batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Every score the model gives (``score_kinds``), key -> [N], for images [N, C, H, W] (uint8, or
-    float in [0, 1]), from one pass through the model; higher is more unusual."""
+                batch_size: int = 512, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The scores ``keys`` (every one the model gives, ``score_kinds``, when None), key -> [N], for
+    images [N, C, H, W] (uint8, or float in [0, 1]); higher is more unusual. One pass through the
+    model gives the reconstruction error and the −ELBO; the complexity correction also compresses
+    every image, so it is computed only when asked for."""
     model, description = decoder_of(entry, "score images with"), entry.description
-    keys = [kind.key for kind in score_kinds(entry)]
-    likelihood = likelihood_of(model) if ELBO in keys else None
+    given = [kind.key for kind in score_kinds(entry)]
+    wanted = given if keys is None else [key for key in given if key in keys]
+    likelihood = likelihood_of(model) if ELBO in given else None
     x_all = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     parts: dict[str, list[np.ndarray]] = {RECON: [], ELBO: []}
     for start in range(0, len(x_all), batch_size):
@@ -108,8 +114,8 @@ def score_table(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | None
         if likelihood is not None:
             parts[ELBO].append((-likelihood.log_prob(x, rec.decoded) + rec.kl).float().cpu().numpy())
     table = {key: np.concatenate(parts[key]) if parts[key] else np.zeros(0, np.float32)
-             for key in (RECON, ELBO) if key in keys}
-    if COMPLEXITY in keys:
+             for key in (RECON, ELBO) if key in given}
+    if COMPLEXITY in wanted:
         pixels = images if images.dtype == np.uint8 else (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
         table[COMPLEXITY] = (table[ELBO].astype(np.float64) / np.log(2) - png_bits(pixels)).astype(np.float32)
     return table
@@ -120,18 +126,44 @@ def score_images(entry: ModelEntry, images: np.ndarray, labels: np.ndarray | Non
     """Anomaly scores [N] of images [N, C, H, W] (uint8, or float in [0, 1]); higher is more unusual.
     ``score``: one of the model's ``score_kinds`` keys (its default when None)."""
     key = score_kind(entry, score).key
-    return score_table(entry, images, labels, batch_size)[key]
+    return score_table(entry, images, labels, batch_size, keys=(key,))[key]
+
+
+_scoring = KeyedLocks()
+
+
+def _kept_scores(kept: dict[str, np.ndarray], entry: ModelEntry, keys: tuple[str, ...],
+                 images: Callable[[], tuple[np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
+    """The scores ``keys`` from ``kept``, the missing ones computed from ``images()`` (images,
+    labels) and kept, with whatever else the same pass gave. Single flight per table: the events of
+    one lesson ask at once, and the later ones wait for the first one's pass."""
+    with _scoring.hold(id(kept)):
+        missing = tuple(key for key in keys if key not in kept)
+        if missing:
+            found, labels = images()
+            kept.update(score_table(entry, found, labels, keys=missing))
+        return {key: kept[key] for key in keys}
 
 
 def test_scores(entry: ModelEntry, score: str | None = None) -> np.ndarray:
     """Scores [N] of the model's evaluation images, computed once per model and score."""
     key = score_kind(entry, score).key
-    kept = entry.derived.anomaly_scores
-    if key not in kept:
+
+    def images() -> tuple[np.ndarray, np.ndarray | None]:
         if not entry.has_points or entry.latents.images is None:
             raise InputError(f"no evaluation images to score: {entry.data_note or 'none were given'}")
-        kept[key] = score_images(entry, entry.latents.images, entry.latents.labels, score=key)
-    return kept[key]
+        return entry.latents.images, entry.latents.labels
+
+    return _kept_scores(entry.derived.anomaly_scores, entry, (key,), images)[key]
+
+
+def ood_scores(entry: ModelEntry, name: str, data_dir: object = None,
+               keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The scores ``keys`` (every one the model gives when None) of dataset ``name``'s images
+    (``ood_images``), computed once per model, dataset and score."""
+    keys = tuple(kind.key for kind in score_kinds(entry)) if keys is None else keys
+    kept = entry.derived.ood_scores.setdefault((name, str(data_dir)), {})
+    return _kept_scores(kept, entry, keys, lambda: (ood_images(name, entry.description.image_shape, data_dir), None))
 
 
 def percentile(scores: np.ndarray, value: float) -> float:
@@ -185,11 +217,19 @@ def preferred_ood(entry: ModelEntry, data_dir: object = None) -> str | None:
 
 
 def ood_images(name: str, shape: tuple[int, int, int], data_dir: object = None) -> np.ndarray:
-    """Up to OOD_IMAGES test images of dataset ``name`` (one this server knows) resized to ``shape``."""
+    """Up to OOD_IMAGES test images of dataset ``name`` (one this server knows) resized to ``shape``;
+    read-only, read once per dataset, shape and folder."""
     from vaescope.training import data
 
     if name not in data.DATASETS:
         raise InputError(f"{name!r} is not a dataset this server knows")
+    return _resized_test_images(name, tuple(int(v) for v in shape), None if data_dir is None else str(data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _resized_test_images(name: str, shape: tuple[int, int, int], data_dir: str | None) -> np.ndarray:
+    from vaescope.training import data
+
     try:
         found = data.load_dataset(name, data_dir=data_dir)
     except data.DatasetError as exc:
@@ -197,7 +237,9 @@ def ood_images(name: str, shape: tuple[int, int, int], data_dir: object = None) 
     images = found.test.images.numpy()
     if len(images) > OOD_IMAGES:
         images = images[np.sort(np.random.default_rng(0).choice(len(images), OOD_IMAGES, replace=False))]
-    return resize_images(images, shape)
+    resized = resize_images(images, shape)
+    resized.flags.writeable = False
+    return resized
 
 
 # -- denoising ------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from vaescope.training.checkpoint import (
 )
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
     from scipy.spatial import cKDTree
 
     from vaescope.explorer.core.dims import DimInfo
@@ -73,6 +74,7 @@ class Derived:
     dim_info: DimInfo | None = None  # dims.dim_info: the dimensions' order and scores
     slider_bounds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # dims.slider_bounds, by range
     anomaly_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scores.test_scores, by score key
+    ood_scores: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)  # scores.ood_scores, by dataset and folder
     ood_aurocs: dict[str, dict[str, float]] = field(default_factory=dict)  # measures.ood_aurocs, by the other's key
     pixel_probe: Probe | None = None  # measures.pixel_probe
     code_tree: cKDTree | None = None  # measures.path_gap: a KD-tree of the evaluation codes
@@ -81,6 +83,7 @@ class Derived:
     mig: tuple[float, dict[str, float]] | None = None  # measures.factor_mig
     record: Record | None = None  # timeline.training_timeline: the checkpoint's training record ...
     record_read: bool = False  # ... once it was looked for (None then means the file has none)
+    timeline: go.Figure | None = None  # timeline.training_timeline: the record's animated map
     breakdown: tuple[list[float], list[float], list[float]] | None = None  # lessons: the denoising curve
     maps: dict[tuple[str, int], np.ndarray] | None = None  # mapfiles.prefitted: the sidecar's maps ...
     maps_read: bool = False  # ... once it was looked for

@@ -58,43 +58,38 @@ def timeline_figure(codes: np.ndarray, labels: np.ndarray, epochs: Sequence[floa
     pad = 0.08 * (hi - lo + 1e-6)
 
     # SVG, not WebGL: plotly.js 3 fails animating a scattergl trace to a frame with redraw (a page
-    # error and an empty plot); a few thousand SVG markers animate smoothly
-    def traces(frame: int) -> list[go.Scatter]:
-        return [go.Scatter(x=points[frame, labels == c, 0], y=points[frame, labels == c, 1], mode="markers",
-                           name=_name(c, class_names),
-                           marker={"size": 4, "color": PALETTES["classes"][c % len(PALETTES["classes"])] if c >= 0 else "#888"})
+    # error and an empty plot); a few thousand SVG markers animate smoothly. Plain dicts, not
+    # go.Scatter objects: validating a trace per class and frame took 2 s for two models' records.
+    colours = PALETTES["classes"]
+
+    def traces(frame: int) -> list[dict[str, Any]]:
+        return [{"type": "scatter", "x": points[frame, labels == c, 0], "y": points[frame, labels == c, 1],
+                 "mode": "markers", "name": _name(c, class_names),
+                 "marker": {"size": 4, "color": colours[c % len(colours)] if c >= 0 else "#888"}}
                 for c in classes]
 
     names = frame_labels(epochs)
-    fig = go.Figure(data=traces(0), frames=[go.Frame(data=traces(i), name=names[i],
-                                                 layout={"title": {"text": f"{title} · {names[i]}"}})
-                                        for i in range(len(points))])
+    # Gradio's Plot draws a figure with Plotly.react(data, layout, config) and drops its frames, so
+    # the play button would have nothing to play: the frames travel in layout.meta, where
+    # static/bridge.js finds them and adds them to the drawn plot
+    frames = [{"name": names[i], "data": traces(i), "layout": {"title": {"text": f"{title} · {names[i]}"}}}
+              for i in range(len(points))]
     play: dict[str, Any] = {"frame": {"duration": FRAME_MS, "redraw": True}, "fromcurrent": True,
                             "transition": {"duration": 0}}
-    fig.update_layout(
-        title=f"{title} · {names[0]}", height=460, legend={"itemsizing": "constant"},
-        xaxis={"range": [lo[0] - pad[0], hi[0] + pad[0]], "title": "PC 1 of the last frame"},
-        yaxis={"range": [lo[1] - pad[1], hi[1] + pad[1]], "title": "PC 2"},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": -0.12, "xanchor": "left",
-                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
-                                  {"label": "❚❚ Pause", "method": "animate",
-                                   "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
-        sliders=[{"active": 0, "x": 0.2, "len": 0.8, "y": -0.08, "currentvalue": {"prefix": "training: "},
-                  "steps": [{"label": name, "method": "animate",
-                             "args": [[name], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}]}
-                            for name in names]}])
-    return frames_in_meta(fig)
-
-
-def frames_in_meta(fig: go.Figure) -> go.Figure:
-    """Move ``fig``'s animation frames into ``layout.meta.frames``. Gradio's Plot draws a figure with
-    Plotly.react(data, layout, config) and drops its frames, so the play button would have nothing
-    to play; static/bridge.js adds the frames from layout.meta to the drawn plot."""
-    frames = [frame.to_plotly_json() for frame in fig.frames]
-    fig.frames = ()
-    fig.update_layout(meta={"frames": frames})
-    return fig
+    layout = {
+        "title": {"text": f"{title} · {names[0]}"}, "height": 460, "legend": {"itemsizing": "constant"},
+        "xaxis": {"range": [lo[0] - pad[0], hi[0] + pad[0]], "title": {"text": "PC 1 of the last frame"}},
+        "yaxis": {"range": [lo[1] - pad[1], hi[1] + pad[1]], "title": {"text": "PC 2"}},
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "meta": {"frames": frames},
+        "updatemenus": [{"type": "buttons", "direction": "left", "x": 0, "y": -0.12, "xanchor": "left",
+                         "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                     {"label": "❚❚ Pause", "method": "animate",
+                                      "args": [[None], {"frame": {"duration": 0}, "mode": "immediate"}]}]}],
+        "sliders": [{"active": 0, "x": 0.2, "len": 0.8, "y": -0.08, "currentvalue": {"prefix": "training: "},
+                     "steps": [{"label": name, "method": "animate",
+                                "args": [[name], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate"}]}
+                               for name in names]}]}
+    return go.Figure({"data": traces(0), "layout": layout})
 
 
 def _name(label: int, class_names: Sequence[str]) -> str:
@@ -122,7 +117,10 @@ def training_timeline(entry: ModelEntry) -> tuple[go.Figure, str]:
              f"The axes are the last frame's first two principal components" if dims > 2 else
              f"{frames} recorded moments of training, {points:,} test images each, in the 2-d code itself: press "
              f"▶ Play, or drag the slider")
-    return timeline_figure(record.codes, record.labels, [float(e) for e in record.epochs], names, title), words + "."
+    if derived.timeline is None:  # drawn once per model: every page and lesson gets a copy
+        derived.timeline = timeline_figure(record.codes, record.labels, [float(e) for e in record.epochs], names,
+                                           title)
+    return go.Figure(derived.timeline), words + "."
 
 
 def _is_bundle(entry: ModelEntry) -> bool:

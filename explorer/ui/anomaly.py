@@ -14,13 +14,12 @@ from vaescope.explorer.core.codes import encode_image
 from vaescope.explorer.core.scores import (
     auroc,
     ood_datasets,
-    ood_images,
+    ood_scores,
     percentile,
     preferred_ood,
     score_images,
     score_kind,
     score_kinds,
-    score_table,
     test_scores,
 )
 from vaescope.explorer.core.store import ModelEntry
@@ -139,7 +138,7 @@ class AnomalyPanel:
         allowed = ood_datasets(entry, self.ctx.store.data_dir)
         if other not in allowed:
             raise InputError(f"choose one of the datasets on this server: {allowed}")
-        table = score_table(entry, ood_images(str(other), entry.description.image_shape, self.ctx.store.data_dir))
+        table = ood_scores(entry, str(other), self.ctx.store.data_dir)
         areas = {k.key: auroc(test_scores(entry, k.key), table[k.key]) for k in score_kinds(entry)}
         inside, outside = test_scores(entry, kind.key), table[kind.key]
         name = short_name(entry)
