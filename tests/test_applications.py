@@ -112,6 +112,13 @@ def test_shapes_are_out_of_distribution_for_a_digits_vae(store: ModelStore) -> N
     outside = scores.score_images(entry, scores.ood_images("shapes", (1, 8, 8)))
     assert len(outside) == scores.OOD_IMAGES
     assert scores.auroc(scores.test_scores(entry), outside) > 0.8
+    # the same images, scored once per model and dataset; the complexity score only when asked for
+    elbo_only = scores.ood_scores(entry, "shapes", keys=("elbo",))
+    assert set(entry.derived.ood_scores[("shapes", "None")]) == {"elbo", "recon"}  # one pass gives both
+    np.testing.assert_allclose(elbo_only["elbo"], outside)
+    every = scores.ood_scores(entry, "shapes")
+    assert set(every) == {"elbo", "recon", "complexity"} and every["elbo"] is elbo_only["elbo"]
+    assert not scores.ood_images("shapes", (1, 8, 8)).flags.writeable  # shared: nobody may change it
 
 
 def test_denoising_a_test_image_and_the_breakdown_curve(store: ModelStore) -> None:

@@ -141,7 +141,8 @@ def _kept_scores(kept: dict[str, np.ndarray], entry: ModelEntry, keys: tuple[str
         missing = tuple(key for key in keys if key not in kept)
         if missing:
             found, labels = images()
-            kept.update(score_table(entry, found, labels, keys=missing))
+            table = score_table(entry, found, labels, keys=missing)
+            kept.update({key: values for key, values in table.items() if key not in kept})
         return {key: kept[key] for key in keys}
 
 
