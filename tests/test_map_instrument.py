@@ -329,3 +329,21 @@ def test_the_manifold_of_a_2d_latent_space_is_the_whole_plane() -> None:
     assert "(the whole latent plane)" in out[app.panels["manifold"].note]
     picture = pixels(out[app.panels["manifold"].image])
     assert picture.shape[0] > 8 * 28 and picture.shape[1] > 8 * 28
+
+    # the presenter layout: the same plane, 4 x 4 steps in cells of at least 128 px, and it says so
+    from vaescope.explorer.ui.manifold import PRESENT_STEPS
+
+    panel = app.panels["manifold"]
+    full, shown = (panel.decode_grid(0, 1, 10, "mean", session, present) for present in (False, True))
+    assert "4 × 4 steps (the whole latent plane) (presenter layout: 4 × 4 of the 10 steps chosen)" in shown[panel.note]
+    assert "10 × 10 steps" in full[panel.note] and "presenter layout" not in full[panel.note]
+    # the presenter layout hides the image's label: the note says what the rows and columns are
+    assert "rows: z0, top to bottom · columns: z1 from" in shown[panel.note]
+    big = pixels(shown[panel.image])
+    assert PRESENT_STEPS == 4 and big.shape[0] // PRESENT_STEPS >= 128 and big.shape[0] < 720 - 104
+    # the plane is the same, sampled more coarsely: both grids run from the prior's 5 % to 95 % quantiles
+    from vaescope.explorer.core.manifold import grid_codes
+
+    base = np.zeros(2, np.float32)
+    coarse, fine = grid_codes(base, (0, 1), PRESENT_STEPS), grid_codes(base, (0, 1), 10)
+    np.testing.assert_allclose(coarse[[0, -1]], fine[[0, -1]])

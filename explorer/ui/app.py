@@ -179,7 +179,8 @@ def build_app(checkpoint_dir: str | Path | None = None, device: str = "auto", *,
         traversal.wire(models.present)
         webdecode.wire(latent_map.plot)
         interpolation.wire()
-        for panel in (sampling, diagnostics, denoising, anomaly, manifold):
+        manifold.wire(models.present)
+        for panel in (sampling, diagnostics, denoising, anomaly):
             panel.wire()
     no_progress_on_layouts(demo)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
