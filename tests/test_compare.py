@@ -347,8 +347,16 @@ def test_the_timeline_plays_every_recorded_moment(recorded_run: Path) -> None:
     frames = figure.layout.meta["frames"]  # where the page script finds them (Gradio drops figure.frames)
     assert len(frames) == len(record.epochs) and "6 recorded moments" in words and not figure.frames
     assert [f["name"] for f in frames] == ["start", "epoch 0.25", "epoch 0.5", "epoch 0.75", "epoch 1", "epoch 2"]
-    points = sum(len(t["x"]) for t in frames[-1]["data"])
+
+    def values(x) -> np.ndarray:  # noqa: ANN001 - plotly sends arrays as base64 typed arrays
+        import base64
+
+        return np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]) if isinstance(x, dict) else np.asarray(x)
+
+    points = sum(len(values(t["x"])) for t in frames[-1]["data"])
     assert points == 60  # every recorded image in every frame
+    first = np.concatenate([values(t["x"]) for t in frames[0]["data"]])
+    assert not np.allclose(first, np.concatenate([values(t["x"]) for t in frames[-1]["data"]]))  # they move
     assert frame_labels([0, 5, 5, 6])[2] == "epoch 5 (after initialising the mixture)"  # labels stay unique
 
 

@@ -447,7 +447,12 @@ def test_a_lesson_asked_for_at_once_is_measured_once() -> None:
         time.sleep(0.3)
         return f"measured on {len(entries)}"
 
-    lesson = dataclasses.replace(lessons.LESSONS[0], name="single-flight-test", explain=explain, chart=None)
+    def chart(entries, shelf):  # noqa: ANN001, ANN202
+        import plotly.graph_objects as go
+
+        return go.Figure(go.Histogram(x=np.arange(500.0), histnorm="probability"))
+
+    lesson = dataclasses.replace(lessons.LESSONS[0], name="single-flight-test", explain=explain, chart=chart)
     entries = [SimpleNamespace(key="a"), SimpleNamespace(key="b")]
     shelf = SimpleNamespace(names=lambda: ["a", "b"])
     answers = []
@@ -457,4 +462,23 @@ def test_a_lesson_asked_for_at_once_is_measured_once() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(calls) == 1 and answers == [("measured on 2", None)] * 4
+    assert len(calls) == 1 and [words for words, _ in answers] == ["measured on 2"] * 4
+    # every caller gets its own copy of the chart, also when many copy it at once (plotly takes a
+    # trace's type out of the source it builds from for a moment: copies made from one source in
+    # several threads came out as scatters and raised)
+    copies, failures = [], []
+
+    def copy_many() -> None:
+        try:
+            copies.extend(lessons.measured(lesson, entries, shelf)[1] for _ in range(25))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            failures.append(repr(exc)[:120])
+
+    threads = [threading.Thread(target=copy_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures and len(copies) == 150
+    assert {type(figure.data[0]).__name__ for figure in copies} == {"Histogram"}
+    assert len({id(figure) for figure in copies}) == 150

@@ -8,6 +8,7 @@ is what the models show. ``?lesson=NAME`` opens one.
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections.abc import Callable
@@ -422,7 +423,7 @@ def likelihood_chart(entries: list[ModelEntry], _: Shelf) -> go.Figure:
 
 # -- what a lesson measures, once per set of models ---------------------------------------------------
 MEASURED_KEPT = 32  # lessons' words and charts kept (each a few kB), the oldest dropped first
-_measured: dict[tuple, tuple[str, go.Figure | None]] = {}
+_measured: dict[tuple, tuple[str, dict | None]] = {}  # the chart as a plain dict (see ``measured``)
 _measured_lock = threading.Lock()
 _measuring = KeyedLocks()  # single flight: a lesson's events ask at once (its words, its screen)
 
@@ -432,19 +433,22 @@ def measured(lesson: Lesson, entries: list[ModelEntry], shelf: Shelf) -> tuple[s
     once per set of loaded models and shelf, so a lesson opened again (another page, a reload, the
     presenter's screen) costs nothing; the chart is a copy the caller may restyle. Callers asking at
     the same time wait for one measurement (on two cores, measuring twice at once took each twice
-    as long)."""
+    as long). The chart is kept as a plain dict and each caller builds its figure from a deep copy:
+    plotly briefly takes a trace's "type" out of the dict (or figure) it builds from, so two threads
+    building from one source at once got a scatter from a histogram, and raised."""
     key = (lesson.name, tuple(entry.key for entry in entries), tuple(shelf.names()))
     with _measuring.hold(key):
         with _measured_lock:
             found = _measured.get(key)
         if found is None:
-            found = (lesson.explain(entries, shelf), lesson.chart(entries, shelf) if lesson.chart is not None else None)
+            found = (lesson.explain(entries, shelf),
+                     lesson.chart(entries, shelf).to_dict() if lesson.chart is not None else None)
             with _measured_lock:
                 _measured[key] = found
                 while len(_measured) > MEASURED_KEPT:
                     _measured.pop(next(iter(_measured)))
     words, chart = found
-    return words, (go.Figure(chart) if chart is not None else None)
+    return words, (go.Figure(copy.deepcopy(chart)) if chart is not None else None)
 
 
 # -- a lesson's own screen (the presenter layout) -----------------------------------------------------

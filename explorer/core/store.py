@@ -54,7 +54,6 @@ from vaescope.training.checkpoint import (
 )
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
     from scipy.spatial import cKDTree
 
     from vaescope.explorer.core.dims import DimInfo
@@ -83,7 +82,7 @@ class Derived:
     mig: tuple[float, dict[str, float]] | None = None  # measures.factor_mig
     record: Record | None = None  # timeline.training_timeline: the checkpoint's training record ...
     record_read: bool = False  # ... once it was looked for (None then means the file has none)
-    timeline: go.Figure | None = None  # timeline.training_timeline: the record's animated map
+    timeline: dict[str, Any] | None = None  # timeline.training_timeline: the record's animated map, as a dict
     breakdown: tuple[list[float], list[float], list[float]] | None = None  # lessons: the denoising curve
     maps: dict[tuple[str, int], np.ndarray] | None = None  # mapfiles.prefitted: the sidecar's maps ...
     maps_read: bool = False  # ... once it was looked for

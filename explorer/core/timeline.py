@@ -7,6 +7,7 @@ is), so what moves on screen is the codes moving, not the axes being refitted.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,10 +118,12 @@ def training_timeline(entry: ModelEntry) -> tuple[go.Figure, str]:
              f"The axes are the last frame's first two principal components" if dims > 2 else
              f"{frames} recorded moments of training, {points:,} test images each, in the 2-d code itself: press "
              f"▶ Play, or drag the slider")
-    if derived.timeline is None:  # drawn once per model: every page and lesson gets a copy
+    if derived.timeline is None:  # drawn once per model, kept as a plain dict: every page and lesson
+        # builds its own figure from a deep copy (plotly briefly changes the source it builds from,
+        # so two threads building from one source at once can get the wrong trace type)
         derived.timeline = timeline_figure(record.codes, record.labels, [float(e) for e in record.epochs], names,
-                                           title)
-    return go.Figure(derived.timeline), words + "."
+                                           title).to_dict()
+    return go.Figure(copy.deepcopy(derived.timeline)), words + "."
 
 
 def _is_bundle(entry: ModelEntry) -> bool:

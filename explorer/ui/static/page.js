@@ -145,7 +145,7 @@
     const over = document.scrollingElement.scrollHeight - window.innerHeight;
     const rows = new Map();
     document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
-      if (gd.offsetParent === null || !gd._fullLayout || gd.closest('#latent-map')) return;
+      if (gd.offsetParent === null || !gd._fullLayout || gd.closest('#latent-map, .offscreen')) return;
       if (gd.__vaescopeTall === undefined || gd.__vaescopeDrawn !== gd.data) {  // a new drawing: its own height
         gd.__vaescopeTall = gd._fullLayout.height;
         gd.__vaescopeDrawn = gd.data;
